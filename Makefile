@@ -1,0 +1,39 @@
+# Quick start: `make run` (app on http://127.0.0.1:8001 with a demo account) and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8001
+DEV_ENV := DEBUG=$${DEBUG:-1}
+
+.PHONY: run test install migrate seed check clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(DEV_ENV) $(PY) manage.py migrate --noinput
+
+seed: migrate
+	$(DEV_ENV) $(PY) manage.py seed --demo
+
+run: seed
+	@echo ""
+	@echo "  AI Hub is starting on http://$(HOST):$(PORT)/"
+	@echo "  Demo login: demo@aihub.local / aihub-demo-2026"
+	@echo ""
+	$(DEV_ENV) $(VENV)/bin/daphne -b $(HOST) -p $(PORT) aihub.asgi:application
+
+test: install
+	$(VENV)/bin/pytest
+
+check: install
+	$(VENV)/bin/python manage.py check --deploy --fail-level WARNING
+
+clean:
+	rm -rf $(VENV) db.sqlite3 staticfiles

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+
+
+class Plan(models.Model):
+    """What a subscription allows. Rows are seeded by a data migration and edited in admin."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=50)
+    monthly_price = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True,
+                                        help_text="Empty means custom pricing (Enterprise).")
+    monthly_token_quota = models.PositiveBigIntegerField(null=True, blank=True, help_text="Empty means unlimited.")
+    monthly_credit_quota = models.DecimalField(
+        "monthly credit (USD)", max_digits=12, decimal_places=2, null=True, blank=True,
+        help_text="Spend allowed per month in USD; empty means unlimited.",
+    )
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    max_concurrent_streams = models.PositiveIntegerField(null=True, blank=True)
+    max_api_keys = models.PositiveIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Cap on max_tokens per request; larger requests are clamped."
+    )
+    free_models_only = models.BooleanField(default=False)
+    sort_order = models.PositiveSmallIntegerField(default=0)
+    is_public = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["sort_order"]
+
+    def __str__(self):
+        return self.name
+
+
+class Subscription(models.Model):
+    """A user's plan over time. Exactly one row per user is active."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT)
+    is_active = models.BooleanField(default=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    current_period_start = models.DateTimeField()
+    current_period_end = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"], condition=models.Q(is_active=True), name="one_active_subscription_per_user"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.user} on {self.plan}"
+
+
+class UsageRecord(models.Model):
+    """One row per request to a model, from the chat page or the API."""
+
+    class Status(models.TextChoices):
+        COMPLETE = "complete"
+        STOPPED = "stopped"
+        FAILED = "failed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="usage_records")
+    conversation = models.ForeignKey("chat.Conversation", null=True, blank=True, on_delete=models.SET_NULL)
+    model = models.ForeignKey("chat.AIModel", null=True, blank=True, on_delete=models.SET_NULL)
+    model_slug = models.CharField(max_length=200, help_text="Kept when the catalogue row goes away.")
+    provider = models.CharField(max_length=20, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal(0))
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="usage_user_time"),
+            models.Index(fields=["api_key", "created_at"], name="usage_key_time"),
+        ]
+
+    def __str__(self):
+        return f"{self.model_slug} {self.prompt_tokens}+{self.completion_tokens} ({self.status})"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class UpstreamAttempt(models.Model):
+    """One try of one provider while serving a request (the router's fallback trail)."""
+
+    usage = models.ForeignKey(UsageRecord, on_delete=models.CASCADE, related_name="attempts")
+    provider = models.CharField(max_length=20)
+    model_slug = models.CharField(max_length=200)
+    outcome = models.CharField(max_length=30, help_text="ok, http_500, timeout, connect_error, ...")
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.provider} {self.outcome}"

@@ -1,0 +1,58 @@
+"""A user's subscription and billing period."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from .models import Plan, Subscription, UsageRecord
+
+DEFAULT_PLAN = "free"
+
+
+def add_month(moment: datetime) -> datetime:
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+@transaction.atomic
+def start_subscription(user, plan: Plan, now: datetime | None = None) -> Subscription:
+    """End the active subscription (kept as history) and start `plan` with a fresh period."""
+    now = now or timezone.now()
+    Subscription.objects.filter(user=user, is_active=True).update(is_active=False, ended_at=now)
+    return Subscription.objects.create(
+        user=user, plan=plan, started_at=now, current_period_start=now, current_period_end=add_month(now)
+    )
+
+
+def current_subscription(user) -> Subscription:
+    """The active subscription, its period rolled forward to today; Free if the user has none."""
+    subscription = Subscription.objects.select_related("plan").filter(user=user, is_active=True).first()
+    if subscription is None:
+        return start_subscription(user, Plan.objects.get(slug=DEFAULT_PLAN))
+    now = timezone.now()
+    if subscription.current_period_end <= now:
+        while subscription.current_period_end <= now:
+            subscription.current_period_start = subscription.current_period_end
+            subscription.current_period_end = add_month(subscription.current_period_end)
+        subscription.save(update_fields=["current_period_start", "current_period_end"])
+    return subscription
+
+
+def period_usage(user, since: datetime, api_key=None) -> dict:
+    """Requests, tokens and cost since a moment, summed in the database."""
+    records = UsageRecord.objects.filter(user=user, created_at__gte=since)
+    if api_key is not None:
+        records = records.filter(api_key=api_key)
+    totals = records.aggregate(
+        requests=Count("id"), prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"),
+        cost=Sum("cost"),
+    )
+    totals = {k: v or 0 for k, v in totals.items()}
+    totals["total_tokens"] = totals["prompt_tokens"] + totals["completion_tokens"]
+    return totals

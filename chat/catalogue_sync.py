@@ -1,0 +1,92 @@
+"""Refreshing the catalogue from the providers' own model lists (run by `manage.py refresh_models`)."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+import httpx
+from django.conf import settings
+from django.db import transaction
+
+from .models import AIModel, Provider
+
+MILLION = Decimal(1_000_000)
+
+
+class CatalogueError(Exception):
+    pass
+
+
+def _get(url: str, headers: dict) -> dict:
+    try:
+        response = httpx.get(url, headers=headers, timeout=30)
+    except httpx.TransportError as exc:
+        raise CatalogueError(f"cannot reach {url}: {exc}") from exc
+    if response.status_code != 200:
+        raise CatalogueError(f"{url} answered HTTP {response.status_code}: {response.text[:200]}")
+    return response.json()
+
+
+def _per_million(per_token) -> Decimal:
+    try:
+        price = Decimal(str(per_token or 0)) * MILLION
+    except InvalidOperation:
+        return Decimal(0)
+    return max(price, Decimal(0))  # OpenRouter uses -1 for "variable" (the auto router)
+
+
+@transaction.atomic
+def _store(provider: str, rows: list[dict]) -> int:
+    """Upsert the rows; models the provider no longer lists are deactivated, not deleted (usage keeps them)."""
+    seen = []
+    for row in rows:
+        AIModel.objects.update_or_create(provider=provider, upstream_id=row.pop("upstream_id"),
+                                         defaults={**row, "is_active": True})
+        seen.append(row["slug"])
+    AIModel.objects.filter(provider=provider).exclude(slug__in=seen).update(is_active=False)
+    return len(seen)
+
+
+def refresh_openrouter() -> int:
+    data = _get(f"{settings.OPENROUTER_BASE_URL.rstrip('/')}/models",
+                {"Authorization": f"Bearer {settings.OPENROUTER_API_KEY}"} if settings.OPENROUTER_API_KEY else {})
+    rows = []
+    for item in data.get("data", []):
+        pricing = item.get("pricing") or {}
+        rows.append({
+            "slug": item["id"], "upstream_id": item["id"], "name": item.get("name") or item["id"],
+            "description": (item.get("description") or "")[:2000], "context_length": item.get("context_length"),
+            "input_price_per_m": _per_million(pricing.get("prompt")),
+            "output_price_per_m": _per_million(pricing.get("completion")),
+        })
+    return _store(Provider.OPENROUTER, rows)
+
+
+def refresh_openai_compat() -> int:
+    headers = {"Authorization": f"Bearer {settings.OPENAI_COMPAT_API_KEY}"} if settings.OPENAI_COMPAT_API_KEY else {}
+    data = _get(f"{settings.OPENAI_COMPAT_BASE_URL.rstrip('/')}/models", headers)
+    rows = [
+        # A self-hosted server costs nothing per token; an operator can set prices in admin.
+        {"slug": f"compat/{item['id']}", "upstream_id": item["id"], "name": item["id"]}
+        for item in data.get("data", [])
+    ]
+    return _store(Provider.OPENAI_COMPAT, rows)
+
+
+def refresh_gemini() -> int:
+    """Gemini's list has no prices: it updates names and limits of catalogued models, adds none."""
+    data = _get(f"{settings.GEMINI_BASE_URL.rstrip('/')}/models", {"x-goog-api-key": settings.GEMINI_API_KEY})
+    updated = 0
+    for item in data.get("models", []):
+        upstream_id = item.get("name", "").removeprefix("models/")
+        updated += AIModel.objects.filter(provider=Provider.GEMINI, upstream_id=upstream_id).update(
+            context_length=item.get("inputTokenLimit"), is_active=True
+        )
+    return updated
+
+
+REFRESHERS = {
+    Provider.OPENROUTER: (refresh_openrouter, lambda: bool(settings.OPENROUTER_BASE_URL)),
+    Provider.OPENAI_COMPAT: (refresh_openai_compat, lambda: bool(settings.OPENAI_COMPAT_BASE_URL)),
+    Provider.GEMINI: (refresh_gemini, lambda: bool(settings.GEMINI_API_KEY)),
+}

@@ -1,0 +1,145 @@
+"""The chat socket: a user sends a message and the reply streams back as HTML fragments (htmx ws)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.template.loader import render_to_string
+
+from accounts.signals import user_group
+
+from . import conversations
+from .generation import Generation
+from .models import Conversation, Message
+from .providers.base import ProviderError
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 32_000
+
+# Close codes (4000-4999 are the application's own).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    conversation: Conversation
+    reply_task: asyncio.Task | None = None
+
+    async def connect(self):
+        user = self.scope["user"]
+        if not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
+        conversation = await Conversation.objects.filter(pk=conversation_id, user=user).afirst()
+        if conversation is None:  # someone else's, or gone: indistinguishable on purpose
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.conversation = conversation
+        self.group = user_group(user.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        await self.stop_reply()
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def session_logout(self, event):
+        await self.close()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        try:
+            data = json.loads(text_data or "{}")
+        except ValueError:
+            await self.send_error("That message could not be read.")
+            return
+        action = data.get("action", "send")
+        if action == "stop":
+            await self.stop_reply()
+        elif self.reply_task is not None and not self.reply_task.done():
+            await self.send_error("A reply is still being written. Stop it or wait for it to finish.")
+        elif action == "send":
+            await self.send_message(str(data.get("message", "")), data.get("model", ""))
+        elif action == "regenerate":
+            await self.regenerate(data.get("model", ""))
+        else:
+            await self.send_error(f"Unknown action: {action}")
+
+    async def send_message(self, text: str, model_slug: str):
+        text = text.strip()
+        if not text:
+            await self.send_error("Write a message first.")
+            return
+        if len(text) > MAX_MESSAGE_CHARS:
+            await self.send_error(f"That message is too long ({len(text)} characters; the limit is {MAX_MESSAGE_CHARS}).")
+            return
+        try:
+            model = await conversations.resolve_model(model_slug)
+        except conversations.UnknownModel as exc:
+            await self.send_error(str(exc))
+            return
+        # Saved before any upstream call: whatever happens next, the user's words are kept.
+        user_message, reply, title_changed = await database_sync_to_async(conversations.add_user_message)(
+            self.conversation, text, model
+        )
+        fragments = render_to_string("chat/_exchange_start.html", {
+            "user_message": user_message, "reply": reply, "conversation": self.conversation,
+            "title_changed": title_changed,
+        })
+        await self.send(text_data=fragments)
+        self.start_reply(reply, model)
+
+    async def regenerate(self, model_slug: str):
+        try:
+            model = await conversations.resolve_model(model_slug)
+        except conversations.UnknownModel as exc:
+            await self.send_error(str(exc))
+            return
+        replaced, reply = await database_sync_to_async(conversations.replace_last_reply)(self.conversation, model)
+        if reply is None:
+            await self.send_error("There is no message to answer yet.")
+            return
+        fragments = render_to_string("chat/_regenerate_start.html", {"replaced_id": replaced, "reply": reply})
+        await self.send(text_data=fragments)
+        self.start_reply(reply, model)
+
+    def start_reply(self, reply: Message, model):
+        self.reply_task = asyncio.create_task(self.stream_reply(reply, model))
+
+    async def stop_reply(self):
+        task, self.reply_task = self.reply_task, None
+        if task is not None and not task.done():
+            task.cancel()  # once: cancelling twice can leak the pooled upstream connection
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def stream_reply(self, reply: Message, model):
+        history = await database_sync_to_async(conversations.history_for)(self.conversation, reply)
+        generation = Generation(user=self.scope["user"], model=model, messages=history,
+                                conversation=self.conversation, reply=reply)
+        delta_prefix = f'<span id="reply-{reply.pk}" hx-swap-oob="beforeend">'
+        try:
+            await generation.stream(lambda delta: self.send(text_data=delta_prefix + html.escape(delta) + "</span>"))
+        except ProviderError:
+            pass  # recorded on the reply by the generation; shown by the final fragment below
+        except Exception:
+            logger.exception("reply %s failed", reply.pk)
+        finally:
+            await self.send_final(reply)
+
+    async def send_final(self, reply: Message):
+        reply = await Message.objects.select_related("model").aget(pk=reply.pk)
+        with contextlib.suppress(Exception):  # the socket may be gone (disconnect): the reply is saved
+            await self.send(text_data=render_to_string("chat/_exchange_end.html", {"reply": reply}))
+
+    async def send_error(self, text: str):
+        await self.send(text_data=render_to_string("chat/_error.html", {"error": text}))

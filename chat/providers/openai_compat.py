@@ -1,0 +1,65 @@
+"""Any OpenAI-compatible chat completions API: OpenRouter, Ollama, vLLM, LM Studio..."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from .base import Completion, Provider, ProviderError, StreamEnd, Usage, forwarded
+from .sse import open_stream, post_json, sse_json
+
+
+def _usage(payload: dict | None) -> Usage:
+    payload = payload or {}
+    return Usage(payload.get("prompt_tokens"), payload.get("completion_tokens"))
+
+
+def _error_message(error) -> str:
+    return error.get("message", str(error)) if isinstance(error, dict) else str(error)
+
+
+class OpenAICompatProvider(Provider):
+    def __init__(self, name: str, base_url: str, api_key: str = "", extra_headers: dict | None = None):
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.headers = {**(extra_headers or {})}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+
+    async def stream(self, messages: list[dict], model: str, params: dict) -> AsyncIterator[str | StreamEnd]:
+        body = {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **forwarded(params),
+        }
+        usage, finish_reason, done = Usage(), None, False
+        async with open_stream(f"{self.base_url}/chat/completions", json_body=body, headers=self.headers) as r:
+            async for event in sse_json(r):
+                if event is None:
+                    done = True
+                    break
+                if "error" in event:
+                    raise ProviderError(f"upstream error: {_error_message(event['error'])}", outcome="stream_error")
+                for choice in event.get("choices") or []:
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        yield content
+                    finish_reason = choice.get("finish_reason") or finish_reason
+                if event.get("usage"):
+                    usage = _usage(event["usage"])
+        if not done and finish_reason is None:
+            raise ProviderError("upstream stream ended before it was complete", outcome="connection_lost")
+        yield StreamEnd(usage, finish_reason or "stop")
+
+    async def complete(self, messages: list[dict], model: str, params: dict) -> Completion:
+        body = {"model": model, "messages": messages, "stream": False, **forwarded(params)}
+        data = await post_json(f"{self.base_url}/chat/completions", json_body=body, headers=self.headers)
+        if "error" in data:
+            raise ProviderError(f"upstream error: {_error_message(data['error'])}", outcome="stream_error")
+        try:
+            choice = data["choices"][0]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ProviderError("upstream reply has no choices", outcome="bad_response", retryable=True) from exc
+        text = (choice.get("message") or {}).get("content") or ""
+        return Completion(text, StreamEnd(_usage(data.get("usage")), choice.get("finish_reason") or "stop"))

@@ -1,0 +1,160 @@
+"""The service router: which providers serve a model, and falling back between them.
+
+Fallback happens only before the first token (connection error, timeout, 429, 5xx). Once text
+has reached the caller, a failure is reported as it is: switching then would repeat or mix text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import cache
+
+from django.conf import settings
+
+from chat.models import AIModel, Provider as ProviderName
+
+from .base import Completion, Provider, ProviderError, StreamEnd
+from .gemini import GeminiProvider
+from .openai_compat import OpenAICompatProvider
+
+
+@cache
+def _local_provider() -> Provider:
+    from .local import LocalProvider  # imports llama_cpp only when the local model is used
+
+    return LocalProvider()
+
+
+def get_provider(name: str) -> Provider | None:
+    """The configured provider of that name, or None when it is not set up here."""
+    if name == ProviderName.OPENROUTER and settings.OPENROUTER_API_KEY:
+        return OpenAICompatProvider(
+            "openrouter",
+            settings.OPENROUTER_BASE_URL,
+            settings.OPENROUTER_API_KEY,
+            extra_headers={"X-Title": "AI Hub"},
+        )
+    if name == ProviderName.GEMINI and settings.GEMINI_API_KEY:
+        return GeminiProvider(settings.GEMINI_BASE_URL, settings.GEMINI_API_KEY)
+    if name == ProviderName.OPENAI_COMPAT and settings.OPENAI_COMPAT_BASE_URL:
+        return OpenAICompatProvider("openai_compat", settings.OPENAI_COMPAT_BASE_URL, settings.OPENAI_COMPAT_API_KEY)
+    if name == ProviderName.LOCAL and settings.LOCAL_MODEL_ENABLED:
+        return _local_provider()
+    return None
+
+
+def configured_providers() -> list[str]:
+    return [name for name in settings.PROVIDER_CHAIN if get_provider(name) is not None]
+
+
+async def candidates_for(model: AIModel | None) -> list[AIModel]:
+    """Models to try in order: the chosen one and its fallbacks, or for 'auto' (None) the free ones."""
+    available = configured_providers()
+    if model is None:
+        free = [m async for m in AIModel.objects.active().free().filter(provider__in=available)]
+        return sorted(free, key=lambda m: (m.auto_priority, available.index(m.provider), m.slug))
+    chain, seen, current = [], set(), model
+    while current is not None and current.pk not in seen:
+        seen.add(current.pk)
+        if current.provider in available and current.is_active:
+            chain.append(current)
+        current = await AIModel.objects.filter(pk=current.fallback_id).afirst() if current.fallback_id else None
+    return chain
+
+
+@dataclass
+class Attempt:
+    provider: str
+    model_slug: str
+    outcome: str
+    latency_ms: int
+    http_status: int | None = None
+    error: str = ""
+
+
+class NoProviderAvailable(ProviderError):
+    """Every candidate failed before its first token, or none is configured."""
+
+
+@dataclass
+class RouteTrail:
+    """What the router did for one request: each attempt, and the model that answered."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    model: AIModel | None = None
+    end: StreamEnd | None = None
+    first_token_at: float | None = None
+
+    def record(self, model: AIModel, started: float, error: ProviderError | None = None) -> None:
+        self.attempts.append(
+            Attempt(
+                provider=model.provider,
+                model_slug=model.slug,
+                outcome=error.outcome if error else "ok",
+                http_status=error.http_status if error else None,
+                latency_ms=round((time.monotonic() - started) * 1000),
+                error=str(error) if error else "",
+            )
+        )
+
+    def give_up(self) -> NoProviderAvailable:
+        if not self.attempts:
+            return NoProviderAvailable("no provider is available for this model", outcome="no_provider")
+        last = self.attempts[-1]
+        tried = ", ".join(f"{a.model_slug}: {a.outcome}" for a in self.attempts)
+        return NoProviderAvailable(f"all providers failed ({tried})", outcome=last.outcome,
+                                   http_status=last.http_status)
+
+
+async def route_stream(
+    candidates: list[AIModel], messages: list[dict], params: dict, trail: RouteTrail
+) -> AsyncIterator[str]:
+    """Yield the reply's text from the first candidate that starts answering."""
+    for model in candidates:
+        provider = get_provider(model.provider)
+        started = time.monotonic()
+        trail.model = model
+        delivered = False
+        try:
+            async for item in provider.stream(messages, model.upstream_id, params):
+                if isinstance(item, StreamEnd):
+                    trail.end = item
+                    continue
+                if not delivered:
+                    delivered = True
+                    trail.first_token_at = time.monotonic()
+                yield item
+        except ProviderError as exc:
+            trail.record(model, started, exc)
+            if delivered or not exc.retryable:
+                raise
+            continue
+        except BaseException as exc:  # cancelled by the caller (Stop, disconnect): still on the trail
+            trail.record(model, started, ProviderError("cancelled by the client", outcome="cancelled"))
+            raise exc
+        trail.record(model, started)
+        return
+    raise trail.give_up()
+
+
+async def route_complete(
+    candidates: list[AIModel], messages: list[dict], params: dict, trail: RouteTrail
+) -> Completion:
+    for model in candidates:
+        provider = get_provider(model.provider)
+        started = time.monotonic()
+        trail.model = model
+        try:
+            completion = await provider.complete(messages, model.upstream_id, params)
+        except ProviderError as exc:
+            trail.record(model, started, exc)
+            if not exc.retryable:
+                raise
+            continue
+        trail.record(model, started)
+        trail.end = completion.end
+        trail.first_token_at = time.monotonic()
+        return completion
+    raise trail.give_up()

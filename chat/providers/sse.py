@@ -1,0 +1,59 @@
+"""Reading an upstream's server-sent events, with transport errors turned into ProviderError."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+
+from .base import ProviderError
+from .http import get_client
+
+
+@asynccontextmanager
+async def open_stream(url: str, *, json_body: dict, headers: dict) -> AsyncIterator[httpx.Response]:
+    """POST and yield the streaming response once its status is known to be 2xx.
+
+    Leaving the block (normally, by an error or by cancellation) closes the upstream connection.
+    """
+    try:
+        async with get_client().stream("POST", url, json=json_body, headers=headers) as response:
+            if response.status_code >= 400:
+                body = (await response.aread()).decode(errors="replace")
+                raise ProviderError.from_status(response.status_code, body)
+            yield response
+    except httpx.TransportError as exc:
+        raise ProviderError.from_transport(exc) from exc
+
+
+async def post_json(url: str, *, json_body: dict, headers: dict) -> dict:
+    try:
+        response = await get_client().post(url, json=json_body, headers=headers)
+    except httpx.TransportError as exc:
+        raise ProviderError.from_transport(exc) from exc
+    if response.status_code >= 400:
+        raise ProviderError.from_status(response.status_code, response.text)
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise ProviderError("upstream sent invalid JSON", outcome="bad_response", retryable=True) from exc
+
+
+async def sse_json(response: httpx.Response) -> AsyncIterator[dict | None]:
+    """Yield each `data:` payload as JSON; None for the OpenAI end marker `[DONE]`."""
+    try:
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                yield None
+                continue
+            try:
+                yield json.loads(data)
+            except ValueError as exc:
+                raise ProviderError("upstream sent an invalid event", outcome="bad_response") from exc
+    except httpx.TransportError as exc:
+        raise ProviderError.from_transport(exc) from exc

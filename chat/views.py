@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.db.models import Exists, OuterRef, Q
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from .catalogue import models_by_provider
+from .forms import RenameForm
+from .models import Conversation, Message
+
+CONVERSATIONS_PER_PAGE = 30
+
+
+def _get_conversation_for_user(request, pk: int) -> Conversation:
+    return get_object_or_404(Conversation, pk=pk, user=request.user)
+
+
+def _conversations_page(request):
+    conversations = Conversation.objects.filter(user=request.user)
+    query = request.GET.get("q", "").strip()
+    if query:
+        text_match = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=query)
+        conversations = conversations.filter(Q(title__icontains=query) | Exists(text_match))
+    page = Paginator(conversations.only("id", "title", "updated_at"), CONVERSATIONS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    return page, query
+
+
+@require_GET
+def index(request):
+    latest = Conversation.objects.filter(user=request.user).only("id").first()
+    if latest is not None:
+        return redirect(latest)
+    return render(request, "chat/empty.html", {"page": _conversations_page(request)[0]})
+
+
+@require_POST
+def new_conversation(request):
+    conversation = Conversation.objects.create(user=request.user)
+    if request.htmx:
+        return HttpResponseClientRedirect(conversation.get_absolute_url())
+    return redirect(conversation)
+
+
+@require_GET
+def conversation_list(request):
+    page, query = _conversations_page(request)
+    return render(request, "chat/_conversation_list.html", {"page": page, "query": query})
+
+
+@require_GET
+def conversation(request, pk: int):
+    conversation = _get_conversation_for_user(request, pk)
+    page, query = _conversations_page(request)
+    context = {
+        "conversation": conversation,
+        "chat_messages": conversation.messages.select_related("model"),
+        "page": page,
+        "query": query,
+        "model_groups": models_by_provider(),
+        "selected_model": conversation.model.slug if conversation.model else "auto",
+    }
+    return render(request, "chat/conversation.html", context)
+
+
+@require_POST
+def rename(request, pk: int):
+    conversation = _get_conversation_for_user(request, pk)
+    form = RenameForm(request.POST, instance=conversation)
+    if form.is_valid():
+        form.save()
+    elif request.htmx:
+        return HttpResponse(form.errors["title"][0], status=422)
+    if request.htmx:
+        return render(request, "chat/_conversation_item.html", {"item": conversation, "active": conversation})
+    return redirect(conversation)
+
+
+@require_POST
+def delete(request, pk: int):
+    conversation = _get_conversation_for_user(request, pk)
+    active = request.POST.get("active") == str(conversation.pk)
+    conversation.delete()
+    if request.htmx:
+        if active:
+            return HttpResponseClientRedirect("/chat/")
+        return HttpResponse("")
+    return redirect("chat:index")
