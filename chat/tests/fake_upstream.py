@@ -1,0 +1,183 @@
+"""A real HTTP server on 127.0.0.1 that behaves like an OpenAI-compatible API and like Gemini.
+
+Tests point the providers at it, so requests cross a real socket and replies arrive as real SSE.
+The requested model name picks the behaviour:
+
+  <anything>        a normal reply: REPLY_WORDS streamed as chunks, then usage and [DONE]
+  fail-500          HTTP 500 before any byte of reply        fail-429   HTTP 429
+  fail-400          HTTP 400 (not retryable)                 hang       sleeps past any timeout
+  drop-after-N      N chunks, then the connection is cut (no [DONE], no usage)
+  error-after-N     N chunks, then an SSE event with an "error" field
+  slow              chunks SLOW_DELAY apart (for stop / disconnect tests)
+  no-usage          a normal reply without a usage chunk
+  zero-usage        a normal reply whose usage says 0 and 0
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+REPLY_WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
+USAGE = {"prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17}
+SLOW_DELAY = 0.2
+SLOW_CHUNKS = 50
+HANG_SECONDS = 30
+
+
+class FakeUpstream:
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.disconnects = 0
+        self.open_streams = 0
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> FakeUpstream:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.disconnects = 0
+
+    def wait_for(self, predicate, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _handler(self):
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path.endswith("/models"):
+                    if "/v1beta/" in self.path:
+                        body = {"models": [{"name": "models/gemini-2.0-flash", "inputTokenLimit": 1048576}]}
+                    else:
+                        body = {"object": "list", "data": [
+                            {"id": "fake-model", "name": "Fake model", "context_length": 4096,
+                             "pricing": {"prompt": "0.000001", "completion": "0.000002"}},
+                            {"id": "fake-free:free", "name": "Fake free", "context_length": 4096,
+                             "pricing": {"prompt": "0", "completion": "0"}},
+                        ]}
+                    self._json(200, body)
+                else:
+                    self._json(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                gemini = re.search(r"/models/([^/:]+):(streamGenerateContent|generateContent)", self.path)
+                model = gemini.group(1) if gemini else body.get("model", "")
+                stream = gemini.group(2) == "streamGenerateContent" if gemini else bool(body.get("stream"))
+                with upstream._lock:
+                    upstream.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                if model.startswith("fail-"):
+                    status = int(model.split("-")[1])
+                    self._json(status, {"error": {"message": f"fake failure {status}"}})
+                    return
+                if model == "hang":
+                    time.sleep(HANG_SECONDS)
+                    return
+                if not stream:
+                    self._complete(model, body, gemini is not None)
+                    return
+                with upstream._lock:
+                    upstream.open_streams += 1
+                try:
+                    self._stream(model, body, gemini is not None)
+                except (BrokenPipeError, ConnectionResetError):
+                    with upstream._lock:
+                        upstream.disconnects += 1
+                finally:
+                    with upstream._lock:
+                        upstream.open_streams -= 1
+
+            def _json(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _complete(self, model, body, gemini):
+                text = "".join(REPLY_WORDS)
+                if gemini:
+                    self._json(200, {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"},
+                                                     "finishReason": "STOP"}],
+                                     "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 6}})
+                    return
+                payload = {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                           "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                                        "finish_reason": "stop"}]}
+                if model != "no-usage":
+                    payload["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0} \
+                        if model == "zero-usage" else USAGE
+                self._json(200, payload)
+
+            def _event(self, payload):
+                data = payload if isinstance(payload, str) else json.dumps(payload)
+                self.wfile.write(f"data: {data}\n\n".encode())
+                self.wfile.flush()
+
+            def _stream(self, model, body, gemini):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")  # the body ends when the socket closes
+                self.end_headers()
+                words = REPLY_WORDS * (SLOW_CHUNKS // len(REPLY_WORDS)) if model == "slow" else REPLY_WORDS
+                cut = int(model.rsplit("-", 1)[1]) if re.match(r"(drop|error)-after-\d+$", model) else None
+                for index, word in enumerate(words):
+                    if cut is not None and index == cut:
+                        if model.startswith("error"):
+                            self._event({"error": {"message": "fake upstream broke mid-stream"}})
+                        else:
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    if gemini:
+                        self._event({"candidates": [{"content": {"parts": [{"text": word}], "role": "model"}}]})
+                    else:
+                        self._event({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
+                                     "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]})
+                    if model == "slow":
+                        time.sleep(SLOW_DELAY)
+                if gemini:
+                    self._event({"candidates": [{"content": {"parts": [{"text": ""}], "role": "model"},
+                                                 "finishReason": "STOP"}],
+                                 "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 6}})
+                    return
+                self._event({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
+                             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                include_usage = (body.get("stream_options") or {}).get("include_usage")
+                if include_usage and model != "no-usage":
+                    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0} \
+                        if model == "zero-usage" else USAGE
+                    self._event({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
+                                 "choices": [], "usage": usage})
+                self._event("[DONE]")
+
+        return Handler
