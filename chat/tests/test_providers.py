@@ -1,0 +1,258 @@
+"""The HTTP providers against the fake upstream: real sockets, real SSE."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from chat.providers.base import ProviderError, StreamEnd, Usage
+from chat.providers.gemini import GeminiProvider
+from chat.providers.openai_compat import OpenAICompatProvider
+from chat.tests.fake_upstream import REPLY_WORDS
+
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello."},
+    {"role": "user", "content": "Say hello again"},
+]
+
+
+@pytest.fixture
+def compat(upstream):
+    return OpenAICompatProvider("openai_compat", f"{upstream.url}/v1", "compat-test-key")
+
+
+@pytest.fixture
+def gemini(upstream):
+    return GeminiProvider(f"{upstream.url}/v1beta", "gemini-test-key")
+
+
+@pytest.fixture
+def closed_port_url():
+    """A base URL on 127.0.0.1 where nothing listens: connecting is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+async def collect(provider, model: str, params: dict | None = None) -> tuple[list[str], list[StreamEnd]]:
+    deltas, ends = [], []
+    async for item in provider.stream(MESSAGES, model, params or {}):
+        (ends if isinstance(item, StreamEnd) else deltas).append(item)
+    return deltas, ends
+
+
+async def deltas_before_error(provider, model: str) -> tuple[list[str], ProviderError]:
+    deltas = []
+    with pytest.raises(ProviderError) as caught:
+        async for item in provider.stream(MESSAGES, model, {}):
+            assert not isinstance(item, StreamEnd), "a failed stream must not end normally"
+            deltas.append(item)
+    return deltas, caught.value
+
+
+# OpenAI-compatible
+
+
+async def test_it_streams_the_deltas_in_order_then_one_end(compat):
+    deltas, ends = await collect(compat, "fake-model")
+
+    assert deltas == REPLY_WORDS
+    assert ends == [StreamEnd(Usage(11, 6), "stop")]
+
+
+async def test_it_reports_no_usage_when_the_upstream_gives_none(compat):
+    deltas, ends = await collect(compat, "no-usage")
+
+    assert "".join(deltas) == "".join(REPLY_WORDS)
+    assert ends[0].usage == Usage(None, None)
+
+
+async def test_it_keeps_an_explicit_zero_usage(compat):
+    _, ends = await collect(compat, "zero-usage")
+
+    assert ends[0].usage == Usage(0, 0)
+
+
+async def test_it_asks_the_upstream_for_usage_in_the_stream(compat, upstream):
+    await collect(compat, "fake-model")
+
+    body = upstream.requests[-1]["body"]
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["messages"] == MESSAGES
+    assert upstream.requests[-1]["path"] == "/v1/chat/completions"
+
+
+async def test_it_sends_the_api_key_as_a_bearer_token(compat, upstream):
+    await collect(compat, "fake-model")
+
+    assert upstream.requests[-1]["headers"]["Authorization"] == "Bearer compat-test-key"
+
+
+async def test_it_sends_no_authorization_without_a_key(upstream):
+    keyless = OpenAICompatProvider("openai_compat", f"{upstream.url}/v1")
+
+    await collect(keyless, "fake-model")
+
+    assert "Authorization" not in upstream.requests[-1]["headers"]
+
+
+async def test_it_forwards_the_sampling_params_and_nothing_else(compat, upstream):
+    params = {"temperature": 0.2, "max_tokens": 64, "top_p": 0.9, "stop": ["\n\n"],
+              "user": "someone", "logit_bias": {"1": 5}, "seed": None}
+
+    await collect(compat, "fake-model", params)
+
+    body = upstream.requests[-1]["body"]
+    assert {k: body[k] for k in ("temperature", "max_tokens", "top_p", "stop")} == {
+        "temperature": 0.2, "max_tokens": 64, "top_p": 0.9, "stop": ["\n\n"]}
+    assert not {"user", "logit_bias", "seed"} & body.keys()
+
+
+async def test_it_completes_without_streaming(compat, upstream):
+    completion = await compat.complete(MESSAGES, "fake-model", {"temperature": 0.5, "foo": 1})
+
+    assert completion.text == "".join(REPLY_WORDS)
+    assert completion.end == StreamEnd(Usage(11, 6), "stop")
+    body = upstream.requests[-1]["body"]
+    assert body["stream"] is False
+    assert body["temperature"] == 0.5
+    assert "foo" not in body
+
+
+async def test_its_completion_keeps_missing_and_zero_usage_apart(compat):
+    assert (await compat.complete(MESSAGES, "no-usage", {})).end.usage == Usage(None, None)
+    assert (await compat.complete(MESSAGES, "zero-usage", {})).end.usage == Usage(0, 0)
+
+
+@pytest.mark.parametrize(("model", "status"), [("fail-500", 500), ("fail-429", 429)])
+async def test_it_marks_server_errors_and_rate_limits_retryable(compat, model, status):
+    deltas, error = await deltas_before_error(compat, model)
+
+    assert deltas == []
+    assert (error.outcome, error.http_status, error.retryable) == (f"http_{status}", status, True)
+    assert f"fake failure {status}" in str(error)
+
+
+async def test_it_marks_a_bad_request_not_retryable(compat):
+    _, error = await deltas_before_error(compat, "fail-400")
+
+    assert (error.outcome, error.http_status, error.retryable) == ("http_400", 400, False)
+
+
+@pytest.mark.parametrize("model", ["fail-500", "fail-429", "fail-400"])
+async def test_its_completion_raises_the_same_http_errors(compat, model):
+    with pytest.raises(ProviderError) as caught:
+        await compat.complete(MESSAGES, model, {})
+
+    assert caught.value.outcome == f"http_{model[5:]}"
+
+
+async def test_it_times_out_when_the_upstream_stays_silent(compat, settings):
+    settings.UPSTREAM_READ_TIMEOUT = 0.3
+
+    _, error = await deltas_before_error(compat, "hang")
+
+    assert (error.outcome, error.retryable) == ("timeout", True)
+
+
+async def test_it_reports_a_refused_connection(closed_port_url):
+    refused = OpenAICompatProvider("openai_compat", closed_port_url, "key")
+
+    _, error = await deltas_before_error(refused, "fake-model")
+
+    assert (error.outcome, error.retryable) == ("connect_error", True)
+
+
+async def test_its_completion_reports_a_refused_connection(closed_port_url):
+    refused = OpenAICompatProvider("openai_compat", closed_port_url, "key")
+
+    with pytest.raises(ProviderError) as caught:
+        await refused.complete(MESSAGES, "fake-model", {})
+
+    assert caught.value.outcome == "connect_error"
+
+
+async def test_it_reports_a_connection_cut_after_the_deltas_it_delivered(compat):
+    deltas, error = await deltas_before_error(compat, "drop-after-3")
+
+    assert deltas == REPLY_WORDS[:3]
+    assert error.outcome == "connection_lost"
+
+
+async def test_it_reports_an_error_event_after_the_deltas_it_delivered(compat):
+    deltas, error = await deltas_before_error(compat, "error-after-2")
+
+    assert deltas == REPLY_WORDS[:2]
+    assert error.outcome == "stream_error"
+    assert "fake upstream broke mid-stream" in str(error)
+
+
+# Gemini
+
+
+async def test_gemini_streams_over_sse_with_its_key_header(gemini, upstream):
+    deltas, ends = await collect(gemini, "gemini-2.0-flash")
+
+    assert deltas == REPLY_WORDS
+    assert ends == [StreamEnd(Usage(11, 6), "stop")]
+    request = upstream.requests[-1]
+    assert request["path"] == "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+    assert request["headers"]["x-goog-api-key"] == "gemini-test-key"
+    assert "Authorization" not in request["headers"]
+
+
+async def test_gemini_maps_the_conversation_and_params_to_its_request(gemini, upstream):
+    await collect(gemini, "gemini-2.0-flash", {"temperature": 0.3, "top_p": 0.8, "max_tokens": 50,
+                                               "stop": "END", "user": "ignored"})
+
+    assert upstream.requests[-1]["body"] == {
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "contents": [
+            {"role": "user", "parts": [{"text": "Hi"}]},
+            {"role": "model", "parts": [{"text": "Hello."}]},
+            {"role": "user", "parts": [{"text": "Say hello again"}]},
+        ],
+        "generationConfig": {"temperature": 0.3, "topP": 0.8, "maxOutputTokens": 50, "stopSequences": ["END"]},
+    }
+
+
+async def test_gemini_sends_no_config_or_system_instruction_when_there_is_none(gemini, upstream):
+    await gemini.complete([{"role": "user", "content": "Hi"}], "gemini-2.0-flash", {})
+
+    assert upstream.requests[-1]["body"] == {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
+
+
+async def test_gemini_completes_with_generate_content(gemini, upstream):
+    completion = await gemini.complete(MESSAGES, "gemini-2.0-flash", {})
+
+    assert completion.text == "".join(REPLY_WORDS)
+    assert completion.end == StreamEnd(Usage(11, 6), "stop")
+    assert upstream.requests[-1]["path"] == "/v1beta/models/gemini-2.0-flash:generateContent"
+    assert upstream.requests[-1]["headers"]["x-goog-api-key"] == "gemini-test-key"
+
+
+@pytest.mark.parametrize(("model", "status", "retryable"), [("fail-500", 500, True), ("fail-429", 429, True),
+                                                            ("fail-400", 400, False)])
+async def test_gemini_classifies_http_errors(gemini, model, status, retryable):
+    _, error = await deltas_before_error(gemini, model)
+
+    assert (error.outcome, error.http_status, error.retryable) == (f"http_{status}", status, retryable)
+
+
+async def test_gemini_reports_a_connection_cut_mid_stream(gemini):
+    deltas, error = await deltas_before_error(gemini, "drop-after-2")
+
+    assert deltas == REPLY_WORDS[:2]
+    assert error.outcome == "connection_lost"
+
+
+async def test_gemini_reports_an_error_event_mid_stream(gemini):
+    deltas, error = await deltas_before_error(gemini, "error-after-1")
+
+    assert deltas == REPLY_WORDS[:1]
+    assert error.outcome == "stream_error"
