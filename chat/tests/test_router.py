@@ -1,0 +1,236 @@
+"""The service router: candidates for a model, fallback before the first token, never after it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from decimal import Decimal
+
+import pytest
+
+from chat.models import AIModel, Provider
+from chat.providers.base import ProviderError
+from chat.providers.router import NoProviderAvailable, RouteTrail, candidates_for, route_complete, route_stream
+from chat.tests.fake_upstream import REPLY_WORDS
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+REPLY = "".join(REPLY_WORDS)
+
+
+@pytest.fixture
+def make_model(upstream):
+    async def make(slug: str, provider: str = Provider.OPENROUTER, upstream_id: str = "fake-model", *,
+                   fallback: AIModel | None = None, price: str = "0", **fields) -> AIModel:
+        return await AIModel.objects.acreate(slug=slug, provider=provider, upstream_id=upstream_id, name=slug,
+                                            input_price_per_m=Decimal(price),
+                                            output_price_per_m=Decimal(price), fallback=fallback, **fields)
+
+    return make
+
+
+@pytest.fixture
+async def gemini_backup(make_model):
+    return await make_model("gemini/backup", Provider.GEMINI, "gemini-2.0-flash")
+
+
+@pytest.fixture
+def refused_url():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+async def stream_all(candidates: list[AIModel]) -> tuple[str, RouteTrail]:
+    trail = RouteTrail()
+    parts = [delta async for delta in route_stream(candidates, MESSAGES, {}, trail)]
+    return "".join(parts), trail
+
+
+def outcomes(trail: RouteTrail) -> list[tuple[str, str, int | None]]:
+    return [(a.provider, a.outcome, a.http_status) for a in trail.attempts]
+
+
+# Candidates
+
+
+async def test_it_follows_the_fallback_chain(make_model):
+    last = await make_model("compat/last", Provider.OPENAI_COMPAT)
+    middle = await make_model("gemini/middle", Provider.GEMINI, fallback=last)
+    first = await make_model("or/first", fallback=middle)
+
+    assert [m.slug for m in await candidates_for(first)] == ["or/first", "gemini/middle", "compat/last"]
+
+
+async def test_it_skips_unconfigured_providers_and_inactive_models_in_the_chain(make_model, settings):
+    last = await make_model("compat/last", Provider.OPENAI_COMPAT)
+    retired = await make_model("or/retired", upstream_id="retired", fallback=last, is_active=False)
+    middle = await make_model("gemini/middle", Provider.GEMINI, fallback=retired)
+    first = await make_model("or/first", fallback=middle)
+    settings.GEMINI_API_KEY = ""
+
+    assert [m.slug for m in await candidates_for(first)] == ["or/first", "compat/last"]
+
+
+async def test_it_stops_at_a_fallback_cycle(make_model):
+    first = await make_model("or/first")
+    second = await make_model("gemini/second", Provider.GEMINI, fallback=first)
+    first.fallback = second
+    await first.asave(update_fields=["fallback"])
+
+    assert [m.slug for m in await candidates_for(first)] == ["or/first", "gemini/second"]
+
+
+async def test_auto_offers_active_free_models_of_configured_providers_by_priority_then_chain(make_model, settings):
+    await make_model("compat/free", Provider.OPENAI_COMPAT, auto_priority=20)
+    await make_model("or/free", upstream_id="free", auto_priority=20)
+    await make_model("gemini/free", Provider.GEMINI, auto_priority=10)
+    await make_model("or/paid", upstream_id="paid", price="1", auto_priority=1)
+    await make_model("or/retired", upstream_id="retired", auto_priority=1, is_active=False)
+    await make_model("local/free", Provider.LOCAL, auto_priority=1)
+    settings.LOCAL_MODEL_ENABLED = False
+
+    assert [m.slug for m in await candidates_for(None)] == ["gemini/free", "or/free", "compat/free"]
+
+    settings.PROVIDER_CHAIN = ["openai_compat", "gemini", "openrouter", "local"]
+    assert [m.slug for m in await candidates_for(None)] == ["gemini/free", "compat/free", "or/free"]
+
+
+async def test_auto_is_empty_when_no_free_model_is_reachable(make_model, settings):
+    await make_model("or/paid", price="2")
+    settings.LOCAL_MODEL_ENABLED = False
+
+    assert await candidates_for(None) == []
+
+
+# Fallback before the first token
+
+
+@pytest.mark.parametrize(("failure", "outcome", "status"), [
+    ("fail-500", "http_500", 500),
+    ("fail-429", "http_429", 429),
+    ("hang", "timeout", None),
+])
+async def test_it_falls_back_to_the_next_provider_before_the_first_token(
+        make_model, gemini_backup, settings, failure, outcome, status):
+    settings.UPSTREAM_READ_TIMEOUT = 0.3
+    primary = await make_model("or/primary", upstream_id=failure, fallback=gemini_backup)
+
+    text, trail = await stream_all(await candidates_for(primary))
+
+    assert text == REPLY
+    assert outcomes(trail) == [("openrouter", outcome, status), ("gemini", "ok", None)]
+    assert trail.model == gemini_backup
+    assert trail.end.usage.completion_tokens == 6
+    assert all(a.latency_ms >= 0 for a in trail.attempts)
+
+
+async def test_it_records_how_long_a_timed_out_attempt_took(make_model, gemini_backup, settings):
+    settings.UPSTREAM_READ_TIMEOUT = 0.3
+    primary = await make_model("or/primary", upstream_id="hang", fallback=gemini_backup)
+
+    _, trail = await stream_all(await candidates_for(primary))
+
+    assert 250 <= trail.attempts[0].latency_ms < 3000
+    assert "timed out" in trail.attempts[0].error
+
+
+async def test_it_falls_back_when_the_connection_is_refused(make_model, gemini_backup, settings, refused_url):
+    settings.OPENROUTER_BASE_URL = refused_url
+    primary = await make_model("or/primary", fallback=gemini_backup)
+
+    text, trail = await stream_all(await candidates_for(primary))
+
+    assert text == REPLY
+    assert outcomes(trail) == [("openrouter", "connect_error", None), ("gemini", "ok", None)]
+
+
+async def test_it_falls_back_for_a_complete_request_too(make_model, gemini_backup):
+    primary = await make_model("or/primary", upstream_id="fail-500", fallback=gemini_backup)
+    trail = RouteTrail()
+
+    completion = await route_complete(await candidates_for(primary), MESSAGES, {}, trail)
+
+    assert completion.text == REPLY
+    assert outcomes(trail) == [("openrouter", "http_500", 500), ("gemini", "ok", None)]
+    assert trail.model == gemini_backup
+    assert trail.end == completion.end
+
+
+async def test_it_does_not_fall_back_on_a_bad_request(make_model, gemini_backup, upstream):
+    primary = await make_model("or/primary", upstream_id="fail-400", fallback=gemini_backup)
+
+    with pytest.raises(ProviderError) as caught:
+        await stream_all(await candidates_for(primary))
+
+    assert caught.value.outcome == "http_400"
+    assert len(upstream.requests) == 1
+
+
+async def test_it_does_not_fall_back_once_text_was_delivered(make_model, gemini_backup, upstream):
+    primary = await make_model("or/primary", upstream_id="drop-after-2", fallback=gemini_backup)
+    trail, delivered = RouteTrail(), []
+
+    with pytest.raises(ProviderError) as caught:
+        async for delta in route_stream(await candidates_for(primary), MESSAGES, {}, trail):
+            delivered.append(delta)
+
+    assert caught.value.outcome == "connection_lost"
+    assert delivered == REPLY_WORDS[:2]
+    assert outcomes(trail) == [("openrouter", "connection_lost", None)]
+    assert trail.first_token_at is not None
+    assert len(upstream.requests) == 1
+
+
+async def test_it_gives_up_listing_every_attempt_when_all_fail(make_model):
+    backup = await make_model("gemini/backup", Provider.GEMINI, "fail-429")
+    primary = await make_model("or/primary", upstream_id="fail-500", fallback=backup)
+    trail = RouteTrail()
+
+    with pytest.raises(NoProviderAvailable) as caught:
+        async for _ in route_stream(await candidates_for(primary), MESSAGES, {}, trail):
+            pass
+
+    assert str(caught.value) == "all providers failed (or/primary: http_500, gemini/backup: http_429)"
+    assert (caught.value.outcome, caught.value.http_status) == ("http_429", 429)
+    assert outcomes(trail) == [("openrouter", "http_500", 500), ("gemini", "http_429", 429)]
+
+
+async def test_it_gives_up_when_no_candidate_is_available():
+    with pytest.raises(NoProviderAvailable) as caught:
+        await stream_all([])
+
+    assert caught.value.outcome == "no_provider"
+
+
+async def test_a_complete_request_gives_up_when_all_fail(make_model):
+    primary = await make_model("or/primary", upstream_id="fail-500")
+
+    with pytest.raises(NoProviderAvailable):
+        await route_complete(await candidates_for(primary), MESSAGES, {}, RouteTrail())
+
+
+# Cancellation
+
+
+async def test_cancelling_the_stream_closes_the_upstream_connection(make_model, upstream):
+    slow = await make_model("or/slow", upstream_id="slow")
+    trail, first_delta = RouteTrail(), asyncio.Event()
+
+    async def consume():
+        async for _ in route_stream(await candidates_for(slow), MESSAGES, {}, trail):
+            first_delta.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first_delta.wait(), 5)
+    assert upstream.open_streams == 1
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    closed = await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0 and f.disconnects == 1, 1.0)
+    assert closed, f"upstream still streaming: open={upstream.open_streams} disconnects={upstream.disconnects}"
+    assert outcomes(trail) == [("openrouter", "cancelled", None)]
