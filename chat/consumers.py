@@ -53,6 +53,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def session_logout(self, event):
+        await self.stop_reply()  # the user left: the reply is no longer theirs to receive
         await self.close()
 
     async def receive(self, text_data=None, bytes_data=None):

@@ -1,0 +1,291 @@
+"""The chat socket, driven through the real ASGI application (origin check, session auth, routing)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from aihub.asgi import application
+from billing.metering import count_text_tokens
+from billing.models import UsageRecord
+from chat.models import AIModel, Conversation, Message, Provider
+from chat.tests.fake_upstream import REPLY_WORDS
+
+# serialized_rollback: the plans seeded by a migration come back after each flush.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1")
+FINAL_MARK = 'class="chat-status"'  # the busy indicator switched off: the exchange is over
+
+
+def fake_model(upstream_id: str) -> AIModel:
+    return AIModel.objects.create(
+        slug=f"fake/{upstream_id}", provider=Provider.OPENAI_COMPAT, upstream_id=upstream_id,
+        name=f"Fake {upstream_id}",
+    )
+
+
+@pytest.fixture
+def session_cookie(user):
+    client = Client()
+    client.force_login(user)
+    return client, f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+
+@pytest.fixture
+def conversation(user):
+    return Conversation.objects.create(user=user, title="Testing")
+
+
+@pytest.fixture
+async def connect(session_cookie):
+    """Open the chat socket of a conversation as the logged-in user; every socket is closed at the end."""
+    opened = []
+
+    async def open_socket(conversation_id: int, headers=None):
+        if headers is None:
+            headers = [ORIGIN, (b"cookie", session_cookie[1].encode())]
+        communicator = WebsocketCommunicator(application, f"/ws/chat/{conversation_id}/", headers=headers)
+        connected, code = await communicator.connect()
+        opened.append(communicator)
+        return communicator, connected, code
+
+    yield open_socket
+    for communicator in opened:
+        if not communicator.future.done():
+            await communicator.disconnect()
+
+
+async def eventually(predicate, timeout: float = 5.0):
+    """Wait until a (sync, ORM-using) predicate holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await sync_to_async(predicate)():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def receive_until_final(communicator, timeout: float = 10.0) -> list[str]:
+    frames = []
+    while True:
+        frames.append(await communicator.receive_from(timeout=timeout))
+        if FINAL_MARK in frames[-1]:
+            return frames
+
+
+def deltas_of(frames: list[str], reply_id: int) -> list[str]:
+    pattern = re.compile(rf'^<span id="reply-{reply_id}" hx-swap-oob="beforeend">(.*)</span>$', re.S)
+    return [m.group(1) for m in (pattern.match(f) for f in frames) if m]
+
+
+def reply_id_in(start_frame: str) -> int:
+    return int(re.search(r'id="reply-(\d+)"', start_frame).group(1))
+
+
+async def test_it_refuses_anonymous_sockets(conversation):
+    communicator = WebsocketCommunicator(application, f"/ws/chat/{conversation.pk}/", headers=[ORIGIN])
+    connected, code = await communicator.connect()
+    assert not connected
+    assert code == 4401
+
+
+async def test_it_refuses_someone_elses_conversation(connect, other_user):
+    foreign = await Conversation.objects.acreate(user=other_user, title="Not yours")
+    _, connected, code = await connect(foreign.pk)
+    assert not connected
+    assert code == 4404
+
+
+async def test_it_refuses_a_foreign_origin(connect, conversation, session_cookie):
+    headers = [(b"origin", b"https://evil.example"), (b"cookie", session_cookie[1].encode())]
+    _, connected, _ = await connect(conversation.pk, headers=headers)
+    assert not connected
+
+
+async def test_it_accepts_the_owner(connect, conversation):
+    communicator, connected, _ = await connect(conversation.pk)
+    assert connected
+    await communicator.disconnect()
+
+
+async def test_it_saves_the_message_before_calling_upstream(connect, conversation, upstream):
+    await sync_to_async(fake_model)("hang")
+    communicator, _, _ = await connect(conversation.pk)
+    await communicator.send_json_to({"action": "send", "message": "Are you there?", "model": "fake/hang"})
+    start = await communicator.receive_from()
+    assert "Are you there?" in start
+    assert await eventually(lambda: len(upstream.requests) == 1)
+    # The upstream has the request and has not answered: the user's words are already stored.
+    assert await sync_to_async(
+        Message.objects.filter(conversation=conversation, role="user", content="Are you there?").exists
+    )()
+    reply = await Message.objects.aget(pk=reply_id_in(start))
+    assert reply.status == Message.Status.STREAMING
+    await communicator.disconnect()
+
+
+async def test_it_streams_deltas_as_fragments_then_the_final_reply(connect, conversation, upstream):
+    await sync_to_async(fake_model)("fake-model")
+    communicator, _, _ = await connect(conversation.pk)
+    await communicator.send_json_to({"action": "send", "message": "Hi there", "model": "fake/fake-model"})
+    start = await communicator.receive_from()
+    reply_id = reply_id_in(start)
+    assert 'id="conversation-heading"' in start  # the first message names the conversation
+    frames = await receive_until_final(communicator)
+    assert deltas_of(frames, reply_id) == REPLY_WORDS
+    final = frames[-1]
+    assert f'id="message-{reply_id}"' in final and 'hx-swap-oob="outerHTML"' in final
+    assert "Hello from the fake upstream." in final
+    assert "11 in + 6 out tokens" in final
+    reply = await Message.objects.aget(pk=reply_id)
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.content == "".join(REPLY_WORDS)
+    assert (await Conversation.objects.aget(pk=conversation.pk)).title == "Hi there"
+    await communicator.disconnect()
+
+
+async def test_it_removes_the_first_message_hint(connect, conversation, upstream):
+    await sync_to_async(fake_model)("fake-model")
+    communicator, _, _ = await connect(conversation.pk)
+    await communicator.send_json_to({"action": "send", "message": "Hi", "model": "fake/fake-model"})
+    start = await communicator.receive_from()
+    assert '<p id="chat-hint" hx-swap-oob="delete"></p>' in start
+    await receive_until_final(communicator)
+    await communicator.send_json_to({"action": "send", "message": "Again", "model": "fake/fake-model"})
+    assert "chat-hint" not in await communicator.receive_from()
+    await receive_until_final(communicator)
+    await communicator.disconnect()
+
+
+async def stream_some_then(communicator, conversation, chunks: int = 2) -> tuple[int, list[str]]:
+    """Send a message to the slow model and read the start fragment and a few deltas."""
+    await communicator.send_json_to({"action": "send", "message": "Tell me a long story", "model": "fake/slow"})
+    reply_id = reply_id_in(await communicator.receive_from())
+    frames = [await communicator.receive_from(timeout=5) for _ in range(chunks)]
+    return reply_id, deltas_of(frames, reply_id)
+
+
+async def test_stop_keeps_the_partial_reply_meters_it_and_closes_upstream(connect, conversation, upstream):
+    await sync_to_async(fake_model)("slow")
+    communicator, _, _ = await connect(conversation.pk)
+    reply_id, _ = await stream_some_then(communicator, conversation)
+    await communicator.send_json_to({"action": "stop"})
+    frames = await receive_until_final(communicator)
+    assert "Stopped — partial reply kept" in frames[-1]
+    reply = await Message.objects.aget(pk=reply_id)
+    assert reply.status == Message.Status.STOPPED
+    assert reply.content and reply.content.startswith("Hello from")
+    assert len(reply.content) < len("".join(REPLY_WORDS * 8))
+    records = await sync_to_async(list)(UsageRecord.objects.filter(conversation=conversation))
+    assert len(records) == 1
+    assert records[0].status == UsageRecord.Status.STOPPED
+    assert records[0].completion_tokens == count_text_tokens(reply.content) > 0
+    assert reply.completion_tokens == records[0].completion_tokens
+    assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0)
+    await communicator.disconnect()
+
+
+async def test_disconnect_mid_stream_keeps_the_partial_reply_meters_it_once_and_closes_upstream(
+    connect, conversation, upstream
+):
+    await sync_to_async(fake_model)("slow")
+    communicator, _, _ = await connect(conversation.pk)
+    reply_id, delivered = await stream_some_then(communicator, conversation, chunks=3)
+    await communicator.disconnect()
+    assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0)
+    reply = await Message.objects.aget(pk=reply_id)
+    assert reply.status == Message.Status.STOPPED
+    assert reply.content.startswith("".join(delivered))
+    await asyncio.sleep(0.5)  # nothing more gets written once the socket is gone
+    records = await sync_to_async(list)(UsageRecord.objects.filter(conversation=conversation))
+    assert len(records) == 1
+    assert records[0].status == UsageRecord.Status.STOPPED
+    assert records[0].completion_tokens == count_text_tokens(reply.content) > 0
+
+
+async def test_upstream_failure_mid_stream_keeps_the_partial_reply_and_shows_an_error(
+    connect, conversation, upstream
+):
+    await sync_to_async(fake_model)("drop-after-2")
+    communicator, _, _ = await connect(conversation.pk)
+    await communicator.send_json_to({"action": "send", "message": "Hi", "model": "fake/drop-after-2"})
+    reply_id = reply_id_in(await communicator.receive_from())
+    frames = await receive_until_final(communicator)
+    assert deltas_of(frames, reply_id) == REPLY_WORDS[:2]
+    assert "The reply failed part-way" in frames[-1]
+    assert 'role="alert"' in frames[-1]
+    reply = await Message.objects.aget(pk=reply_id)
+    assert reply.status == Message.Status.FAILED
+    assert reply.content == "".join(REPLY_WORDS[:2])
+    assert reply.error
+    record = await UsageRecord.objects.aget(conversation=conversation)
+    assert record.status == UsageRecord.Status.FAILED
+    await communicator.disconnect()
+
+
+async def test_regenerate_replaces_the_last_reply(connect, conversation, upstream):
+    await sync_to_async(fake_model)("fake-model")
+    communicator, _, _ = await connect(conversation.pk)
+    await communicator.send_json_to({"action": "send", "message": "Hi", "model": "fake/fake-model"})
+    first_reply = reply_id_in(await communicator.receive_from())
+    await receive_until_final(communicator)
+    await communicator.send_json_to({"action": "regenerate", "model": "fake/fake-model"})
+    start = await communicator.receive_from()
+    assert f'<article id="message-{first_reply}" hx-swap-oob="delete">' in start
+    second_reply = reply_id_in(start)
+    await receive_until_final(communicator)
+    replies = await sync_to_async(list)(
+        Message.objects.filter(conversation=conversation, role="assistant").values_list("pk", "status")
+    )
+    assert replies == [(second_reply, Message.Status.COMPLETE)]
+    assert await sync_to_async(Message.objects.filter(conversation=conversation, role="user").count)() == 1
+    await communicator.disconnect()
+
+
+async def test_sending_while_a_reply_streams_shows_an_error(connect, conversation, upstream):
+    await sync_to_async(fake_model)("slow")
+    communicator, _, _ = await connect(conversation.pk)
+    await stream_some_then(communicator, conversation, chunks=1)
+    await communicator.send_json_to({"action": "send", "message": "And another thing", "model": "fake/slow"})
+    frame = await communicator.receive_from()
+    while 'id="chat-error"' not in frame:
+        frame = await communicator.receive_from()
+    assert "A reply is still being written" in frame
+    assert not await sync_to_async(Message.objects.filter(content="And another thing").exists)()
+    await communicator.disconnect()
+
+
+async def test_it_rejects_an_unknown_model_visibly(connect, conversation):
+    communicator, _, _ = await connect(conversation.pk)
+    await communicator.send_json_to({"action": "send", "message": "Hi", "model": "no/such-model"})
+    frame = await communicator.receive_from()
+    assert 'id="chat-error"' in frame and "no/such-model" in frame
+    assert not await sync_to_async(Message.objects.filter(conversation=conversation).exists)()
+    await communicator.disconnect()
+
+
+async def test_logging_out_closes_the_users_sockets_and_stops_the_reply(
+    connect, conversation, upstream, session_cookie
+):
+    await sync_to_async(fake_model)("slow")
+    communicator, _, _ = await connect(conversation.pk)
+    reply_id, _ = await stream_some_then(communicator, conversation)
+    client = session_cookie[0]
+    response = await sync_to_async(client.post)("/accounts/logout/")
+    assert response.status_code == 302
+    output = await communicator.receive_output(timeout=5)
+    while output["type"] != "websocket.close":
+        output = await communicator.receive_output(timeout=5)
+    assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0)
+    assert (await Message.objects.aget(pk=reply_id)).status == Message.Status.STOPPED
+    # The session is gone: a new socket with the old cookie is refused.
+    _, connected, code = await connect(conversation.pk)
+    assert not connected and code == 4401
