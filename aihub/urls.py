@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from chat.api.urls import openai_urlpatterns
+
 from . import views
 
 urlpatterns = [
@@ -10,4 +12,5 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("account/", include("accounts.urls")),
     path("chat/", include("chat.urls")),
+    path("v1/", include(openai_urlpatterns)),
 ]

@@ -1,0 +1,142 @@
+"""API keys: issuing them, recognising them, and looking them up fast while honouring revocation.
+
+A key reads `ahk_` + 32 random base62 characters (190 bits) + a 6-character CRC32 checksum of
+them, like GitHub's tokens: a scanner can spot a leaked key by its prefix, and a mistyped or
+made-up key is refused by its checksum before any database or cache lookup. Only the SHA-256 of
+the whole key is stored, with a short prefix to show in lists.
+
+Lookups are cached per process for a short while. Every revocation (or other change to a key)
+bumps a generation counter in the shared cache (Redis when configured), which each request
+reads: a process drops cached entries of an older generation, so a revoked key is refused by
+every server process on its next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import time
+import zlib
+from datetime import datetime
+
+from django.core.cache import cache
+from django.utils import timezone
+
+from .models import ApiKey
+
+KEY_PREFIX = "ahk_"
+SECRET_CHARS = 32
+CHECKSUM_CHARS = 6
+LOOKUP_PREFIX_CHARS = len(KEY_PREFIX) + 8
+KEY_LENGTH = len(KEY_PREFIX) + SECRET_CHARS + CHECKSUM_CHARS
+BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+
+GENERATION_CACHE_KEY = "api_keys:generation"
+CACHE_SECONDS = 60.0
+CACHE_MAX_ENTRIES = 10_000
+
+
+class KeyRefused(Exception):
+    """The key cannot be used. `code` says why (invalid_api_key, revoked_api_key, expired_api_key)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    while number:
+        number, rest = divmod(number, 62)
+        digits.append(BASE62[rest])
+    return "".join(reversed(digits)).rjust(width, "0")
+
+
+def _checksum(secret: str) -> str:
+    return _base62(zlib.crc32(secret.encode()), CHECKSUM_CHARS)
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def is_well_formed(raw_key: str) -> bool:
+    """Prefix, length, alphabet and checksum: no I/O, so forged keys cost nothing to refuse."""
+    if len(raw_key) != KEY_LENGTH or not raw_key.startswith(KEY_PREFIX):
+        return False
+    body = raw_key[len(KEY_PREFIX):]
+    if any(char not in BASE62 for char in body):
+        return False
+    secret, checksum = body[:SECRET_CHARS], body[SECRET_CHARS:]
+    return hmac.compare_digest(_checksum(secret), checksum)
+
+
+def generate_key() -> str:
+    secret = "".join(secrets.choice(BASE62) for _ in range(SECRET_CHARS))
+    return KEY_PREFIX + secret + _checksum(secret)
+
+
+def issue_key(user, name: str, *, expires_at: datetime | None = None, allowed_models=(),
+              monthly_budget=None) -> tuple[ApiKey, str]:
+    """Create a key; returns the row and the full key, which is never stored and cannot be shown again."""
+    raw_key = generate_key()
+    api_key = ApiKey.objects.create(
+        user=user, name=name, prefix=raw_key[:LOOKUP_PREFIX_CHARS], hashed_key=hash_key(raw_key),
+        expires_at=expires_at, monthly_budget=monthly_budget,
+    )
+    if allowed_models:
+        api_key.allowed_models.set(allowed_models)
+    return api_key, raw_key
+
+
+def keys_changed() -> None:
+    """Tell every process that cached key lookups are stale (after revoking or editing keys)."""
+    cache.add(GENERATION_CACHE_KEY, 0, timeout=None)
+    cache.incr(GENERATION_CACHE_KEY)
+
+
+def revoke(queryset) -> int:
+    """Revoke the keys of a queryset (those not revoked yet); effective on the next request everywhere."""
+    count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+    keys_changed()
+    return count
+
+
+# hash -> (generation it was read under, monotonic time it was read, the key with its user)
+_cached: dict[str, tuple[int, float, ApiKey]] = {}
+
+
+async def _load(hashed: str) -> ApiKey | None:
+    api_key = await ApiKey.objects.select_related("user").filter(hashed_key=hashed).afirst()
+    if api_key is not None:
+        api_key.allowed_model_ids = frozenset([pk async for pk in api_key.allowed_models.values_list("pk", flat=True)])
+    return api_key
+
+
+async def authenticate(raw_key: str) -> ApiKey:
+    """The usable key for this secret, its user loaded and `allowed_model_ids` set. Raises KeyRefused."""
+    if not is_well_formed(raw_key):
+        raise KeyRefused("invalid_api_key", "Incorrect API key provided.")
+    hashed = hash_key(raw_key)
+    generation = await cache.aget(GENERATION_CACHE_KEY, 0)
+    entry = _cached.get(hashed)
+    now = time.monotonic()
+    if entry is not None and entry[0] == generation and now - entry[1] < CACHE_SECONDS:
+        api_key = entry[2]
+    else:
+        api_key = await _load(hashed)
+        if api_key is None:  # unknown keys are not cached: a key issued a moment ago works at once
+            raise KeyRefused("invalid_api_key", "Incorrect API key provided.")
+        if len(_cached) >= CACHE_MAX_ENTRIES:
+            _cached.clear()
+        # Tagged with the generation read before the lookup: a revocation racing it stays visible.
+        _cached[hashed] = (generation, now, api_key)
+    if api_key.revoked_at is not None:
+        raise KeyRefused("revoked_api_key", "This API key has been revoked.")
+    if api_key.expires_at is not None and api_key.expires_at <= timezone.now():
+        raise KeyRefused("expired_api_key", "This API key has expired.")
+    if not api_key.user.is_active:
+        raise KeyRefused("invalid_api_key", "Incorrect API key provided.")
+    return api_key

@@ -1,0 +1,63 @@
+"""Who is calling the API: a Bearer API key, or (for /api/v1 only) the logged-in session with CSRF."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.middleware.csrf import CsrfViewMiddleware
+
+from accounts.api_keys import KeyRefused, authenticate
+from accounts.models import ApiKey
+
+from .errors import ApiError
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: object
+    api_key: ApiKey | None = None
+
+    def may_use(self, model) -> bool:
+        """The key's model allow-list (empty: every model). 'auto' (None) only without a list."""
+        if self.api_key is None or not self.api_key.allowed_model_ids:
+            return True
+        return model is not None and model.pk in self.api_key.allowed_model_ids
+
+
+def _bearer_token(request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _csrf_refusal(request):
+    """What CsrfViewMiddleware would answer for this request; None when it passes."""
+    check = CsrfViewMiddleware(lambda r: None)
+    check.process_request(request)
+    return check.process_view(request, None, (), {})
+
+
+async def authenticate_request(request, *, allow_session: bool = False) -> Caller:
+    """The caller, or ApiError 401 (403 for a session request failing CSRF). API views are csrf_exempt:
+    a Bearer key is not sent by browsers on their own, so CSRF is checked here for sessions only."""
+    if "Authorization" in request.headers:
+        token = _bearer_token(request)
+        if token is None:
+            raise ApiError(401, "The Authorization header must be 'Bearer <API key>'.", "invalid_api_key")
+        try:
+            api_key = await authenticate(token)
+        except KeyRefused as exc:
+            raise ApiError(401, str(exc), exc.code) from None
+        return Caller(user=api_key.user, api_key=api_key)
+    if allow_session:
+        user = await request.auser()
+        if user.is_authenticated:
+            if request.method not in SAFE_METHODS and _csrf_refusal(request) is not None:
+                raise ApiError(403, "CSRF verification failed: send the X-CSRFToken header with session auth.",
+                               "csrf_failed")
+            return Caller(user=user)
+    raise ApiError(401, "Missing API key: send 'Authorization: Bearer <API key>'.", "missing_api_key")

@@ -1,0 +1,63 @@
+"""Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}} with the matching status."""
+
+from __future__ import annotations
+
+from django.http import JsonResponse
+
+from chat.providers.base import ProviderError
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "api_error",
+    504: "api_error",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str, *, param: str | None = None,
+                 retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.retry_after = retry_after
+
+    @property
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": ERROR_TYPES.get(self.status, "api_error"),
+                          "param": self.param, "code": self.code}}
+
+    def response(self) -> JsonResponse:
+        response = JsonResponse(self.body, status=self.status)
+        if self.retry_after is not None:
+            response["Retry-After"] = str(self.retry_after)
+        return response
+
+
+def upstream_error(exc: ProviderError) -> ApiError:
+    """After the fallback chain: a timeout is 504, any other upstream failure 502."""
+    if exc.outcome == "timeout":
+        return ApiError(504, f"The model did not answer in time: {exc}", "upstream_timeout")
+    return ApiError(502, f"The model's provider failed: {exc}", "upstream_error")
+
+
+try:
+    from billing.limits import LimitExceeded
+except ImportError:  # billing's limits module lands separately; until it does, nothing raises it
+    LimitExceeded = None
+
+
+def failure_error(exc: Exception) -> ApiError | None:
+    """The API error for a failed generation, or None when the exception is not ours to answer."""
+    if isinstance(exc, ProviderError):
+        return upstream_error(exc)
+    if LimitExceeded is not None and isinstance(exc, LimitExceeded):
+        return ApiError(exc.http_status, str(exc), exc.code, retry_after=exc.retry_after)
+    return None
