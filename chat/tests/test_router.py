@@ -14,7 +14,8 @@ from chat.providers.base import ProviderError
 from chat.providers.router import NoProviderAvailable, RouteTrail, candidates_for, route_complete, route_stream
 from chat.tests.fake_upstream import REPLY_WORDS
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# serialized_rollback like every transactional test here: a plain flush would break the next one's reload.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 REPLY = "".join(REPLY_WORDS)
