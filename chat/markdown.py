@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
 
 # html=False: any HTML the model writes is shown as text, never parsed as markup.
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable(["table", "strikethrough"])
 
+
+def _image_as_link(renderer, tokens, idx, options, env) -> str:
+    # A reply must not make the browser fetch a URL by itself: an image whose address carries the
+    # conversation is a known way to leak it (prompt injection). The reader can still follow the link.
+    token = tokens[idx]
+    src = str(token.attrGet("src") or "")
+    alt = renderer.renderInlineAsText(token.children or [], options, env)
+    return f'<a href="{escapeHtml(src)}">{escapeHtml(alt or src)}</a>'
+
+
+_md.add_render_rule("image", _image_as_link)
+
 _ALLOWED_TAGS = {
-    "p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote", "ul", "ol", "li",
-    "h1", "h2", "h3", "h4", "h5", "h6", "a", "table", "thead", "tbody", "tr", "th", "td", "img",
+    "p", "br", "hr", "strong", "em", "s", "del", "code", "pre", "blockquote", "ul", "ol", "li",
+    "h1", "h2", "h3", "h4", "h5", "h6", "a", "table", "thead", "tbody", "tr", "th", "td",
 }
-_ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "img": {"src", "alt", "title"},
-                       "th": {"style"}, "td": {"style"}, "ol": {"start"}}
+_ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "th": {"style"}, "td": {"style"}, "ol": {"start"}}
 
 
 def render_markdown(text: str) -> str:

@@ -4,6 +4,7 @@ from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -67,26 +68,35 @@ def conversation(request, pk: int):
     return render(request, "chat/conversation.html", context)
 
 
+def _is_open_in_page(request, conversation: Conversation) -> bool:
+    """Whether the page that sent this request shows that conversation (htmx includes its id)."""
+    return request.POST.get("active") == str(conversation.pk)
+
+
 @require_POST
 def rename(request, pk: int):
     conversation = _get_conversation_for_user(request, pk)
     form = RenameForm(request.POST, instance=conversation)
-    if form.is_valid():
-        form.save()
-    elif request.htmx:
-        return HttpResponse(form.errors["title"][0], status=422)
+    context = {"item": conversation, "active_id": conversation.pk if _is_open_in_page(request, conversation) else None}
+    if not form.is_valid():
+        conversation.refresh_from_db(fields=["title"])  # the form changed it in memory
+        context["rename_error"] = form.errors["title"][0]
+        if request.htmx:
+            return render(request, "chat/_conversation_item.html", context, status=422)
+        return HttpResponse(context["rename_error"], status=422)
+    form.save()
     if request.htmx:
-        return render(request, "chat/_conversation_item.html", {"item": conversation, "active": conversation})
+        return render(request, "chat/_conversation_item.html", context)
     return redirect(conversation)
 
 
 @require_POST
 def delete(request, pk: int):
     conversation = _get_conversation_for_user(request, pk)
-    active = request.POST.get("active") == str(conversation.pk)
+    active = _is_open_in_page(request, conversation)
     conversation.delete()
     if request.htmx:
         if active:
-            return HttpResponseClientRedirect("/chat/")
+            return HttpResponseClientRedirect(reverse("chat:index"))
         return HttpResponse("")
     return redirect("chat:index")

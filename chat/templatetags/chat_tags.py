@@ -4,6 +4,7 @@ from django import template
 from django.utils.safestring import mark_safe
 
 from chat.markdown import render_markdown
+from chat.models import Provider
 
 register = template.Library()
 
@@ -26,5 +27,14 @@ def usd(amount):
 
 @register.filter
 def usd_per_m(amount):
-    amount = Decimal(amount or 0)
-    return f"${amount.quantize(Decimal('0.01')) if amount >= 1 else amount.normalize():f}"
+    """A catalogue price per 1M tokens: at least cents ($0.60, $15.00), more digits only when they count."""
+    amount = Decimal(amount or 0).normalize()
+    if amount.as_tuple().exponent > -2:
+        amount = amount.quantize(Decimal("0.01"))
+    return f"${amount:f}"
+
+
+@register.filter
+def provider_label(name):
+    """'openai_compat' -> 'OpenAI-compatible'; a provider no longer known is shown as stored."""
+    return Provider(name).label if name in Provider.values else name
