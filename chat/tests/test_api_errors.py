@@ -1,0 +1,178 @@
+"""Every refusal of the /v1 API: the status and an error body in OpenAI's shape."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.api_keys import issue_key, revoke
+from accounts.models import ApiKey
+from chat.tests.api_fixtures import KeyClient, api_client, catalogue, issued  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+HELLO = [{"role": "user", "content": "Say hello"}]
+OK_BODY = {"model": "test/fake-model", "messages": HELLO}
+
+
+def assert_error(response, status: int, code: str, error_type: str | None = None) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == code
+    assert error["message"]
+    if error_type:
+        assert error["type"] == error_type
+    return error
+
+
+async def test_it_refuses_a_request_without_a_key(catalogue):
+    response = await KeyClient(None).post("/v1/chat/completions", OK_BODY)
+    assert_error(response, 401, "missing_api_key", "authentication_error")
+
+
+async def test_it_refuses_a_malformed_authorization_header(catalogue, issued):
+    client = KeyClient(None)
+    client.headers = {"Authorization": f"Token {issued[1]}"}
+    assert_error(await client.post("/v1/chat/completions", OK_BODY), 401, "invalid_api_key")
+
+
+async def test_it_refuses_an_unknown_key_with_a_valid_checksum(catalogue):
+    from accounts.api_keys import generate_key
+
+    assert_error(await KeyClient(generate_key()).post("/v1/chat/completions", OK_BODY), 401, "invalid_api_key")
+
+
+async def test_it_refuses_a_mistyped_key(catalogue, issued):
+    raw = issued[1]
+    typo = raw[:10] + ("A" if raw[10] != "A" else "B") + raw[11:]
+    assert_error(await KeyClient(typo).post("/v1/chat/completions", OK_BODY), 401, "invalid_api_key")
+
+
+async def test_it_refuses_a_revoked_key_at_once(api_client, catalogue, issued):
+    assert (await api_client.post("/v1/chat/completions", OK_BODY)).status_code == 200  # now cached
+    await revoke_async(issued[0].pk)
+    assert_error(await api_client.post("/v1/chat/completions", OK_BODY), 401, "revoked_api_key")
+    assert_error(await api_client.get("/v1/models"), 401, "revoked_api_key")
+
+
+async def revoke_async(pk: int) -> None:
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(revoke)(ApiKey.objects.filter(pk=pk))
+
+
+async def test_it_refuses_an_expired_key(catalogue, user):
+    from asgiref.sync import sync_to_async
+
+    _, raw = await sync_to_async(issue_key)(user, "old", expires_at=timezone.now() - timedelta(minutes=1))
+    assert_error(await KeyClient(raw).post("/v1/chat/completions", OK_BODY), 401, "expired_api_key")
+
+
+async def test_it_refuses_a_model_outside_the_keys_allow_list(catalogue, user, issued):
+    from asgiref.sync import sync_to_async
+
+    _, raw = await sync_to_async(issue_key)(user, "free only", allowed_models=[catalogue["free"]])
+    client = KeyClient(raw)
+    error = assert_error(await client.post("/v1/chat/completions", OK_BODY), 403, "model_not_allowed",
+                         "permission_error")
+    assert error["param"] == "model"
+    assert_error(await client.post("/v1/chat/completions", {**OK_BODY, "model": "auto"}), 403, "model_not_allowed")
+    assert (await client.post("/v1/chat/completions", {**OK_BODY, "model": "test/free"})).status_code == 200
+    listed = [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
+    assert listed == ["test/free"]
+
+
+async def test_it_refuses_invalid_json(api_client, catalogue):
+    response = await api_client.post("/v1/chat/completions", '{"model": "auto", "messages": [')
+    assert_error(response, 400, "invalid_json", "invalid_request_error")
+
+
+async def test_it_refuses_a_body_that_is_not_an_object(api_client, catalogue):
+    assert_error(await api_client.post("/v1/chat/completions", "[1, 2]"), 400, "invalid_json")
+
+
+async def test_it_refuses_missing_messages(api_client, catalogue):
+    error = assert_error(await api_client.post("/v1/chat/completions", {"model": "auto"}), 400,
+                         "missing_required_parameter")
+    assert error["param"] == "messages"
+
+
+async def test_it_refuses_a_missing_model(api_client, catalogue):
+    error = assert_error(await api_client.post("/v1/chat/completions", {"messages": HELLO}), 400,
+                         "missing_required_parameter")
+    assert error["param"] == "model"
+
+
+@pytest.mark.parametrize(("change", "param"), [
+    ({"messages": "hello"}, "messages"),
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": 42}]}, "messages[0].content"),
+    ({"model": 7}, "model"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"temperature": 3}, "temperature"),
+    ({"top_p": True}, "top_p"),
+    ({"max_tokens": 1.5}, "max_tokens"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"stop": [1, 2]}, "stop"),
+    ({"stream": "yes"}, "stream"),
+    ({"stream_options": "usage"}, "stream_options"),
+])
+async def test_it_refuses_wrong_types_and_values(api_client, catalogue, change, param):
+    response = await api_client.post("/v1/chat/completions", {**OK_BODY, **change})
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize("n", [2, 0, True])
+async def test_it_refuses_n_other_than_one(api_client, catalogue, n):
+    error = assert_error(await api_client.post("/v1/chat/completions", {**OK_BODY, "n": n}), 400, "invalid_value")
+    assert error["param"] == "n"
+
+
+async def test_it_refuses_an_oversized_body(api_client, catalogue, upstream):
+    huge = {**OK_BODY, "messages": [{"role": "user", "content": "x" * (1024 * 1024 + 1)}]}
+    assert_error(await api_client.post("/v1/chat/completions", huge), 413, "request_too_large",
+                 "invalid_request_error")
+    assert upstream.requests == []
+
+
+async def test_it_refuses_an_unknown_model(api_client, catalogue):
+    error = assert_error(await api_client.post("/v1/chat/completions", {**OK_BODY, "model": "nope/nothing"}), 404,
+                         "model_not_found", "invalid_request_error")
+    assert "nope/nothing" in error["message"]
+
+
+async def test_it_refuses_the_wrong_method(api_client, catalogue):
+    response = await api_client.get("/v1/chat/completions")
+    assert_error(response, 405, "method_not_allowed")
+    assert response["Allow"] == "POST"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_it_answers_502_when_every_upstream_failed(api_client, catalogue, stream):
+    response = await api_client.post("/v1/chat/completions", {**OK_BODY, "model": "test/fail-500", "stream": stream})
+    error = assert_error(response, 502, "upstream_error", "api_error")
+    assert "500" in error["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_it_answers_504_when_the_upstream_hangs(api_client, catalogue, stream):
+    response = await api_client.post("/v1/chat/completions", {**OK_BODY, "model": "test/hang", "stream": stream})
+    assert_error(response, 504, "upstream_timeout", "api_error")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_it_falls_back_before_the_first_byte(api_client, catalogue, upstream, stream):
+    from asgiref.sync import sync_to_async
+
+    failing = catalogue["fail-500"]
+    failing.fallback = catalogue["fake-model"]
+    await sync_to_async(failing.save)(update_fields=["fallback"])
+    response = await api_client.post("/v1/chat/completions", {**OK_BODY, "model": "test/fail-500", "stream": stream})
+    assert response.status_code == 200
+    assert [r["body"]["model"] for r in upstream.requests] == ["fail-500", "fake-model"]
