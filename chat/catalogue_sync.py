@@ -24,15 +24,20 @@ def _get(url: str, headers: dict) -> dict:
         raise CatalogueError(f"cannot reach {url}: {exc}") from exc
     if response.status_code != 200:
         raise CatalogueError(f"{url} answered HTTP {response.status_code}: {response.text[:200]}")
-    return response.json()
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise CatalogueError(f"{url} did not answer JSON: {response.text[:200]}") from exc
 
 
-def _per_million(per_token) -> Decimal:
+def _per_million(per_token) -> Decimal | None:
+    """USD per 1M tokens from a per-token price; None when it cannot be metered: unreadable, or
+    negative (OpenRouter's -1 for "variable", e.g. its auto router), which is not free."""
     try:
         price = Decimal(str(per_token or 0)) * MILLION
     except InvalidOperation:
-        return Decimal(0)
-    return max(price, Decimal(0))  # OpenRouter uses -1 for "variable" (the auto router)
+        return None
+    return price if price.is_finite() and price >= 0 else None
 
 
 @transaction.atomic
@@ -53,11 +58,13 @@ def refresh_openrouter() -> int:
     rows = []
     for item in data.get("data", []):
         pricing = item.get("pricing") or {}
+        prices = _per_million(pricing.get("prompt")), _per_million(pricing.get("completion"))
+        if None in prices:
+            continue  # not offered (and deactivated if stored before): we could not charge for it
         rows.append({
             "slug": item["id"], "upstream_id": item["id"], "name": item.get("name") or item["id"],
             "description": (item.get("description") or "")[:2000], "context_length": item.get("context_length"),
-            "input_price_per_m": _per_million(pricing.get("prompt")),
-            "output_price_per_m": _per_million(pricing.get("completion")),
+            "input_price_per_m": prices[0], "output_price_per_m": prices[1],
         })
     return _store(Provider.OPENROUTER, rows)
 

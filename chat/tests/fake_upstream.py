@@ -11,6 +11,10 @@ The requested model name picks the behaviour:
   slow              chunks SLOW_DELAY apart (for stop / disconnect tests)
   no-usage          a normal reply without a usage chunk
   zero-usage        a normal reply whose usage says 0 and 0
+
+GET .../models lists LISTED_MODELS (OpenAI / OpenRouter format) or the Gemini list; a test may set
+`listed_models` to change what the next refresh sees (reset() restores the default). Any GET under
+/html/ answers 200 with an HTML page, like a captive portal or a misconfigured proxy.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ USAGE = {"prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17}
 SLOW_DELAY = 0.2
 SLOW_CHUNKS = 50
 HANG_SECONDS = 30
+LISTED_MODELS = [
+    {"id": "fake-model", "name": "Fake model", "context_length": 4096,
+     "pricing": {"prompt": "0.000001", "completion": "0.000002"}},
+    {"id": "fake-free:free", "name": "Fake free", "context_length": 4096,
+     "pricing": {"prompt": "0", "completion": "0"}},
+]
 
 
 class FakeUpstream:
@@ -34,6 +44,7 @@ class FakeUpstream:
         self.requests: list[dict] = []
         self.disconnects = 0
         self.open_streams = 0
+        self.listed_models = list(LISTED_MODELS)
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -53,6 +64,7 @@ class FakeUpstream:
         with self._lock:
             self.requests.clear()
             self.disconnects = 0
+            self.listed_models = list(LISTED_MODELS)
 
     def wait_for(self, predicate, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -72,16 +84,18 @@ class FakeUpstream:
                 pass
 
             def do_GET(self):
-                if self.path.endswith("/models"):
+                if self.path.startswith("/html/"):
+                    page = b"<html><body>Sign in to continue</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                elif self.path.endswith("/models"):
                     if "/v1beta/" in self.path:
                         body = {"models": [{"name": "models/gemini-2.0-flash", "inputTokenLimit": 1048576}]}
                     else:
-                        body = {"object": "list", "data": [
-                            {"id": "fake-model", "name": "Fake model", "context_length": 4096,
-                             "pricing": {"prompt": "0.000001", "completion": "0.000002"}},
-                            {"id": "fake-free:free", "name": "Fake free", "context_length": 4096,
-                             "pricing": {"prompt": "0", "completion": "0"}},
-                        ]}
+                        body = {"object": "list", "data": upstream.listed_models}
                     self._json(200, body)
                 else:
                     self._json(404, {"error": {"message": "not found"}})
