@@ -1,0 +1,61 @@
+"""The account page: plan and this period's usage, summed from the usage records."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from billing.models import Plan, UsageRecord
+from billing.subscriptions import current_subscription, start_subscription
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def logged_in(client, user):
+    client.force_login(user)
+    return client
+
+
+def record(user, model_slug: str, prompt: int, completion: int, cost: str, **fields) -> UsageRecord:
+    return UsageRecord.objects.create(user=user, model_slug=model_slug, prompt_tokens=prompt,
+                                      completion_tokens=completion, cost=Decimal(cost), latency_ms=100,
+                                      status=UsageRecord.Status.COMPLETE, **fields)
+
+
+@pytest.fixture
+def usage(user, other_user):
+    record(user, "openai/gpt-4o-mini", 1000, 500, "0.00045")
+    record(user, "openai/gpt-4o-mini", 2000, 250, "0.00045")
+    record(user, "local/smollm2-135m-instruct", 300, 40, "0")
+    old = record(user, "openai/gpt-4o-mini", 99_000, 99_000, "9")  # last period: not counted
+    UsageRecord.objects.filter(pk=old.pk).update(
+        created_at=current_subscription(user).current_period_start - timedelta(days=1)
+    )
+    record(other_user, "openai/gpt-4o-mini", 77_000, 77_000, "7")  # someone else's
+
+
+def test_it_shows_the_plan(logged_in, user):
+    start_subscription(user, Plan.objects.get(slug="developer"))
+    html = logged_in.get("/account/").content.decode()
+    assert '<span id="plan-name">Developer</span>' in html
+
+
+def test_it_sums_this_periods_usage(logged_in, usage):
+    html = logged_in.get("/account/").content.decode()
+    assert '<dd id="usage-requests">3</dd>' in html
+    assert '<dd id="usage-tokens">4,090</dd>' in html
+    assert "3,300 in · 790 out" in html
+    assert '<dd id="usage-cost">$0.0009</dd>' in html
+
+
+def test_it_breaks_usage_down_by_model(logged_in, usage):
+    html = logged_in.get("/account/").content.decode()
+    assert "<tr><td>openai/gpt-4o-mini</td><td>2</td><td>3,000</td><td>750</td><td>$0.0009</td></tr>" in html
+    assert "<tr><td>local/smollm2-135m-instruct</td><td>1</td><td>300</td><td>40</td><td>$0</td></tr>" in html
+
+
+def test_it_says_when_nothing_was_used(logged_in):
+    assert "No requests yet this period." in logged_in.get("/account/").content.decode()
