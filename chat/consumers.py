@@ -13,6 +13,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from accounts.signals import user_group
+from billing.limits import LimitExceeded
 
 from . import conversations
 from .generation import Generation
@@ -132,6 +133,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await generation.stream(lambda delta: self.send(text_data=delta_prefix + html.escape(delta) + "</span>"))
         except ProviderError:
             pass  # recorded on the reply by the generation; shown by the final fragment below
+        except LimitExceeded as exc:  # refused by the plan before any upstream call: the reply says why
+            await Message.objects.filter(pk=reply.pk).aupdate(status=Message.Status.FAILED, error=str(exc))
         except Exception:
             logger.exception("reply %s failed", reply.pk)
         finally:
