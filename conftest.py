@@ -30,7 +30,14 @@ def upstream(fake_upstream, settings):
 
 @pytest.fixture
 def user(django_user_model):
-    return django_user_model.objects.create_user("alice@example.com", "correct horse battery")
+    """A user on the Pro plan, so paid models and a few parallel requests are allowed (billing tests
+    that check plan limits make their own users)."""
+    from billing.models import Plan
+    from billing.subscriptions import start_subscription
+
+    alice = django_user_model.objects.create_user("alice@example.com", "correct horse battery")
+    start_subscription(alice, Plan.objects.get(slug="pro"))
+    return alice
 
 
 @pytest.fixture

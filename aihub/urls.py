@@ -12,5 +12,6 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("account/", include("accounts.urls")),
     path("chat/", include("chat.urls")),
+    path("billing/", include("billing.urls")),
     path("v1/", include(openai_urlpatterns)),
 ]

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from chat.providers.base import Usage
 
-from .models import UpstreamAttempt, UsageRecord
+from .models import Reservation, UpstreamAttempt, UsageRecord
 
 # OpenAI's chat format adds a few tokens per message and to prime the reply.
 TOKENS_PER_MESSAGE = 3
@@ -46,9 +46,17 @@ def measured_tokens(messages: list[dict], delivered_text: str, usage: Usage | No
 
 @transaction.atomic
 def record_usage(*, user, model, trail, status, prompt_tokens, completion_tokens, ttft_ms, latency_ms,
-                 api_key=None, conversation=None, reply=None, reply_text="", error="") -> UsageRecord:
-    """Write the usage row, its attempts and the stored reply in one transaction."""
+                 api_key=None, conversation=None, reply=None, reply_text="", error="",
+                 admission=None) -> UsageRecord:
+    """Write the usage row, its attempts and the stored reply in one transaction.
+
+    With an admission (billing.limits), its reservation is released in the same transaction, and
+    the charge is never more than the worst case reserved for it: budgets then hold exactly.
+    """
     cost = model.cost(prompt_tokens, completion_tokens) if model else 0
+    if admission is not None:
+        cost = min(cost, admission.reserved_cost)
+        Reservation.objects.filter(pk=admission.reservation_id).delete()
     record = UsageRecord.objects.create(
         user=user,
         api_key=api_key,

@@ -46,6 +46,12 @@ class Subscription(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     current_period_start = models.DateTimeField()
     current_period_end = models.DateTimeField()
+    scheduled_plan = models.ForeignKey(
+        Plan, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Plan that replaces this one when the current period ends (downgrades and cancellations).",
+    )
+    stripe_customer_id = models.CharField(max_length=100, blank=True)
+    stripe_subscription_id = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -114,3 +120,64 @@ class UpstreamAttempt(models.Model):
 
     def __str__(self):
         return f"{self.provider} {self.outcome}"
+
+
+class Reservation(models.Model):
+    """The worst case of one request in flight, held against quotas and budgets until it settles.
+
+    Open rows also count the caller's concurrent streams. A row outlives its request only if the
+    process died mid-request; `expires_at` lets admission ignore it then.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    tokens = models.PositiveBigIntegerField()
+    cost = models.DecimalField(max_digits=14, decimal_places=8)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "expires_at"], name="reservation_user_expiry")]
+
+    def __str__(self):
+        return f"{self.user_id}: {self.tokens} tokens, ${self.cost}"
+
+
+class RateLimitBucket(models.Model):
+    """GCRA state of one rate limit (used when Redis is not configured): its theoretical arrival time."""
+
+    key = models.CharField(max_length=100, unique=True)
+    tat = models.FloatField(help_text="Theoretical arrival time, seconds since the epoch.")
+
+    def __str__(self):
+        return self.key
+
+
+class StripeEvent(models.Model):
+    """A webhook event already handled; Stripe retries deliveries, so duplicates are recognised by id."""
+
+    event_id = models.CharField(max_length=100, unique=True)
+    event_type = models.CharField(max_length=100)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.event_id
+
+
+class EnterpriseInquiry(models.Model):
+    """A request to talk about the Enterprise plan, left on the billing page."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    company = models.CharField(max_length=200)
+    contact_email = models.EmailField()
+    expected_monthly_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    message = models.TextField(max_length=5000)
+    created_at = models.DateTimeField(auto_now_add=True)
+    handled = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "enterprise inquiries"
+
+    def __str__(self):
+        return f"{self.company} ({self.contact_email})"

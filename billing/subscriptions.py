@@ -30,18 +30,38 @@ def start_subscription(user, plan: Plan, now: datetime | None = None) -> Subscri
     )
 
 
+def _active(user) -> Subscription | None:
+    return Subscription.objects.select_related("plan", "scheduled_plan").filter(user=user, is_active=True).first()
+
+
 def current_subscription(user) -> Subscription:
     """The active subscription, its period rolled forward to today; Free if the user has none."""
-    subscription = Subscription.objects.select_related("plan").filter(user=user, is_active=True).first()
+    subscription = _active(user)
     if subscription is None:
         return start_subscription(user, Plan.objects.get(slug=DEFAULT_PLAN))
-    now = timezone.now()
-    if subscription.current_period_end <= now:
-        while subscription.current_period_end <= now:
-            subscription.current_period_start = subscription.current_period_end
-            subscription.current_period_end = add_month(subscription.current_period_end)
-        subscription.save(update_fields=["current_period_start", "current_period_end"])
+    if subscription.current_period_end <= timezone.now():
+        subscription = _roll_periods(subscription)
     return subscription
+
+
+@transaction.atomic
+def _roll_periods(subscription: Subscription) -> Subscription:
+    """Move to the period that contains now, switching to a scheduled plan at the end of its period."""
+    # Locked: two requests crossing the period end must not both roll it (or both switch plans).
+    subscription = (
+        Subscription.objects.select_for_update(of=("self",)).select_related("plan", "scheduled_plan")
+        .filter(pk=subscription.pk, is_active=True).first()
+    ) or _active(subscription.user_id)  # None: another request switched plans meanwhile
+    now = timezone.now()
+    while subscription.current_period_end <= now:
+        if subscription.scheduled_plan_id is not None:
+            subscription = start_subscription(subscription.user, subscription.scheduled_plan,
+                                              now=subscription.current_period_end)
+            continue
+        subscription.current_period_start = subscription.current_period_end
+        subscription.current_period_end = add_month(subscription.current_period_end)
+        subscription.save(update_fields=["current_period_start", "current_period_end"])
+    return _active(subscription.user_id)
 
 
 def period_usage(user, since: datetime, api_key=None) -> dict:

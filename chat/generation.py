@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from channels.db import database_sync_to_async
 from django.db import close_old_connections
 
-from billing import metering
+from billing import limits, metering
 from billing.models import UsageRecord
 
 from .models import AIModel, Message
@@ -38,6 +38,7 @@ class Generation:
         self.status = UsageRecord.Status.FAILED
         self.error = ""
         self.usage_record: UsageRecord | None = None
+        self.admission: limits.Admission | None = None
         self.started = time.monotonic()
 
     @property
@@ -46,8 +47,8 @@ class Generation:
 
     async def stream(self, on_delta: Callable[[str], Awaitable[None]]) -> None:
         """Call on_delta for each piece of text. Raises ProviderError; cancellable at any await."""
+        candidates = await self.admit()
         try:
-            candidates = await candidates_for(self.requested_model)
             async for delta in route_stream(candidates, self.messages, self.params, self.trail):
                 self.parts.append(delta)
                 await on_delta(delta)
@@ -63,8 +64,8 @@ class Generation:
             await asyncio.shield(self.settle())
 
     async def complete(self) -> str:
+        candidates = await self.admit()
         try:
-            candidates = await candidates_for(self.requested_model)
             completion = await route_complete(candidates, self.messages, self.params, self.trail)
             self.parts.append(completion.text)
             self.status = UsageRecord.Status.COMPLETE
@@ -77,6 +78,17 @@ class Generation:
             raise
         finally:
             await asyncio.shield(self.settle())
+
+    async def admit(self) -> list[AIModel]:
+        """The caller's plan, before any upstream call: raises LimitExceeded (nothing reserved, nothing
+        recorded), or reserves the worst case, which `settle` swaps for the real figures."""
+        candidates = await candidates_for(self.requested_model)
+        self.admission = await limits.admit_async(
+            user=self.user, api_key=self.api_key, model=self.requested_model, candidates=candidates,
+            messages=self.messages, params=self.params,
+        )
+        self.params = self.admission.params  # max_tokens clamped to the plan's cap
+        return self.admission.candidates
 
     async def settle(self) -> None:
         if self.usage_record is not None:
@@ -102,5 +114,6 @@ class Generation:
         close_old_connections()  # a long stream may have outlived the connection
         return metering.record_usage(
             user=self.user, api_key=self.api_key, conversation=self.conversation, reply=self.reply,
-            trail=self.trail, status=self.status, reply_text=self.text, error=self.error, **figures,
+            trail=self.trail, status=self.status, reply_text=self.text, error=self.error,
+            admission=self.admission, **figures,
         )

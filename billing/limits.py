@@ -1,0 +1,233 @@
+"""Admission: what a caller's plan allows, checked before any upstream call.
+
+`admit` refuses a request (LimitExceeded) or reserves its worst case: prompt tokens plus the
+output allowance (the request's `max_tokens`, clamped to the plan's `max_output_tokens`) at the
+dearest candidate model's price. The reservation holds against the monthly token and credit
+quota and the API key's monthly budget until the request settles (`metering.record_usage`
+swaps it for the real usage row in one transaction, charging at most the reserved cost).
+Open reservations also count the caller's concurrent streams.
+
+Every check runs in one transaction holding the caller's subscription row lock, so concurrent
+requests of one user are admitted one after another against committed figures: 50 concurrent
+requests against a $1 budget can reserve at most $1 between them. Rate limits (ratelimit.py)
+are taken last, so a request refused for quota or concurrency uses no rate allowance, and one
+refused for rate or concurrency reserves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+from channels.db import database_sync_to_async
+from django.db import transaction
+from django.db.models import Count, F, Q, Sum
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+
+from chat.models import AIModel
+
+from . import ratelimit
+from .metering import count_prompt_tokens
+from .models import Reservation, Subscription, UsageRecord
+from .subscriptions import current_subscription
+
+# A reservation left by a process that died mid-request stops counting after this long.
+RESERVATION_TTL = timedelta(hours=1)
+# Output allowance when neither the request, the plan nor the model bounds it.
+DEFAULT_OUTPUT_ALLOWANCE = 4096
+
+
+class LimitExceeded(Exception):
+    """A request the caller's plan does not allow. str() is the message to show the person."""
+
+    def __init__(self, message: str, *, code: str, http_status: int = 429, retry_after: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+    @property
+    def upgrade_url(self) -> str:
+        return reverse("billing:index")
+
+
+@dataclass
+class Admission:
+    """A request let through: the models it may use, its parameters (clamped) and its reservation."""
+
+    candidates: list[AIModel]
+    params: dict
+    reservation_id: int | None = None
+    reserved_tokens: int = 0
+    reserved_cost: Decimal = field(default_factory=Decimal)
+
+
+def _upgrade_hint() -> str:
+    return f"upgrade your plan at {reverse('billing:index')}"
+
+
+def allowed_candidates(plan, requested: AIModel | None, candidates: list[AIModel]) -> list[AIModel]:
+    """The plan's model policy: free-only plans may not pick a paid model, nor fall back to one."""
+    if not plan.free_models_only:
+        return candidates
+    if requested is not None and not requested.is_free:
+        raise LimitExceeded(
+            f"The {plan.name} plan includes free models only, and {requested.name} is a paid model. "
+            f"Pick a free model (or auto), or {_upgrade_hint()}.",
+            code="model_not_allowed", http_status=403,
+        )
+    return [m for m in candidates if m.is_free]
+
+
+def output_allowance(plan, params: dict, prompt_tokens: int, candidates: list[AIModel]) -> tuple[int, dict]:
+    """The most output tokens this request may produce, and the params with max_tokens set to it.
+
+    A max_tokens above the plan's cap is clamped to the cap (not refused); without max_tokens the
+    cap is sent upstream, so no reply can outgrow its reservation.
+    """
+    requested = params.get("max_tokens")
+    requested = requested if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0 else None
+    bounds = [b for b in (requested, plan.max_output_tokens) if b]
+    if bounds:
+        allowance = min(bounds)
+        return allowance, {**params, "max_tokens": allowance}
+    room = [m.context_length - prompt_tokens for m in candidates if m.context_length]
+    return max(1, max(room)) if room else DEFAULT_OUTPUT_ALLOWANCE, params
+
+
+def _refuse_over_quota(subscription, reserved: dict, used: dict, tokens: int, cost: Decimal) -> None:
+    plan = subscription.plan
+    renews = date_format(subscription.current_period_end, "j M Y")
+    if plan.monthly_token_quota is not None and used["tokens"] + reserved["tokens"] + tokens > plan.monthly_token_quota:
+        raise LimitExceeded(
+            f"This request would go over your {plan.name} plan's monthly quota of {plan.monthly_token_quota:,} "
+            f"tokens ({used['tokens']:,} used this period). It renews on {renews}. {_upgrade_hint().capitalize()} for more.",
+            code="insufficient_quota",
+        )
+    if plan.monthly_credit_quota is not None and used["cost"] + reserved["cost"] + cost > plan.monthly_credit_quota:
+        raise LimitExceeded(
+            f"This request (up to ${cost:.4f}) would go over your {plan.name} plan's monthly credit of "
+            f"${plan.monthly_credit_quota} (${used['cost']:.4f} used this period). It renews on {renews}. "
+            f"{_upgrade_hint().capitalize()} for more, or lower max_tokens.",
+            code="insufficient_quota",
+        )
+
+
+def _refuse_over_budget(api_key, reserved: dict, used: dict, cost: Decimal, subscription) -> None:
+    if api_key is None or api_key.monthly_budget is None:
+        return
+    if used["key_cost"] + reserved["key_cost"] + cost > api_key.monthly_budget:
+        raise LimitExceeded(
+            f"This request (up to ${cost:.4f}) would go over the monthly budget of API key '{api_key.name}' "
+            f"(${api_key.monthly_budget}, ${used['key_cost']:.4f} spent this period). Raise the key's budget, "
+            f"lower max_tokens, or wait until {date_format(subscription.current_period_end, 'j M Y')}.",
+            code="budget_exceeded",
+        )
+
+
+def _user_key(user) -> str:
+    # Joined-at is part of the key because ids are reused when a database is recreated (tests, restores).
+    return f"user:{user.pk}.{int(user.date_joined.timestamp())}"
+
+
+def rate_limits(plan, user, api_key, tokens: int) -> list[ratelimit.Limit]:
+    """Requests and tokens per minute for the account as a whole and, for API calls, for the key."""
+    owners = [_user_key(user)] + ([f"key:{api_key.prefix}"] if api_key is not None else [])
+    limits = []
+    for owner in owners:
+        if plan.requests_per_minute:
+            limits.append(ratelimit.Limit(f"rpm:{owner}", plan.requests_per_minute))
+        if plan.tokens_per_minute:
+            limits.append(ratelimit.Limit(f"tpm:{owner}", plan.tokens_per_minute, cost=tokens))
+    return limits
+
+
+def _take_rate(plan, user, api_key, tokens: int) -> None:
+    if plan.tokens_per_minute and tokens > plan.tokens_per_minute:
+        raise LimitExceeded(
+            f"This request needs up to {tokens:,} tokens, more than the {plan.name} plan's "
+            f"{plan.tokens_per_minute:,} tokens per minute. Send a shorter prompt or a lower max_tokens, "
+            f"or {_upgrade_hint()}.",
+            code="rate_limit_exceeded",
+        )
+    wait = ratelimit.take(rate_limits(plan, user, api_key, tokens))
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise LimitExceeded(
+            f"Rate limit reached: the {plan.name} plan allows {plan.requests_per_minute or 'unlimited'} requests "
+            f"and {plan.tokens_per_minute or 'unlimited'} tokens per minute. Try again in {seconds} "
+            f"second{'s' if seconds != 1 else ''}.",
+            code="rate_limit_exceeded", retry_after=seconds,
+        )
+
+
+def _figures(totals: dict) -> dict:
+    """Database sums (None over no rows) as tokens, cost and the API key's cost."""
+    return {"streams": totals.get("streams") or 0, "tokens": totals["total_tokens"] or 0,
+            "cost": totals["total_cost"] or Decimal(0), "key_cost": totals["key_total_cost"] or Decimal(0)}
+
+
+def admit(*, user, api_key=None, model: AIModel | None, candidates: list[AIModel], messages: list[dict],
+          params: dict) -> Admission:
+    """Refuse the request (LimitExceeded) or reserve its worst case. Sync: call through `admit_async`."""
+    subscription = current_subscription(user)
+    plan = subscription.plan
+    candidates = allowed_candidates(plan, model, candidates)
+    prompt_tokens = count_prompt_tokens(messages)
+    output_tokens, params = output_allowance(plan, params, prompt_tokens, candidates)
+    tokens = prompt_tokens + output_tokens
+    cost = max((m.cost(prompt_tokens, output_tokens) for m in candidates), default=Decimal(0))
+    now = timezone.now()
+    with transaction.atomic():
+        # The lock makes one user's admissions take turns, each seeing the others' reservations.
+        subscription = (
+            Subscription.objects.select_for_update(of=("self",)).select_related("plan").get(pk=subscription.pk)
+        )
+        Reservation.objects.filter(user=user, expires_at__lte=now).delete()
+        # Reservations before usage rows: a request settling in between is then counted twice
+        # (safe), never zero times.
+        key_filter = Q(api_key=api_key) if api_key is not None else Q(pk__in=[])
+        reserved = _figures(Reservation.objects.filter(user=user).aggregate(
+            streams=Count("id"), total_tokens=Sum("tokens"), total_cost=Sum("cost"),
+            key_total_cost=Sum("cost", filter=key_filter),
+        ))
+        used = _figures(UsageRecord.objects.filter(user=user, created_at__gte=subscription.current_period_start).aggregate(
+            total_tokens=Sum(F("prompt_tokens") + F("completion_tokens")), total_cost=Sum("cost"),
+            key_total_cost=Sum("cost", filter=key_filter),
+        ))
+        if plan.max_concurrent_streams is not None and reserved["streams"] >= plan.max_concurrent_streams:
+            raise LimitExceeded(
+                f"The {plan.name} plan allows {plan.max_concurrent_streams} request"
+                f"{'s' if plan.max_concurrent_streams != 1 else ''} at a time. Wait for the current one to finish "
+                f"(or stop it), or {_upgrade_hint()}.",
+                code="too_many_streams", retry_after=1,
+            )
+        _refuse_over_quota(subscription, reserved, used, tokens, cost)
+        _refuse_over_budget(api_key, reserved, used, cost, subscription)
+        _take_rate(plan, user, api_key, tokens)
+        reservation = Reservation.objects.create(
+            user=user, api_key=api_key, tokens=tokens, cost=cost, expires_at=now + RESERVATION_TTL
+        )
+    return Admission(candidates=candidates, params=params, reservation_id=reservation.pk, reserved_tokens=tokens,
+                     reserved_cost=cost)
+
+
+def release(admission: Admission) -> None:
+    Reservation.objects.filter(pk=admission.reservation_id).delete()
+
+
+async def admit_async(**kwargs) -> Admission:
+    """`admit` from async code. If the caller is cancelled meanwhile, a reservation made anyway is released."""
+    task = asyncio.ensure_future(database_sync_to_async(admit)(**kwargs))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await database_sync_to_async(release)(await task)
+        raise
