@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from chat.api.urls import openai_urlpatterns
+from chat.api.urls import docs_urlpatterns, openai_urlpatterns, rest_urlpatterns
 
 from . import views
 
@@ -14,4 +14,6 @@ urlpatterns = [
     path("chat/", include("chat.urls")),
     path("billing/", include("billing.urls")),
     path("v1/", include(openai_urlpatterns)),
+    path("api/v1/", include(rest_urlpatterns)),
+    path("api/", include(docs_urlpatterns)),
 ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.middleware.csrf import CsrfViewMiddleware
 
 from accounts.api_keys import KeyRefused, authenticate
+from chat.conversations import UnknownModel, resolve_model
 from accounts.models import ApiKey
 
 from .errors import ApiError
@@ -61,3 +62,16 @@ async def authenticate_request(request, *, allow_session: bool = False) -> Calle
                                "csrf_failed")
             return Caller(user=user)
     raise ApiError(401, "Missing API key: send 'Authorization: Bearer <API key>'.", "missing_api_key")
+
+
+async def resolve_allowed_model(caller: Caller, slug: str):
+    """The catalogue model (None for 'auto'): 404 when unknown, 403 when the key may not use it."""
+    try:
+        model = await resolve_model(slug)
+    except UnknownModel:
+        raise ApiError(404, f"The model '{slug}' does not exist. GET /v1/models lists them.", "model_not_found",
+                       param="model") from None
+    if not caller.may_use(model):
+        raise ApiError(403, f"This API key is not allowed to use the model '{slug}'.", "model_not_allowed",
+                       param="model")
+    return model

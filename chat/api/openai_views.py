@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import JsonResponse
 
-from chat.conversations import UnknownModel, resolve_model
 from chat.generation import Generation
 
-from .auth import Caller, authenticate_request
-from .decorators import api_view
+from .auth import authenticate_request, resolve_allowed_model
 from .catalogue import model_list
+from .decorators import api_view
 from .errors import ApiError, failure_error
-from .streaming import GenerationStream
+from .streaming import GenerationStream, complete, open_generation_stream, sse_event, sse_response
 from .validation import ChatRequest, parse_chat_request, read_json_body
-
-
-async def resolve_allowed_model(caller: Caller, slug: str):
-    """The catalogue model (None for 'auto'): 404 when unknown, 403 when the key may not use it."""
-    try:
-        model = await resolve_model(slug)
-    except UnknownModel:
-        raise ApiError(404, f"The model '{slug}' does not exist. GET /v1/models lists them.", "model_not_found",
-                       param="model") from None
-    if not caller.may_use(model):
-        raise ApiError(403, f"This API key is not allowed to use the model '{slug}'.", "model_not_allowed",
-                       param="model")
-    return model
-
-
-def _sse(payload: dict | str) -> bytes:
-    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
 
 
 def _usage(generation: Generation) -> dict:
@@ -68,7 +48,7 @@ class CompletionChunks:
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
         if self.chat.include_usage:
             payload.setdefault("usage", None)
-        return _sse(payload)
+        return sse_event(payload)
 
     async def __aiter__(self):
         try:
@@ -79,46 +59,25 @@ class CompletionChunks:
             except Exception as exc:  # after the first byte nothing is retried: the client is told
                 error = failure_error(exc) or ApiError(502, "The stream failed.", "upstream_error")
                 yield self.chunk({}, "error", error=error.body["error"])
-                yield _sse("[DONE]")
+                yield sse_event("[DONE]")
                 return
             generation = self.stream.generation
             yield self.chunk({}, _finish_reason(generation))
             if self.chat.include_usage:
-                yield _sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                yield sse_event({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                             "model": self.model, "choices": [], "usage": _usage(generation)})
-            yield _sse("[DONE]")
+            yield sse_event("[DONE]")
         finally:  # also on client disconnect (cancellation): the upstream is closed, the usage settled
             await self.stream.close()
 
 
 async def _stream_response(generation: Generation, chat: ChatRequest):
-    stream = GenerationStream(generation)
-    try:
-        # The status is only known once the first delta arrives: failures before it (after the
-        # fallback chain) are answered as plain errors with their status.
-        first = await stream.next_delta()
-    except BaseException as exc:
-        await stream.close()
-        error = failure_error(exc) if isinstance(exc, Exception) else None
-        if error is None:
-            raise
-        raise error from None
-    if first is None:
-        first = ""
-    response = StreamingHttpResponse(CompletionChunks(stream, first, chat), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    stream, first = await open_generation_stream(generation)
+    return sse_response(CompletionChunks(stream, first, chat))
 
 
 async def _complete_response(generation: Generation, chat: ChatRequest) -> JsonResponse:
-    try:
-        text = await generation.complete()
-    except Exception as exc:
-        error = failure_error(exc)
-        if error is None:
-            raise
-        raise error from None
+    text = await complete(generation)
     return JsonResponse({
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",

@@ -1,4 +1,4 @@
-"""A Generation's stream as an async iterator, so an HTTP response can relay it.
+"""Running a Generation for an HTTP response: its stream as an async iterator, failures as ApiError.
 
 The generation runs as its own task and hands each delta over through a queue. Whoever reads
 must call `close()` when done (normally or not): it cancels the task once, which closes the
@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import StreamingHttpResponse
+
 from chat.generation import Generation
+
+from .errors import failure_error
 
 _END = object()
 
@@ -46,3 +52,41 @@ class GenerationStream:
             self._task.cancel()  # once: a second cancel could leak the pooled upstream connection
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
+
+
+async def open_generation_stream(generation: Generation) -> tuple[GenerationStream, str]:
+    """Start the stream and wait for its first delta: a failure before it (after the fallback chain)
+    becomes an ApiError, answered with its own status instead of a 200 stream."""
+    stream = GenerationStream(generation)
+    try:
+        first = await stream.next_delta()
+    except BaseException as exc:
+        await stream.close()
+        error = failure_error(exc) if isinstance(exc, Exception) else None
+        if error is None:
+            raise
+        raise error from None
+    return stream, first or ""
+
+
+def sse_response(chunks) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(chunks, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # proxies must pass each event on at once
+    return response
+
+
+def sse_event(payload: dict | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), cls=DjangoJSONEncoder)
+    return f"data: {data}\n\n".encode()
+
+
+async def complete(generation: Generation) -> str:
+    """The whole reply; a failure (after the fallback chain) or a refused limit becomes an ApiError."""
+    try:
+        return await generation.complete()
+    except Exception as exc:
+        error = failure_error(exc)
+        if error is None:
+            raise
+        raise error from None

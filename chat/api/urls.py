@@ -1,9 +1,26 @@
 from django.urls import path
 
-from . import openai_views
+from . import docs_views, openai_views, rest_views
 
 # Mounted at /v1: the OpenAI-compatible API.
 openai_urlpatterns = [
     path("chat/completions", openai_views.chat_completions, name="v1_chat_completions"),
     path("models", openai_views.models, name="v1_models"),
+]
+
+# Mounted at /api/v1: the REST API (session login or API key).
+rest_urlpatterns = [
+    path("chat/completions", rest_views.chat_completion, name="api_chat_completion"),
+    path("chat/stream", rest_views.chat_stream, name="api_chat_stream"),
+    path("sessions", rest_views.session_list, name="api_sessions"),
+    path("sessions/<int:pk>", rest_views.session_detail, name="api_session"),
+    path("models", rest_views.models, name="api_models"),
+    path("stats", rest_views.stats, name="api_stats"),
+]
+
+# Mounted at /api: the schema, the reference and the guide.
+docs_urlpatterns = [
+    path("openapi.json", docs_views.openapi_schema, name="api_openapi"),
+    path("docs", docs_views.api_docs, name="api_docs"),
+    path("guide", docs_views.api_guide, name="api_guide"),
 ]

@@ -1,0 +1,197 @@
+"""The REST API under /api/v1 (session login or API key): chats stored as conversations, sessions,
+models and the caller's usage statistics."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from django.db.models import Count, F, Sum
+from django.db.models.functions import TruncDate
+from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
+
+from billing.models import UsageRecord
+from chat import conversations
+from chat.consumers import MAX_MESSAGE_CHARS
+from chat.generation import Generation
+from chat.models import Conversation, Message
+
+from .auth import Caller, authenticate_request, resolve_allowed_model
+from .catalogue import model_list
+from .decorators import api_view
+from .errors import ApiError
+from .streaming import complete, open_generation_stream, sse_event, sse_response
+from .validation import parse_params, read_json_body
+
+SESSIONS_PER_PAGE = 20
+MAX_SESSIONS_PER_PAGE = 100
+MAX_STATS_DAYS = 366
+TITLE_CHARS = Conversation._meta.get_field("title").max_length
+
+
+def _bad(message: str, param: str, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, code, param=param)
+
+
+def _int_query(request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.GET.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise _bad(f"'{name}' must be a whole number from {low} to {high}.", name)
+    return int(raw)
+
+
+async def _session_for(caller: Caller, session_id) -> Conversation:
+    """The caller's own conversation; another user's is as missing as one that never existed."""
+    if isinstance(session_id, bool) or not isinstance(session_id, int):
+        raise _bad("'session_id' must be an integer.", "session_id", "invalid_type")
+    conversation = await Conversation.objects.filter(pk=session_id, user=caller.user).afirst()
+    if conversation is None:
+        raise ApiError(404, f"Session {session_id} does not exist.", "session_not_found", param="session_id")
+    return conversation
+
+
+def _message_json(message: Message) -> dict:
+    return {
+        "id": message.pk, "role": message.role, "content": message.content, "status": message.status,
+        "error": message.error or None, "model": message.model.slug if message.model else None,
+        "usage": {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens,
+                  "total_tokens": message.prompt_tokens + message.completion_tokens},
+        "cost_usd": message.cost, "created_at": message.created_at,
+    }
+
+
+def _session_json(conversation: Conversation) -> dict:
+    return {"id": conversation.pk, "title": conversation.title,
+            "model": conversation.model.slug if conversation.model else None,
+            "created_at": conversation.created_at, "updated_at": conversation.updated_at}
+
+
+async def _start_exchange(request):
+    """Read the body, store the user's message and an empty reply: (caller, generation, conversation, reply)."""
+    caller = await authenticate_request(request, allow_session=True)
+    data = read_json_body(request)
+    text = data.get("message")
+    if not isinstance(text, str) or not text.strip():
+        raise ApiError(400, "'message' is required: the text to send.", "missing_required_parameter", param="message")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise _bad(f"'message' is longer than {MAX_MESSAGE_CHARS} characters.", "message")
+    slug = data.get("model", conversations.AUTO)
+    if not isinstance(slug, str):
+        raise _bad("'model' must be a string.", "model", "invalid_type")
+    params = parse_params(data)
+    model = await resolve_allowed_model(caller, slug)
+    if data.get("session_id") is not None:
+        conversation = await _session_for(caller, data["session_id"])
+    else:
+        conversation = await Conversation.objects.acreate(user=caller.user)
+    _, reply, _ = await database_sync_to_async(conversations.add_user_message)(conversation, text.strip(), model)
+    history = await database_sync_to_async(conversations.history_for)(conversation, reply)
+    generation = Generation(user=caller.user, model=model, messages=history, params=params,
+                            api_key=caller.api_key, conversation=conversation, reply=reply)
+    return generation, conversation, reply
+
+
+async def _stored_reply(reply: Message) -> dict:
+    return _message_json(await Message.objects.select_related("model").aget(pk=reply.pk))
+
+
+@api_view("POST")
+async def chat_completion(request):
+    """POST /api/v1/chat/completions: send a message in a session (new or given), get the stored reply."""
+    generation, conversation, reply = await _start_exchange(request)
+    await complete(generation)
+    return JsonResponse({"session_id": conversation.pk, "message": await _stored_reply(reply)})
+
+
+async def _exchange_events(stream, first: str, conversation: Conversation, reply: Message):
+    try:
+        yield sse_event({"type": "start", "session_id": conversation.pk, "message_id": reply.pk})
+        if first:
+            yield sse_event({"type": "delta", "content": first})
+        try:
+            async for delta in stream.deltas():
+                yield sse_event({"type": "delta", "content": delta})
+        except Exception:  # stored on the reply by the generation; reported in the final event
+            pass
+        yield sse_event({"type": "end", "session_id": conversation.pk, "message": await _stored_reply(reply)})
+        yield sse_event("[DONE]")
+    finally:
+        await stream.close()
+
+
+@api_view("POST")
+async def chat_stream(request):
+    """POST /api/v1/chat/stream: like chat/completions, the reply streamed as SSE `data: {json}` events."""
+    generation, conversation, reply = await _start_exchange(request)
+    stream, first = await open_generation_stream(generation)
+    return sse_response(_exchange_events(stream, first, conversation, reply))
+
+
+@api_view("GET")
+async def session_list(request):
+    """GET /api/v1/sessions?page=N&per_page=M: the caller's conversations, most recent first."""
+    caller = await authenticate_request(request, allow_session=True)
+    per_page = _int_query(request, "per_page", SESSIONS_PER_PAGE, 1, MAX_SESSIONS_PER_PAGE)
+    page = _int_query(request, "page", 1, 1, 10**9)
+    sessions = Conversation.objects.filter(user=caller.user).select_related("model")
+    total = await sessions.acount()
+    offset = (page - 1) * per_page
+    data = [_session_json(c) async for c in sessions[offset:offset + per_page]]
+    return JsonResponse({"object": "list", "data": data, "page": page, "per_page": per_page, "total": total,
+                         "has_more": offset + len(data) < total})
+
+
+@api_view("GET", "PATCH", "DELETE")
+async def session_detail(request, pk: int):
+    """GET, PATCH ({"title"}) or DELETE /api/v1/sessions/{id}: only the caller's own."""
+    caller = await authenticate_request(request, allow_session=True)
+    conversation = await _session_for(caller, pk)
+    if request.method == "DELETE":
+        await conversation.adelete()
+        return HttpResponse(status=204)
+    if request.method == "PATCH":
+        title = read_json_body(request).get("title")
+        if not isinstance(title, str) or not title.strip():
+            raise ApiError(400, "'title' is required: a non-empty string.", "missing_required_parameter",
+                           param="title")
+        if len(title.strip()) > TITLE_CHARS:
+            raise _bad(f"'title' is longer than {TITLE_CHARS} characters.", "title")
+        conversation.title = title.strip()
+        await conversation.asave(update_fields=["title", "updated_at"])
+    session = _session_json(await Conversation.objects.select_related("model").aget(pk=conversation.pk))
+    session["messages"] = [_message_json(m) async for m in conversation.messages.select_related("model")]
+    return JsonResponse(session)
+
+
+@api_view("GET")
+async def models(request):
+    """GET /api/v1/models: the catalogue the caller may use."""
+    caller = await authenticate_request(request, allow_session=True)
+    return JsonResponse(await model_list(caller))
+
+
+@api_view("GET")
+async def stats(request):
+    """GET /api/v1/stats?days=N: the caller's tokens, cost and requests, in total, by model and by day."""
+    caller = await authenticate_request(request, allow_session=True)
+    days = _int_query(request, "days", 30, 1, MAX_STATS_DAYS)
+    until = timezone.now()
+    since = (until - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    records = UsageRecord.objects.filter(user=caller.user, created_at__gte=since)
+    figures = {"requests": Count("id"), "prompt_tokens": Sum("prompt_tokens"),
+               "completion_tokens": Sum("completion_tokens"), "cost_usd": Sum("cost")}
+    totals = await records.aaggregate(**figures)
+    by_model = [row async for row in records.values("model_slug").annotate(**figures).order_by("model_slug")]
+    by_day = [row async for row in records.annotate(day=TruncDate("created_at")).values("day")
+              .annotate(**figures).order_by("day")]
+    for row in [totals, *by_model, *by_day]:
+        for name in figures:
+            row[name] = row[name] or 0
+        row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
+    for row in by_model:
+        row["model"] = row.pop("model_slug")
+    return JsonResponse({"since": since, "until": until, "totals": totals, "by_model": by_model,
+                         "by_day": by_day})
