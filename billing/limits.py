@@ -30,6 +30,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
+from accounts.models import ApiKey
 from chat.models import AIModel
 
 from . import ratelimit
@@ -120,12 +121,14 @@ def _refuse_over_quota(subscription, reserved: dict, used: dict, tokens: int, co
 
 
 def _refuse_over_budget(api_key, reserved: dict, used: dict, cost: Decimal, subscription) -> None:
-    if api_key is None or api_key.monthly_budget is None:
+    if api_key is None:
         return
-    if used["key_cost"] + reserved["key_cost"] + cost > api_key.monthly_budget:
+    # Read afresh: the caller's key object may come from a per-process lookup cache.
+    budget = ApiKey.objects.filter(pk=api_key.pk).values_list("monthly_budget", flat=True).first()
+    if budget is not None and used["key_cost"] + reserved["key_cost"] + cost > budget:
         raise LimitExceeded(
             f"This request (up to ${cost:.4f}) would go over the monthly budget of API key '{api_key.name}' "
-            f"(${api_key.monthly_budget}, ${used['key_cost']:.4f} spent this period). Raise the key's budget, "
+            f"(${budget}, ${used['key_cost']:.4f} spent this period). Raise the key's budget, "
             f"lower max_tokens, or wait until {date_format(subscription.current_period_end, 'j M Y')}.",
             code="budget_exceeded",
         )
