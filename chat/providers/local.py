@@ -14,7 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from .base import Provider, ProviderError, StreamEnd, Usage
+from .base import Provider, ProviderError, StreamEnd, Usage, forwarded
 
 MODEL_ID = "smollm2-135m-instruct"
 DEFAULT_MAX_TOKENS = 512
@@ -49,6 +49,7 @@ class LocalProvider(Provider):
 
     def _generate(self, messages, params, emit, cancelled: threading.Event) -> None:
         """Runs in a worker thread: emit(text) per token, then emit(StreamEnd) or emit(exception)."""
+        params = forwarded(params)  # like the HTTP providers: known params, None meaning "not given"
         with self._generate_lock:
             if cancelled.is_set():
                 return

@@ -1,0 +1,147 @@
+"""The real SmolLM2-135M model on this machine's CPU, through the local provider and a Generation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+
+from billing.models import Plan, UsageRecord
+from billing.subscriptions import start_subscription
+from chat.generation import Generation
+from chat.models import AIModel, Provider
+from chat.providers.base import StreamEnd
+from chat.providers.local import MODEL_ID
+from chat.providers.router import get_provider
+
+pytestmark = pytest.mark.slow
+
+STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
+SHORT = {"max_tokens": 24, "temperature": 0}
+
+
+@pytest.fixture
+def local(settings):
+    settings.LOCAL_MODEL_ENABLED = True
+    return get_provider(Provider.LOCAL)
+
+
+async def generate(provider, params: dict = SHORT, timings: list[float] | None = None):
+    deltas, ends = [], []
+    async for item in provider.stream(STORY, MODEL_ID, params):
+        if isinstance(item, StreamEnd):
+            ends.append(item)
+        else:
+            deltas.append(item)
+            if timings is not None:
+                timings.append(time.monotonic())
+    return deltas, ends
+
+
+async def test_it_streams_real_text_with_usage(local):
+    deltas, ends = await generate(local)
+
+    assert len(deltas) >= 5
+    assert "".join(deltas).strip()
+    [end] = ends
+    assert end.usage.prompt_tokens > len(STORY[0]["content"].split())
+    assert 0 < end.usage.completion_tokens <= 24
+
+
+async def test_it_stops_at_max_tokens_and_says_so(local):
+    deltas, ends = await generate(local, {"max_tokens": 5, "temperature": 0})
+
+    assert len(deltas) == 5
+    assert ends[0].usage.completion_tokens == 5
+    assert ends[0].finish_reason == "length"
+
+
+async def test_it_ignores_params_given_as_null(local):
+    deltas, ends = await generate(local, {"max_tokens": 4, "temperature": None, "top_p": None, "stop": None})
+
+    assert deltas
+    assert ends[0].usage.completion_tokens == 4
+
+
+async def test_the_event_loop_keeps_running_while_it_generates(local):
+    await generate(local, {"max_tokens": 1})  # the model is loaded before timing
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker():
+        while not done.is_set():
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            gaps.append(time.monotonic() - before)
+
+    ticking = asyncio.create_task(ticker())
+    started = time.monotonic()
+    deltas, _ = await generate(local)
+    took = time.monotonic() - started
+    done.set()
+    await ticking
+
+    assert len(deltas) >= 5
+    assert max(gaps) < min(0.15, took / 2), f"loop stalled {max(gaps):.3f}s during a {took:.3f}s generation"
+
+
+async def test_cancelling_stops_generation_and_frees_the_model(local):
+    first_deltas = asyncio.Event()
+    received: list[str] = []
+
+    async def long_story():
+        async for item in local.stream(STORY, MODEL_ID, {"max_tokens": 512, "temperature": 0}):
+            received.append(item)
+            if len(received) == 3:
+                first_deltas.set()
+
+    task = asyncio.create_task(long_story())
+    await asyncio.wait_for(first_deltas.wait(), 30)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    # 512 tokens still to make would hold the model for seconds: a short reply right away shows it was let go.
+    started = time.monotonic()
+    deltas, ends = await generate(local, {"max_tokens": 4, "temperature": 0})
+
+    assert time.monotonic() - started < 2.0
+    assert ends[0].usage.completion_tokens == 4
+
+
+async def test_concurrent_streams_both_finish_one_after_the_other(local):
+    first_times: list[float] = []
+    second_times: list[float] = []
+
+    (first, first_ends), (second, second_ends) = await asyncio.gather(
+        generate(local, {"max_tokens": 16, "temperature": 0}, first_times),
+        generate(local, {"max_tokens": 16, "temperature": 0}, second_times),
+    )
+
+    assert first and second
+    assert len(first_ends) == len(second_ends) == 1
+    assert first == second  # same prompt, greedy: the same reply, not two interleaved halves
+    earlier, later = sorted([first_times, second_times])
+    assert earlier[-1] <= later[0], "the model served both streams at once"
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_a_generation_on_the_local_model_is_metered_with_its_counts(local, user):
+    await asyncio.to_thread(start_subscription, user, await Plan.objects.aget(slug="enterprise"))
+    model = await AIModel.objects.acreate(slug="local/smollm2", provider=Provider.LOCAL, upstream_id=MODEL_ID,
+                                          name="SmolLM2")
+    generation = Generation(user=user, model=model, messages=STORY, params={"max_tokens": 6, "temperature": 0})
+    deltas: list[str] = []
+
+    async def on_delta(delta: str) -> None:
+        deltas.append(delta)
+
+    await generation.stream(on_delta)
+
+    record = await UsageRecord.objects.aget()
+    assert (record.status, record.provider, record.completion_tokens) == ("complete", "local", 6)
+    assert record.prompt_tokens > 0
+    assert record.cost == 0
+    assert "".join(deltas) == generation.text
