@@ -1,6 +1,12 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import Count, F, Sum
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
+from billing.models import UsageRecord
+
+from . import api_keys
 from .models import ApiKey, User
 
 
@@ -20,8 +26,58 @@ class UserAdmin(BaseUserAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "user", "created_at", "last_used_at", "expires_at", "revoked_at"]
-    list_filter = ["revoked_at"]
+    """Keys are issued on the API keys page or by `manage.py create_api_key`; the secret is never here."""
+
+    list_display = ["name", "prefix", "user", "status", "created_at", "last_used_at", "expires_at", "revoked_at",
+                    "requests", "tokens", "cost"]
+    list_filter = ["revoked_at", "expires_at"]
+    list_select_related = ["user"]
     search_fields = ["name", "prefix", "user__email"]
-    readonly_fields = ["prefix", "hashed_key", "created_at", "last_used_at"]
-    raw_id_fields = ["user"]
+    fields = ["user", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at", "allowed_models",
+              "monthly_budget", "usage"]
+    readonly_fields = ["user", "prefix", "created_at", "last_used_at", "revoked_at", "usage"]
+    filter_horizontal = ["allowed_models"]
+    actions = ["revoke_keys"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            usage_requests=Count("usage_records"),
+            usage_tokens=Sum(F("usage_records__prompt_tokens") + F("usage_records__completion_tokens")),
+            usage_cost=Sum("usage_records__cost"),
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(ordering="usage_requests")
+    def requests(self, obj):
+        return obj.usage_requests
+
+    @admin.display(ordering="usage_tokens")
+    def tokens(self, obj):
+        return obj.usage_tokens or 0
+
+    @admin.display(ordering="usage_cost", description="cost (USD)")
+    def cost(self, obj):
+        return obj.usage_cost or 0
+
+    @admin.display(description="usage (all time)")
+    def usage(self, obj):
+        rows = (UsageRecord.objects.filter(api_key=obj).values("model_slug")
+                .annotate(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
+                          cost=Sum("cost"))
+                .order_by("-cost", "model_slug"))
+        link = format_html('<a href="{}?api_key__id__exact={}">All usage records of this key</a>',
+                           reverse("admin:billing_usagerecord_changelist"), obj.pk)
+        lines = format_html_join("", "<li>{}: {} requests, {} tokens, ${}</li>",
+                                 ((r["model_slug"], r["requests"], r["tokens"], r["cost"]) for r in rows))
+        return format_html("<ul>{}</ul>{}", lines or "no requests yet", link)
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke_keys(self, request, queryset):
+        count = api_keys.revoke(queryset)
+        self.message_user(request, f"{count} key(s) revoked; they are refused from the next request on.")
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        api_keys.keys_changed()  # expiry or allowed models edited: drop every process's cached copy

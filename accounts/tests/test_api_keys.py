@@ -1,0 +1,226 @@
+"""API keys: their format and checksum, hashing, the key pages, revocation, the command and admin."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test.utils import CaptureQueriesContext
+from django.db import connection
+from django.utils import timezone
+
+from accounts import api_keys
+from accounts.models import ApiKey
+from billing.models import Plan, UsageRecord
+from billing.subscriptions import start_subscription
+from chat.models import AIModel, Provider
+
+pytestmark = pytest.mark.django_db
+
+KEY_PATTERN = re.compile(r"ahk_[0-9A-Za-z]{38}")
+
+
+@pytest.fixture
+def logged_in(client, user):
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def model(upstream):
+    return AIModel.objects.create(slug="test/priced", provider=Provider.OPENAI_COMPAT, upstream_id="priced",
+                                  name="Priced", input_price_per_m=Decimal("1"), output_price_per_m=Decimal("2"))
+
+
+def record_usage(api_key, prompt: int, completion: int, cost: str, **extra):
+    return UsageRecord.objects.create(user=api_key.user, api_key=api_key, model_slug="test/priced", provider="x",
+                                      prompt_tokens=prompt, completion_tokens=completion, cost=Decimal(cost),
+                                      status=UsageRecord.Status.COMPLETE, **extra)
+
+
+def test_it_generates_recognisable_keys_with_a_checksum():
+    keys = {api_keys.generate_key() for _ in range(200)}
+    assert len(keys) == 200
+    for key in keys:
+        assert KEY_PATTERN.fullmatch(key)
+        assert api_keys.is_well_formed(key)
+
+
+def test_it_rejects_any_single_character_typo_by_its_checksum():
+    key = api_keys.generate_key()
+    for position in range(len(api_keys.KEY_PREFIX), len(key)):
+        replacement = "a" if key[position] != "a" else "b"
+        assert not api_keys.is_well_formed(key[:position] + replacement + key[position + 1:])
+    assert not api_keys.is_well_formed(key[:-1])
+    assert not api_keys.is_well_formed("sk_" + key[3:])
+    assert not api_keys.is_well_formed(key[:-2] + "!!")
+
+
+def test_it_stores_only_the_hash_and_a_short_prefix(user):
+    api_key, raw = api_keys.issue_key(user, "laptop")
+    api_key.refresh_from_db()
+    assert api_key.hashed_key == hashlib.sha256(raw.encode()).hexdigest()
+    assert raw.startswith(api_key.prefix) and len(api_key.prefix) == 12
+    assert raw not in {str(value) for value in ApiKey.objects.values().get(pk=api_key.pk).values()}
+
+
+def test_a_key_with_a_bad_checksum_is_refused_without_any_query(client, user):
+    _, raw = api_keys.issue_key(user, "real")
+    forged = raw[:-6] + ("000000" if raw[-6:] != "000000" else "111111")
+    with CaptureQueriesContext(connection) as valid_key_queries:  # control: a good key does query
+        assert client.get("/v1/models", headers={"Authorization": f"Bearer {raw}"}).status_code == 200
+    assert len(valid_key_queries) > 0
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/v1/models", headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert len(queries) == 0
+
+
+def test_it_issues_a_key_on_the_page_and_shows_it_once(logged_in, user, model):
+    response = logged_in.post("/account/api-keys/", {"name": "CI", "allowed_models": [model.pk],
+                                                     "monthly_budget": "5.00"})
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    shown = KEY_PATTERN.findall(response.content.decode())
+    assert len(set(shown)) == 1
+    api_key = ApiKey.objects.get(user=user)
+    assert (api_key.name, api_key.monthly_budget) == ("CI", Decimal("5.00"))
+    assert list(api_key.allowed_models.all()) == [model]
+    assert api_key.hashed_key == api_keys.hash_key(shown[0])
+    assert 'data-copy-target="#new-key"' in response.content.decode()
+    again = logged_in.get("/account/api-keys/").content.decode()
+    assert shown[0] not in again and api_key.prefix in again
+
+
+def test_it_sets_an_expiry_at_the_start_of_the_chosen_day(logged_in, user):
+    day = timezone.now().date() + timedelta(days=10)
+    logged_in.post("/account/api-keys/", {"name": "temp", "expires_on": day.isoformat()})
+    expires_at = ApiKey.objects.get(user=user).expires_at
+    assert expires_at.date() == day and (expires_at.hour, expires_at.minute) == (0, 0)
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"name": ""}, "name"),
+    ({"name": "x", "expires_on": "2001-01-01"}, "expires_on"),
+    ({"name": "x", "monthly_budget": "-1"}, "monthly_budget"),
+    ({"name": "x", "allowed_models": ["999999"]}, "allowed_models"),
+])
+def test_it_shows_what_is_wrong_with_a_new_key(logged_in, user, data, field):
+    response = logged_in.post("/account/api-keys/", data)
+    assert response.status_code == 200
+    assert field in response.context["form"].errors
+    assert "form-error" in response.content.decode()
+    assert not ApiKey.objects.filter(user=user).exists()
+
+
+def test_it_keeps_to_the_plans_number_of_keys(logged_in, user):
+    start_subscription(user, Plan.objects.get(slug="free"))  # one active key
+    logged_in.post("/account/api-keys/", {"name": "first"})
+    response = logged_in.post("/account/api-keys/", {"name": "second"})
+    assert "allows 1 active API key" in response.content.decode()
+    assert ApiKey.objects.filter(user=user).count() == 1
+
+
+def test_the_list_shows_this_periods_usage_per_key_in_one_query(logged_in, user):
+    first, _ = api_keys.issue_key(user, "first")
+    second, _ = api_keys.issue_key(user, "second")
+    record_usage(first, 100, 50, "0.25")
+    record_usage(first, 10, 5, "0.05")
+    old = record_usage(second, 1000, 1000, "9")
+    UsageRecord.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=400))
+    with CaptureQueriesContext(connection) as two_keys:
+        response = logged_in.get("/account/api-keys/")
+    keys = {k.name: k for k in response.context["keys"]}
+    assert (keys["first"].period_tokens, keys["first"].period_cost) == (165, Decimal("0.30"))
+    assert (keys["second"].period_tokens, keys["second"].period_cost) == (0, Decimal("0"))
+    for index in range(10):
+        record_usage(api_keys.issue_key(user, f"more {index}")[0], 1, 1, "0.01")
+    with CaptureQueriesContext(connection) as twelve_keys:
+        response = logged_in.get("/account/api-keys/")
+    assert len(response.context["keys"]) == 12
+    assert len(twelve_keys) == len(two_keys)
+
+
+def test_it_revokes_a_key(logged_in, user):
+    api_key, _ = api_keys.issue_key(user, "old")
+    response = logged_in.post(f"/account/api-keys/{api_key.pk}/revoke/", follow=True)
+    assert "is revoked" in response.content.decode()
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is not None and api_key.status == "revoked"
+
+
+def test_it_does_not_let_anyone_touch_anothers_key(logged_in, other_user):
+    theirs, _ = api_keys.issue_key(other_user, "theirs")
+    assert logged_in.post(f"/account/api-keys/{theirs.pk}/revoke/").status_code == 404
+    assert logged_in.get(f"/account/api-keys/{theirs.pk}/").status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.revoked_at is None
+    assert "theirs" not in logged_in.get("/account/api-keys/").content.decode()
+
+
+def test_the_detail_page_shows_the_keys_usage_by_model_and_day(logged_in, user):
+    api_key, _ = api_keys.issue_key(user, "detail")
+    record_usage(api_key, 100, 50, "0.25")
+    record_usage(api_key, 10, 5, "0.05")
+    other, _ = api_keys.issue_key(user, "other")
+    record_usage(other, 7, 7, "1")
+    response = logged_in.get(f"/account/api-keys/{api_key.pk}/")
+    assert response.context["usage"]["total_tokens"] == 165
+    assert [row["requests"] for row in response.context["by_model"]] == [2]
+    assert [row["tokens"] for row in response.context["by_day"]] == [165]
+    assert len(response.context["page"]) == 2
+
+
+def test_key_pages_need_a_login(client):
+    response = client.get("/account/api-keys/")
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+def test_the_command_prints_the_key_alone_on_its_last_line(user):
+    out, err = io.StringIO(), io.StringIO()
+    call_command("create_api_key", "--email", user.email.upper(), "--name", "script", stdout=out, stderr=err)
+    raw = out.getvalue().strip().splitlines()[-1]
+    assert KEY_PATTERN.fullmatch(raw)
+    assert ApiKey.objects.get(hashed_key=api_keys.hash_key(raw)).name == "script"
+
+
+def test_the_command_refuses_an_unknown_email(db):
+    with pytest.raises(CommandError, match="No user"):
+        call_command("create_api_key", "--email", "nobody@example.com")
+
+
+@pytest.fixture
+def admin_client_(client, django_user_model):
+    admin = django_user_model.objects.create_superuser("admin@example.com", "admin pass 123")
+    client.force_login(admin)
+    return client
+
+
+def test_admin_lists_keys_with_usage_and_never_the_secret(admin_client_, user):
+    api_key, raw = api_keys.issue_key(user, "admin view")
+    record_usage(api_key, 100, 50, "0.25")
+    listing = admin_client_.get("/admin/accounts/apikey/")
+    assert listing.status_code == 200
+    change = admin_client_.get(f"/admin/accounts/apikey/{api_key.pk}/change/")
+    page = listing.content.decode() + change.content.decode()
+    assert raw not in page and api_key.hashed_key not in page
+    assert "150 tokens" in change.content.decode()
+    usage_link = f"/admin/billing/usagerecord/?api_key__id__exact={api_key.pk}"
+    assert usage_link.replace("&", "&amp;") in change.content.decode()
+    assert admin_client_.get(usage_link).status_code == 200
+
+
+def test_admin_revokes_keys_with_an_action(admin_client_, user):
+    api_key, _ = api_keys.issue_key(user, "to revoke")
+    response = admin_client_.post("/admin/accounts/apikey/", {
+        "action": "revoke_keys", "_selected_action": [api_key.pk]}, follow=True)
+    assert "1 key(s) revoked" in response.content.decode()
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is not None
