@@ -43,8 +43,13 @@ def _parse(event: dict) -> tuple[str, str | None, Usage | None]:
         if candidate.get("finishReason"):
             finish = FINISH_REASONS.get(candidate["finishReason"], candidate["finishReason"].lower())
     meta = event.get("usageMetadata")
-    usage = Usage(meta.get("promptTokenCount"), meta.get("candidatesTokenCount")) if meta else None
-    return text, finish, usage
+    return text, finish, _usage(meta) if meta else None
+
+
+def _usage(meta: dict) -> Usage:
+    """Thinking tokens are billed as output, so they count as completion tokens."""
+    output = [meta[k] for k in ("candidatesTokenCount", "thoughtsTokenCount") if meta.get(k) is not None]
+    return Usage(meta.get("promptTokenCount"), sum(output) if output else None)
 
 
 class GeminiProvider(Provider):

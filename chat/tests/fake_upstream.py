@@ -11,6 +11,7 @@ The requested model name picks the behaviour:
   slow              chunks SLOW_DELAY apart (for stop / disconnect tests)
   no-usage          a normal reply without a usage chunk
   zero-usage        a normal reply whose usage says 0 and 0
+  thinking          (Gemini) a normal reply whose usage also counts 20 thinking tokens
 
 GET .../models lists LISTED_MODELS (OpenAI / OpenRouter format) or the Gemini list; a test may set
 `listed_models` to change what the next refresh sees (reset() restores the default). Any GET under
@@ -28,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REPLY_WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
 USAGE = {"prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17}
+GEMINI_USAGE = {"promptTokenCount": 11, "candidatesTokenCount": 6}
+GEMINI_THINKING_USAGE = {**GEMINI_USAGE, "thoughtsTokenCount": 20}
 SLOW_DELAY = 0.2
 SLOW_CHUNKS = 50
 HANG_SECONDS = 30
@@ -142,7 +145,7 @@ class FakeUpstream:
                 if gemini:
                     self._json(200, {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"},
                                                      "finishReason": "STOP"}],
-                                     "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 6}})
+                                     "usageMetadata": GEMINI_THINKING_USAGE if model == "thinking" else GEMINI_USAGE})
                     return
                 payload = {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
                            "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -182,7 +185,7 @@ class FakeUpstream:
                 if gemini:
                     self._event({"candidates": [{"content": {"parts": [{"text": ""}], "role": "model"},
                                                  "finishReason": "STOP"}],
-                                 "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 6}})
+                                 "usageMetadata": GEMINI_THINKING_USAGE if model == "thinking" else GEMINI_USAGE})
                     return
                 self._event({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
                              "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})

@@ -256,3 +256,10 @@ async def test_gemini_reports_an_error_event_mid_stream(gemini):
 
     assert deltas == REPLY_WORDS[:1]
     assert error.outcome == "stream_error"
+
+
+async def test_gemini_counts_thinking_tokens_as_output(gemini):
+    _, ends = await collect(gemini, "thinking")
+    completion = await gemini.complete(MESSAGES, "thinking", {})
+
+    assert ends[0].usage == completion.end.usage == Usage(11, 6 + 20)
