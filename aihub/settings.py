@@ -184,3 +184,9 @@ LOCAL_MODEL_THREADS = env.int("LOCAL_MODEL_THREADS", default=2)
 UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=5.0)
 # Longest silence tolerated between two chunks (and before the first) of an upstream reply.
 UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=60.0)
+
+# Payments. Both set: upgrades go through Stripe Checkout and take effect on its signed webhook;
+# otherwise an operator assigns plans in admin.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
