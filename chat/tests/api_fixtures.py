@@ -56,6 +56,8 @@ class KeyClient:
         return await self.client.post(path, data, content_type=content_type, headers=self.headers, **kwargs)
 
     async def request(self, method: str, path: str, body=None):
+        if method == "GET":
+            return await self.get(path)
         data = "" if body is None else json.dumps(body)
         return await getattr(self.client, method.lower())(path, data, content_type="application/json",
                                                           headers=self.headers)
