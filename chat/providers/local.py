@@ -55,7 +55,8 @@ class LocalProvider(Provider):
                 return
             try:
                 llama = self._model()
-                prompt_tokens = completion_tokens = 0
+                prompt_tokens = 0
+                parts: list[str] = []
                 finish_reason = None
                 chunks = llama.create_chat_completion(
                     messages=messages,
@@ -74,9 +75,11 @@ class LocalProvider(Provider):
                     choice = chunk["choices"][0]
                     text = choice["delta"].get("content")
                     if text:
-                        completion_tokens += 1
+                        parts.append(text)
                         emit(text)
                     finish_reason = choice.get("finish_reason") or finish_reason
+                # Counted in the model's own tokens: a chunk may hold several (emoji, accents).
+                completion_tokens = len(llama.tokenize("".join(parts).encode(), add_bos=False, special=True))
                 emit(StreamEnd(Usage(prompt_tokens, completion_tokens), finish_reason or "stop"))
             except Exception as exc:  # reported on the event loop side as a provider failure
                 emit(ProviderError(f"local model failed: {exc}", outcome="local_error"))

@@ -58,6 +58,16 @@ async def test_it_stops_at_max_tokens_and_says_so(local):
     assert ends[0].finish_reason == "length"
 
 
+async def test_it_counts_tokens_not_chunks(local):
+    emoji = [{"role": "user", "content": "Reply with only emojis: 🎉🐉🍞🔥😀 repeat them many times."}]
+    chunks, ends = [], []
+    async for item in local.stream(emoji, MODEL_ID, {"max_tokens": 12, "temperature": 0}):
+        (ends if isinstance(item, StreamEnd) else chunks).append(item)
+
+    assert ends[0].finish_reason == "length"
+    assert ends[0].usage.completion_tokens == 12 > len(chunks)
+
+
 async def test_it_ignores_params_given_as_null(local):
     deltas, ends = await generate(local, {"max_tokens": 4, "temperature": None, "top_p": None, "stop": None})
 
