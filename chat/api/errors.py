@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 
+from billing.limits import LimitExceeded
 from chat.providers.base import ProviderError
 
 ERROR_TYPES = {
@@ -48,16 +49,10 @@ def upstream_error(exc: ProviderError) -> ApiError:
     return ApiError(502, f"The model's provider failed: {exc}", "upstream_error")
 
 
-try:
-    from billing.limits import LimitExceeded
-except ImportError:  # billing's limits module lands separately; until it does, nothing raises it
-    LimitExceeded = None
-
-
 def failure_error(exc: Exception) -> ApiError | None:
     """The API error for a failed generation, or None when the exception is not ours to answer."""
     if isinstance(exc, ProviderError):
         return upstream_error(exc)
-    if LimitExceeded is not None and isinstance(exc, LimitExceeded):
+    if isinstance(exc, LimitExceeded):  # refused by the plan before any upstream call
         return ApiError(exc.http_status, str(exc), exc.code, retry_after=exc.retry_after)
     return None

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from accounts.api_keys import issue_key, revoke
+from accounts.api_keys import generate_key, issue_key, revoke
 from accounts.models import ApiKey
+from billing.models import Plan
+from billing.subscriptions import start_subscription
 from chat.tests.api_fixtures import KeyClient, api_client, catalogue, issued  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -41,8 +45,6 @@ async def test_it_refuses_a_malformed_authorization_header(catalogue, issued):
 
 
 async def test_it_refuses_an_unknown_key_with_a_valid_checksum(catalogue):
-    from accounts.api_keys import generate_key
-
     assert_error(await KeyClient(generate_key()).post("/v1/chat/completions", OK_BODY), 401, "invalid_api_key")
 
 
@@ -60,21 +62,15 @@ async def test_it_refuses_a_revoked_key_at_once(api_client, catalogue, issued):
 
 
 async def revoke_async(pk: int) -> None:
-    from asgiref.sync import sync_to_async
-
     await sync_to_async(revoke)(ApiKey.objects.filter(pk=pk))
 
 
 async def test_it_refuses_an_expired_key(catalogue, user):
-    from asgiref.sync import sync_to_async
-
     _, raw = await sync_to_async(issue_key)(user, "old", expires_at=timezone.now() - timedelta(minutes=1))
     assert_error(await KeyClient(raw).post("/v1/chat/completions", OK_BODY), 401, "expired_api_key")
 
 
 async def test_it_refuses_a_model_outside_the_keys_allow_list(catalogue, user, issued):
-    from asgiref.sync import sync_to_async
-
     _, raw = await sync_to_async(issue_key)(user, "free only", allowed_models=[catalogue["free"]])
     client = KeyClient(raw)
     error = assert_error(await client.post("/v1/chat/completions", OK_BODY), 403, "model_not_allowed",
@@ -168,11 +164,40 @@ async def test_it_answers_504_when_the_upstream_hangs(api_client, catalogue, str
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_it_falls_back_before_the_first_byte(api_client, catalogue, upstream, stream):
-    from asgiref.sync import sync_to_async
-
     failing = catalogue["fail-500"]
     failing.fallback = catalogue["fake-model"]
     await sync_to_async(failing.save)(update_fields=["fallback"])
     response = await api_client.post("/v1/chat/completions", {**OK_BODY, "model": "test/fail-500", "stream": stream})
     assert response.status_code == 200
     assert [r["body"]["model"] for r in upstream.requests] == ["fail-500", "fake-model"]
+
+
+@pytest.fixture
+def two_per_minute(user):
+    plan = Plan.objects.create(slug="two-rpm", name="Two a minute", requests_per_minute=2, is_public=False)
+    start_subscription(user, plan)
+    return plan
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_it_answers_429_with_retry_after_over_the_rate_limit(catalogue, issued, two_per_minute, upstream,
+                                                                   stream):
+    client = KeyClient(issued[1])
+    body = {**OK_BODY, "stream": stream}
+    for _ in range(2):
+        assert (await client.post("/v1/chat/completions", body)).status_code == 200
+    response = await client.post("/v1/chat/completions", body)
+    error = assert_error(response, 429, "rate_limit_exceeded", "rate_limit_error")
+    assert "Rate limit" in error["message"]
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert len(upstream.requests) == 2  # refused before any upstream call
+
+
+async def test_it_answers_429_when_the_keys_budget_is_spent(catalogue, user, upstream):
+    await sync_to_async(start_subscription)(user, await Plan.objects.aget(slug="enterprise"))
+    _, raw = await sync_to_async(issue_key)(user, "tiny budget", monthly_budget=Decimal("0.000001"))
+    response = await KeyClient(raw).post("/v1/chat/completions", OK_BODY)
+    error = assert_error(response, 429, "budget_exceeded")
+    assert "tiny budget" in error["message"]
+    assert upstream.requests == []
+
