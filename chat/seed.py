@@ -33,13 +33,19 @@ SEED_FALLBACKS = {
 
 
 def seed_catalogue() -> int:
+    """Add the seed models that are missing; returns how many. Rows already there keep their prices
+    (refresh_models brings current ones) and any edits made in admin: seeding runs on every start."""
+    added = []
     for slug, provider, upstream_id, name, price_in, price_out, priority, context in SEED_MODELS:
-        AIModel.objects.update_or_create(
+        _, created = AIModel.objects.get_or_create(
             slug=slug,
             defaults=dict(provider=provider, upstream_id=upstream_id, name=name, context_length=context,
                           input_price_per_m=Decimal(price_in), output_price_per_m=Decimal(price_out),
                           auto_priority=priority),
         )
+        if created:
+            added.append(slug)
     for slug, fallback_slug in SEED_FALLBACKS.items():
-        AIModel.objects.filter(slug=slug).update(fallback=AIModel.objects.get(slug=fallback_slug))
-    return len(SEED_MODELS)
+        if slug in added:
+            AIModel.objects.filter(slug=slug).update(fallback=AIModel.objects.get(slug=fallback_slug))
+    return len(added)

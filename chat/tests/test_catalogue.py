@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import socket
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from django.core.management import CommandError, ManagementUtility, call_command
 
 from chat.models import AIModel, Provider
+from chat.seed import SEED_FALLBACKS, SEED_MODELS
 from chat.tests.fake_upstream import LISTED_MODELS
 
 pytestmark = pytest.mark.django_db
@@ -158,3 +160,49 @@ def test_a_provider_answering_html_fails_the_command_without_stopping_the_others
 
     assert not catalogue(Provider.OPENROUTER)
     assert set(catalogue(Provider.OPENAI_COMPAT)) == {"compat/fake-model", "compat/fake-free:free"}
+
+
+# Seeding (runs on every `make run`)
+
+
+def seed() -> str:
+    out = StringIO()
+    call_command("seed", stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def test_seeding_an_empty_catalogue_adds_the_seed_models_and_their_fallbacks(upstream):
+    output = seed()
+
+    assert f"catalogue: {len(SEED_MODELS)} seed models added" in output
+    assert set(AIModel.objects.values_list("slug", flat=True)) >= {row[0] for row in SEED_MODELS}
+    for slug, fallback in SEED_FALLBACKS.items():
+        assert AIModel.objects.get(slug=slug).fallback.slug == fallback
+
+
+def test_seeding_again_keeps_refreshed_prices_and_admin_edits(upstream):
+    seed()
+    AIModel.objects.filter(slug="openai/gpt-4o-mini").update(input_price_per_m=Decimal("0.2"), auto_priority=3)
+    AIModel.objects.filter(slug="google/gemini-2.0-flash-001").update(fallback=None)
+
+    output = seed()
+
+    assert "catalogue: 0 seed models added" in output
+    model = AIModel.objects.get(slug="openai/gpt-4o-mini")
+    assert (model.input_price_per_m, model.auto_priority) == (Decimal("0.2"), 3)
+    assert AIModel.objects.get(slug="google/gemini-2.0-flash-001").fallback is None
+
+
+def test_seeding_also_lists_the_openai_compatible_server(upstream):
+    seed()
+
+    assert set(catalogue(Provider.OPENAI_COMPAT)) == {"compat/fake-model", "compat/fake-free:free"}
+
+
+def test_seeding_goes_on_when_the_openai_compatible_server_is_down(upstream, settings, unreachable_url):
+    settings.OPENAI_COMPAT_BASE_URL = unreachable_url
+
+    output = seed()
+
+    assert "openai_compat: cannot reach" in output
+    assert AIModel.objects.filter(slug="local/smollm2-135m-instruct").exists()

@@ -15,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--demo-password", default="aihub-demo-2026")
 
     def handle(self, *args, demo=False, demo_email="", demo_password="", **options):
-        self.stdout.write(f"catalogue: {seed_catalogue()} seed models")
+        self.stdout.write(f"catalogue: {seed_catalogue()} seed models added")
         if settings.OPENAI_COMPAT_BASE_URL:
             try:
                 self.stdout.write(f"openai_compat: {refresh_openai_compat()} models from {settings.OPENAI_COMPAT_BASE_URL}")
