@@ -5,10 +5,11 @@ them, like GitHub's tokens: a scanner can spot a leaked key by its prefix, and a
 made-up key is refused by its checksum before any database or cache lookup. Only the SHA-256 of
 the whole key is stored, with a short prefix to show in lists.
 
-Lookups are cached per process for a short while. Every revocation (or other change to a key)
-bumps a generation counter in the shared cache (Redis when configured), which each request
-reads: a process drops cached entries of an older generation, so a revoked key is refused by
-every server process on its next request.
+With Redis (REDIS_URL), lookups are cached per process for a short while. Every revocation (or
+other change to a key) bumps a generation counter in Redis, which each request reads: a process
+drops cached entries of an older generation, so a revoked key is refused by every server process
+on its next request. Without Redis the cache is per process only, so nothing is cached: each
+request reads the key's row (one indexed query).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 import zlib
 from datetime import datetime
 
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -120,8 +122,9 @@ async def authenticate(raw_key: str) -> ApiKey:
     if not is_well_formed(raw_key):
         raise KeyRefused("invalid_api_key", "Incorrect API key provided.")
     hashed = hash_key(raw_key)
-    generation = await cache.aget(GENERATION_CACHE_KEY, 0)
-    entry = _cached.get(hashed)
+    shared = bool(settings.REDIS_URL)
+    generation = await cache.aget(GENERATION_CACHE_KEY, 0) if shared else None
+    entry = _cached.get(hashed) if shared else None
     now = time.monotonic()
     if entry is not None and entry[0] == generation and now - entry[1] < CACHE_SECONDS:
         api_key = entry[2]
@@ -129,10 +132,11 @@ async def authenticate(raw_key: str) -> ApiKey:
         api_key = await _load(hashed)
         if api_key is None:  # unknown keys are not cached: a key issued a moment ago works at once
             raise KeyRefused("invalid_api_key", "Incorrect API key provided.")
-        if len(_cached) >= CACHE_MAX_ENTRIES:
-            _cached.clear()
-        # Tagged with the generation read before the lookup: a revocation racing it stays visible.
-        _cached[hashed] = (generation, now, api_key)
+        if shared:
+            if len(_cached) >= CACHE_MAX_ENTRIES:
+                _cached.clear()
+            # Tagged with the generation read before the lookup: a revocation racing it stays visible.
+            _cached[hashed] = (generation, now, api_key)
     if api_key.revoked_at is not None:
         raise KeyRefused("revoked_api_key", "This API key has been revoked.")
     if api_key.expires_at is not None and api_key.expires_at <= timezone.now():

@@ -9,10 +9,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test.utils import CaptureQueriesContext
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts import api_keys
@@ -224,3 +225,71 @@ def test_admin_revokes_keys_with_an_action(admin_client_, user):
     assert "1 key(s) revoked" in response.content.decode()
     api_key.refresh_from_db()
     assert api_key.revoked_at is not None
+
+
+@pytest.fixture
+def shared_cache(settings):
+    """Lookups are cached only when the cache is shared between processes (Redis). Here the test's own
+    cache stands in for it: one process, so it is shared with everything the test does."""
+    settings.REDIS_URL = settings.REDIS_URL or "redis://stand-in"
+    api_keys._cached.clear()
+    yield
+    api_keys._cached.clear()
+
+
+def test_a_cached_key_needs_no_query_until_it_is_revoked(user, shared_cache):
+    api_key, raw = api_keys.issue_key(user, "cached")
+    assert async_to_sync(api_keys.authenticate)(raw).pk == api_key.pk
+    with CaptureQueriesContext(connection) as cached:
+        assert async_to_sync(api_keys.authenticate)(raw).pk == api_key.pk
+    assert len(cached) == 0
+    api_keys.revoke(ApiKey.objects.filter(pk=api_key.pk))
+    with pytest.raises(api_keys.KeyRefused) as refused:
+        async_to_sync(api_keys.authenticate)(raw)
+    assert refused.value.code == "revoked_api_key"
+
+
+def test_an_edit_in_admin_reaches_cached_keys(user, shared_cache, admin_client_, upstream):
+    allowed = AIModel.objects.create(slug="test/allowed", provider=Provider.OPENAI_COMPAT, upstream_id="allowed",
+                                     name="Allowed")
+    api_key, raw = api_keys.issue_key(user, "edited")
+    assert async_to_sync(api_keys.authenticate)(raw).allowed_model_ids == frozenset()
+    response = admin_client_.post(f"/admin/accounts/apikey/{api_key.pk}/change/", {
+        "name": "edited", "allowed_models": [allowed.pk], "expires_at_0": "", "expires_at_1": "",
+        "monthly_budget": ""})
+    assert response.status_code == 302
+    assert async_to_sync(api_keys.authenticate)(raw).allowed_model_ids == frozenset([allowed.pk])
+
+
+def test_without_a_shared_cache_every_lookup_reads_the_row(user, settings):
+    settings.REDIS_URL = ""
+    _, raw = api_keys.issue_key(user, "uncached")
+    async_to_sync(api_keys.authenticate)(raw)
+    with CaptureQueriesContext(connection) as queries:
+        async_to_sync(api_keys.authenticate)(raw)
+    assert len(queries) >= 1
+
+
+def test_a_dump_of_every_table_holds_no_issued_key(logged_in, user, model, tmp_path):
+    issued = [api_keys.issue_key(user, "direct", allowed_models=[model])[1]]
+    page = logged_in.post("/account/api-keys/", {"name": "from the page", "monthly_budget": "3"})
+    issued += KEY_PATTERN.findall(page.content.decode())
+    out = io.StringIO()
+    call_command("create_api_key", "--email", user.email, stdout=out, stderr=io.StringIO())
+    issued.append(out.getvalue().strip().splitlines()[-1])
+    assert len(set(issued)) == 3 and ApiKey.objects.count() == 3
+
+    dump = io.StringIO()
+    call_command("dumpdata", stdout=dump)  # every installed app, every model
+    tables = connection.introspection.table_names()
+    raw_rows = []
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")
+            raw_rows.append(repr(cursor.fetchall()))
+    everything = dump.getvalue() + "\n".join(raw_rows)
+    assert "ahk_" in everything and len(tables) > 10  # the dump did read the keys' rows (their prefixes)
+    for raw in issued:
+        secret = raw[len(api_keys.KEY_PREFIX):]
+        assert raw not in everything
+        assert secret[8:] not in everything  # nothing beyond the 8 characters of the shown prefix
