@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from billing.urls import ops_urlpatterns, usage_urlpatterns
 from chat.api.urls import docs_urlpatterns, openai_urlpatterns, rest_urlpatterns
 
 from . import views
@@ -13,6 +14,8 @@ urlpatterns = [
     path("account/", include("accounts.urls")),
     path("chat/", include("chat.urls")),
     path("billing/", include("billing.urls")),
+    path("usage/", include((usage_urlpatterns, "usage"))),
+    path("ops/", include((ops_urlpatterns, "ops"))),
     path("v1/", include(openai_urlpatterns)),
     path("api/v1/", include(rest_urlpatterns)),
     path("api/", include(docs_urlpatterns)),

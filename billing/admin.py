@@ -1,20 +1,62 @@
-from django.contrib import admin
+import csv
 
-from .models import Plan, Subscription, UpstreamAttempt, UsageRecord
+from django.contrib import admin, messages
+from django.db.models import Count, F, Sum
+from django.http import StreamingHttpResponse
+
+from .models import EnterpriseInquiry, Plan, StripeEvent, Subscription, UpstreamAttempt, UsageRecord
+from .subscriptions import start_subscription
+
+TOTALS_ROWS = 10  # largest users / models shown under the usage list
 
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ["name", "monthly_price", "monthly_token_quota", "requests_per_minute", "tokens_per_minute",
-                    "max_concurrent_streams", "free_models_only"]
+    list_display = ["name", "slug", "monthly_price", "monthly_token_quota", "monthly_credit_quota", "requests_per_minute",
+                    "tokens_per_minute", "max_concurrent_streams", "max_api_keys", "max_output_tokens",
+                    "free_models_only", "is_public", "sort_order"]
+    list_filter = ["is_public", "free_models_only"]
+    search_fields = ["name", "slug"]
+
+
+class _Echo:
+    """A write-only file for csv.writer that hands each line back (for a streamed response)."""
+
+    def write(self, value):
+        return value
 
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
-    list_display = ["user", "plan", "is_active", "current_period_start", "current_period_end"]
-    list_filter = ["plan", "is_active"]
-    search_fields = ["user__email"]
+    list_display = ["user", "plan", "is_active", "current_period_start", "current_period_end", "scheduled_plan",
+                    "started_at", "ended_at"]
+    list_filter = ["plan", "is_active", "scheduled_plan"]
+    list_select_related = ["user", "plan", "scheduled_plan"]
+    search_fields = ["user__email", "stripe_customer_id", "stripe_subscription_id"]
+    date_hierarchy = "started_at"
     raw_id_fields = ["user"]
+    readonly_fields = ["user", "plan", "is_active", "started_at", "ended_at", "current_period_start",
+                       "current_period_end", "created_at"]
+
+    def has_add_permission(self, request):
+        return False  # plans are assigned with the "Move to …" actions, which keep the history
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        for plan in Plan.objects.all():
+            name = f"move_to_{plan.slug}"
+            actions[name] = (self._mover(plan), name, f"Move the selected users to {plan.name} (new period from now)")
+        return actions
+
+    @staticmethod
+    def _mover(plan):
+        def move(modeladmin, request, queryset):
+            users = {subscription.user for subscription in queryset.select_related("user")}
+            for user in users:
+                start_subscription(user, plan)
+            modeladmin.message_user(request, f"{len(users)} user(s) moved to {plan.name}.", messages.SUCCESS)
+
+        return move
 
 
 class UpstreamAttemptInline(admin.TabularInline):
@@ -23,19 +65,84 @@ class UpstreamAttemptInline(admin.TabularInline):
     can_delete = False
     readonly_fields = ["provider", "model_slug", "outcome", "http_status", "latency_ms", "error"]
 
+    def has_add_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "user", "model_slug", "provider", "prompt_tokens", "completion_tokens", "cost",
-                    "status", "ttft_ms", "latency_ms"]
-    list_filter = ["status", "provider"]
-    list_select_related = ["user"]
+    list_display = ["created_at", "user", "api_key", "model_slug", "provider", "prompt_tokens", "completion_tokens",
+                    "cost", "status", "ttft_ms", "latency_ms"]
+    list_filter = ["status", "provider", "created_at"]
+    list_select_related = ["user", "api_key"]
     search_fields = ["user__email", "model_slug"]
     date_hierarchy = "created_at"
+    raw_id_fields = ["user", "api_key", "conversation", "model"]
+    show_full_result_count = False  # one COUNT(*) over the filtered rows is enough
+    actions = ["export_csv"]
     inlines = [UpstreamAttemptInline]
+    change_list_template = "admin/billing/usagerecord/change_list.html"
 
     def has_add_permission(self, request):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None:
+            rows = changelist.queryset.order_by()
+            totals = dict(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
+                          cost=Sum("cost"))
+            response.context_data["usage_totals"] = {
+                "all": rows.aggregate(**totals),
+                "by_user": rows.values("user__email").annotate(**totals).order_by("-cost")[:TOTALS_ROWS],
+                "by_model": rows.values("model_slug").annotate(**totals).order_by("-cost")[:TOTALS_ROWS],
+                "by_provider": rows.values("provider").annotate(**totals).order_by("-cost"),
+            }
+        return response
+
+    @admin.action(description="Export the selected usage rows as CSV")
+    def export_csv(self, request, queryset):
+        writer = csv.writer(_Echo())
+        header = ["created_at", "user", "api_key", "model", "provider", "status", "prompt_tokens",
+                  "completion_tokens", "cost_usd", "ttft_ms", "latency_ms"]
+        rows = queryset.order_by("created_at").values_list(
+            "created_at", "user__email", "api_key__prefix", "model_slug", "provider", "status", "prompt_tokens",
+            "completion_tokens", "cost", "ttft_ms", "latency_ms",
+        ).iterator(chunk_size=2000)
+
+        def lines():
+            yield writer.writerow(header)
+            for row in rows:
+                yield writer.writerow(row)
+
+        response = StreamingHttpResponse(lines(), content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="usage.csv"'
+        return response
+
+
+@admin.register(EnterpriseInquiry)
+class EnterpriseInquiryAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "company", "contact_email", "user", "expected_monthly_tokens", "handled"]
+    list_filter = ["handled"]
+    list_editable = ["handled"]
+    search_fields = ["company", "contact_email", "user__email"]
+    date_hierarchy = "created_at"
+    raw_id_fields = ["user"]
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(admin.ModelAdmin):
+    list_display = ["event_id", "event_type", "received_at"]
+    search_fields = ["event_id"]
+    list_filter = ["event_type"]
+    date_hierarchy = "received_at"
 
     def has_change_permission(self, request, obj=None):
         return False

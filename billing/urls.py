@@ -1,9 +1,27 @@
 from django.urls import path
 
-from . import views
+from . import views, views_ops, views_statements, views_stripe, views_usage
 
 app_name = "billing"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("change/<slug:slug>/", views.change, name="change"),
+    path("cancel/", views.cancel, name="cancel"),
+    path("keep/", views.keep, name="keep"),
+    path("checkout/done/", views.checkout_done, name="checkout_done"),
+    path("stripe/webhook/", views_stripe.webhook, name="stripe_webhook"),
+    path("enterprise/", views.enterprise, name="enterprise"),
+    path("statements/", views_statements.statements, name="statements"),
+    path("statements/<int:year>-<int:month>/", views_statements.statement, name="statement"),
+    path("statements/<int:year>-<int:month>.csv", views_statements.statement_csv, name="statement_csv"),
+]
+
+# Mounted at /usage/ and /ops/ (namespaces "usage" and "ops").
+usage_urlpatterns = [
+    path("", views_usage.dashboard, name="dashboard"),
+    path("export.csv", views_usage.export_csv, name="export"),
+]
+ops_urlpatterns = [
+    path("", views_ops.overview, name="overview"),
 ]

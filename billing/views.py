@@ -1,20 +1,112 @@
-"""The billing page: the caller's plan, period, usage against quota, and the plans to change to."""
+"""The billing page: plan, period, usage against quota, and changing plans (with Stripe when set up)."""
 
 from __future__ import annotations
 
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
 
+from . import plan_changes, stripe_api
+from .forms import EnterpriseInquiryForm
 from .models import Plan
 from .subscriptions import current_subscription, period_usage
 
 
-@require_GET
+def _share(used, limit) -> int | None:
+    """Percent of a quota used (capped at 100), or None for an unlimited one."""
+    if limit is None:
+        return None
+    if not limit:
+        return 100 if used else 0
+    return min(100, round(100 * used / limit))
+
+
 def index(request):
     subscription = current_subscription(request.user)
+    plan = subscription.plan
+    usage = period_usage(request.user, subscription.current_period_start)
+    plans = list(Plan.objects.filter(is_public=True))
     return render(request, "billing/index.html", {
         "subscription": subscription,
-        "plan": subscription.plan,
-        "usage": period_usage(request.user, subscription.current_period_start),
-        "plans": Plan.objects.filter(is_public=True),
+        "plan": plan,
+        "usage": usage,
+        "token_share": _share(usage["total_tokens"], plan.monthly_token_quota),
+        "credit_share": _share(usage["cost"], plan.monthly_credit_quota),
+        "plans": [(p, plan_changes.kind_of_change(subscription, p)) for p in plans],
+        "stripe": stripe_api.configured(),
     })
+
+
+@require_http_methods(["GET", "POST"])
+def change(request, slug):
+    plan = get_object_or_404(Plan, slug=slug, is_public=True)
+    try:
+        subscription, kind = plan_changes.check_change(request.user, plan)
+    except plan_changes.PlanChangeRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("billing:index")
+    paid_upgrade = kind == plan_changes.UPGRADE and plan.monthly_price and stripe_api.configured()
+    if request.method == "POST":
+        if paid_upgrade:
+            return _checkout(request, plan)
+        plan_changes.do_change(request.user, plan)
+        if kind == plan_changes.UPGRADE:
+            messages.success(request, f"You are now on the {plan.name} plan.")
+        else:
+            messages.success(request, f"Your plan changes to {plan.name} on "
+                                      f"{subscription.current_period_end:%-d %b %Y}, at the end of this period.")
+        return redirect("billing:index")
+    return render(request, "billing/change.html", {
+        "subscription": subscription, "plan": plan, "kind": kind, "paid_upgrade": paid_upgrade,
+    })
+
+
+def _checkout(request, plan):
+    try:
+        url = stripe_api.create_checkout_session(
+            user=request.user, plan=plan,
+            success_url=request.build_absolute_uri(reverse("billing:checkout_done")),
+            cancel_url=request.build_absolute_uri(reverse("billing:index")),
+        )
+    except stripe_api.StripeError as exc:
+        messages.error(request, f"The payment page could not be opened: {exc} Please try again in a moment.")
+        return redirect("billing:index")
+    return redirect(url)
+
+
+def checkout_done(request):
+    return render(request, "billing/checkout_done.html", {"subscription": current_subscription(request.user)})
+
+
+@require_http_methods(["GET", "POST"])
+def cancel(request):
+    subscription = current_subscription(request.user)
+    free = Plan.objects.get(slug="free")
+    if subscription.plan_id == free.pk:
+        messages.error(request, "You are on the Free plan: there is nothing to cancel.")
+        return redirect("billing:index")
+    if request.method == "POST":
+        plan_changes.do_cancel(request.user)
+        messages.success(request, f"Your {subscription.plan.name} plan ends on "
+                                  f"{subscription.current_period_end:%-d %b %Y}; you then move to Free.")
+        return redirect("billing:index")
+    return render(request, "billing/cancel.html", {"subscription": subscription, "free": free})
+
+
+@require_POST
+def keep(request):
+    plan_changes.do_keep_current_plan(request.user)
+    messages.success(request, "Your plan stays as it is.")
+    return redirect("billing:index")
+
+
+@require_http_methods(["GET", "POST"])
+def enterprise(request):
+    form = EnterpriseInquiryForm(request.POST or None, initial={"contact_email": request.user.email})
+    if request.method == "POST" and form.is_valid():
+        form.instance.user = request.user
+        form.save()
+        messages.success(request, "Thank you: our team will write to you within two working days.")
+        return redirect("billing:index")
+    return render(request, "billing/enterprise.html", {"form": form}, status=422 if form.errors else 200)

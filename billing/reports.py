@@ -1,0 +1,98 @@
+"""Usage figures summed in the database: per day, per model, per API key, per month, per provider."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from datetime import timezone as dt_timezone
+
+from django.db.models import Count, F, Q, Sum, Value
+from django.db.models.functions import Coalesce, TruncDate, TruncMonth
+
+from .models import UpstreamAttempt, UsageRecord
+
+TOTALS = dict(
+    requests=Count("id"),
+    input_tokens=Coalesce(Sum("prompt_tokens"), 0),  # not "prompt_tokens": that would hide the field
+    output_tokens=Coalesce(Sum("completion_tokens"), 0),
+    tokens=Coalesce(Sum(F("prompt_tokens") + F("completion_tokens")), 0),
+    cost=Coalesce(Sum("cost"), Value(0), output_field=UsageRecord._meta.get_field("cost")),
+)
+CHAT_PAGE = "Chat page"
+
+
+def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    """UTC datetimes from the start of `start` to the start of the day after `end`."""
+    return (datetime.combine(start, time.min, tzinfo=dt_timezone.utc),
+            datetime.combine(end + timedelta(days=1), time.min, tzinfo=dt_timezone.utc))
+
+
+def records_between(user, start: date, end: date):
+    since, until = day_bounds(start, end)
+    return UsageRecord.objects.filter(user=user, created_at__gte=since, created_at__lt=until)
+
+
+def totals(records) -> dict:
+    return records.aggregate(**TOTALS)
+
+
+def by_model(records) -> list[dict]:
+    return list(records.values("model_slug").annotate(**TOTALS).order_by("-tokens", "model_slug"))
+
+
+def by_api_key(records) -> list[dict]:
+    rows = records.values("api_key_id", "api_key__name", "api_key__prefix").annotate(**TOTALS).order_by("-tokens")
+    return [{**row, "label": f"{row['api_key__name']} ({row['api_key__prefix']}…)" if row["api_key_id"] else CHAT_PAGE}
+            for row in rows]
+
+
+def daily(records, start: date, end: date) -> dict:
+    """Per day (every day of the range, zeros included): tokens and cost, and tokens per model."""
+    days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
+    per_day = {row["day"]: row for row in
+               records.annotate(day=TruncDate("created_at")).values("day").annotate(**TOTALS).order_by("day")}
+    per_model: dict[str, dict[date, int]] = {}
+    for row in (records.annotate(day=TruncDate("created_at")).values("day", "model_slug")
+                .annotate(tokens=TOTALS["tokens"]).order_by()):
+        per_model.setdefault(row["model_slug"] or "unknown", {})[row["day"]] = row["tokens"]
+    return {
+        "labels": [d.isoformat() for d in days],
+        "tokens": [per_day[d]["tokens"] if d in per_day else 0 for d in days],
+        "cost": [float(per_day[d]["cost"]) if d in per_day else 0 for d in days],
+        "models": [{"label": slug, "tokens": [tokens.get(d, 0) for d in days]}
+                   for slug, tokens in sorted(per_model.items(), key=lambda item: -sum(item[1].values()))],
+    }
+
+
+def export_rows(records):
+    """Per day, model and API key: the rows of the usage CSV."""
+    return (records.annotate(day=TruncDate("created_at"))
+            .values("day", "model_slug", "provider", "api_key__name", "api_key__prefix")
+            .annotate(**TOTALS).order_by("day", "model_slug", "api_key__name"))
+
+
+def statement_months(user) -> list[dict]:
+    return list(UsageRecord.objects.filter(user=user).annotate(month=TruncMonth("created_at")).values("month")
+                .annotate(**TOTALS).order_by("-month"))
+
+
+def month_records(user, month: date):
+    next_month = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return records_between(user, month, next_month - timedelta(days=1))
+
+
+def provider_health(since: datetime) -> list[dict]:
+    """Per provider: requests, tokens, cost (usage rows) and upstream attempts with their error rate."""
+    usage = {row["provider"]: row for row in UsageRecord.objects.filter(created_at__gte=since)
+             .values("provider").annotate(**TOTALS, failed=Count("id", filter=Q(status=UsageRecord.Status.FAILED)))
+             .order_by()}
+    attempts = {row["provider"]: row for row in UpstreamAttempt.objects.filter(usage__created_at__gte=since)
+                .exclude(outcome="cancelled").values("provider")
+                .annotate(attempts=Count("id"), errors=Count("id", filter=~Q(outcome="ok"))).order_by()}
+    rows = []
+    for provider in sorted(set(usage) | set(attempts)):
+        row = {"provider": provider, "requests": 0, "tokens": 0, "cost": 0, "failed": 0, "attempts": 0, "errors": 0}
+        row.update(usage.get(provider, {}))
+        row.update(attempts.get(provider, {}))
+        row["error_rate"] = row["errors"] / row["attempts"] if row["attempts"] else None
+        rows.append(row)
+    return rows

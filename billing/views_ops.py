@@ -1,0 +1,22 @@
+"""The operator overview (staff only): requests, tokens, cost and error rate per provider."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from . import reports
+
+
+@staff_member_required
+@require_GET
+def overview(request):
+    now = timezone.now()
+    return render(request, "billing/ops.html", {
+        "windows": [("Last 24 hours", reports.provider_health(now - timedelta(hours=24))),
+                    ("Last 30 days", reports.provider_health(now - timedelta(days=30)))],
+    })

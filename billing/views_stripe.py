@@ -1,0 +1,33 @@
+"""Stripe's webhook endpoint: signature verified, then handled once per event."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from . import stripe_api
+from .stripe_webhooks import StripeWebhook
+
+
+@login_not_required
+@csrf_exempt  # Stripe cannot send a CSRF token; the signature proves the sender instead
+@require_POST
+def webhook(request):
+    if not stripe_api.configured():
+        raise Http404("Payments are not set up on this server.")
+    try:
+        stripe_api.verify_signature(request.body, request.headers.get("Stripe-Signature", ""),
+                                    settings.STRIPE_WEBHOOK_SECRET)
+    except stripe_api.BadSignature as exc:
+        return JsonResponse({"error": f"invalid signature: {exc}"}, status=400)
+    try:
+        event = json.loads(request.body)
+        event["id"], event["data"]["object"]
+    except (ValueError, KeyError, TypeError):
+        return JsonResponse({"error": "the body is not a Stripe event"}, status=400)
+    return JsonResponse({"result": StripeWebhook().handle(event)})
