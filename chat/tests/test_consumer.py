@@ -289,3 +289,14 @@ async def test_logging_out_closes_the_users_sockets_and_stops_the_reply(
     # The session is gone: a new socket with the old cookie is refused.
     _, connected, code = await connect(conversation.pk)
     assert not connected and code == 4401
+
+
+async def test_an_idle_socket_stays_usable(connect, conversation, upstream):
+    # With Redis as the channel layer, a read timeout shorter than its blocking receive killed idle sockets.
+    await sync_to_async(fake_model)("fake-model")
+    communicator, _, _ = await connect(conversation.pk)
+    await asyncio.sleep(6)
+    await communicator.send_json_to({"action": "send", "message": "Still there?", "model": "fake/fake-model"})
+    await communicator.receive_from()
+    assert "Hello from the fake upstream." in (await receive_until_final(communicator))[-1]
+    await communicator.disconnect()
