@@ -17,8 +17,12 @@
     if (event.detail.elt === composer) composer.querySelector("textarea").value = "";
   });
   document.body.addEventListener("htmx:wsAfterMessage", () => { messages.scrollTop = messages.scrollHeight; });
-  document.body.addEventListener("htmx:wsOpen", () => { connection.textContent = ""; });
+  document.body.addEventListener("htmx:wsOpen", () => {
+    connection.textContent = "";
+    connection.dataset.state = "open";
+  });
   document.body.addEventListener("htmx:wsClose", (event) => {
+    connection.dataset.state = "closed";
     const code = event.detail.event && event.detail.event.code;
     connection.textContent = code === 4401 ? "Your session has ended: log in again."
       : code === 4404 ? "This conversation is not available." : "Connection lost: reconnecting…";

@@ -1,0 +1,153 @@
+"""The whole chat in a real browser: headless Chromium against the real ASGI app served by daphne.
+
+pytest-django's live_server speaks WSGI only (no websockets), so daphne serves aihub.asgi here, in a
+thread of the test process: it then uses the test database on PostgreSQL and on SQLite alike (an
+in-memory SQLite database cannot be shared with a subprocess).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from chat.models import AIModel, Provider
+from chat.providers.local import CONTEXT_TOKENS, MODEL_ID
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    # serialized_rollback: the plans seeded by a migration come back after the flush of each test.
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+
+@pytest.fixture(scope="session")
+def chromium_path():
+    if not CHROMIUM.exists():
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} is missing and REQUIRE_BROWSER=1")
+        pytest.skip(f"{CHROMIUM} is missing (set REQUIRE_BROWSER=1 to make this a failure)")
+    return str(CHROMIUM)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def asgi_server(django_db_setup, django_db_blocker):
+    """daphne serving the real application on a free port, for the whole session (a Twisted reactor
+    runs once per process)."""
+    from daphne.endpoints import build_endpoint_description_strings
+    from daphne.server import Server
+    from twisted.internet import reactor
+
+    from aihub.asgi import application
+
+    port = free_port()
+    server = Server(application, endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
+                    signal_handlers=False, verbosity=0)
+    thread = threading.Thread(target=server.run, name="daphne", daemon=True)
+    with django_db_blocker.unblock():
+        thread.start()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("daphne did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+        reactor.callFromThread(reactor.stop)
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser_page(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.problems = []
+        page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
+        page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
+        page.on("response", lambda r: r.status >= 400 and page.problems.append(f"{r.status} {r.url}"))
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def local_model():
+    return AIModel.objects.create(
+        slug="local/smollm2-135m-instruct", provider=Provider.LOCAL, upstream_id=MODEL_ID,
+        name="SmolLM2 135M Instruct", context_length=CONTEXT_TOKENS, auto_priority=900,
+    )
+
+
+# Set before the message is sent: records whether the streaming reply had text while still streaming.
+WATCH_STREAMING = """() => {
+  window.sawPartialReply = false;
+  new MutationObserver(() => {
+    const streaming = document.querySelector('.message.status-streaming .content.streaming');
+    if (streaming && streaming.textContent.length > 0) window.sawPartialReply = true;
+  }).observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_a_new_user_chats_with_the_local_model_and_finds_the_reply_after_reload(
+    local_model, asgi_server, browser_page
+):
+    # No ORM calls from here on: Playwright's sync API runs an event loop in this thread.
+    page = browser_page
+    page.goto(f"{asgi_server}/accounts/signup/")
+    page.fill("input[name=email]", "newcomer@example.com")
+    page.fill("input[name=password1]", "a long enough passphrase")
+    page.fill("input[name=password2]", "a long enough passphrase")
+    page.click("form [type=submit]")
+    page.wait_for_url(f"{asgi_server}/chat/")
+    page.click("#new-chat")
+    page.wait_for_url(f"{asgi_server}/chat/*/")
+    page.wait_for_function("() => document.getElementById('connection-status').dataset.state === 'open'")
+    page.select_option("#model-select", "local/smollm2-135m-instruct")
+    assert page.locator("#chat-hint").is_visible()
+
+    page.evaluate(WATCH_STREAMING)
+    page.fill("#message-input", "Name three colours.")
+    page.press("#message-input", "Enter")
+
+    page.locator(".message.user", has_text="Name three colours.").wait_for()
+    assert page.locator("#chat-hint").count() == 0
+    assert page.input_value("#message-input") == ""
+    assert page.locator("#conversation-heading").text_content() == "Name three colours."
+    reply = page.locator(".message.assistant").last
+    reply.locator(".meta-tokens").wait_for(timeout=120_000)
+    assert page.evaluate("window.sawPartialReply"), "tokens did not arrive before the final fragment"
+    assert "status-complete" in reply.get_attribute("class")
+    reply_text = reply.locator(".content").inner_text().strip()
+    assert reply_text
+    tokens = reply.locator(".meta-tokens").inner_text()
+    assert reply.locator(".meta-model").inner_text() == "SmolLM2 135M Instruct"
+    assert reply.locator(".meta-cost").inner_text() == "$0"
+
+    page.reload()
+    page.locator(".message.user", has_text="Name three colours.").wait_for()
+    reloaded = page.locator(".message.assistant").last
+    assert reloaded.locator(".content").inner_text().strip() == reply_text
+    assert reloaded.locator(".meta-tokens").inner_text() == tokens
+    assert reloaded.locator(".meta-cost").inner_text() == "$0"
+    assert page.locator("#conversation-list .conversation-title").first.inner_text() == "Name three colours."
+    assert page.problems == []
