@@ -1,0 +1,202 @@
+"""The official openai SDK against a real server process (daphne running aihub.asgi on a free port).
+
+The server gets a database of its own (a PostgreSQL database next to the test database, or an
+SQLite file), set up with the project's own commands: migrate, then a user and models, then
+create_api_key. Everything the test checks crosses a real socket.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import openai
+import psycopg
+import pytest
+from django.conf import settings
+
+from chat.tests.fake_upstream import REPLY_WORDS, USAGE
+
+REPLY = "".join(REPLY_WORDS)
+HELLO = [{"role": "user", "content": "Say hello"}]
+BASE_DIR = Path(settings.BASE_DIR)
+DAPHNE = Path(sys.executable).with_name("daphne")
+
+SETUP_SCRIPT = """
+from decimal import Decimal
+from accounts.models import User
+from billing.models import Plan
+from billing.subscriptions import start_subscription
+from chat.models import AIModel
+user = User.objects.create_user("sdk@example.com", "sdk password 1234")
+start_subscription(user, Plan.objects.get(slug="enterprise"))
+for name in ("fake-model", "slow", "error-after-2"):
+    AIModel.objects.create(slug="test/" + name, provider="openai_compat", upstream_id=name, name=name,
+                           input_price_per_m=Decimal("1.50"), output_price_per_m=Decimal("2"))
+"""
+
+REVOKE_SCRIPT = """
+from accounts.api_keys import hash_key, revoke
+from accounts.models import ApiKey
+revoke(ApiKey.objects.filter(hashed_key=hash_key({raw!r})))
+"""
+
+
+def manage(env: dict, *args: str) -> str:
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_env(fake_upstream, tmp_path_factory):
+    env = {**os.environ, "DEBUG": "1", "OPENAI_COMPAT_BASE_URL": f"{fake_upstream.url}/v1",
+           "OPENAI_COMPAT_API_KEY": "compat-test-key", "OPENROUTER_API_KEY": "", "GEMINI_API_KEY": "",
+           "LOCAL_MODEL_ENABLED": "0", "UPSTREAM_READ_TIMEOUT": "2"}
+    database_url = os.environ.get("DATABASE_URL", "")
+    postgres = database_url.startswith("postgres")
+    if postgres:
+        parts = urlsplit(database_url)
+        name = f"test_{parts.path.lstrip('/')}_sdk_{os.getpid()}"
+        admin_url = urlunsplit(parts._replace(path="/postgres"))
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        env["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{name}"))
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('sdk') / 'server.sqlite3'}"
+    manage(env, "migrate", "--noinput")
+    manage(env, "shell", "-c", SETUP_SCRIPT)
+    yield env
+    if postgres:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def server(server_env, tmp_path_factory):
+    port = free_port()
+    log = (tmp_path_factory.mktemp("daphne") / "daphne.log").open("w")
+    process = subprocess.Popen([str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "aihub.asgi:application"],
+                               cwd=BASE_DIR, env=server_env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "daphne did not start"
+        time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def new_key(server_env):
+    def issue(name: str = "sdk") -> str:
+        return manage(server_env, "create_api_key", "--email", "sdk@example.com", "--name", name).splitlines()[-1]
+
+    return issue
+
+
+@pytest.fixture
+def sdk(server, new_key, fake_upstream):
+    fake_upstream.reset()
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=new_key(), max_retries=0)
+
+
+def test_the_sdk_lists_models(sdk):
+    ids = [model.id for model in sdk.models.list()]
+    assert ids[0] == "auto"
+    assert {"test/fake-model", "test/slow", "test/error-after-2"} <= set(ids)
+
+
+def test_the_sdk_gets_a_completion_with_its_parameters_passed_on(sdk, fake_upstream):
+    completion = sdk.chat.completions.create(model="test/fake-model", messages=HELLO, temperature=0.2,
+                                             max_tokens=30, top_p=0.5, stop=["zz"], n=1)
+    assert completion.choices[0].message.content == REPLY
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.total_tokens == USAGE["total_tokens"]
+    sent = fake_upstream.requests[-1]["body"]
+    assert (sent["temperature"], sent["max_tokens"], sent["top_p"], sent["stop"]) == (0.2, 30, 0.5, ["zz"])
+
+
+def test_the_sdk_streams_with_a_usage_chunk(sdk):
+    stream = sdk.chat.completions.create(model="test/fake-model", messages=HELLO, stream=True,
+                                         stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == USAGE["prompt_tokens"]
+
+
+def test_the_sdk_raises_the_apis_errors(sdk, server):
+    with pytest.raises(openai.NotFoundError) as unknown:
+        sdk.chat.completions.create(model="nope/none", messages=HELLO)
+    assert unknown.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError):
+        sdk.chat.completions.create(model="test/fake-model", messages=HELLO, n=2)
+    bad_key = openai.OpenAI(base_url=f"{server}/v1", api_key="ahk_" + "x" * 38, max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad_key.models.list()
+    text = []
+    with pytest.raises(openai.APIError, match="mid-stream"):
+        for chunk in sdk.chat.completions.create(model="test/error-after-2", messages=HELLO, stream=True):
+            text.append(chunk.choices[0].delta.content or "")
+    assert "".join(text) == "Hello from"
+
+
+def test_a_key_revoked_by_another_process_is_refused_at_once(server, server_env, new_key):
+    raw = new_key("to revoke")
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=raw, max_retries=0)
+    assert client.chat.completions.create(model="test/fake-model", messages=HELLO).choices
+    manage(server_env, "shell", "-c", REVOKE_SCRIPT.format(raw=raw))
+    with pytest.raises(openai.AuthenticationError) as refused:
+        client.chat.completions.create(model="test/fake-model", messages=HELLO)
+    assert refused.value.code == "revoked_api_key"
+
+
+def _requests_so_far(server: str, raw: str) -> dict:
+    return httpx.get(f"{server}/api/v1/stats", headers={"Authorization": f"Bearer {raw}"}).json()["totals"]
+
+
+def test_a_client_hanging_up_mid_stream_closes_the_upstream_and_is_metered_once(server, new_key, fake_upstream):
+    raw = new_key("disconnect")
+    fake_upstream.reset()
+    before = _requests_so_far(server, raw)
+    events = 0
+    with httpx.Client(timeout=10) as client:
+        with client.stream("POST", f"{server}/v1/chat/completions", headers={"Authorization": f"Bearer {raw}"},
+                           json={"model": "test/slow", "messages": HELLO, "stream": True}) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                events += line.startswith("data: ")
+                if events == 3:
+                    break
+    hung_up = time.monotonic()
+    assert fake_upstream.wait_for(lambda u: u.disconnects == 1, 1.5)
+    assert time.monotonic() - hung_up < 1.5
+    deadline = time.monotonic() + 5
+    while (after := _requests_so_far(server, raw))["requests"] == before["requests"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # a second record, if one were written, would have arrived by now
+    after = _requests_so_far(server, raw)
+    assert after["requests"] == before["requests"] + 1
+    delivered = after["completion_tokens"] - before["completion_tokens"]
+    assert 0 < delivered < 50  # what was sent before the hang-up, not the 50 chunks of a full reply
