@@ -4,6 +4,7 @@ models and the caller's usage statistics."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 from channels.db import database_sync_to_async
 from django.db.models import Count, F, Sum
@@ -28,6 +29,7 @@ SESSIONS_PER_PAGE = 20
 MAX_SESSIONS_PER_PAGE = 100
 MAX_STATS_DAYS = 366
 TITLE_CHARS = Conversation._meta.get_field("title").max_length
+COST_PLACES = Decimal(10) ** -UsageRecord._meta.get_field("cost").decimal_places
 
 
 def _bad(message: str, param: str, code: str = "invalid_value") -> ApiError:
@@ -191,6 +193,7 @@ async def stats(request):
         for name in figures:
             row[name] = row[name] or 0
         row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
+        row["cost_usd"] = Decimal(row["cost_usd"]).quantize(COST_PLACES)  # same figure on every database
     for row in by_model:
         row["model"] = row.pop("model_slug")
     return JsonResponse({"since": since, "until": until, "totals": totals, "by_model": by_model,
