@@ -1,0 +1,107 @@
+"""Billing and usage in a real browser (headless Chromium): upgrading through the confirmation
+page, and the usage dashboard drawing its charts from real usage rows."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.utils import timezone
+
+from billing.models import UsageRecord
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+# How many pixels of a canvas are painted (not transparent): a drawn chart has thousands.
+PAINTED_PIXELS = """(id) => {
+  const canvas = document.getElementById(id);
+  const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let painted = 0;
+  for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
+  return painted;
+}"""
+
+
+@pytest.fixture
+def chromium_path():
+    if not CHROMIUM.exists():
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} is missing and REQUIRE_BROWSER=1")
+        pytest.skip(f"{CHROMIUM} is missing (set REQUIRE_BROWSER=1 to make this a failure)")
+    return str(CHROMIUM)
+
+
+@pytest.fixture
+def customer(django_user_model):
+    """A Free user with a week of usage on two models, one of them through an API key."""
+    from accounts.api_keys import issue_key
+
+    person = django_user_model.objects.create_user("chart@example.com", "correct horse battery")
+    key, _ = issue_key(person, "nightly job")
+    now = timezone.now()
+    for days_ago in range(7):
+        for model, api_key, tokens in [("a/model", None, 1000 + 100 * days_ago), ("b/model", key, 400)]:
+            row = UsageRecord.objects.create(user=person, api_key=api_key, model_slug=model, provider="openrouter",
+                                             prompt_tokens=tokens, completion_tokens=tokens // 2,
+                                             cost=Decimal("0.01") * (days_ago + 1), status="complete")
+            UsageRecord.objects.filter(pk=row.pk).update(created_at=now - timedelta(days=days_ago))
+    return person
+
+
+@pytest.fixture
+def page(customer, live_server, chromium_path):
+    """A logged-in browser page (the session made before the browser starts: no ORM calls after)."""
+    from playwright.sync_api import sync_playwright
+
+    client = Client()
+    client.force_login(customer)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}])
+        page = context.new_page()
+        page.problems = []
+        page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
+        page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
+        page.on("response", lambda r: r.status >= 400 and page.problems.append(f"{r.status} {r.url}"))
+        page.base = live_server.url
+        yield page
+        browser.close()
+
+
+def test_a_free_user_upgrades_to_developer_through_the_confirmation_page(page):
+    page.goto(f"{page.base}/billing/")
+    assert page.text_content("#plan-name") == "Free"
+    assert page.locator("#token-meter").get_attribute("value") is not None
+    page.click("#upgrade-developer")
+    page.wait_for_url("**/billing/change/developer/")
+    assert "right away" in page.text_content("#confirm-change")
+    page.click("#confirm")
+    page.wait_for_url(f"{page.base}/billing/")
+    assert page.text_content("#plan-name") == "Developer"
+    assert "You are now on the Developer plan." in page.text_content(".flash")
+    assert page.locator("#upgrade-developer").count() == 0
+    assert page.problems == []
+
+
+def test_the_usage_dashboard_draws_its_charts_with_the_data(page):
+    page.goto(f"{page.base}/usage/")
+    page.wait_for_function("() => window.Chart && Chart.getChart('tokens-chart') && Chart.getChart('keys-chart')")
+    series = page.evaluate("""() => Chart.getChart('tokens-chart').data.datasets.map(
+        d => [d.label, d.data.reduce((a, b) => a + b, 0)])""")
+    # a/model: sum of 1.5 × (1000 … 1600); b/model: 7 days × 600.
+    assert dict(series) == {"a/model": sum(1500 + 150 * n for n in range(7)), "b/model": 4200}
+    labels = page.evaluate("() => Chart.getChart('keys-chart').data.labels")
+    assert labels[0] == "Chat page" and labels[1].startswith("nightly job (ahk_")
+    for canvas in ("tokens-chart", "cost-chart", "keys-chart"):
+        assert page.evaluate(PAINTED_PIXELS, canvas) > 2000, f"{canvas} is blank"
+    assert page.problems == []
