@@ -14,16 +14,20 @@ request reads the key's row (one indexed query).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
 import string
 import time
+import weakref
 import zlib
 from datetime import datetime
 
+import redis.asyncio
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 
 from .models import ApiKey
@@ -117,13 +121,32 @@ async def _load(hashed: str) -> ApiKey | None:
     return api_key
 
 
+_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _generation() -> int:
+    """The shared generation counter. Read from Redis directly with an async client (one round trip,
+    no worker thread); Django's cache stores integers unpickled, so the value is the number itself."""
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        return backend.get(GENERATION_CACHE_KEY, 0)  # in-process memory: nothing to wait for
+    loop = asyncio.get_running_loop()
+    client = _redis_clients.get(loop)
+    if client is None:  # clients are bound to their event loop
+        client = _redis_clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+    value = await client.get(backend.make_and_validate_key(GENERATION_CACHE_KEY))
+    return int(value) if value is not None else 0
+
+
 async def authenticate(raw_key: str) -> ApiKey:
     """The usable key for this secret, its user loaded and `allowed_model_ids` set. Raises KeyRefused."""
     if not is_well_formed(raw_key):
         raise KeyRefused("invalid_api_key", "Incorrect API key provided.")
     hashed = hash_key(raw_key)
     shared = bool(settings.REDIS_URL)
-    generation = await cache.aget(GENERATION_CACHE_KEY, 0) if shared else None
+    generation = await _generation() if shared else None
     entry = _cached.get(hashed) if shared else None
     now = time.monotonic()
     if entry is not None and entry[0] == generation and now - entry[1] < CACHE_SECONDS:
