@@ -50,7 +50,10 @@ def new_conversation(request):
 @require_GET
 def conversation_list(request):
     page, query = _conversations_page(request)
-    return render(request, "chat/_conversation_list.html", {"page": page, "query": query})
+    active = request.GET.get("active", "")  # the conversation open in the page, to highlight it
+    return render(request, "chat/_conversation_list.html", {
+        "page": page, "query": query, "active_id": int(active) if active.isdigit() else None,
+    })
 
 
 @require_GET

@@ -75,10 +75,11 @@ def test_it_lists_conversations_newest_first_thirty_a_page(logged_in, user):
     newest_first = [c.pk for c in reversed(made)]
     assert listed_ids(first.content.decode()) == newest_first[:30]
     assert 'hx-get="/chat/conversations/?page=2"' in first.content.decode()
-    assert 'hx-trigger="revealed"' in first.content.decode()
+    # "intersect", not "revealed": the list scrolls inside its own box, where htmx never sees "revealed".
+    assert 'hx-trigger="intersect once"' in first.content.decode()
     second = logged_in.get("/chat/conversations/?page=2")
     assert listed_ids(second.content.decode()) == newest_first[30:]
-    assert 'hx-trigger="revealed"' not in second.content.decode()
+    assert "hx-trigger" not in second.content.decode()
 
 
 def test_the_conversation_page_shows_the_first_page_of_the_sidebar(logged_in, user):
@@ -163,6 +164,12 @@ def test_it_searches_message_text(logged_in, user):
     Conversation.objects.create(user=user, title="Other")
     html = logged_in.get("/chat/conversations/", {"q": "SAFFRON"}).content.decode()
     assert listed_ids(html) == [recipe.pk]
+
+
+def test_the_open_conversation_stays_highlighted_in_search_results(logged_in, user):
+    rome = Conversation.objects.create(user=user, title="Trip to Rome")
+    html = logged_in.get("/chat/conversations/", {"q": "rome", "active": rome.pk}).content.decode()
+    assert f'<li id="conversation-{rome.pk}" class="conversation-item active">' in html
 
 
 def test_a_search_without_matches_says_so(logged_in, conversation):
