@@ -151,3 +151,28 @@ def test_a_new_user_chats_with_the_local_model_and_finds_the_reply_after_reload(
     assert reloaded.locator(".meta-cost").inner_text() == "$0"
     assert page.locator("#conversation-list .conversation-title").first.inner_text() == "Name three colours."
     assert page.problems == []
+
+
+@pytest.fixture
+def many_conversations(user):
+    from chat.models import Conversation
+
+    return [Conversation.objects.create(user=user, title=f"Chat number {i}") for i in range(35)]
+
+
+def test_scrolling_the_sidebar_loads_older_conversations(many_conversations, asgi_server, browser_page, user):
+    page = browser_page
+    page.goto(f"{asgi_server}/accounts/login/")
+    page.fill("input[name=login]", user.email)
+    page.fill("input[name=password]", "correct horse battery")
+    page.click("form [type=submit]")
+    page.wait_for_url(f"{asgi_server}/chat/*/")
+    items = page.locator("#conversation-list .conversation-item")
+    assert items.count() == 30
+    assert page.locator("#conversation-list .conversation-item.active").inner_text().strip().startswith(
+        "Chat number 34")
+    page.locator("#conversation-list .loading-more").scroll_into_view_if_needed()
+    page.locator("#conversation-list", has_text="Chat number 0").wait_for()
+    assert items.count() == 35
+    assert page.locator("#conversation-list .loading-more").count() == 0
+    assert page.problems == []
