@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from django.middleware.csrf import CsrfViewMiddleware
 
 from accounts.api_keys import KeyRefused, authenticate
-from chat.conversations import UnknownModel, resolve_model
 from accounts.models import ApiKey
+from chat.conversations import UnknownModel, resolve_model
 
 from .errors import ApiError
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -15,6 +16,8 @@ from .decorators import api_view
 from .errors import ApiError, failure_error
 from .streaming import GenerationStream, complete, open_generation_stream, sse_event, sse_response
 from .validation import ChatRequest, parse_chat_request, read_json_body
+
+logger = logging.getLogger(__name__)
 
 
 def _usage(generation: Generation) -> dict:
@@ -57,7 +60,10 @@ class CompletionChunks:
                 async for delta in self.stream.deltas():
                     yield self.chunk({"content": delta})
             except Exception as exc:  # after the first byte nothing is retried: the client is told
-                error = failure_error(exc) or ApiError(502, "The stream failed.", "upstream_error")
+                error = failure_error(exc)
+                if error is None:
+                    logger.exception("stream %s failed", self.id)
+                    error = ApiError(502, "The stream failed.", "upstream_error")
                 yield self.chunk({}, "error", error=error.body["error"])
                 yield sse_event("[DONE]")
                 return
@@ -65,7 +71,7 @@ class CompletionChunks:
             yield self.chunk({}, _finish_reason(generation))
             if self.chat.include_usage:
                 yield sse_event({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                            "model": self.model, "choices": [], "usage": _usage(generation)})
+                                 "model": self.model, "choices": [], "usage": _usage(generation)})
             yield sse_event("[DONE]")
         finally:  # also on client disconnect (cancellation): the upstream is closed, the usage settled
             await self.stream.close()
@@ -107,3 +113,13 @@ async def models(request):
     """GET /v1/models"""
     caller = await authenticate_request(request)
     return JsonResponse(await model_list(caller))
+
+
+@api_view("GET")
+async def model_detail(request, model_id: str):
+    """GET /v1/models/{id} (ids contain slashes, as OpenRouter's do)"""
+    caller = await authenticate_request(request)
+    for entry in (await model_list(caller))["data"]:
+        if entry["id"] == model_id:
+            return JsonResponse(entry)
+    raise ApiError(404, f"The model '{model_id}' does not exist. GET /v1/models lists them.", "model_not_found")

@@ -6,6 +6,7 @@ from . import docs_views, openai_views, rest_views
 openai_urlpatterns = [
     path("chat/completions", openai_views.chat_completions, name="v1_chat_completions"),
     path("models", openai_views.models, name="v1_models"),
+    path("models/<path:model_id>", openai_views.model_detail, name="v1_model"),
 ]
 
 # Mounted at /api/v1: the REST API (session login or API key).

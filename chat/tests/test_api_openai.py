@@ -79,3 +79,10 @@ async def test_it_lists_models_in_openai_format_with_pricing(api_client, catalog
     assert model["object"] == "model"
     assert model["pricing"] == {"prompt": "0.0000015", "completion": "0.000002"}
     assert model["context_length"] == 4096
+
+
+async def test_it_shows_one_model_by_its_id(api_client, catalogue):
+    response = await api_client.get("/v1/models/test/fake-model")
+    assert response.status_code == 200 and response.json()["id"] == "test/fake-model"
+    missing = await api_client.get("/v1/models/test/none")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"

@@ -126,6 +126,7 @@ def test_the_sdk_lists_models(sdk):
     ids = [model.id for model in sdk.models.list()]
     assert ids[0] == "auto"
     assert {"test/fake-model", "test/slow", "test/error-after-2"} <= set(ids)
+    assert sdk.models.retrieve("test/fake-model").id == "test/fake-model"
 
 
 def test_the_sdk_gets_a_completion_with_its_parameters_passed_on(sdk, fake_upstream):
