@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.utils import timezone
@@ -42,6 +44,9 @@ class User(AbstractUser):
         return self.email
 
 
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
 class ApiKey(models.Model):
     """A developer's key for the API. Only a hash of the secret is stored."""
 
@@ -64,6 +69,13 @@ class ApiKey(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
+
+    def mark_used(self) -> None:
+        """Record a use, at most once a minute: a busy key's row is not rewritten (and locked) by every
+        request, and a row that is already fresh is not touched at all."""
+        now = timezone.now()
+        stale = models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+        type(self).objects.filter(stale, pk=self.pk).update(last_used_at=now)
 
     @property
     def status(self) -> str:

@@ -6,7 +6,6 @@ from functools import cache
 
 import tiktoken
 from django.db import transaction
-from django.utils import timezone
 
 from chat.providers.base import Usage
 
@@ -92,5 +91,5 @@ def record_usage(*, user, model, trail, status, prompt_tokens, completion_tokens
     if conversation is not None:
         conversation.save(update_fields=["updated_at"])
     if api_key is not None:
-        type(api_key).objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+        api_key.mark_used()
     return record

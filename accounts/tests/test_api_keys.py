@@ -293,3 +293,15 @@ def test_a_dump_of_every_table_holds_no_issued_key(logged_in, user, model, tmp_p
         secret = raw[len(api_keys.KEY_PREFIX):]
         assert raw not in everything
         assert secret[8:] not in everything  # nothing beyond the 8 characters of the shown prefix
+
+
+def test_a_use_is_recorded_at_most_once_a_minute(user):
+    api_key, _ = api_keys.issue_key(user, "busy")
+    api_key.mark_used()
+    first = ApiKey.objects.get(pk=api_key.pk).last_used_at
+    assert first is not None
+    api_key.mark_used()
+    assert ApiKey.objects.get(pk=api_key.pk).last_used_at == first
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=first - timedelta(minutes=2))
+    api_key.mark_used()
+    assert ApiKey.objects.get(pk=api_key.pk).last_used_at > first
