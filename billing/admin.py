@@ -1,7 +1,8 @@
 import csv
 
 from django.contrib import admin, messages
-from django.db.models import Count, F, Sum
+from django.contrib.auth import get_user_model
+from django.db.models import Count, F, Q, Sum
 from django.http import StreamingHttpResponse
 
 from .models import EnterpriseInquiry, Plan, StripeEvent, Subscription, UpstreamAttempt, UsageRecord
@@ -75,7 +76,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
                     "cost", "status", "ttft_ms", "latency_ms"]
     list_filter = ["status", "provider", "created_at"]
     list_select_related = ["user", "api_key"]
-    search_fields = ["user__email", "model_slug"]
+    search_fields = ["user__email", "model_slug"]  # see get_search_results
     date_hierarchy = "created_at"
     raw_id_fields = ["user", "api_key", "conversation", "model"]
     show_full_result_count = False  # one COUNT(*) over the filtered rows is enough
@@ -92,6 +93,17 @@ class UsageRecordAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def get_search_results(self, request, queryset, search_term):
+        """Users are matched in their own small table first, so the usage rows need no join; a term
+        with an @ is an email only (then the per-user index serves every query of the page)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        by_user = Q(user__in=get_user_model().objects.filter(email__icontains=term).values("pk"))
+        if "@" in term:
+            return queryset.filter(by_user), False
+        return queryset.filter(by_user | Q(model_slug__icontains=term)), False
+
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
         changelist = getattr(response, "context_data", {}).get("cl")
@@ -99,11 +111,16 @@ class UsageRecordAdmin(admin.ModelAdmin):
             rows = changelist.queryset.order_by()
             totals = dict(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
                           cost=Sum("cost"))
+            by_provider = list(rows.values("provider").annotate(**totals).order_by("-cost"))
+            # Grouped by user id (no join over every row); the few emails shown are fetched after.
+            by_user = list(rows.values("user_id").annotate(**totals).order_by("-cost")[:TOTALS_ROWS])
+            emails = dict(get_user_model().objects.filter(pk__in=[r["user_id"] for r in by_user])
+                          .values_list("pk", "email"))
             response.context_data["usage_totals"] = {
-                "all": rows.aggregate(**totals),
-                "by_user": rows.values("user__email").annotate(**totals).order_by("-cost")[:TOTALS_ROWS],
-                "by_model": rows.values("model_slug").annotate(**totals).order_by("-cost")[:TOTALS_ROWS],
-                "by_provider": rows.values("provider").annotate(**totals).order_by("-cost"),
+                "all": {name: sum(row[name] or 0 for row in by_provider) for name in totals},
+                "by_user": [{**row, "user__email": emails.get(row["user_id"])} for row in by_user],
+                "by_model": list(rows.values("model_slug").annotate(**totals).order_by("-cost")[:TOTALS_ROWS]),
+                "by_provider": by_provider,
             }
         return response
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import plan_changes, stripe_api
 from .forms import EnterpriseInquiryForm
@@ -22,6 +22,7 @@ def _share(used, limit) -> int | None:
     return min(100, round(100 * used / limit))
 
 
+@require_GET
 def index(request):
     subscription = current_subscription(request.user)
     plan = subscription.plan
@@ -75,6 +76,7 @@ def _checkout(request, plan):
     return redirect(url)
 
 
+@require_GET
 def checkout_done(request):
     return render(request, "billing/checkout_done.html", {"subscription": current_subscription(request.user)})
 

@@ -136,8 +136,9 @@ def test_the_usage_admin_is_read_only_with_totals_for_the_filtered_rows(staff, u
     assert {row["user__email"] for row in totals["by_user"]} == {"alice@example.com", "mallory@example.com"}
     assert b'id="usage-totals"' in response.content
     assert staff.get("/admin/billing/usagerecord/add/").status_code == 403
-    filtered = staff.get("/admin/billing/usagerecord/?q=mallory").context["usage_totals"]["all"]
-    assert (filtered["requests"], filtered["tokens"]) == (1, 1998)
+    for term in ("mallory", "mallory%40example", "b%2Fmod"):  # part of an email, an email, a model
+        filtered = staff.get(f"/admin/billing/usagerecord/?q={term}").context["usage_totals"]["all"]
+        assert (filtered["requests"], filtered["tokens"]) == ((1, 150) if term == "b%2Fmod" else (1, 1998))
 
 
 def test_the_usage_admin_exports_the_selection_as_csv(staff, usage):

@@ -1,0 +1,166 @@
+"""Benchmark (not a test): seed N usage rows, time the usage admin and the usage/ops pages, and
+write the figures into BENCHMARKS.md (its own section, replaced on each run).
+
+    DATABASE_URL=postgres://…/aihub_bench python manage.py migrate
+    DATABASE_URL=postgres://…/aihub_bench python manage.py bench_usage_admin --rows 100000
+
+Seeded rows belong to users named bench-*@bench.invalid and are deleted afterwards (--keep keeps
+them). Pages are requested in-process through the full middleware stack as a superuser.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import re
+import statistics
+import time
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from billing.models import UpstreamAttempt, UsageRecord
+
+BENCH_DOMAIN = "bench.invalid"
+SECTION = "## Usage admin and dashboards with {rows} usage rows"
+MODELS = ["openai/gpt-4o-mini", "anthropic/claude-3.5-haiku", "google/gemini-2.0-flash-001",
+          "meta-llama/llama-3.3-70b-instruct:free", "gemini/gemini-2.0-flash", "local/smollm2-135m-instruct"]
+PROVIDERS = ["openrouter", "gemini", "openai_compat", "local"]
+OUTCOMES = ["ok"] * 18 + ["http_500", "timeout"]
+STATUSES = ["complete"] * 18 + ["failed", "stopped"]
+PAGES = [
+    ("usage admin, first page", "/admin/billing/usagerecord/"),
+    ("usage admin, status + provider filters", "/admin/billing/usagerecord/?status__exact=complete&provider=openrouter"),
+    ("usage admin, date hierarchy (a month)", "/admin/billing/usagerecord/?created_at__year={year}&created_at__month={month}"),
+    ("usage admin, search by email", "/admin/billing/usagerecord/?q=bench-7%40"),
+    ("usage admin, page 50", "/admin/billing/usagerecord/?p=50"),
+    ("usage admin, one row", "/admin/billing/usagerecord/{pk}/change/"),
+    ("subscription admin", "/admin/billing/subscription/"),
+    ("operator overview (/ops/)", "/ops/"),
+    ("usage dashboard, heaviest user, 90 days", "/usage/?start={start}&end={end}"),
+]
+
+
+class Command(BaseCommand):
+    help = "Seed usage rows and time the admin pages over them; writes BENCHMARKS.md."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--rows", type=int, default=100_000)
+        parser.add_argument("--users", type=int, default=50)
+        parser.add_argument("--repeat", type=int, default=5)
+        parser.add_argument("--keep", action="store_true", help="keep the seeded rows")
+        parser.add_argument("--out", default=str(Path(settings.BASE_DIR) / "BENCHMARKS.md"))
+
+    def handle(self, *, rows, users, repeat, keep, out, **options):
+        settings.DEBUG = False  # time pages as production serves them (no query log, no debug pages)
+        User = get_user_model()
+        self._cleanup(User)
+        people = [User.objects.create_user(f"bench-{n}@{BENCH_DOMAIN}", "bench-password-not-used")
+                  for n in range(users)]
+        operator = User.objects.create_superuser(f"bench-operator@{BENCH_DOMAIN}", "bench-password-not-used")
+        started = time.monotonic()
+        self._seed(people, rows)
+        seeded_in = time.monotonic() - started
+        self.stdout.write(f"seeded {rows} usage rows (+ attempts) in {seeded_in:.1f} s")
+
+        client = Client(HTTP_HOST="localhost")
+        client.force_login(operator)
+        heavy = people[0]
+        client_user = Client(HTTP_HOST="localhost")
+        client_user.force_login(heavy)
+        today = timezone.now().date()
+        values = {"year": today.year, "month": today.month, "pk": UsageRecord.objects.filter(user=heavy).first().pk,
+                  "start": today - timedelta(days=89), "end": today}
+        results = []
+        for label, url in PAGES:
+            url = url.format(**values)
+            browser = client_user if url.startswith("/usage/") else client
+            results.append((label, url, *self._time(browser, url, repeat)))
+            self.stdout.write(f"{results[-1][2] * 1000:8.1f} ms median  {results[-1][4]:3d} queries  {label}")
+        self._write(out, rows, users, repeat, seeded_in, results)
+        if not keep:
+            self._cleanup(User)
+
+    def _seed(self, people, rows):
+        # created_at is auto_now_add; the benchmark spreads rows over 90 days, so it sets them itself.
+        field = UsageRecord._meta.get_field("created_at")
+        field.auto_now_add = False
+        try:
+            rng = random.Random(7)
+            now = timezone.now()
+            batch = 5000
+            for offset in range(0, rows, batch):
+                records = []
+                for n in range(offset, min(rows, offset + batch)):
+                    prompt, completion = rng.randint(10, 4000), rng.randint(1, 2000)
+                    records.append(UsageRecord(
+                        # A skewed population: the first users make most requests.
+                        user=people[min(int(rng.paretovariate(1.2)) - 1, len(people) - 1)],
+                        model_slug=rng.choice(MODELS), provider=rng.choice(PROVIDERS), prompt_tokens=prompt,
+                        completion_tokens=completion, cost=Decimal(prompt + completion) / Decimal(1_000_000),
+                        latency_ms=rng.randint(50, 9000), ttft_ms=rng.randint(20, 900), status=rng.choice(STATUSES),
+                        created_at=now - timedelta(seconds=rng.randint(0, 90 * 86400)),
+                    ))
+                created = UsageRecord.objects.bulk_create(records)
+                UpstreamAttempt.objects.bulk_create(
+                    UpstreamAttempt(usage=r, provider=r.provider, model_slug=r.model_slug, outcome=rng.choice(OUTCOMES),
+                                    latency_ms=r.latency_ms) for r in created)
+        finally:
+            field.auto_now_add = True
+        if connection.vendor == "postgresql":  # what autovacuum does soon after a bulk load
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE billing_usagerecord, billing_upstreamattempt, accounts_user")
+
+    def _time(self, client, url, repeat):
+        response = client.get(url)  # warm-up (templates, caches)
+        assert response.status_code == 200, (url, response.status_code)
+        timings = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            response = client.get(url)
+            timings.append(time.perf_counter() - started)
+        with CaptureQueriesContext(connection) as queries:
+            client.get(url)
+        return statistics.median(timings), max(timings), len(queries)
+
+    def _write(self, out, rows, users, repeat, seeded_in, results):
+        db = connection.vendor + (f" {connection.pg_version // 10000}" if connection.vendor == "postgresql" else "")
+        lines = [
+            SECTION.format(rows=f"{rows:,}"),
+            "",
+            f"`python manage.py bench_usage_admin --rows {rows}` ({db}, Python {platform.python_version()}, "
+            f"{users} users with a skewed share of the rows, one upstream attempt per row, rows spread over 90 days, "
+            f"tables analysed after the load as autovacuum would; "
+            f"median and slowest of {repeat} requests through the full middleware stack, after a warm-up; "
+            f"measured {timezone.now():%Y-%m-%d} on {os.cpu_count()} cores, load average "
+            f"{os.getloadavg()[0]:.1f} from other work on the machine). Seeding took {seeded_in:.0f} s.",
+            "",
+            "| page | median | slowest | queries |",
+            "|---|---:|---:|---:|",
+            *[f"| {label} (`{url}`) | {median * 1000:.0f} ms | {slowest * 1000:.0f} ms | {queries} |"
+              for label, url, median, slowest, queries in results],
+            "",
+        ]
+        path = Path(out)
+        text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+        # Replace this benchmark's own section (from its heading to the next one), leave the rest alone.
+        pattern = re.compile(r"^## Usage admin and dashboards with .*?(?=^## |\Z)", re.S | re.M)
+        section = "\n".join(lines) + "\n"
+        text = pattern.sub(section, text, count=1) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+        path.write_text(text)
+        self.stdout.write(f"wrote {path}")
+
+    def _cleanup(self, User):
+        doomed = User.objects.filter(email__endswith=f"@{BENCH_DOMAIN}")
+        UpstreamAttempt.objects.filter(usage__user__in=doomed).delete()
+        UsageRecord.objects.filter(user__in=doomed).delete()
+        doomed.delete()
