@@ -1,0 +1,84 @@
+"""The API key page and the API reference in a real browser (headless Chromium)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+from django.conf import settings
+from django.test import Client
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+
+@pytest.fixture
+def chromium_path():
+    if not CHROMIUM.exists():
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} is missing and REQUIRE_BROWSER=1")
+        pytest.skip(f"{CHROMIUM} is missing (set REQUIRE_BROWSER=1 to make this a failure)")
+    return str(CHROMIUM)
+
+
+@pytest.fixture
+def page(user, live_server, chromium_path):
+    """A logged-in page allowed to use the clipboard; problems (errors, 4xx/5xx) are collected. The
+    session is made before the browser starts: Playwright's loop forbids ORM calls after."""
+    from playwright.sync_api import sync_playwright
+
+    client = Client()
+    client.force_login(user)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+        context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}])
+        page = context.new_page()
+        page.problems = []
+        page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
+        page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
+        page.on("response", lambda r: r.status >= 400 and page.problems.append(f"{r.status} {r.url}"))
+        page.base = live_server.url
+        yield page
+        browser.close()
+
+
+def test_it_issues_copies_and_revokes_a_key_in_the_browser(page):
+    page.goto(f"{page.base}/account/api-keys/")
+    page.fill("#id_name", "from the browser")
+    page.click("#create-api-key button[type=submit]")
+    shown = page.text_content("#new-key").strip()
+    assert re.fullmatch(r"ahk_[0-9A-Za-z]{38}", shown)
+    page.click("button[data-copy-target='#new-key']")
+    expect(page.locator("button[data-copy-target='#new-key']")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == shown
+
+    page.goto(f"{page.base}/account/api-keys/")
+    assert shown not in page.content()
+    row = page.locator("#api-key-table tbody tr", has_text="from the browser")
+    assert row.locator(".badge").text_content() == "active"
+    row.locator("button", has_text="Revoke").click()
+    page.wait_for_selector(".flash")
+    assert page.locator("#api-key-table tbody tr", has_text="from the browser").locator(".badge").text_content() \
+        == "revoked"
+    assert page.problems == []
+
+
+def test_the_api_reference_renders_the_schema_from_this_site_only(page):
+    requested, blocked = [], []
+    page.on("request", lambda r: requested.append(r.url))
+    page.on("requestfailed", lambda r: r.failure == "csp" and blocked.append(r.url))
+    page.goto(f"{page.base}/api/docs")
+    page.wait_for_selector("h2:has-text('Create a chat completion (streamed or not)')", timeout=15_000)
+    assert page.locator("h2:has-text('Rename a session')").count() == 1
+    # Redoc's vendor logo (a CDN image) is refused by the page's Content-Security-Policy, before any network.
+    elsewhere = [url for url in requested if not url.startswith((page.base, "blob:", "data:"))]
+    assert elsewhere == blocked
+    assert [p for p in page.problems if "Content Security Policy" not in p] == []
