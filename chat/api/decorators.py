@@ -33,3 +33,9 @@ def api_view(*methods: str):
         return login_not_required(csrf_exempt(wrapper))
 
     return decorate
+
+
+@api_view("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+async def unknown_endpoint(request, path: str):
+    """Any other URL under the API prefixes: a 404 in the API's own error shape, not an HTML page."""
+    raise ApiError(404, f"There is no endpoint {request.method} {request.path}. See /api/docs.", "unknown_endpoint")

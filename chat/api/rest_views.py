@@ -3,6 +3,7 @@ models and the caller's usage statistics."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from decimal import Decimal
 
@@ -96,6 +97,17 @@ async def _start_exchange(request):
     return generation, conversation, reply
 
 
+@contextlib.asynccontextmanager
+async def _failing_reply(reply: Message):
+    """A request refused before the generation recorded anything (a plan limit) leaves the stored
+    reply failed with the reason, not 'streaming' forever."""
+    try:
+        yield
+    except ApiError as error:
+        await conversations.fail_reply(reply, error.message)
+        raise
+
+
 async def _stored_reply(reply: Message) -> dict:
     return _message_json(await Message.objects.select_related("model").aget(pk=reply.pk))
 
@@ -104,7 +116,8 @@ async def _stored_reply(reply: Message) -> dict:
 async def chat_completion(request):
     """POST /api/v1/chat/completions: send a message in a session (new or given), get the stored reply."""
     generation, conversation, reply = await _start_exchange(request)
-    await complete(generation)
+    async with _failing_reply(reply):
+        await complete(generation)
     return JsonResponse({"session_id": conversation.pk, "message": await _stored_reply(reply)})
 
 
@@ -128,7 +141,8 @@ async def _exchange_events(stream, first: str, conversation: Conversation, reply
 async def chat_stream(request):
     """POST /api/v1/chat/stream: like chat/completions, the reply streamed as SSE `data: {json}` events."""
     generation, conversation, reply = await _start_exchange(request)
-    stream, first = await open_generation_stream(generation)
+    async with _failing_reply(reply):
+        stream, first = await open_generation_stream(generation)
     return sse_response(_exchange_events(stream, first, conversation, reply))
 
 

@@ -1,12 +1,14 @@
 from django.urls import path
 
 from . import docs_views, openai_views, rest_views
+from .decorators import unknown_endpoint
 
 # Mounted at /v1: the OpenAI-compatible API.
 openai_urlpatterns = [
     path("chat/completions", openai_views.chat_completions, name="v1_chat_completions"),
     path("models", openai_views.models, name="v1_models"),
     path("models/<path:model_id>", openai_views.model_detail, name="v1_model"),
+    path("<path:path>", unknown_endpoint),
 ]
 
 # Mounted at /api/v1: the REST API (session login or API key).
@@ -17,6 +19,7 @@ rest_urlpatterns = [
     path("sessions/<int:pk>", rest_views.session_detail, name="api_session"),
     path("models", rest_views.models, name="api_models"),
     path("stats", rest_views.stats, name="api_stats"),
+    path("<path:path>", unknown_endpoint),
 ]
 
 # Mounted at /api: the schema, the reference and the guide.

@@ -12,7 +12,8 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 from django.utils import timezone
 
-from billing.models import UsageRecord
+from billing.models import Plan, UsageRecord
+from billing.subscriptions import start_subscription
 from chat.models import Conversation, Message
 from chat.tests.api_fixtures import KeyClient, api_client, catalogue, issued, sse_events, streamed_body  # noqa: F401
 from chat.tests.fake_upstream import REPLY_WORDS
@@ -203,3 +204,23 @@ async def test_it_serves_the_openapi_schema_and_docs(catalogue):
     assert "redoc-2.5.1.standalone.js" in docs and 'spec-url="/api/openapi.json"' in docs
     guide = html.unescape((await client.get("/api/guide")).content.decode())
     assert 'base_url="http://testserver/v1"' in guide and 'baseURL: "http://testserver/v1"' in guide
+
+
+@pytest.mark.parametrize("path", ["/api/v1/chat/completions", "/api/v1/chat/stream"])
+async def test_a_refused_request_leaves_its_reply_failed_with_the_reason(api_client, catalogue, user, path):
+    plan = await Plan.objects.acreate(slug="one-rpm", name="One a minute", requests_per_minute=1, is_public=False)
+    await sync_to_async(start_subscription)(user, plan)
+    first = await api_client.post(path, {"message": "one", "model": "test/fake-model"})
+    assert first.status_code == 200
+    refused = await api_client.post(path, {"message": "two", "model": "test/fake-model"})
+    assert refused.status_code == 429 and refused["Retry-After"]
+    reply = await Message.objects.filter(role="assistant").alatest("id")
+    assert reply.status == Message.Status.FAILED and "Rate limit" in reply.error
+
+
+async def test_a_free_plan_gets_403_for_a_paid_model(catalogue, user, issued):
+    await sync_to_async(start_subscription)(user, await Plan.objects.aget(slug="free"))
+    response = await KeyClient(issued[1]).post("/v1/chat/completions", {
+        "model": "test/fake-model", "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "model_not_allowed"
