@@ -129,21 +129,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
         generation = Generation(user=self.scope["user"], model=model, messages=history,
                                 conversation=self.conversation, reply=reply)
         delta_prefix = f'<span id="reply-{reply.pk}" hx-swap-oob="beforeend">'
+        limit = None
         try:
             await generation.stream(lambda delta: self.send(text_data=delta_prefix + html.escape(delta) + "</span>"))
         except ProviderError:
             pass  # recorded on the reply by the generation; shown by the final fragment below
         except LimitExceeded as exc:  # refused by the plan before any upstream call: the reply says why
-            await Message.objects.filter(pk=reply.pk).aupdate(status=Message.Status.FAILED, error=str(exc))
+            limit = exc
+            await conversations.fail_reply(reply, str(exc))
         except Exception:
             logger.exception("reply %s failed", reply.pk)
+            await conversations.fail_reply(reply, "something went wrong on our side")
         finally:
-            await self.send_final(reply)
+            await self.send_final(reply, limit)
 
-    async def send_final(self, reply: Message):
+    async def send_final(self, reply: Message, limit: LimitExceeded | None = None):
         reply = await Message.objects.select_related("model").aget(pk=reply.pk)
+        context = {"reply": reply, "upgrade_url": limit.upgrade_url if limit else None}
         with contextlib.suppress(Exception):  # the socket may be gone (disconnect): the reply is saved
-            await self.send(text_data=render_to_string("chat/_exchange_end.html", {"reply": reply}))
+            await self.send(text_data=render_to_string("chat/_exchange_end.html", context))
 
     async def send_error(self, text: str):
         await self.send(text_data=render_to_string("chat/_error.html", {"error": text}))

@@ -70,3 +70,10 @@ def history_for(conversation: Conversation, reply: Message) -> list[dict]:
     """The messages sent upstream for this reply: everything before it with text."""
     rows = conversation.messages.filter(id__lt=reply.pk).exclude(content="").values_list("role", "content")
     return [{"role": role, "content": content} for role, content in rows]
+
+
+async def fail_reply(reply: Message, error: str) -> None:
+    """Mark a reply that never reached the metering as failed, so it does not stay 'streaming'."""
+    await Message.objects.filter(pk=reply.pk, status=Message.Status.STREAMING).aupdate(
+        status=Message.Status.FAILED, error=error
+    )

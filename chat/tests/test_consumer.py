@@ -300,3 +300,26 @@ async def test_an_idle_socket_stays_usable(connect, conversation, upstream):
     await communicator.receive_from()
     assert "Hello from the fake upstream." in (await receive_until_final(communicator))[-1]
     await communicator.disconnect()
+
+
+async def test_a_request_the_plan_refuses_fails_visibly_without_calling_upstream(upstream, django_user_model):
+    free_user = await sync_to_async(django_user_model.objects.create_user)("frugal@example.com", "correct horse battery")
+    conversation = await Conversation.objects.acreate(user=free_user)
+    await AIModel.objects.acreate(slug="fake/priced", provider=Provider.OPENAI_COMPAT, upstream_id="fake-model",
+                                  name="Fake priced", input_price_per_m=1, output_price_per_m=2)
+    client = Client()
+    await sync_to_async(client.force_login)(free_user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    communicator = WebsocketCommunicator(application, f"/ws/chat/{conversation.pk}/",
+                                         headers=[ORIGIN, (b"cookie", cookie.encode())])
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"action": "send", "message": "Hi", "model": "fake/priced"})
+    reply_id = reply_id_in(await communicator.receive_from())
+    final = (await receive_until_final(communicator))[-1]
+    assert "The reply failed" in final
+    assert 'href="/billing/">See plans</a>' in final
+    reply = await Message.objects.aget(pk=reply_id)
+    assert reply.status == Message.Status.FAILED and "Free" in reply.error
+    assert upstream.requests == []
+    assert not await sync_to_async(UsageRecord.objects.filter(user=free_user).exists)()
+    await communicator.disconnect()
