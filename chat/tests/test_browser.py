@@ -125,6 +125,12 @@ def test_a_new_user_chats_with_the_local_model_and_finds_the_reply_after_reload(
     page.select_option("#model-select", "local/smollm2-135m-instruct")
     assert page.locator("#chat-hint").is_visible()
 
+    page.fill("#message-input", "first line")
+    page.press("#message-input", "Shift+Enter")  # a new line, not a send
+    page.keyboard.type("second line")
+    assert page.input_value("#message-input") == "first line\nsecond line"
+    assert page.locator(".message.user").count() == 0
+
     page.evaluate(WATCH_STREAMING)
     page.fill("#message-input", "Name three colours.")
     page.press("#message-input", "Enter")
