@@ -165,7 +165,7 @@ async def test_it_removes_the_first_message_hint(connect, conversation, upstream
     await communicator.disconnect()
 
 
-async def stream_some_then(communicator, conversation, chunks: int = 2) -> tuple[int, list[str]]:
+async def stream_some_then(communicator, chunks: int = 2) -> tuple[int, list[str]]:
     """Send a message to the slow model and read the start fragment and a few deltas."""
     await communicator.send_json_to({"action": "send", "message": "Tell me a long story", "model": "fake/slow"})
     reply_id = reply_id_in(await communicator.receive_from())
@@ -176,7 +176,7 @@ async def stream_some_then(communicator, conversation, chunks: int = 2) -> tuple
 async def test_stop_keeps_the_partial_reply_meters_it_and_closes_upstream(connect, conversation, upstream):
     await sync_to_async(fake_model)("slow")
     communicator, _, _ = await connect(conversation.pk)
-    reply_id, _ = await stream_some_then(communicator, conversation)
+    reply_id, _ = await stream_some_then(communicator)
     await communicator.send_json_to({"action": "stop"})
     frames = await receive_until_final(communicator)
     assert "Stopped — partial reply kept" in frames[-1]
@@ -198,7 +198,7 @@ async def test_disconnect_mid_stream_keeps_the_partial_reply_meters_it_once_and_
 ):
     await sync_to_async(fake_model)("slow")
     communicator, _, _ = await connect(conversation.pk)
-    reply_id, delivered = await stream_some_then(communicator, conversation, chunks=3)
+    reply_id, delivered = await stream_some_then(communicator, chunks=3)
     await communicator.disconnect()
     assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0)
     reply = await Message.objects.aget(pk=reply_id)
@@ -253,7 +253,7 @@ async def test_regenerate_replaces_the_last_reply(connect, conversation, upstrea
 async def test_sending_while_a_reply_streams_shows_an_error(connect, conversation, upstream):
     await sync_to_async(fake_model)("slow")
     communicator, _, _ = await connect(conversation.pk)
-    await stream_some_then(communicator, conversation, chunks=1)
+    await stream_some_then(communicator, chunks=1)
     await communicator.send_json_to({"action": "send", "message": "And another thing", "model": "fake/slow"})
     frame = await communicator.receive_from()
     while 'id="chat-error"' not in frame:
@@ -277,7 +277,7 @@ async def test_logging_out_closes_the_users_sockets_and_stops_the_reply(
 ):
     await sync_to_async(fake_model)("slow")
     communicator, _, _ = await connect(conversation.pk)
-    reply_id, _ = await stream_some_then(communicator, conversation)
+    reply_id, _ = await stream_some_then(communicator)
     client = session_cookie[0]
     response = await sync_to_async(client.post)("/accounts/logout/")
     assert response.status_code == 302
@@ -322,4 +322,16 @@ async def test_a_request_the_plan_refuses_fails_visibly_without_calling_upstream
     assert reply.status == Message.Status.FAILED and "Free" in reply.error
     assert upstream.requests == []
     assert not await sync_to_async(UsageRecord.objects.filter(user=free_user).exists)()
+    await communicator.disconnect()
+
+
+async def test_it_refuses_empty_and_oversized_messages_visibly(connect, conversation):
+    communicator, _, _ = await connect(conversation.pk)
+    await communicator.send_json_to({"action": "send", "message": "   \n ", "model": "auto"})
+    assert "Write a message first." in await communicator.receive_from()
+    await communicator.send_json_to({"action": "send", "message": "x" * 32_001, "model": "auto"})
+    assert "That message is too long (32001 characters; the limit is 32000)." in await communicator.receive_from()
+    await communicator.send_to(text_data="not json")
+    assert "That message could not be read." in await communicator.receive_from()
+    assert not await sync_to_async(Message.objects.filter(conversation=conversation).exists)()
     await communicator.disconnect()
