@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from django import forms
 from django.utils import timezone
@@ -8,6 +8,7 @@ from django.utils import timezone
 from .models import EnterpriseInquiry
 
 MAX_RANGE_DAYS = 366
+DEFAULT_DAYS = 30
 
 
 class EnterpriseInquiryForm(forms.ModelForm):
@@ -21,14 +22,28 @@ class EnterpriseInquiryForm(forms.ModelForm):
 class DateRangeForm(forms.Form):
     """A date range (UTC days, both included); the last 30 days by default."""
 
-    start = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}), required=False)
-    end = forms.DateField(label="To", widget=forms.DateInput(attrs={"type": "date"}), required=False)
+    start = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    @classmethod
+    def from_query(cls, query) -> DateRangeForm:
+        """Bound to the query string, the default dates filled in where it has none (so they show)."""
+        data = query.copy()
+        today = timezone.now().date()
+        if not data.get("end"):
+            data["end"] = today.isoformat()
+        if not data.get("start"):
+            try:
+                end = date.fromisoformat(data["end"])
+            except ValueError:
+                end = today  # the end date's own error is shown
+            data["start"] = (end - timedelta(days=DEFAULT_DAYS - 1)).isoformat()
+        return cls(data)
 
     def clean(self):
         data = super().clean()
-        today = timezone.now().date()
-        data["end"] = data.get("end") or today
-        data["start"] = data.get("start") or data["end"] - timedelta(days=29)
+        if "start" not in data or "end" not in data:
+            return data  # a field error already says what is wrong
         if data["start"] > data["end"]:
             raise forms.ValidationError("The start date must come before the end date.")
         if (data["end"] - data["start"]).days >= MAX_RANGE_DAYS:

@@ -179,19 +179,20 @@ def _figures(totals: dict) -> dict:
 def admit(*, user, api_key=None, model: AIModel | None, candidates: list[AIModel], messages: list[dict],
           params: dict) -> Admission:
     """Refuse the request (LimitExceeded) or reserve its worst case. Sync: call through `admit_async`."""
-    subscription = current_subscription(user)
-    plan = subscription.plan
-    candidates = allowed_candidates(plan, model, candidates)
+    current_subscription(user)  # creates it, or rolls its period (and applies a scheduled change)
     prompt_tokens = count_prompt_tokens(messages)
-    output_tokens, params = output_allowance(plan, params, prompt_tokens, candidates)
-    tokens = prompt_tokens + output_tokens
-    cost = max((m.cost(prompt_tokens, output_tokens) for m in candidates), default=Decimal(0))
     now = timezone.now()
     with transaction.atomic():
-        # The lock makes one user's admissions take turns, each seeing the others' reservations.
+        # The lock makes one user's admissions take turns, each seeing the others' reservations
+        # (and the plan as it is now, should it just have changed).
         subscription = (
-            Subscription.objects.select_for_update(of=("self",)).select_related("plan").get(pk=subscription.pk)
+            Subscription.objects.select_for_update(of=("self",)).select_related("plan").get(user=user, is_active=True)
         )
+        plan = subscription.plan
+        candidates = allowed_candidates(plan, model, candidates)
+        output_tokens, params = output_allowance(plan, params, prompt_tokens, candidates)
+        tokens = prompt_tokens + output_tokens
+        cost = max((m.cost(prompt_tokens, output_tokens) for m in candidates), default=Decimal(0))
         Reservation.objects.filter(user=user, expires_at__lte=now).delete()
         # Reservations before usage rows: a request settling in between is then counted twice
         # (safe), never zero times.

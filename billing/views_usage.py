@@ -13,7 +13,7 @@ from .forms import DateRangeForm
 
 
 def _range(request) -> tuple[DateRangeForm, tuple | None]:
-    form = DateRangeForm(request.GET)
+    form = DateRangeForm.from_query(request.GET)
     if not form.is_valid():
         return form, None
     return form, (form.cleaned_data["start"], form.cleaned_data["end"])

@@ -79,8 +79,11 @@ def test_the_dashboard_aggregates_in_the_database(browser, usage, django_assert_
 
 def test_the_dashboard_defaults_to_the_last_30_days_and_refuses_a_bad_range(browser, user):
     record(user, when=timezone.now())
-    data = chart_data(browser.get("/usage/"))
+    response = browser.get("/usage/")
+    data = chart_data(response)
     assert len(data["labels"]) == 30 and data["labels"][-1] == timezone.now().date().isoformat()
+    for day in (data["labels"][0], data["labels"][-1]):  # the chosen range is shown in the form
+        assert f'value="{day}"' in response.content.decode()
     bad = dashboard(browser, "start=2026-11-12&end=2026-11-01")
     assert bad.status_code == 400 and b"The start date must come before the end date." in bad.content
     assert dashboard(browser, "start=2024-01-01&end=2026-11-01").status_code == 400
