@@ -78,6 +78,9 @@ class NoProviderAvailable(ProviderError):
     """Every candidate failed before its first token, or none is configured."""
 
 
+CANCELLED = ProviderError("cancelled by the client", outcome="cancelled")
+
+
 @dataclass
 class RouteTrail:
     """What the router did for one request: each attempt, and the model that answered."""
@@ -131,9 +134,9 @@ async def route_stream(
             if delivered or not exc.retryable:
                 raise
             continue
-        except BaseException as exc:  # cancelled by the caller (Stop, disconnect): still on the trail
-            trail.record(model, started, ProviderError("cancelled by the client", outcome="cancelled"))
-            raise exc
+        except BaseException:  # cancelled by the caller (Stop, disconnect): still on the trail
+            trail.record(model, started, CANCELLED)
+            raise
         trail.record(model, started)
         return
     raise trail.give_up()
@@ -153,6 +156,9 @@ async def route_complete(
             if not exc.retryable:
                 raise
             continue
+        except BaseException:  # the caller went away while the upstream was answering
+            trail.record(model, started, CANCELLED)
+            raise
         trail.record(model, started)
         trail.end = completion.end
         trail.first_token_at = time.monotonic()

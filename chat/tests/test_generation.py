@@ -223,6 +223,21 @@ async def test_a_cancelled_stream_is_recorded_once_as_stopped_with_what_was_deli
     assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0, 1.0)
 
 
+async def test_a_cancelled_non_streamed_request_is_recorded_as_stopped_with_its_attempt(make_model, customer,
+                                                                                       upstream):
+    model = await make_model("hang")
+    task = asyncio.create_task(Generation(user=customer, model=model, messages=MESSAGES).complete())
+    assert await asyncio.to_thread(upstream.wait_for, lambda f: len(f.requests) == 1, 5.0)
+
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    record = await the_only_record()
+    assert (record.status, record.completion_tokens, record.cost) == ("stopped", 0, 0)
+    assert await attempts_of(record) == [("openrouter", model.slug, "cancelled", None)]
+
+
 async def test_a_non_streamed_request_is_recorded_once(make_model, customer):
     generation = Generation(user=customer, model=await make_model("fake-model"), messages=MESSAGES)
 
