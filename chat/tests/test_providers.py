@@ -9,6 +9,7 @@ import pytest
 from chat.providers.base import ProviderError, StreamEnd, Usage
 from chat.providers.gemini import GeminiProvider
 from chat.providers.openai_compat import OpenAICompatProvider
+from chat.providers.router import get_provider
 from chat.tests.fake_upstream import REPLY_WORDS
 
 MESSAGES = [
@@ -190,6 +191,22 @@ async def test_it_reports_an_error_event_after_the_deltas_it_delivered(compat):
     assert deltas == REPLY_WORDS[:2]
     assert error.outcome == "stream_error"
     assert "fake upstream broke mid-stream" in str(error)
+
+
+async def test_openrouter_is_served_with_its_own_key_and_app_title(upstream):
+    await collect(get_provider("openrouter"), "fake-model")
+
+    request = upstream.requests[-1]
+    assert request["path"] == "/openrouter/v1/chat/completions"
+    assert request["headers"]["Authorization"] == "Bearer openrouter-test-key"
+    assert request["headers"]["X-Title"] == "AI Hub"
+
+
+def test_a_provider_without_its_key_or_url_is_not_offered(upstream, settings):
+    settings.OPENROUTER_API_KEY = settings.GEMINI_API_KEY = settings.OPENAI_COMPAT_BASE_URL = ""
+    settings.LOCAL_MODEL_ENABLED = False
+
+    assert [get_provider(name) for name in ("openrouter", "gemini", "openai_compat", "local")] == [None] * 4
 
 
 # Gemini
