@@ -28,6 +28,7 @@ import redis.asyncio
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
+from django.db import transaction
 from django.utils import timezone
 
 from .models import ApiKey
@@ -84,6 +85,7 @@ def generate_key() -> str:
     return KEY_PREFIX + secret + _checksum(secret)
 
 
+@transaction.atomic
 def issue_key(user, name: str, *, expires_at: datetime | None = None, allowed_models=(),
               monthly_budget=None) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the full key, which is never stored and cannot be shown again."""
