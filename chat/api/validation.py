@@ -12,6 +12,8 @@ from .errors import ApiError
 MAX_BODY_BYTES = 1024 * 1024
 ROLES = ("system", "user", "assistant")
 MAX_STOP_SEQUENCES = 4
+# Refused rather than ignored: a client relying on them would silently get a plain text reply.
+UNSUPPORTED_PARAMS = ("tools", "functions", "tool_choice", "function_call")
 
 
 @dataclass
@@ -133,6 +135,9 @@ def parse_chat_request(data: dict) -> ChatRequest:
                    "missing_required_parameter")
     if not isinstance(model, str) or not model:
         raise _bad("'model' must be a non-empty string.", "model", "invalid_type")
+    for unsupported in UNSUPPORTED_PARAMS:
+        if data.get(unsupported):
+            raise _bad(f"'{unsupported}' is not supported by this API.", unsupported, "unsupported_parameter")
     n = data.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
         raise _bad("Only n=1 is supported.", "n", "invalid_value")

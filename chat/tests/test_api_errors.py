@@ -117,6 +117,7 @@ async def test_it_refuses_a_missing_model(api_client, catalogue):
     ({"stop": [1, 2]}, "stop"),
     ({"stream": "yes"}, "stream"),
     ({"stream_options": "usage"}, "stream_options"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
 ])
 async def test_it_refuses_wrong_types_and_values(api_client, catalogue, change, param):
     response = await api_client.post("/v1/chat/completions", {**OK_BODY, **change})
