@@ -73,7 +73,7 @@ def _session_json(conversation: Conversation) -> dict:
 
 
 async def _start_exchange(request):
-    """Read the body, store the user's message and an empty reply: (caller, generation, conversation, reply)."""
+    """Read the body, store the user's message and an empty reply: (generation, conversation, reply)."""
     caller = await authenticate_request(request, allow_session=True)
     data = read_json_body(request)
     text = data.get("message")
