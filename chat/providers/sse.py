@@ -52,8 +52,11 @@ async def sse_json(response: httpx.Response) -> AsyncIterator[dict | None]:
                 yield None
                 continue
             try:
-                yield json.loads(data)
+                event = json.loads(data)
             except ValueError as exc:
                 raise ProviderError("upstream sent an invalid event", outcome="bad_response") from exc
+            if not isinstance(event, dict):
+                raise ProviderError("upstream sent an event that is not a JSON object", outcome="bad_response")
+            yield event
     except httpx.TransportError as exc:
         raise ProviderError.from_transport(exc) from exc

@@ -12,6 +12,7 @@ The requested model name picks the behaviour:
   no-usage          a normal reply without a usage chunk
   zero-usage        a normal reply whose usage says 0 and 0
   thinking          (Gemini) a normal reply whose usage also counts 20 thinking tokens
+  bad-event         an SSE event whose data is JSON but not an object
 
 GET .../models lists LISTED_MODELS (OpenAI / OpenRouter format) or the Gemini list; a test may set
 `listed_models` to change what the next refresh sees (reset() restores the default). Any GET under
@@ -168,6 +169,9 @@ class FakeUpstream:
                 self.end_headers()
                 words = REPLY_WORDS * (SLOW_CHUNKS // len(REPLY_WORDS)) if model == "slow" else REPLY_WORDS
                 cut = int(model.rsplit("-", 1)[1]) if re.match(r"(drop|error)-after-\d+$", model) else None
+                if model == "bad-event":
+                    self._event(["not", "an", "object"])
+                    return
                 for index, word in enumerate(words):
                     if cut is not None and index == cut:
                         if model.startswith("error"):

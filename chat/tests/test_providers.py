@@ -209,6 +209,13 @@ def test_a_provider_without_its_key_or_url_is_not_offered(upstream, settings):
     assert [get_provider(name) for name in ("openrouter", "gemini", "openai_compat", "local")] == [None] * 4
 
 
+@pytest.mark.parametrize("provider", ["compat", "gemini"])
+async def test_an_event_that_is_not_a_json_object_is_a_bad_response(provider, request):
+    _, error = await deltas_before_error(request.getfixturevalue(provider), "bad-event")
+
+    assert error.outcome == "bad_response"
+
+
 # Gemini
 
 
