@@ -36,9 +36,12 @@ async def post_json(url: str, *, json_body: dict, headers: dict) -> dict:
     if response.status_code >= 400:
         raise ProviderError.from_status(response.status_code, response.text)
     try:
-        return response.json()
+        data = response.json()
     except ValueError as exc:
         raise ProviderError("upstream sent invalid JSON", outcome="bad_response", retryable=True) from exc
+    if not isinstance(data, dict):
+        raise ProviderError("upstream reply is not a JSON object", outcome="bad_response", retryable=True)
+    return data
 
 
 async def sse_json(response: httpx.Response) -> AsyncIterator[dict | None]:

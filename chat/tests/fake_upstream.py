@@ -12,7 +12,7 @@ The requested model name picks the behaviour:
   no-usage          a normal reply without a usage chunk
   zero-usage        a normal reply whose usage says 0 and 0
   thinking          (Gemini) a normal reply whose usage also counts 20 thinking tokens
-  bad-event         an SSE event whose data is JSON but not an object
+  bad-event         an SSE event (or a whole reply) whose JSON is not an object
 
 GET .../models lists LISTED_MODELS (OpenAI / OpenRouter format) or the Gemini list; a test may set
 `listed_models` to change what the next refresh sees (reset() restores the default). Any GET under
@@ -142,6 +142,9 @@ class FakeUpstream:
                 self.wfile.write(data)
 
             def _complete(self, model, body, gemini):
+                if model == "bad-event":
+                    self._json(200, ["not", "an", "object"])
+                    return
                 text = "".join(REPLY_WORDS)
                 if gemini:
                     self._json(200, {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"},

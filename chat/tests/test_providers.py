@@ -216,6 +216,14 @@ async def test_an_event_that_is_not_a_json_object_is_a_bad_response(provider, re
     assert error.outcome == "bad_response"
 
 
+@pytest.mark.parametrize("provider", ["compat", "gemini"])
+async def test_a_reply_that_is_not_a_json_object_is_a_bad_response(provider, request):
+    with pytest.raises(ProviderError) as caught:
+        await request.getfixturevalue(provider).complete(MESSAGES, "bad-event", {})
+
+    assert caught.value.outcome == "bad_response"
+
+
 # Gemini
 
 
