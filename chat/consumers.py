@@ -61,6 +61,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             data = json.loads(text_data or "{}")
         except ValueError:
+            data = None
+        if not isinstance(data, dict):
             await self.send_error("That message could not be read.")
             return
         action = data.get("action", "send")
@@ -69,9 +71,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         elif self.reply_task is not None and not self.reply_task.done():
             await self.send_error("A reply is still being written. Stop it or wait for it to finish.")
         elif action == "send":
-            await self.send_message(str(data.get("message", "")), data.get("model", ""))
+            await self.send_message(str(data.get("message", "")), str(data.get("model", "")))
         elif action == "regenerate":
-            await self.regenerate(data.get("model", ""))
+            await self.regenerate(str(data.get("model", "")))
         else:
             await self.send_error(f"Unknown action: {action}")
 

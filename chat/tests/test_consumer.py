@@ -331,7 +331,8 @@ async def test_it_refuses_empty_and_oversized_messages_visibly(connect, conversa
     assert "Write a message first." in await communicator.receive_from()
     await communicator.send_json_to({"action": "send", "message": "x" * 32_001, "model": "auto"})
     assert "That message is too long (32001 characters; the limit is 32000)." in await communicator.receive_from()
-    await communicator.send_to(text_data="not json")
-    assert "That message could not be read." in await communicator.receive_from()
+    for unreadable in ("not json", "[1, 2]", "42"):
+        await communicator.send_to(text_data=unreadable)
+        assert "That message could not be read." in await communicator.receive_from()
     assert not await sync_to_async(Message.objects.filter(conversation=conversation).exists)()
     await communicator.disconnect()
