@@ -114,6 +114,32 @@ def test_with_rpm_5_exactly_5_of_20_simultaneous_requests_pass_across_two_proces
     assert not Reservation.objects.exists()
 
 
+@needs_postgresql
+def test_a_key_budget_holds_for_20_simultaneous_requests_across_two_processes_and_blocks_only_that_key(
+        servers, make_plan, subscriber, make_model):
+    person = subscriber(make_plan())
+    # max_tokens=8: each request reserves and costs exactly 17 tokens at $5000/1M = $0.085; $0.35 pays for 4.
+    model = make_model(price_in="5000", price_out="5000")
+    capped, raw_capped = issue_key(person, "capped", monthly_budget=Decimal("0.35"))
+    _, raw_free = issue_key(person, "uncapped")
+    urls = servers(2, settings.REDIS_URL)
+
+    async def both():
+        async with httpx.AsyncClient(timeout=30) as client:
+            def ask(n, key):
+                return client.post(f"{urls[n % 2]}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                                   json={"model": model.slug, "max_tokens": 8,
+                                         "messages": [{"role": "user", "content": "Say hello"}]})
+            capped_answers = await asyncio.gather(*(ask(n, raw_capped) for n in range(20)))
+            return capped_answers, await ask(0, raw_free)
+
+    capped_answers, uncapped = async_to_sync(both)()
+    assert sorted(r.status_code for r in capped_answers) == [200] * 4 + [429] * 16
+    assert {r.json()["error"]["code"] for r in capped_answers if r.status_code == 429} == {"budget_exceeded"}
+    assert sum(UsageRecord.objects.filter(api_key=capped).values_list("cost", flat=True)) == Decimal("0.34")
+    assert uncapped.status_code == 200
+
+
 @pytest.fixture
 def spent(make_plan, subscriber, make_model):
     """A person whose monthly token quota is used up, with an API key and a conversation."""
