@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -49,9 +50,11 @@ class Generation:
         """Call on_delta for each piece of text. Raises ProviderError; cancellable at any await."""
         candidates = await self.admit()
         try:
-            async for delta in route_stream(candidates, self.messages, self.params, self.trail):
-                self.parts.append(delta)
-                await on_delta(delta)
+            # aclosing: if on_delta raises, the upstream connection is closed now, not at garbage collection.
+            async with contextlib.aclosing(route_stream(candidates, self.messages, self.params, self.trail)) as deltas:
+                async for delta in deltas:
+                    self.parts.append(delta)
+                    await on_delta(delta)
             self.status = UsageRecord.Status.COMPLETE
         except asyncio.CancelledError:
             self.status = UsageRecord.Status.STOPPED

@@ -28,7 +28,6 @@ SEED_MODELS = [
 # OpenRouter → Gemini: the same model family served directly by Google when OpenRouter fails.
 SEED_FALLBACKS = {
     "google/gemini-2.0-flash-001": "gemini/gemini-2.0-flash",
-    "google/gemini-2.0-flash-exp:free": "gemini/gemini-2.0-flash",
 }
 
 

@@ -17,6 +17,19 @@ def _error_message(error) -> str:
     return error.get("message", str(error)) if isinstance(error, dict) else str(error)
 
 
+def _stream_error(error) -> ProviderError:
+    """An error sent as an event. OpenRouter gives it an HTTP-like code: 429 and 5xx are worth a
+    fallback (the router only falls back while nothing has been delivered)."""
+    code = error.get("code") if isinstance(error, dict) else None
+    status = int(code) if isinstance(code, int) or (isinstance(code, str) and code.isdigit()) else None
+    return ProviderError(
+        f"upstream error: {_error_message(error)}",
+        outcome=f"http_{status}" if status else "stream_error",
+        http_status=status,
+        retryable=status is not None and (status == 429 or status >= 500),
+    )
+
+
 class OpenAICompatProvider(Provider):
     def __init__(self, name: str, base_url: str, api_key: str = "", extra_headers: dict | None = None):
         self.name = name
@@ -40,7 +53,7 @@ class OpenAICompatProvider(Provider):
                     done = True
                     break
                 if "error" in event:
-                    raise ProviderError(f"upstream error: {_error_message(event['error'])}", outcome="stream_error")
+                    raise _stream_error(event["error"])
                 for choice in event.get("choices") or []:
                     content = (choice.get("delta") or {}).get("content")
                     if content:
@@ -56,7 +69,7 @@ class OpenAICompatProvider(Provider):
         body = {"model": model, "messages": messages, "stream": False, **forwarded(params)}
         data = await post_json(f"{self.base_url}/chat/completions", json_body=body, headers=self.headers)
         if "error" in data:
-            raise ProviderError(f"upstream error: {_error_message(data['error'])}", outcome="stream_error")
+            raise _stream_error(data["error"])
         try:
             choice = data["choices"][0]
         except (KeyError, IndexError, TypeError) as exc:

@@ -58,7 +58,9 @@ async def candidates_for(model: AIModel | None) -> list[AIModel]:
     chain, seen, current = [], set(), model
     while current is not None and current.pk not in seen:
         seen.add(current.pk)
-        if current.provider in available and current.is_active:
+        # Someone who picked a free model is never charged because its provider failed.
+        affordable = current.is_free or not model.is_free
+        if current.provider in available and current.is_active and affordable:
             chain.append(current)
         current = await AIModel.objects.filter(pk=current.fallback_id).afirst() if current.fallback_id else None
     return chain

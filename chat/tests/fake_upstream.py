@@ -8,6 +8,7 @@ The requested model name picks the behaviour:
   fail-400          HTTP 400 (not retryable)                 hang       sleeps past any timeout
   drop-after-N      N chunks, then the connection is cut (no [DONE], no usage)
   error-after-N     N chunks, then an SSE event with an "error" field
+  error502-after-N  the same, the error carrying OpenRouter's HTTP-like code 502
   slow              chunks SLOW_DELAY apart (for stop / disconnect tests)
   no-usage          a normal reply without a usage chunk
   zero-usage        a normal reply whose usage says 0 and 0
@@ -171,13 +172,15 @@ class FakeUpstream:
                 self.send_header("Connection", "close")  # the body ends when the socket closes
                 self.end_headers()
                 words = REPLY_WORDS * (SLOW_CHUNKS // len(REPLY_WORDS)) if model == "slow" else REPLY_WORDS
-                cut = int(model.rsplit("-", 1)[1]) if re.match(r"(drop|error)-after-\d+$", model) else None
+                cut = int(model.rsplit("-", 1)[1]) if re.match(r"(drop|error|error502)-after-\d+$", model) else None
                 if model == "bad-event":
                     self._event(["not", "an", "object"])
                     return
                 for index, word in enumerate(words):
                     if cut is not None and index == cut:
-                        if model.startswith("error"):
+                        if model.startswith("error502"):
+                            self._event({"error": {"message": "provider overloaded", "code": 502}})
+                        elif model.startswith("error"):
                             self._event({"error": {"message": "fake upstream broke mid-stream"}})
                         else:
                             self.connection.shutdown(socket.SHUT_RDWR)

@@ -186,6 +186,40 @@ async def test_it_does_not_fall_back_once_text_was_delivered(make_model, gemini_
     assert len(upstream.requests) == 1
 
 
+async def test_it_falls_back_on_an_overload_error_event_before_the_first_token(make_model, gemini_backup):
+    primary = await make_model("or/primary", upstream_id="error502-after-0", fallback=gemini_backup)
+
+    text, trail = await stream_all(await candidates_for(primary))
+
+    assert text == REPLY
+    assert outcomes(trail) == [("openrouter", "http_502", 502), ("gemini", "ok", None)]
+
+
+async def test_an_overload_error_event_after_the_first_token_is_not_retried(make_model, gemini_backup, upstream):
+    primary = await make_model("or/primary", upstream_id="error502-after-2", fallback=gemini_backup)
+
+    with pytest.raises(ProviderError) as caught:
+        await stream_all(await candidates_for(primary))
+
+    assert caught.value.outcome == "http_502"
+    assert len(upstream.requests) == 1
+
+
+async def test_a_free_model_never_falls_back_to_a_paid_one(make_model):
+    paid = await make_model("gemini/paid", Provider.GEMINI, price="0.10")
+    free_backup = await make_model("compat/free", Provider.OPENAI_COMPAT, fallback=paid)
+    free = await make_model("or/free:free", fallback=free_backup)
+
+    assert [m.slug for m in await candidates_for(free)] == ["or/free:free", "compat/free"]
+
+
+async def test_a_paid_model_may_fall_back_to_a_free_one(make_model):
+    free_backup = await make_model("compat/free", Provider.OPENAI_COMPAT)
+    paid = await make_model("or/paid", price="1", fallback=free_backup)
+
+    assert [m.slug for m in await candidates_for(paid)] == ["or/paid", "compat/free"]
+
+
 async def test_it_gives_up_listing_every_attempt_when_all_fail(make_model):
     backup = await make_model("gemini/backup", Provider.GEMINI, "fail-429")
     primary = await make_model("or/primary", upstream_id="fail-500", fallback=backup)
