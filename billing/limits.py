@@ -120,11 +120,8 @@ def _refuse_over_quota(subscription, reserved: dict, used: dict, tokens: int, co
         )
 
 
-def _refuse_over_budget(api_key, reserved: dict, used: dict, cost: Decimal, subscription) -> None:
-    if api_key is None:
-        return
-    # Read afresh: the caller's key object may come from a per-process lookup cache.
-    budget = ApiKey.objects.filter(pk=api_key.pk).values_list("monthly_budget", flat=True).first()
+def _refuse_over_budget(api_key, budget: Decimal | None, reserved: dict, used: dict, cost: Decimal,
+                        subscription) -> None:
     if budget is not None and used["key_cost"] + reserved["key_cost"] + cost > budget:
         raise LimitExceeded(
             f"This request (up to ${cost:.4f}) would go over the monthly budget of API key '{api_key.name}' "
@@ -170,10 +167,30 @@ def _take_rate(plan, user, api_key, tokens: int) -> None:
         )
 
 
-def _figures(totals: dict) -> dict:
-    """Database sums (None over no rows) as tokens, cost and the API key's cost."""
-    return {"streams": totals.get("streams") or 0, "tokens": totals["total_tokens"] or 0,
+def _reserved(user, api_key) -> dict:
+    """What the user's requests in flight hold: how many, their tokens and cost, and the key's part."""
+    key_filter = Q(api_key=api_key) if api_key is not None else Q(pk__in=[])
+    totals = Reservation.objects.filter(user=user).aggregate(
+        streams=Count("id"), total_tokens=Sum("tokens"), total_cost=Sum("cost"),
+        key_total_cost=Sum("cost", filter=key_filter),
+    )
+    return {"streams": totals["streams"], "tokens": totals["total_tokens"] or 0,
             "cost": totals["total_cost"] or Decimal(0), "key_cost": totals["key_total_cost"] or Decimal(0)}
+
+
+def _used_this_period(subscription, user, api_key, budget: Decimal | None) -> dict:
+    """Tokens and spend recorded this period, summed only where a limit needs them: an unlimited
+    plan and a key without a budget cost no query over the usage rows."""
+    plan, since = subscription.plan, subscription.current_period_start
+    used = {"tokens": 0, "cost": Decimal(0), "key_cost": Decimal(0)}
+    if plan.monthly_token_quota is not None or plan.monthly_credit_quota is not None:
+        totals = UsageRecord.objects.filter(user=user, created_at__gte=since).aggregate(
+            total_tokens=Sum(F("prompt_tokens") + F("completion_tokens")), total_cost=Sum("cost"))
+        used.update(tokens=totals["total_tokens"] or 0, cost=totals["total_cost"] or Decimal(0))
+    if budget is not None:
+        key_cost = UsageRecord.objects.filter(api_key=api_key, created_at__gte=since).aggregate(total=Sum("cost"))
+        used["key_cost"] = key_cost["total"] or Decimal(0)
+    return used
 
 
 def admit(*, user, api_key=None, model: AIModel | None, candidates: list[AIModel], messages: list[dict],
@@ -194,17 +211,13 @@ def admit(*, user, api_key=None, model: AIModel | None, candidates: list[AIModel
         tokens = prompt_tokens + output_tokens
         cost = max((m.cost(prompt_tokens, output_tokens) for m in candidates), default=Decimal(0))
         Reservation.objects.filter(user=user, expires_at__lte=now).delete()
+        # Read afresh: the caller's key object may come from a per-process lookup cache.
+        budget = (ApiKey.objects.filter(pk=api_key.pk).values_list("monthly_budget", flat=True).first()
+                  if api_key is not None else None)
         # Reservations before usage rows: a request settling in between is then counted twice
         # (safe), never zero times.
-        key_filter = Q(api_key=api_key) if api_key is not None else Q(pk__in=[])
-        reserved = _figures(Reservation.objects.filter(user=user).aggregate(
-            streams=Count("id"), total_tokens=Sum("tokens"), total_cost=Sum("cost"),
-            key_total_cost=Sum("cost", filter=key_filter),
-        ))
-        used = _figures(UsageRecord.objects.filter(user=user, created_at__gte=subscription.current_period_start).aggregate(
-            total_tokens=Sum(F("prompt_tokens") + F("completion_tokens")), total_cost=Sum("cost"),
-            key_total_cost=Sum("cost", filter=key_filter),
-        ))
+        reserved = _reserved(user, api_key)
+        used = _used_this_period(subscription, user, api_key, budget)
         if plan.max_concurrent_streams is not None and reserved["streams"] >= plan.max_concurrent_streams:
             raise LimitExceeded(
                 f"The {plan.name} plan allows {plan.max_concurrent_streams} request"
@@ -213,7 +226,7 @@ def admit(*, user, api_key=None, model: AIModel | None, candidates: list[AIModel
                 code="too_many_streams", retry_after=1,
             )
         _refuse_over_quota(subscription, reserved, used, tokens, cost)
-        _refuse_over_budget(api_key, reserved, used, cost, subscription)
+        _refuse_over_budget(api_key, budget, reserved, used, cost, subscription)
         _take_rate(plan, user, api_key, tokens)
         reservation = Reservation.objects.create(
             user=user, api_key=api_key, tokens=tokens, cost=cost, expires_at=now + RESERVATION_TTL

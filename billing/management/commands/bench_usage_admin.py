@@ -1,8 +1,8 @@
 """Benchmark (not a test): seed N usage rows, time the usage admin and the usage/ops pages, and
 write the figures into BENCHMARKS.md (its own section, replaced on each run).
 
-    DATABASE_URL=postgres://…/aihub_bench python manage.py migrate
-    DATABASE_URL=postgres://…/aihub_bench python manage.py bench_usage_admin --rows 100000
+    DATABASE_URL=postgres://…/aihub_billing_bench python manage.py migrate
+    DATABASE_URL=postgres://…/aihub_billing_bench python manage.py bench_usage_admin --rows 100000
 
 Seeded rows belong to users named bench-*@bench.invalid and are deleted afterwards (--keep keeps
 them). Pages are requested in-process through the full middleware stack as a superuser.
@@ -28,9 +28,16 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from billing.models import UpstreamAttempt, UsageRecord
+from billing import limits
+from billing.models import Plan, Subscription, UpstreamAttempt, UsageRecord
+from billing.subscriptions import current_subscription
 
 BENCH_DOMAIN = "bench.invalid"
+BENCH_PLAN = "bench-quota"
+ADMISSION_NOTE = ("Admission (`billing.limits.admit`, before every chat or API request; the database rate limiter "
+                  "unless `REDIS_URL` is set) sums the period's usage rows only when the plan has a quota or the "
+                  "key a budget, through the `(user, created_at)` index: its cost grows with the caller's rows "
+                  "this period.")
 SECTION = "## Usage admin and dashboards with {rows} usage rows"
 MODELS = ["openai/gpt-4o-mini", "anthropic/claude-3.5-haiku", "google/gemini-2.0-flash-001",
           "meta-llama/llama-3.3-70b-instruct:free", "gemini/gemini-2.0-flash", "local/smollm2-135m-instruct"]
@@ -86,6 +93,7 @@ class Command(BaseCommand):
             browser = client_user if url.startswith("/usage/") else client
             results.append((label, url, *self._time(browser, url, repeat)))
             self.stdout.write(f"{results[-1][2] * 1000:8.1f} ms median  {results[-1][4]:3d} queries  {label}")
+        results += self._time_admission(heavy, repeat)
         self._write(out, rows, users, repeat, seeded_in, results)
         if not keep:
             self._cleanup(User)
@@ -132,6 +140,34 @@ class Command(BaseCommand):
             client.get(url)
         return statistics.median(timings), max(timings), len(queries)
 
+    def _time_admission(self, person, repeat):
+        """Admission (billing.limits.admit then release) for the heaviest user: on a plan with quotas it
+        sums the period's usage rows; on Enterprise (no quota, no key budget) it does not."""
+        subscription = current_subscription(person)
+        since = timezone.now() - timedelta(days=30)  # a period well into its month
+        Subscription.objects.filter(pk=subscription.pk).update(current_period_start=since)
+        in_period = UsageRecord.objects.filter(user=person, created_at__gte=since).count()
+        quota_plan = Plan.objects.create(slug=BENCH_PLAN, name="Bench quota", monthly_price=Decimal(0),
+                                         monthly_token_quota=10**12, monthly_credit_quota=Decimal(10**9),
+                                         requests_per_minute=10**6, tokens_per_minute=10**9, is_public=False)
+        results = []
+        for plan in (quota_plan, Plan.objects.get(slug="enterprise")):
+            Subscription.objects.filter(pk=subscription.pk).update(plan=plan)
+            timings = []
+            for _ in range(repeat * 4):
+                started = time.perf_counter()
+                limits.release(limits.admit(user=person, model=None, candidates=[], params={},
+                                            messages=[{"role": "user", "content": "Say hello"}]))
+                timings.append(time.perf_counter() - started)
+            with CaptureQueriesContext(connection) as queries:
+                limits.release(limits.admit(user=person, model=None, candidates=[], params={},
+                                            messages=[{"role": "user", "content": "Say hello"}]))
+            label = (f"admission + release, plan {'with quotas and rate limits' if plan == quota_plan else 'Enterprise'}"
+                     f", {in_period:,} usage rows this period")
+            results.append((label, "billing.limits.admit", statistics.median(timings), max(timings), len(queries)))
+            self.stdout.write(f"{results[-1][2] * 1000:8.1f} ms median  {results[-1][4]:3d} queries  {label}")
+        return results
+
     def _write(self, out, rows, users, repeat, seeded_in, results):
         db = connection.vendor + (f" {connection.pg_version // 10000}" if connection.vendor == "postgresql" else "")
         lines = [
@@ -149,6 +185,8 @@ class Command(BaseCommand):
             *[f"| {label} (`{url}`) | {median * 1000:.0f} ms | {slowest * 1000:.0f} ms | {queries} |"
               for label, url, median, slowest, queries in results],
             "",
+            ADMISSION_NOTE,
+            "",
         ]
         path = Path(out)
         text = path.read_text() if path.exists() else "# Benchmarks\n\n"
@@ -164,3 +202,4 @@ class Command(BaseCommand):
         UpstreamAttempt.objects.filter(usage__user__in=doomed).delete()
         UsageRecord.objects.filter(user__in=doomed).delete()
         doomed.delete()
+        Plan.objects.filter(slug=BENCH_PLAN).delete()
