@@ -11,11 +11,20 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chat.api.asgi import ApiHandler, is_api_request  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+
+api_asgi_app = ApiHandler()  # /v1/: API keys only, so none of the session/CSRF/login/messages middleware
+
+
+async def http_app(scope, receive, send):
+    app = api_asgi_app if is_api_request(scope) else django_asgi_app
+    await app(scope, receive, send)
+
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
