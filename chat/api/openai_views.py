@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -45,6 +46,12 @@ class CompletionChunks:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = _served_slug(stream.generation, chat.model)
+        # A text chunk is the same bytes around its JSON-encoded text: encoded once, not per chunk.
+        head = json.dumps({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                           "model": self.model}, separators=(",", ":"))
+        self._text_head = f'data: {head[:-1]},"choices":[{{"index":0,"delta":{{"content":'.encode()
+        self._text_tail = ('},"finish_reason":null}]' + (',"usage":null' if chat.include_usage else "")
+                           + "}\n\n").encode()
 
     def chunk(self, delta: dict, finish_reason: str | None = None, **extra) -> bytes:
         payload = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
@@ -53,12 +60,16 @@ class CompletionChunks:
             payload.setdefault("usage", None)
         return sse_event(payload)
 
+    def text_chunk(self, text: str) -> bytes:
+        """chunk({"content": text}), byte for byte."""
+        return self._text_head + json.dumps(text).encode() + self._text_tail
+
     async def __aiter__(self):
         try:
             yield self.chunk({"role": "assistant", "content": self.first_delta})
             try:
                 async for delta in self.stream.deltas():
-                    yield self.chunk({"content": delta})
+                    yield self.text_chunk(delta)
             except Exception as exc:  # after the first byte nothing is retried: the client is told
                 error = failure_error(exc)
                 if error is None:
