@@ -74,8 +74,11 @@ class ApiKey(models.Model):
         """Record a use, at most once a minute: a busy key's row is not rewritten (and locked) by every
         request, and a row that is already fresh is not touched at all."""
         now = timezone.now()
+        if self.last_used_at is not None and self.last_used_at >= now - LAST_USED_RESOLUTION:
+            return  # this copy (often a cached key) saw a fresh mark: the row is at least as fresh, no query
         stale = models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
-        type(self).objects.filter(stale, pk=self.pk).update(last_used_at=now)
+        if type(self).objects.filter(stale, pk=self.pk).update(last_used_at=now):
+            self.last_used_at = now
 
     @property
     def status(self) -> str:

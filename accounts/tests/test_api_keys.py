@@ -303,5 +303,18 @@ def test_a_use_is_recorded_at_most_once_a_minute(user):
     api_key.mark_used()
     assert ApiKey.objects.get(pk=api_key.pk).last_used_at == first
     ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=first - timedelta(minutes=2))
+    api_key.last_used_at = first - timedelta(minutes=2)  # a minute has passed, as this copy sees it too
     api_key.mark_used()
     assert ApiKey.objects.get(pk=api_key.pk).last_used_at > first
+
+
+def test_a_key_marked_within_the_minute_costs_no_query(user, django_assert_num_queries):
+    api_key, _ = api_keys.issue_key(user, "busy")
+    api_key.mark_used()
+    with django_assert_num_queries(0):
+        api_key.mark_used()
+    stale_copy = ApiKey.objects.get(pk=api_key.pk)
+    stale_copy.last_used_at -= timedelta(minutes=2)
+    with django_assert_num_queries(1):  # another copy still asks the row, which is fresh: not rewritten
+        stale_copy.mark_used()
+    assert ApiKey.objects.get(pk=api_key.pk).last_used_at == api_key.last_used_at
