@@ -167,13 +167,17 @@ def _take_rate(plan, user, api_key, tokens: int) -> None:
         )
 
 
-def _reserved(user, api_key) -> dict:
-    """What the user's requests in flight hold: how many, their tokens and cost, and the key's part."""
-    key_filter = Q(api_key=api_key) if api_key is not None else Q(pk__in=[])
+def _reserved(user, api_key, now) -> dict:
+    """What the user's requests in flight hold: how many, their tokens and cost, and the key's part.
+    Expired reservations (left by a process that died) do not count, and are deleted when there are any."""
+    live = Q(expires_at__gt=now)
+    key_filter = live & Q(api_key=api_key) if api_key is not None else Q(pk__in=[])
     totals = Reservation.objects.filter(user=user).aggregate(
-        streams=Count("id"), total_tokens=Sum("tokens"), total_cost=Sum("cost"),
-        key_total_cost=Sum("cost", filter=key_filter),
+        expired=Count("id", filter=~live), streams=Count("id", filter=live), total_tokens=Sum("tokens", filter=live),
+        total_cost=Sum("cost", filter=live), key_total_cost=Sum("cost", filter=key_filter),
     )
+    if totals["expired"]:
+        Reservation.objects.filter(user=user, expires_at__lte=now).delete()
     return {"streams": totals["streams"], "tokens": totals["total_tokens"] or 0,
             "cost": totals["total_cost"] or Decimal(0), "key_cost": totals["key_total_cost"] or Decimal(0)}
 
@@ -196,41 +200,50 @@ def _used_this_period(subscription, user, api_key, budget: Decimal | None) -> di
 def admit(*, user, api_key=None, model: AIModel | None, candidates: list[AIModel], messages: list[dict],
           params: dict) -> Admission:
     """Refuse the request (LimitExceeded) or reserve its worst case. Sync: call through `admit_async`."""
-    current_subscription(user)  # creates it, or rolls its period (and applies a scheduled change)
     prompt_tokens = count_prompt_tokens(messages)
+    admission = _admit_locked(user, api_key, model, candidates, params, prompt_tokens)
+    if admission is None:
+        current_subscription(user)  # creates it, or rolls its period (and applies a scheduled change)
+        admission = _admit_locked(user, api_key, model, candidates, params, prompt_tokens, rolled=True)
+    return admission
+
+
+@transaction.atomic
+def _admit_locked(user, api_key, model, candidates, params, prompt_tokens, *, rolled=False) -> Admission | None:
+    """`admit` under the subscription's row lock; None (nothing done) when there is no subscription
+    yet or its period is over, unless `current_subscription` has just seen to that."""
     now = timezone.now()
-    with transaction.atomic():
-        # The lock makes one user's admissions take turns, each seeing the others' reservations
-        # (and the plan as it is now, should it just have changed).
-        subscription = (
-            Subscription.objects.select_for_update(of=("self",)).select_related("plan").get(user=user, is_active=True)
+    # The lock makes one user's admissions take turns, each seeing the others' reservations
+    # (and the plan as it is now, should it just have changed).
+    active = Subscription.objects.select_for_update(of=("self",)).select_related("plan").filter(user=user, is_active=True)
+    subscription = active.get() if rolled else active.first()
+    if subscription is None or (subscription.current_period_end <= now and not rolled):
+        return None
+    plan = subscription.plan
+    candidates = allowed_candidates(plan, model, candidates)
+    output_tokens, params = output_allowance(plan, params, prompt_tokens, candidates)
+    tokens = prompt_tokens + output_tokens
+    cost = max((m.cost(prompt_tokens, output_tokens) for m in candidates), default=Decimal(0))
+    # Read afresh: the caller's key object may come from a per-process lookup cache.
+    budget = (ApiKey.objects.filter(pk=api_key.pk).values_list("monthly_budget", flat=True).first()
+              if api_key is not None else None)
+    # Reservations before usage rows: a request settling in between is then counted twice
+    # (safe), never zero times.
+    reserved = _reserved(user, api_key, now)
+    used = _used_this_period(subscription, user, api_key, budget)
+    if plan.max_concurrent_streams is not None and reserved["streams"] >= plan.max_concurrent_streams:
+        raise LimitExceeded(
+            f"The {plan.name} plan allows {plan.max_concurrent_streams} request"
+            f"{'s' if plan.max_concurrent_streams != 1 else ''} at a time. Wait for the current one to finish "
+            f"(or stop it), or {_upgrade_hint()}.",
+            code="too_many_streams", retry_after=1,
         )
-        plan = subscription.plan
-        candidates = allowed_candidates(plan, model, candidates)
-        output_tokens, params = output_allowance(plan, params, prompt_tokens, candidates)
-        tokens = prompt_tokens + output_tokens
-        cost = max((m.cost(prompt_tokens, output_tokens) for m in candidates), default=Decimal(0))
-        Reservation.objects.filter(user=user, expires_at__lte=now).delete()
-        # Read afresh: the caller's key object may come from a per-process lookup cache.
-        budget = (ApiKey.objects.filter(pk=api_key.pk).values_list("monthly_budget", flat=True).first()
-                  if api_key is not None else None)
-        # Reservations before usage rows: a request settling in between is then counted twice
-        # (safe), never zero times.
-        reserved = _reserved(user, api_key)
-        used = _used_this_period(subscription, user, api_key, budget)
-        if plan.max_concurrent_streams is not None and reserved["streams"] >= plan.max_concurrent_streams:
-            raise LimitExceeded(
-                f"The {plan.name} plan allows {plan.max_concurrent_streams} request"
-                f"{'s' if plan.max_concurrent_streams != 1 else ''} at a time. Wait for the current one to finish "
-                f"(or stop it), or {_upgrade_hint()}.",
-                code="too_many_streams", retry_after=1,
-            )
-        _refuse_over_quota(subscription, reserved, used, tokens, cost)
-        _refuse_over_budget(api_key, budget, reserved, used, cost, subscription)
-        _take_rate(plan, user, api_key, tokens)
-        reservation = Reservation.objects.create(
-            user=user, api_key=api_key, tokens=tokens, cost=cost, expires_at=now + RESERVATION_TTL
-        )
+    _refuse_over_quota(subscription, reserved, used, tokens, cost)
+    _refuse_over_budget(api_key, budget, reserved, used, cost, subscription)
+    _take_rate(plan, user, api_key, tokens)
+    reservation = Reservation.objects.create(
+        user=user, api_key=api_key, tokens=tokens, cost=cost, expires_at=now + RESERVATION_TTL
+    )
     return Admission(candidates=candidates, params=params, reservation_id=reservation.pk, reserved_tokens=tokens,
                      reserved_cost=cost)
 

@@ -215,6 +215,25 @@ def test_a_reservation_left_by_a_dead_process_stops_counting_when_it_expires(mak
     assert not Reservation.objects.exists()
 
 
+def test_admission_starts_free_for_a_new_user_and_rolls_an_ended_period(
+        django_user_model, make_plan, subscriber, make_model, upstream):
+    model = make_model(price_in="0.15")
+    newcomer = django_user_model.objects.create_user("newcomer@example.com", "correct horse battery")
+    assert refusal(newcomer, model).code == "model_not_allowed"  # on Free, started on the way
+    assert newcomer.subscriptions.get(is_active=True).plan.slug == "free"
+    person = subscriber(make_plan(monthly_token_quota=80, max_output_tokens=50))
+    ask(person, model)
+    ask(person, model)
+    assert refusal(person, model).code == "insufficient_quota"
+    subscription = person.subscriptions.get(is_active=True)
+    ended = subscription.current_period_end = timezone.now() - timedelta(minutes=1)
+    subscription.save(update_fields=["current_period_end"])
+    UsageRecord.objects.update(created_at=timezone.now() - timedelta(hours=1))
+    ask(person, model)  # admission rolled the period: the old usage no longer counts
+    subscription.refresh_from_db()
+    assert subscription.current_period_start == ended and subscription.current_period_end > timezone.now()
+
+
 def test_usage_of_the_previous_period_does_not_count(make_plan, subscriber, make_model):
     person = subscriber(make_plan(monthly_token_quota=80, max_output_tokens=50))
     model = make_model()
