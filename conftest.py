@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import pytest
 
+from aihub.testing import CHROMIUM, chromium_page, free_port, logged_in_client, session_key_for
 from chat.tests.fake_upstream import FakeUpstream
 
 
@@ -43,3 +47,38 @@ def user(django_user_model):
 @pytest.fixture
 def other_user(django_user_model):
     return django_user_model.objects.create_user("mallory@example.com", "correct horse battery")
+
+
+@pytest.fixture
+def logged_in(user):
+    """A Django test client logged in as `user`."""
+    return logged_in_client(user)
+
+
+@pytest.fixture
+def refused_url():
+    """A base URL on 127.0.0.1 where nothing listens: connecting is refused."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="session")
+def chromium_path():
+    if not CHROMIUM.exists():
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} is missing and REQUIRE_BROWSER=1")
+        pytest.skip(f"{CHROMIUM} is missing (set REQUIRE_BROWSER=1 to make this a failure)")
+    return str(CHROMIUM)
+
+
+@pytest.fixture
+def logged_in_page(live_server, chromium_path):
+    """Opens headless Chromium pages on the live server logged in as a given person (`page.base` is the
+    server's URL, `page.problems` collects errors and 4xx/5xx responses); all are closed at the end."""
+    with contextlib.ExitStack() as pages:
+        def open_page(person, *, permissions: tuple[str, ...] = ()):
+            return pages.enter_context(chromium_page(
+                chromium_path, viewport={"width": 1280, "height": 900}, base_url=live_server.url,
+                session_key=session_key_for(person), permissions=permissions,
+            ))
+
+        yield open_page

@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
-from django.conf import settings
-from django.test import Client
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 
 @pytest.fixture
-def chromium_path():
-    if not CHROMIUM.exists():
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing and REQUIRE_BROWSER=1")
-        pytest.skip(f"{CHROMIUM} is missing (set REQUIRE_BROWSER=1 to make this a failure)")
-    return str(CHROMIUM)
-
-
-@pytest.fixture
-def page(user, live_server, chromium_path):
-    """A logged-in page allowed to use the clipboard; problems (errors, 4xx/5xx) are collected. The
-    session is made before the browser starts: Playwright's loop forbids ORM calls after."""
-    from playwright.sync_api import sync_playwright
-
-    client = Client()
-    client.force_login(user)
-    session = client.cookies[settings.SESSION_COOKIE_NAME].value
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
-        context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}])
-        page = context.new_page()
-        page.problems = []
-        page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
-        page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
-        page.on("response", lambda r: r.status >= 400 and page.problems.append(f"{r.status} {r.url}"))
-        page.base = live_server.url
-        yield page
-        browser.close()
+def page(logged_in_page, user):
+    """A logged-in page allowed to use the clipboard."""
+    return logged_in_page(user, permissions=("clipboard-read", "clipboard-write"))
 
 
 def test_it_issues_copies_and_revokes_a_key_in_the_browser(page):

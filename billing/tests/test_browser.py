@@ -3,20 +3,13 @@ page, and the usage dashboard drawing its charts from real usage rows."""
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.test import Client
 from django.utils import timezone
 
 from billing.models import UsageRecord
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -28,15 +21,6 @@ PAINTED_PIXELS = """(id) => {
   for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
   return painted;
 }"""
-
-
-@pytest.fixture
-def chromium_path():
-    if not CHROMIUM.exists():
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing and REQUIRE_BROWSER=1")
-        pytest.skip(f"{CHROMIUM} is missing (set REQUIRE_BROWSER=1 to make this a failure)")
-    return str(CHROMIUM)
 
 
 @pytest.fixture
@@ -57,25 +41,8 @@ def customer(django_user_model):
 
 
 @pytest.fixture
-def page(customer, live_server, chromium_path):
-    """A logged-in browser page (the session made before the browser starts: no ORM calls after)."""
-    from playwright.sync_api import sync_playwright
-
-    client = Client()
-    client.force_login(customer)
-    session = client.cookies[settings.SESSION_COOKIE_NAME].value
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}])
-        page = context.new_page()
-        page.problems = []
-        page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
-        page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
-        page.on("response", lambda r: r.status >= 400 and page.problems.append(f"{r.status} {r.url}"))
-        page.base = live_server.url
-        yield page
-        browser.close()
+def page(logged_in_page, customer):
+    return logged_in_page(customer)
 
 
 def test_a_free_user_upgrades_to_developer_through_the_confirmation_page(page):

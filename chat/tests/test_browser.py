@@ -7,20 +7,13 @@ in-memory SQLite database cannot be shared with a subprocess).
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
+from aihub.testing import chromium_page, free_port, wait_until_healthy
 from chat.models import AIModel, Provider
 from chat.providers.local import CONTEXT_TOKENS, MODEL_ID
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 
 pytestmark = [
     pytest.mark.browser,
@@ -28,21 +21,6 @@ pytestmark = [
     # serialized_rollback: the plans seeded by a migration come back after the flush of each test.
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-
-
-@pytest.fixture(scope="session")
-def chromium_path():
-    if not CHROMIUM.exists():
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing and REQUIRE_BROWSER=1")
-        pytest.skip(f"{CHROMIUM} is missing (set REQUIRE_BROWSER=1 to make this a failure)")
-    return str(CHROMIUM)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -61,33 +39,17 @@ def asgi_server(django_db_setup, django_db_blocker):
     thread = threading.Thread(target=server.run, name="daphne", daemon=True)
     with django_db_blocker.unblock():
         thread.start()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("daphne did not start") from None
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url, seconds=10)
+        yield url
         reactor.callFromThread(reactor.stop)
         thread.join(timeout=10)
 
 
 @pytest.fixture
 def browser_page(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.problems = []
-        page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
-        page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
-        page.on("response", lambda r: r.status >= 400 and page.problems.append(f"{r.status} {r.url}"))
+    with chromium_page(chromium_path, viewport={"width": 1280, "height": 800}) as page:
         yield page
-        browser.close()
 
 
 @pytest.fixture

@@ -1,0 +1,112 @@
+"""Helpers for the tests of every app: a free port, daphne serving aihub.asgi in a process of its own,
+logged-in clients and session cookies, headless Chromium pages. Fixtures built on them live in the root
+conftest.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import IO
+
+import httpx
+from django.conf import settings
+from django.test import Client
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (until someone binds it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_daphne(env: dict[str, str], log: IO | int = subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+    """Start daphne serving aihub.asgi on a free port in a process of its own with this environment;
+    return the process and its base URL (wait for it with wait_until_healthy)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aihub.asgi:application"],
+        cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen | None = None, seconds: float = 30) -> None:
+    """Wait until GET {url}/healthz answers 200; fail when the process has exited or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process is None or process.poll() is None, f"the server at {url} exited"
+        assert time.monotonic() < deadline, f"the server at {url} did not start"
+        time.sleep(0.1)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def logged_in_client(person) -> Client:
+    client = Client()
+    client.force_login(person)
+    return client
+
+
+def session_key_for(person) -> str:
+    """The value of a session cookie logged in as this person (made with the ORM: call it before
+    Playwright's event loop runs in the thread)."""
+    return logged_in_client(person).cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def session_cookie_header(person) -> bytes:
+    """A Cookie header value carrying a session logged in as this person."""
+    return f"{settings.SESSION_COOKIE_NAME}={session_key_for(person)}".encode()
+
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, payload) -> None:
+    """Answer a request of a stand-in HTTP server (http.server) with this JSON."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+@contextmanager
+def chromium_page(executable_path: str, *, viewport: dict[str, int], base_url: str | None = None,
+                  session_key: str | None = None, permissions: tuple[str, ...] = ()) -> Iterator:
+    """A page of headless Chromium that collects its problems (console errors, page errors, responses
+    of 4xx/5xx) in `page.problems`; with a session key it is logged in on base_url (`page.base`)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable_path, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport=viewport)
+        if permissions:
+            context.grant_permissions(list(permissions), origin=base_url)
+        if session_key:
+            context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session_key, "url": base_url}])
+        page = context.new_page()
+        page.problems = []
+        page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
+        page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
+        page.on("response", lambda r: r.status >= 400 and page.problems.append(f"{r.status} {r.url}"))
+        page.base = base_url
+        yield page
+        browser.close()
