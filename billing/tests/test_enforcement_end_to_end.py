@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
-import sys
 import threading
-import time
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,10 +15,11 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connection, connections
-from django.test import AsyncClient, Client
+from django.test import AsyncClient
 
 from accounts.api_keys import issue_key
 from aihub.asgi import application
+from aihub.testing import session_cookie_header, start_daphne, stop_process, wait_until_healthy
 from billing.limits import LimitExceeded
 from billing.models import Reservation, UsageRecord
 from chat.models import Conversation, Message
@@ -34,13 +31,6 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 needs_postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="several processes or threads need a shared PostgreSQL database"
 )
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -54,31 +44,15 @@ def servers(upstream):
                "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
                "OPENAI_COMPAT_BASE_URL": f"{upstream.url}/v1", "OPENAI_COMPAT_API_KEY": "compat-test-key",
                "OPENROUTER_API_KEY": "", "GEMINI_API_KEY": "", "LOG_LEVEL": "WARNING"}
-        urls = []
-        for _ in range(count):
-            port = free_port()
-            process = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aihub.asgi:application"],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )
-            started.append((process, f"http://127.0.0.1:{port}"))
-            urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 30
-        for url in urls:
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
-        return urls
+        new = [start_daphne(env) for _ in range(count)]
+        started.extend(new)
+        for process, url in new:
+            wait_until_healthy(url, process)
+        return [url for _, url in new]
 
     yield start
     for process, _ in started:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
 
 
 async def fire(urls: list[str], raw_key: str, model_slug: str, count: int) -> list[httpx.Response]:
@@ -156,11 +130,9 @@ async def test_a_spent_quota_blocks_the_chat_page_and_the_api(spent, upstream):
     person, model = spent
     conversation = await Conversation.objects.acreate(user=person, title="Over quota")
     _, raw_key = await database_sync_to_async(issue_key)(person, "blocked")
-    browser = Client()
-    await database_sync_to_async(browser.force_login)(person)
-    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
+    cookie = await database_sync_to_async(session_cookie_header)(person)
     socket_ = WebsocketCommunicator(application, f"/ws/chat/{conversation.pk}/",
-                                    headers=[(b"origin", b"http://127.0.0.1"), (b"cookie", cookie.encode())])
+                                    headers=[(b"origin", b"http://127.0.0.1"), (b"cookie", cookie)])
     assert (await socket_.connect())[0]
     await socket_.send_json_to({"action": "send", "message": "Hello?", "model": model.slug})
     frames = []

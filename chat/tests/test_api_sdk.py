@@ -8,7 +8,6 @@ create_api_key. Everything the test checks crosses a real socket.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,12 +20,12 @@ import psycopg
 import pytest
 from django.conf import settings
 
+from aihub.testing import start_daphne, stop_process, wait_until_healthy
 from chat.tests.fake_upstream import REPLY_WORDS, USAGE
 
 REPLY = "".join(REPLY_WORDS)
 HELLO = [{"role": "user", "content": "Say hello"}]
 BASE_DIR = Path(settings.BASE_DIR)
-DAPHNE = Path(sys.executable).with_name("daphne")
 
 SETUP_SCRIPT = """
 from decimal import Decimal
@@ -53,12 +52,6 @@ def manage(env: dict, *args: str) -> str:
                             text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -88,23 +81,11 @@ def server_env(fake_upstream, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(server_env, tmp_path_factory):
-    port = free_port()
     log = (tmp_path_factory.mktemp("daphne") / "daphne.log").open("w")
-    process = subprocess.Popen([str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "aihub.asgi:application"],
-                               cwd=BASE_DIR, env=server_env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, "daphne did not start"
-        time.sleep(0.1)
+    process, url = start_daphne(server_env, log)
+    wait_until_healthy(url, process)
     yield url
-    process.terminate()
-    process.wait(timeout=10)
+    stop_process(process)
     log.close()
 
 
