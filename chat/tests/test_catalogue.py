@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from decimal import Decimal
 from io import StringIO
 
@@ -14,14 +13,6 @@ from chat.seed import SEED_FALLBACKS, SEED_MODELS
 from chat.tests.fake_upstream import LISTED_MODELS
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def unreachable_url():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/api/v1"
 
 
 def refresh(*providers: str) -> None:
@@ -123,8 +114,8 @@ def test_gemini_refresh_updates_catalogued_models_only(upstream):
     assert AIModel.objects.count() == 1
 
 
-def test_an_unreachable_provider_fails_the_command(upstream, settings, unreachable_url):
-    settings.OPENROUTER_BASE_URL = unreachable_url
+def test_an_unreachable_provider_fails_the_command(upstream, settings, refused_url):
+    settings.OPENROUTER_BASE_URL = f"{refused_url}/api/v1"
 
     with pytest.raises(CommandError, match="could not be refreshed"):
         refresh("openrouter")
@@ -132,8 +123,8 @@ def test_an_unreachable_provider_fails_the_command(upstream, settings, unreachab
     assert not AIModel.objects.exists()
 
 
-def test_the_other_providers_are_still_refreshed_when_one_is_unreachable(upstream, settings, unreachable_url):
-    settings.OPENROUTER_BASE_URL = unreachable_url
+def test_the_other_providers_are_still_refreshed_when_one_is_unreachable(upstream, settings, refused_url):
+    settings.OPENROUTER_BASE_URL = f"{refused_url}/api/v1"
 
     with pytest.raises(CommandError):
         refresh("openrouter", "openai_compat")
@@ -141,8 +132,8 @@ def test_the_other_providers_are_still_refreshed_when_one_is_unreachable(upstrea
     assert set(catalogue(Provider.OPENAI_COMPAT)) == {"compat/fake-model", "compat/fake-free:free"}
 
 
-def test_an_unreachable_provider_exits_non_zero(upstream, settings, unreachable_url, capsys):
-    settings.OPENROUTER_BASE_URL = unreachable_url
+def test_an_unreachable_provider_exits_non_zero(upstream, settings, refused_url, capsys):
+    settings.OPENROUTER_BASE_URL = f"{refused_url}/api/v1"
 
     with pytest.raises(SystemExit) as exited:
         ManagementUtility(["manage.py", "refresh_models", "--provider", "openrouter"]).execute()
@@ -199,8 +190,8 @@ def test_seeding_also_lists_the_openai_compatible_server(upstream):
     assert set(catalogue(Provider.OPENAI_COMPAT)) == {"compat/fake-model", "compat/fake-free:free"}
 
 
-def test_seeding_goes_on_when_the_openai_compatible_server_is_down(upstream, settings, unreachable_url):
-    settings.OPENAI_COMPAT_BASE_URL = unreachable_url
+def test_seeding_goes_on_when_the_openai_compatible_server_is_down(upstream, settings, refused_url):
+    settings.OPENAI_COMPAT_BASE_URL = f"{refused_url}/api/v1"
 
     output = seed()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from chat.providers.base import ProviderError, StreamEnd, Usage
@@ -28,15 +26,6 @@ def compat(upstream):
 @pytest.fixture
 def gemini(upstream):
     return GeminiProvider(f"{upstream.url}/v1beta", "gemini-test-key")
-
-
-@pytest.fixture
-def closed_port_url():
-    """A base URL on 127.0.0.1 where nothing listens: connecting is refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
 
 
 async def collect(provider, model: str, params: dict | None = None) -> tuple[list[str], list[StreamEnd]]:
@@ -161,16 +150,16 @@ async def test_it_times_out_when_the_upstream_stays_silent(compat, settings):
     assert (error.outcome, error.retryable) == ("timeout", True)
 
 
-async def test_it_reports_a_refused_connection(closed_port_url):
-    refused = OpenAICompatProvider("openai_compat", closed_port_url, "key")
+async def test_it_reports_a_refused_connection(refused_url):
+    refused = OpenAICompatProvider("openai_compat", f"{refused_url}/v1", "key")
 
     _, error = await deltas_before_error(refused, "fake-model")
 
     assert (error.outcome, error.retryable) == ("connect_error", True)
 
 
-async def test_its_completion_reports_a_refused_connection(closed_port_url):
-    refused = OpenAICompatProvider("openai_compat", closed_port_url, "key")
+async def test_its_completion_reports_a_refused_connection(refused_url):
+    refused = OpenAICompatProvider("openai_compat", f"{refused_url}/v1", "key")
 
     with pytest.raises(ProviderError) as caught:
         await refused.complete(MESSAGES, "fake-model", {})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from decimal import Decimal
 
 import pytest
@@ -35,14 +34,6 @@ def make_model(upstream):
 @pytest.fixture
 async def gemini_backup(make_model):
     return await make_model("gemini/backup", Provider.GEMINI, "gemini-2.0-flash")
-
-
-@pytest.fixture
-def refused_url():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
 
 
 async def stream_all(candidates: list[AIModel]) -> tuple[str, RouteTrail]:
@@ -140,7 +131,7 @@ async def test_it_records_how_long_a_timed_out_attempt_took(make_model, gemini_b
 
 
 async def test_it_falls_back_when_the_connection_is_refused(make_model, gemini_backup, settings, refused_url):
-    settings.OPENROUTER_BASE_URL = refused_url
+    settings.OPENROUTER_BASE_URL = f"{refused_url}/v1"
     primary = await make_model("or/primary", fallback=gemini_backup)
 
     text, trail = await stream_all(await candidates_for(primary))
