@@ -28,12 +28,6 @@ KEY_PATTERN = re.compile(r"ahk_[0-9A-Za-z]{38}")
 
 
 @pytest.fixture
-def logged_in(client, user):
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
 def model(upstream):
     return AIModel.objects.create(slug="test/priced", provider=Provider.OPENAI_COMPAT, upstream_id="priced",
                                   name="Priced", input_price_per_m=Decimal("1"), output_price_per_m=Decimal("2"))

@@ -13,12 +13,6 @@ from billing.subscriptions import current_subscription, start_subscription
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def logged_in(client, user):
-    client.force_login(user)
-    return client
-
-
 def record(user, model_slug: str, prompt: int, completion: int, cost: str, **fields) -> UsageRecord:
     return UsageRecord.objects.create(user=user, model_slug=model_slug, prompt_tokens=prompt,
                                       completion_tokens=completion, cost=Decimal(cost), latency_ms=100,

@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from aihub.testing import logged_in_client
 from billing.models import EnterpriseInquiry, Plan, Subscription, UsageRecord
 from billing.subscriptions import current_subscription, start_subscription
 
@@ -22,9 +23,7 @@ def free_user(django_user_model):
 
 @pytest.fixture
 def browser(free_user):
-    client = Client()
-    client.force_login(free_user)
-    return client
+    return logged_in_client(free_user)
 
 
 def test_it_shows_the_plan_period_and_usage_against_the_quota(browser, free_user):

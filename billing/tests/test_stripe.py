@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 import pytest
 from django.test import Client
 
+from aihub.testing import logged_in_client, send_json
 from billing import stripe_api
 from billing.models import StripeEvent, Subscription
 from billing.subscriptions import current_subscription
@@ -38,12 +39,7 @@ class FakeStripe:
                                    "form": {k: v[0] for k, v in parse_qs(body).items()}})
                 payload = ({"id": "cs_test_1", "url": "https://checkout.stripe.test/c/pay/cs_test_1"} if status == 200
                            else {"error": {"message": "Invalid API Key provided"}})
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, payload)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -72,9 +68,7 @@ def buyer(django_user_model):
 
 @pytest.fixture
 def browser(buyer):
-    client = Client()
-    client.force_login(buyer)
-    return client
+    return logged_in_client(buyer)
 
 
 def event(event_id: str, event_type: str, obj: dict) -> bytes:

@@ -8,10 +8,10 @@ from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from accounts.api_keys import issue_key
+from aihub.testing import logged_in_client
 from billing.models import Plan, Subscription, UpstreamAttempt, UsageRecord
 
 pytestmark = pytest.mark.django_db
@@ -32,9 +32,7 @@ def record(owner, *, when=DAY, model="a/model", provider="openrouter", tokens=(1
 
 @pytest.fixture
 def browser(user):
-    client = Client()
-    client.force_login(user)
-    return client
+    return logged_in_client(user)
 
 
 @pytest.fixture
@@ -105,9 +103,7 @@ def test_the_csv_export_has_one_row_per_day_model_and_key(browser, usage):
 def staff(django_user_model):
     operator = django_user_model.objects.create_user("ops@example.com", "correct horse battery", is_staff=True,
                                                      is_superuser=True)
-    client = Client()
-    client.force_login(operator)
-    return client
+    return logged_in_client(operator)
 
 
 def test_the_operator_overview_is_for_staff_only(browser):

@@ -29,6 +29,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from aihub.testing import send_json
+
 REPLY_WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
 USAGE = {"prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17}
 GEMINI_USAGE = {"promptTokenCount": 11, "candidatesTokenCount": 6}
@@ -101,9 +103,9 @@ class FakeUpstream:
                         body = {"models": [{"name": "models/gemini-2.0-flash", "inputTokenLimit": 1048576}]}
                     else:
                         body = {"object": "list", "data": upstream.listed_models}
-                    self._json(200, body)
+                    send_json(self, 200, body)
                 else:
-                    self._json(404, {"error": {"message": "not found"}})
+                    send_json(self, 404, {"error": {"message": "not found"}})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -115,7 +117,7 @@ class FakeUpstream:
                     upstream.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
                 if model.startswith("fail-"):
                     status = int(model.split("-")[1])
-                    self._json(status, {"error": {"message": f"fake failure {status}"}})
+                    send_json(self, status, {"error": {"message": f"fake failure {status}"}})
                     return
                 if model == "hang":
                     time.sleep(HANG_SECONDS)
@@ -134,23 +136,15 @@ class FakeUpstream:
                     with upstream._lock:
                         upstream.open_streams -= 1
 
-            def _json(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
             def _complete(self, model, body, gemini):
                 if model == "bad-event":
-                    self._json(200, ["not", "an", "object"])
+                    send_json(self, 200, ["not", "an", "object"])
                     return
                 text = "".join(REPLY_WORDS)
                 if gemini:
-                    self._json(200, {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"},
-                                                     "finishReason": "STOP"}],
-                                     "usageMetadata": GEMINI_THINKING_USAGE if model == "thinking" else GEMINI_USAGE})
+                    usage = GEMINI_THINKING_USAGE if model == "thinking" else GEMINI_USAGE
+                    send_json(self, 200, {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"},
+                                                          "finishReason": "STOP"}], "usageMetadata": usage})
                     return
                 payload = {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
                            "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -158,7 +152,7 @@ class FakeUpstream:
                 if model != "no-usage":
                     payload["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0} \
                         if model == "zero-usage" else USAGE
-                self._json(200, payload)
+                send_json(self, 200, payload)
 
             def _event(self, payload):
                 data = payload if isinstance(payload, str) else json.dumps(payload)

@@ -10,9 +10,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.test import Client
 
 from aihub.asgi import application
+from aihub.testing import logged_in_client, session_cookie_header
 from billing.metering import count_text_tokens
 from billing.models import UsageRecord
 from chat.models import AIModel, Conversation, Message, Provider
@@ -34,8 +34,7 @@ def fake_model(upstream_id: str) -> AIModel:
 
 @pytest.fixture
 def session_cookie(user):
-    client = Client()
-    client.force_login(user)
+    client = logged_in_client(user)
     return client, f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
 
 
@@ -307,11 +306,9 @@ async def test_a_request_the_plan_refuses_fails_visibly_without_calling_upstream
     conversation = await Conversation.objects.acreate(user=free_user)
     await AIModel.objects.acreate(slug="fake/priced", provider=Provider.OPENAI_COMPAT, upstream_id="fake-model",
                                   name="Fake priced", input_price_per_m=1, output_price_per_m=2)
-    client = Client()
-    await sync_to_async(client.force_login)(free_user)
-    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    cookie = await sync_to_async(session_cookie_header)(free_user)
     communicator = WebsocketCommunicator(application, f"/ws/chat/{conversation.pk}/",
-                                         headers=[ORIGIN, (b"cookie", cookie.encode())])
+                                         headers=[ORIGIN, (b"cookie", cookie)])
     assert (await communicator.connect())[0]
     await communicator.send_json_to({"action": "send", "message": "Hi", "model": "fake/priced"})
     reply_id = reply_id_in(await communicator.receive_from())
