@@ -50,6 +50,12 @@ def other_user(django_user_model):
 
 
 @pytest.fixture
+def free_user(django_user_model):
+    """A new account: on Free, where every account starts."""
+    return django_user_model.objects.create_user("fran@example.com", "correct horse battery")
+
+
+@pytest.fixture
 def logged_in(user):
     """A Django test client logged in as `user`."""
     return logged_in_client(user)

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from accounts.api_keys import issue_key
+from aihub.testing import logged_in_client
 from billing.models import Plan
 from billing.subscriptions import start_subscription
 from chat.generation import Generation
@@ -30,6 +31,12 @@ def make_plan():
         return Plan.objects.create(slug=f"test-{number}", name=f"Test {number}", **fields)
 
     return make
+
+
+@pytest.fixture
+def browser(free_user):
+    """A test client logged in as free_user."""
+    return logged_in_client(free_user)
 
 
 @pytest.fixture

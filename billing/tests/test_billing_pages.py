@@ -9,21 +9,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from aihub.testing import logged_in_client
 from billing.models import EnterpriseInquiry, Plan, Subscription, UsageRecord
 from billing.subscriptions import current_subscription, start_subscription
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def free_user(django_user_model):
-    return django_user_model.objects.create_user("fran@example.com", "correct horse battery")
-
-
-@pytest.fixture
-def browser(free_user):
-    return logged_in_client(free_user)
 
 
 def test_it_shows_the_plan_period_and_usage_against_the_quota(browser, free_user):

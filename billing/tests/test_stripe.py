@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 import pytest
 from django.test import Client
 
-from aihub.testing import logged_in_client, send_json
+from aihub.testing import send_json
 from billing import stripe_api
 from billing.models import StripeEvent, Subscription
 from billing.subscriptions import current_subscription
@@ -60,17 +60,6 @@ def stripe(settings):
     fake.stop()
 
 
-@pytest.fixture
-def buyer(django_user_model):
-    """A buyer on Free (every new account starts there)."""
-    return django_user_model.objects.create_user("buyer@example.com", "correct horse battery")
-
-
-@pytest.fixture
-def browser(buyer):
-    return logged_in_client(buyer)
-
-
 def event(event_id: str, event_type: str, obj: dict) -> bytes:
     return json.dumps({"id": event_id, "type": event_type, "data": {"object": obj}}).encode()
 
@@ -87,7 +76,7 @@ def paid_checkout(buyer, plan="pro", event_id="evt_1") -> bytes:
         "metadata": {"user_id": str(buyer.pk), "plan": plan}})
 
 
-def test_an_upgrade_goes_to_stripe_checkout_and_changes_nothing_yet(stripe, browser, buyer):
+def test_an_upgrade_goes_to_stripe_checkout_and_changes_nothing_yet(stripe, browser, free_user):
     page = browser.get("/billing/change/pro/").content.decode()
     assert "Continue to payment" in page
     response = browser.post("/billing/change/pro/")
@@ -97,11 +86,11 @@ def test_an_upgrade_goes_to_stripe_checkout_and_changes_nothing_yet(stripe, brow
     assert call["form"]["mode"] == "subscription"
     assert call["form"]["line_items[0][price_data][unit_amount]"] == "9900"
     assert call["form"]["line_items[0][price_data][recurring][interval]"] == "month"
-    assert call["form"]["metadata[plan]"] == "pro" and call["form"]["metadata[user_id]"] == str(buyer.pk)
-    assert current_subscription(buyer).plan.slug == "free"
+    assert call["form"]["metadata[plan]"] == "pro" and call["form"]["metadata[user_id]"] == str(free_user.pk)
+    assert current_subscription(free_user).plan.slug == "free"
 
 
-def test_stripe_refusing_the_checkout_is_shown_and_changes_nothing(settings, stripe, browser, buyer):
+def test_stripe_refusing_the_checkout_is_shown_and_changes_nothing(settings, stripe, browser, free_user):
     refusing = FakeStripe(status=401)
     settings.STRIPE_API_BASE = refusing.url
     try:
@@ -109,23 +98,23 @@ def test_stripe_refusing_the_checkout_is_shown_and_changes_nothing(settings, str
     finally:
         refusing.stop()
     assert "The payment page could not be opened" in page and "Invalid API Key provided" in page
-    assert current_subscription(buyer).plan.slug == "free"
+    assert current_subscription(free_user).plan.slug == "free"
 
 
-def test_a_signed_paid_checkout_webhook_starts_the_plan(stripe, buyer):
-    response = deliver(paid_checkout(buyer))
+def test_a_signed_paid_checkout_webhook_starts_the_plan(stripe, free_user):
+    response = deliver(paid_checkout(free_user))
     assert response.status_code == 200 and response.json() == {"result": "handled"}
-    subscription = current_subscription(buyer)
+    subscription = current_subscription(free_user)
     assert subscription.plan.slug == "pro"
     assert (subscription.stripe_customer_id, subscription.stripe_subscription_id) == ("cus_1", "sub_1")
 
 
-def test_a_duplicate_event_is_acknowledged_and_applied_once(stripe, buyer):
-    payload = paid_checkout(buyer)
+def test_a_duplicate_event_is_acknowledged_and_applied_once(stripe, free_user):
+    payload = paid_checkout(free_user)
     assert deliver(payload).json() == {"result": "handled"}
     again = deliver(payload)
     assert again.status_code == 200 and again.json() == {"result": "duplicate"}
-    assert Subscription.objects.filter(user=buyer, plan__slug="pro").count() == 1
+    assert Subscription.objects.filter(user=free_user, plan__slug="pro").count() == 1
     assert StripeEvent.objects.count() == 1
 
 
@@ -134,35 +123,35 @@ def test_a_duplicate_event_is_acknowledged_and_applied_once(stripe, buyer):
     stripe_api.sign(b"another body", SECRET),
     stripe_api.sign(b"{}", "whsec_someone_else"),
 ])
-def test_an_unsigned_or_wrongly_signed_webhook_is_refused(stripe, buyer, signature):
-    payload = paid_checkout(buyer)
+def test_an_unsigned_or_wrongly_signed_webhook_is_refused(stripe, free_user, signature):
+    payload = paid_checkout(free_user)
     if signature == stripe_api.sign(b"{}", "whsec_someone_else"):
         signature = stripe_api.sign(payload, "whsec_someone_else")
     response = deliver(payload, signature)
     assert response.status_code == 400 and "invalid signature" in response.json()["error"]
-    assert current_subscription(buyer).plan.slug == "free"
+    assert current_subscription(free_user).plan.slug == "free"
     assert not StripeEvent.objects.exists()
 
 
-def test_an_old_signature_is_refused_as_a_replay(stripe, buyer):
-    payload = paid_checkout(buyer)
+def test_an_old_signature_is_refused_as_a_replay(stripe, free_user):
+    payload = paid_checkout(free_user)
     stale = stripe_api.sign(payload, SECRET, timestamp=int(time.time()) - stripe_api.SIGNATURE_TOLERANCE_SECONDS - 5)
     assert deliver(payload, stale).status_code == 400
 
 
-def test_an_unpaid_checkout_and_unknown_events_change_nothing(stripe, buyer):
+def test_an_unpaid_checkout_and_unknown_events_change_nothing(stripe, free_user):
     unpaid = event("evt_2", "checkout.session.completed", {"payment_status": "unpaid",
-                                                           "metadata": {"user_id": str(buyer.pk), "plan": "pro"}})
+                                                           "metadata": {"user_id": str(free_user.pk), "plan": "pro"}})
     assert deliver(unpaid).json() == {"result": "handled"}
     assert deliver(event("evt_3", "invoice.created", {})).json() == {"result": "ignored"}
-    assert current_subscription(buyer).plan.slug == "free"
+    assert current_subscription(free_user).plan.slug == "free"
 
 
-def test_a_subscription_ended_by_stripe_moves_the_user_to_free(stripe, buyer):
-    deliver(paid_checkout(buyer))
+def test_a_subscription_ended_by_stripe_moves_the_user_to_free(stripe, free_user):
+    deliver(paid_checkout(free_user))
     deliver(event("evt_9", "customer.subscription.deleted", {"id": "sub_1"}))
-    assert current_subscription(buyer).plan.slug == "free"
+    assert current_subscription(free_user).plan.slug == "free"
 
 
-def test_without_stripe_keys_the_webhook_does_not_exist(buyer):
-    assert deliver(paid_checkout(buyer)).status_code == 404
+def test_without_stripe_keys_the_webhook_does_not_exist(free_user):
+    assert deliver(paid_checkout(free_user)).status_code == 404

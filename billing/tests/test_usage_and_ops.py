@@ -31,11 +31,6 @@ def record(owner, *, when=DAY, model="a/model", provider="openrouter", tokens=(1
 
 
 @pytest.fixture
-def browser(user):
-    return logged_in_client(user)
-
-
-@pytest.fixture
 def usage(user, other_user):
     key, _ = issue_key(user, "ci")
     record(user)
@@ -46,8 +41,8 @@ def usage(user, other_user):
     return key
 
 
-def dashboard(browser, query="start=2026-11-09&end=2026-11-12"):
-    return browser.get(f"/usage/?{query}")
+def dashboard(client, query="start=2026-11-09&end=2026-11-12"):
+    return client.get(f"/usage/?{query}")
 
 
 def chart_data(response) -> dict:
@@ -56,8 +51,8 @@ def chart_data(response) -> dict:
     return json.loads(page[start:page.index("</script>", start)])
 
 
-def test_the_dashboard_sums_the_callers_own_usage_per_day_model_and_key(browser, usage):
-    response = dashboard(browser)
+def test_the_dashboard_sums_the_callers_own_usage_per_day_model_and_key(logged_in, usage):
+    response = dashboard(logged_in)
     data = chart_data(response)
     assert data["labels"] == ["2026-11-09", "2026-11-10", "2026-11-11", "2026-11-12"]
     assert data["tokens"] == [0, 15, 152, 0]
@@ -70,33 +65,33 @@ def test_the_dashboard_sums_the_callers_own_usage_per_day_model_and_key(browser,
     assert b"chart-4.6.1.umd.min.js" in response.content and b'id="tokens-chart"' in response.content
 
 
-def test_the_dashboard_aggregates_in_the_database(browser, usage, django_assert_max_num_queries):
+def test_the_dashboard_aggregates_in_the_database(logged_in, usage, django_assert_max_num_queries):
     with django_assert_max_num_queries(8):  # session, user, then one query per figure: not one per row
-        dashboard(browser)
+        dashboard(logged_in)
 
 
-def test_the_dashboard_defaults_to_the_last_30_days_and_refuses_a_bad_range(browser, user):
+def test_the_dashboard_defaults_to_the_last_30_days_and_refuses_a_bad_range(logged_in, user):
     record(user, when=timezone.now())
-    response = browser.get("/usage/")
+    response = logged_in.get("/usage/")
     data = chart_data(response)
     assert len(data["labels"]) == 30 and data["labels"][-1] == timezone.now().date().isoformat()
     for day in (data["labels"][0], data["labels"][-1]):  # the chosen range is shown in the form
         assert f'value="{day}"' in response.content.decode()
-    bad = dashboard(browser, "start=2026-11-12&end=2026-11-01")
+    bad = dashboard(logged_in, "start=2026-11-12&end=2026-11-01")
     assert bad.status_code == 400 and b"The start date must come before the end date." in bad.content
-    assert dashboard(browser, "start=2024-01-01&end=2026-11-01").status_code == 400
-    assert dashboard(browser, "start=yesterday").status_code == 400
+    assert dashboard(logged_in, "start=2024-01-01&end=2026-11-01").status_code == 400
+    assert dashboard(logged_in, "start=yesterday").status_code == 400
 
 
-def test_the_csv_export_has_one_row_per_day_model_and_key(browser, usage):
-    lines = browser.get("/usage/export.csv?start=2026-11-09&end=2026-11-12").content.decode().splitlines()
+def test_the_csv_export_has_one_row_per_day_model_and_key(logged_in, usage):
+    lines = logged_in.get("/usage/export.csv?start=2026-11-09&end=2026-11-12").content.decode().splitlines()
     assert lines[0] == "date,model,provider,api_key,requests,prompt_tokens,completion_tokens,total_tokens,cost_usd"
     assert lines[1:] == [
         "2026-11-10,a/model,openrouter,Chat page,1,10,5,15,0.01000000",
         "2026-11-11,a/model,openrouter,Chat page,1,1,1,2,0.00100000",
         f"2026-11-11,b/model,openrouter,ci ({usage.prefix}),1,100,50,150,0.50000000",
     ]
-    assert browser.get("/usage/export.csv?start=2026-11-12&end=2026-11-01").status_code == 400
+    assert logged_in.get("/usage/export.csv?start=2026-11-12&end=2026-11-01").status_code == 400
 
 
 @pytest.fixture
@@ -106,8 +101,8 @@ def staff(django_user_model):
     return logged_in_client(operator)
 
 
-def test_the_operator_overview_is_for_staff_only(browser):
-    assert browser.get("/ops/").status_code == 302  # to the admin login
+def test_the_operator_overview_is_for_staff_only(logged_in):
+    assert logged_in.get("/ops/").status_code == 302  # to the admin login
 
 
 def test_the_operator_overview_shows_requests_tokens_cost_and_error_rate_per_provider(staff, user):
