@@ -62,6 +62,22 @@ async def connect(session_cookie):
             await communicator.disconnect()
 
 
+@pytest.fixture
+def chat_with(connect, conversation):
+    """Open the owner's socket on `conversation`, a fake model of this upstream behaviour in the catalogue."""
+
+    async def open_chat(upstream_id: str):
+        await sync_to_async(fake_model)(upstream_id)
+        communicator, _, _ = await connect(conversation.pk)
+        return communicator
+
+    return open_chat
+
+
+async def send(communicator, message: str, model: str) -> None:
+    await communicator.send_json_to({"action": "send", "message": message, "model": model})
+
+
 async def eventually(predicate, timeout: float = 5.0):
     """Wait until a (sync, ORM-using) predicate holds."""
     deadline = time.monotonic() + timeout
@@ -115,10 +131,9 @@ async def test_it_accepts_the_owner(connect, conversation):
     await communicator.disconnect()
 
 
-async def test_it_saves_the_message_before_calling_upstream(connect, conversation, upstream):
-    await sync_to_async(fake_model)("hang")
-    communicator, _, _ = await connect(conversation.pk)
-    await communicator.send_json_to({"action": "send", "message": "Are you there?", "model": "fake/hang"})
+async def test_it_saves_the_message_before_calling_upstream(chat_with, conversation, upstream):
+    communicator = await chat_with("hang")
+    await send(communicator, "Are you there?", "fake/hang")
     start = await communicator.receive_from()
     assert "Are you there?" in start
     assert await eventually(lambda: len(upstream.requests) == 1)
@@ -131,10 +146,9 @@ async def test_it_saves_the_message_before_calling_upstream(connect, conversatio
     await communicator.disconnect()
 
 
-async def test_it_streams_deltas_as_fragments_then_the_final_reply(connect, conversation, upstream):
-    await sync_to_async(fake_model)("fake-model")
-    communicator, _, _ = await connect(conversation.pk)
-    await communicator.send_json_to({"action": "send", "message": "Hi there", "model": "fake/fake-model"})
+async def test_it_streams_deltas_as_fragments_then_the_final_reply(chat_with, conversation, upstream):
+    communicator = await chat_with("fake-model")
+    await send(communicator, "Hi there", "fake/fake-model")
     start = await communicator.receive_from()
     reply_id = reply_id_in(start)
     assert 'id="conversation-heading"' in start  # the first message names the conversation
@@ -151,14 +165,13 @@ async def test_it_streams_deltas_as_fragments_then_the_final_reply(connect, conv
     await communicator.disconnect()
 
 
-async def test_it_removes_the_first_message_hint(connect, conversation, upstream):
-    await sync_to_async(fake_model)("fake-model")
-    communicator, _, _ = await connect(conversation.pk)
-    await communicator.send_json_to({"action": "send", "message": "Hi", "model": "fake/fake-model"})
+async def test_it_removes_the_first_message_hint(chat_with, upstream):
+    communicator = await chat_with("fake-model")
+    await send(communicator, "Hi", "fake/fake-model")
     start = await communicator.receive_from()
     assert '<p id="chat-hint" hx-swap-oob="delete"></p>' in start
     await receive_until_final(communicator)
-    await communicator.send_json_to({"action": "send", "message": "Again", "model": "fake/fake-model"})
+    await send(communicator, "Again", "fake/fake-model")
     assert "chat-hint" not in await communicator.receive_from()
     await receive_until_final(communicator)
     await communicator.disconnect()
@@ -166,15 +179,14 @@ async def test_it_removes_the_first_message_hint(connect, conversation, upstream
 
 async def stream_some_then(communicator, chunks: int = 2) -> tuple[int, list[str]]:
     """Send a message to the slow model and read the start fragment and a few deltas."""
-    await communicator.send_json_to({"action": "send", "message": "Tell me a long story", "model": "fake/slow"})
+    await send(communicator, "Tell me a long story", "fake/slow")
     reply_id = reply_id_in(await communicator.receive_from())
     frames = [await communicator.receive_from(timeout=5) for _ in range(chunks)]
     return reply_id, deltas_of(frames, reply_id)
 
 
-async def test_stop_keeps_the_partial_reply_meters_it_and_closes_upstream(connect, conversation, upstream):
-    await sync_to_async(fake_model)("slow")
-    communicator, _, _ = await connect(conversation.pk)
+async def test_stop_keeps_the_partial_reply_meters_it_and_closes_upstream(chat_with, conversation, upstream):
+    communicator = await chat_with("slow")
     reply_id, _ = await stream_some_then(communicator)
     await communicator.send_json_to({"action": "stop"})
     frames = await receive_until_final(communicator)
@@ -193,10 +205,9 @@ async def test_stop_keeps_the_partial_reply_meters_it_and_closes_upstream(connec
 
 
 async def test_disconnect_mid_stream_keeps_the_partial_reply_meters_it_once_and_closes_upstream(
-    connect, conversation, upstream
+    chat_with, conversation, upstream
 ):
-    await sync_to_async(fake_model)("slow")
-    communicator, _, _ = await connect(conversation.pk)
+    communicator = await chat_with("slow")
     reply_id, delivered = await stream_some_then(communicator, chunks=3)
     await communicator.disconnect()
     assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0)
@@ -211,11 +222,10 @@ async def test_disconnect_mid_stream_keeps_the_partial_reply_meters_it_once_and_
 
 
 async def test_upstream_failure_mid_stream_keeps_the_partial_reply_and_shows_an_error(
-    connect, conversation, upstream
+    chat_with, conversation, upstream
 ):
-    await sync_to_async(fake_model)("drop-after-2")
-    communicator, _, _ = await connect(conversation.pk)
-    await communicator.send_json_to({"action": "send", "message": "Hi", "model": "fake/drop-after-2"})
+    communicator = await chat_with("drop-after-2")
+    await send(communicator, "Hi", "fake/drop-after-2")
     reply_id = reply_id_in(await communicator.receive_from())
     frames = await receive_until_final(communicator)
     assert deltas_of(frames, reply_id) == REPLY_WORDS[:2]
@@ -230,10 +240,9 @@ async def test_upstream_failure_mid_stream_keeps_the_partial_reply_and_shows_an_
     await communicator.disconnect()
 
 
-async def test_regenerate_replaces_the_last_reply(connect, conversation, upstream):
-    await sync_to_async(fake_model)("fake-model")
-    communicator, _, _ = await connect(conversation.pk)
-    await communicator.send_json_to({"action": "send", "message": "Hi", "model": "fake/fake-model"})
+async def test_regenerate_replaces_the_last_reply(chat_with, conversation, upstream):
+    communicator = await chat_with("fake-model")
+    await send(communicator, "Hi", "fake/fake-model")
     first_reply = reply_id_in(await communicator.receive_from())
     await receive_until_final(communicator)
     await communicator.send_json_to({"action": "regenerate", "model": "fake/fake-model"})
@@ -249,11 +258,10 @@ async def test_regenerate_replaces_the_last_reply(connect, conversation, upstrea
     await communicator.disconnect()
 
 
-async def test_sending_while_a_reply_streams_shows_an_error(connect, conversation, upstream):
-    await sync_to_async(fake_model)("slow")
-    communicator, _, _ = await connect(conversation.pk)
+async def test_sending_while_a_reply_streams_shows_an_error(chat_with, upstream):
+    communicator = await chat_with("slow")
     await stream_some_then(communicator, chunks=1)
-    await communicator.send_json_to({"action": "send", "message": "And another thing", "model": "fake/slow"})
+    await send(communicator, "And another thing", "fake/slow")
     frame = await communicator.receive_from()
     while 'id="chat-error"' not in frame:
         frame = await communicator.receive_from()
@@ -264,7 +272,7 @@ async def test_sending_while_a_reply_streams_shows_an_error(connect, conversatio
 
 async def test_it_rejects_an_unknown_model_visibly(connect, conversation):
     communicator, _, _ = await connect(conversation.pk)
-    await communicator.send_json_to({"action": "send", "message": "Hi", "model": "no/such-model"})
+    await send(communicator, "Hi", "no/such-model")
     frame = await communicator.receive_from()
     assert 'id="chat-error"' in frame and "no/such-model" in frame
     assert not await sync_to_async(Message.objects.filter(conversation=conversation).exists)()
@@ -272,10 +280,9 @@ async def test_it_rejects_an_unknown_model_visibly(connect, conversation):
 
 
 async def test_logging_out_closes_the_users_sockets_and_stops_the_reply(
-    connect, conversation, upstream, session_cookie
+    chat_with, connect, conversation, upstream, session_cookie
 ):
-    await sync_to_async(fake_model)("slow")
-    communicator, _, _ = await connect(conversation.pk)
+    communicator = await chat_with("slow")
     reply_id, _ = await stream_some_then(communicator)
     client = session_cookie[0]
     response = await sync_to_async(client.post)("/accounts/logout/")
@@ -290,19 +297,17 @@ async def test_logging_out_closes_the_users_sockets_and_stops_the_reply(
     assert not connected and code == 4401
 
 
-async def test_an_idle_socket_stays_usable(connect, conversation, upstream):
+async def test_an_idle_socket_stays_usable(chat_with, upstream):
     # With Redis as the channel layer, a read timeout shorter than its blocking receive killed idle sockets.
-    await sync_to_async(fake_model)("fake-model")
-    communicator, _, _ = await connect(conversation.pk)
+    communicator = await chat_with("fake-model")
     await asyncio.sleep(6)
-    await communicator.send_json_to({"action": "send", "message": "Still there?", "model": "fake/fake-model"})
+    await send(communicator, "Still there?", "fake/fake-model")
     await communicator.receive_from()
     assert "Hello from the fake upstream." in (await receive_until_final(communicator))[-1]
     await communicator.disconnect()
 
 
-async def test_a_request_the_plan_refuses_fails_visibly_without_calling_upstream(upstream, django_user_model):
-    free_user = await sync_to_async(django_user_model.objects.create_user)("frugal@example.com", "correct horse battery")
+async def test_a_request_the_plan_refuses_fails_visibly_without_calling_upstream(upstream, free_user):
     conversation = await Conversation.objects.acreate(user=free_user)
     await AIModel.objects.acreate(slug="fake/priced", provider=Provider.OPENAI_COMPAT, upstream_id="fake-model",
                                   name="Fake priced", input_price_per_m=1, output_price_per_m=2)
@@ -310,7 +315,7 @@ async def test_a_request_the_plan_refuses_fails_visibly_without_calling_upstream
     communicator = WebsocketCommunicator(application, f"/ws/chat/{conversation.pk}/",
                                          headers=[ORIGIN, (b"cookie", cookie)])
     assert (await communicator.connect())[0]
-    await communicator.send_json_to({"action": "send", "message": "Hi", "model": "fake/priced"})
+    await send(communicator, "Hi", "fake/priced")
     reply_id = reply_id_in(await communicator.receive_from())
     final = (await receive_until_final(communicator))[-1]
     assert "The reply failed" in final
@@ -324,9 +329,9 @@ async def test_a_request_the_plan_refuses_fails_visibly_without_calling_upstream
 
 async def test_it_refuses_empty_and_oversized_messages_visibly(connect, conversation):
     communicator, _, _ = await connect(conversation.pk)
-    await communicator.send_json_to({"action": "send", "message": "   \n ", "model": "auto"})
+    await send(communicator, "   \n ", "auto")
     assert "Write a message first." in await communicator.receive_from()
-    await communicator.send_json_to({"action": "send", "message": "x" * 32_001, "model": "auto"})
+    await send(communicator, "x" * 32_001, "auto")
     assert "That message is too long (32001 characters; the limit is 32000)." in await communicator.receive_from()
     for unreadable in ("not json", "[1, 2]", "42"):
         await communicator.send_to(text_data=unreadable)
