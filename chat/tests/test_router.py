@@ -42,6 +42,13 @@ async def stream_all(candidates: list[AIModel]) -> tuple[str, RouteTrail]:
     return "".join(parts), trail
 
 
+async def stream_failure(model: AIModel) -> ProviderError:
+    """The error that streaming through the model's candidates ends with (it must end with one)."""
+    with pytest.raises(ProviderError) as caught:
+        await stream_all(await candidates_for(model))
+    return caught.value
+
+
 def outcomes(trail: RouteTrail) -> list[tuple[str, str, int | None]]:
     return [(a.provider, a.outcome, a.http_status) for a in trail.attempts]
 
@@ -155,10 +162,9 @@ async def test_it_falls_back_for_a_complete_request_too(make_model, gemini_backu
 async def test_it_does_not_fall_back_on_a_bad_request(make_model, gemini_backup, upstream):
     primary = await make_model("or/primary", upstream_id="fail-400", fallback=gemini_backup)
 
-    with pytest.raises(ProviderError) as caught:
-        await stream_all(await candidates_for(primary))
+    error = await stream_failure(primary)
 
-    assert caught.value.outcome == "http_400"
+    assert error.outcome == "http_400"
     assert len(upstream.requests) == 1
 
 
@@ -189,10 +195,9 @@ async def test_it_falls_back_on_an_overload_error_event_before_the_first_token(m
 async def test_an_overload_error_event_after_the_first_token_is_not_retried(make_model, gemini_backup, upstream):
     primary = await make_model("or/primary", upstream_id="error502-after-2", fallback=gemini_backup)
 
-    with pytest.raises(ProviderError) as caught:
-        await stream_all(await candidates_for(primary))
+    error = await stream_failure(primary)
 
-    assert caught.value.outcome == "http_502"
+    assert error.outcome == "http_502"
     assert len(upstream.requests) == 1
 
 
