@@ -69,6 +69,7 @@ def refused_url():
 
 @pytest.fixture(scope="session")
 def chromium_path():
+    """/usr/bin/chromium, or a skip (a failure with REQUIRE_BROWSER=1) where it is missing."""
     if not CHROMIUM.exists():
         if os.environ.get("REQUIRE_BROWSER") == "1":
             pytest.fail(f"{CHROMIUM} is missing and REQUIRE_BROWSER=1")
@@ -78,8 +79,9 @@ def chromium_path():
 
 @pytest.fixture
 def logged_in_page(live_server, chromium_path):
-    """Opens headless Chromium pages on the live server logged in as a given person (`page.base` is the
-    server's URL, `page.problems` collects errors and 4xx/5xx responses); all are closed at the end."""
+    """Opens a headless Chromium page on the live server logged in as the given person (`page.base` is the
+    server's URL, `page.problems` collects errors and 4xx/5xx responses). The session is made before the
+    browser starts, since Playwright's event loop forbids ORM calls after: one page a test."""
     with contextlib.ExitStack() as pages:
         def open_page(person, *, permissions: tuple[str, ...] = ()):
             return pages.enter_context(chromium_page(
