@@ -9,16 +9,16 @@
 # 127.0.0.1, every step is bounded, and whatever the script started is stopped when it exits.
 # Writes bench/results-aihub-<db>.json (git-ignored) and prints it next to LiteLLM 1.106.2.
 #
-# Environment: BENCH_DIR (the shared harness, default /work/shared/bench), BENCH_PYTHON (its venv's
-# python, default /work/.venv-bench/bin/python), UPSTREAM_PORT (18090), GATEWAY_PORT (8031),
+# Environment: BENCH_DIR (the shared harness, default ../shared/bench beside the repo), BENCH_PYTHON (its venv's
+# python, default ../.venv-bench/bin/python beside the repo: see the harness README), UPSTREAM_PORT (18090), GATEWAY_PORT (8031),
 # PG_ADMIN_URL (postgres://aihub:aihub@127.0.0.1:5432/postgres), BENCH_REDIS_URL (redis://127.0.0.1:6379/7).
 set -euo pipefail
 
 DB_KIND=${1:-postgres}
 SCENARIOS=${2:-a,b,c,d,e}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BENCH_DIR=${BENCH_DIR:-/work/shared/bench}
-BENCH_PYTHON=${BENCH_PYTHON:-/work/.venv-bench/bin/python}
+BENCH_DIR=${BENCH_DIR:-$ROOT/../shared/bench}
+BENCH_PYTHON=${BENCH_PYTHON:-$ROOT/../.venv-bench/bin/python}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18090}
 GATEWAY_PORT=${GATEWAY_PORT:-8031}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://aihub:aihub@127.0.0.1:5432/postgres}
