@@ -8,6 +8,7 @@ others queue. Cancelling the stream (Stop, disconnect) stops generation at the n
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,6 +46,9 @@ class LocalProvider(Provider):
                 model_path=str(model_path()), n_ctx=CONTEXT_TOKENS, n_threads=settings.LOCAL_MODEL_THREADS,
                 verbose=False,
             )
+            # Freed before interpreter shutdown: later, llama_cpp's own globals are gone and its
+            # finaliser prints a TypeError traceback at every exit.
+            atexit.register(self._llama.close)
         return self._llama
 
     def _generate(self, messages, params, emit, cancelled: threading.Event) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
 
 import pytest
+from django.conf import settings
 
 from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
@@ -159,3 +163,23 @@ async def test_a_generation_on_the_local_model_is_metered_with_its_counts(local,
     assert record.cost == 0
     assert "".join(deltas) == generation.text
 
+
+
+def test_a_process_that_used_the_model_exits_without_a_finaliser_traceback(tmp_path):
+    # Seen under pytest: llama_cpp's finaliser ran after interpreter shutdown had cleared its globals.
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(
+        "from chat.providers.router import get_provider\n"
+        "async def test_generate():\n"
+        "    local = get_provider('local')  # the process-wide instance, alive until exit\n"
+        "    async for _ in local.stream([{'role': 'user', 'content': 'Hi'}], 'x', {'max_tokens': 3}):\n"
+        "        pass\n"
+    )
+    env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LOCAL_MODEL_ENABLED": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(settings.BASE_DIR),
+         "-c", str(settings.BASE_DIR / "pytest.ini"), str(probe)],
+        cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Exception ignored" not in result.stdout + result.stderr
