@@ -12,6 +12,13 @@ requests of one user are admitted one after another against committed figures: 5
 requests against a $1 budget can reserve at most $1 between them. Rate limits (ratelimit.py)
 are taken last, so a request refused for quota or concurrency uses no rate allowance, and one
 refused for rate or concurrency reserves nothing.
+
+A plan with none of those limits (no quota, credit, concurrency or rate limit, as Enterprise)
+used through a key without a budget has nothing to reserve against: such a request is admitted
+with one unlocked read (plan policy and max_tokens cap still applied, its worst-case cost still
+capping its charge) and no reservation, so one user's requests no longer take turns. It is then
+not counted as in flight should the plan be changed to a limited one while it runs; its usage
+counts as soon as it settles.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from decimal import Decimal
 
 from channels.db import database_sync_to_async
 from django.db import transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Q, Subquery, Sum
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -201,11 +208,43 @@ def admit(*, user, api_key=None, model: AIModel | None, candidates: list[AIModel
           params: dict) -> Admission:
     """Refuse the request (LimitExceeded) or reserve its worst case. Sync: call through `admit_async`."""
     prompt_tokens = count_prompt_tokens(messages)
-    admission = _admit_locked(user, api_key, model, candidates, params, prompt_tokens)
+    admission = _admit_unlimited(user, api_key, model, candidates, params, prompt_tokens)
+    if admission is None:
+        admission = _admit_locked(user, api_key, model, candidates, params, prompt_tokens)
     if admission is None:
         current_subscription(user)  # creates it, or rolls its period (and applies a scheduled change)
         admission = _admit_locked(user, api_key, model, candidates, params, prompt_tokens, rolled=True)
     return admission
+
+
+def _worst_case(plan, model, candidates, params, prompt_tokens) -> Admission:
+    """The plan's model policy and max_tokens cap applied, and the request's most tokens and cost."""
+    candidates = allowed_candidates(plan, model, candidates)
+    output_tokens, params = output_allowance(plan, params, prompt_tokens, candidates)
+    cost = max((m.cost(prompt_tokens, output_tokens) for m in candidates), default=Decimal(0))
+    return Admission(candidates=candidates, params=params, reserved_tokens=prompt_tokens + output_tokens,
+                     reserved_cost=cost)
+
+
+def _has_nothing_to_reserve(plan) -> bool:
+    """No limit of the plan counts requests in flight, tokens or spend (as the limits below read them)."""
+    return (plan.monthly_token_quota is None and plan.monthly_credit_quota is None
+            and plan.max_concurrent_streams is None and not plan.requests_per_minute and not plan.tokens_per_minute)
+
+
+def _admit_unlimited(user, api_key, model, candidates, params, prompt_tokens) -> Admission | None:
+    """Admission without lock or reservation where neither the plan nor the key limits anything: one
+    query (the subscription, its plan and the key's budget read afresh). None when the locked path
+    must decide: a limit to hold, no subscription yet, or a period to roll."""
+    subscription = Subscription.objects.select_related("plan").filter(user=user, is_active=True)
+    if api_key is not None:
+        budget = ApiKey.objects.filter(pk=api_key.pk).values("monthly_budget")[:1]
+        subscription = subscription.annotate(key_budget=Subquery(budget))
+    subscription = subscription.first()
+    if (subscription is None or subscription.current_period_end <= timezone.now()
+            or not _has_nothing_to_reserve(subscription.plan) or getattr(subscription, "key_budget", None) is not None):
+        return None
+    return _worst_case(subscription.plan, model, candidates, params, prompt_tokens)
 
 
 @transaction.atomic
@@ -220,10 +259,8 @@ def _admit_locked(user, api_key, model, candidates, params, prompt_tokens, *, ro
     if subscription is None or (subscription.current_period_end <= now and not rolled):
         return None
     plan = subscription.plan
-    candidates = allowed_candidates(plan, model, candidates)
-    output_tokens, params = output_allowance(plan, params, prompt_tokens, candidates)
-    tokens = prompt_tokens + output_tokens
-    cost = max((m.cost(prompt_tokens, output_tokens) for m in candidates), default=Decimal(0))
+    admission = _worst_case(plan, model, candidates, params, prompt_tokens)
+    tokens, cost = admission.reserved_tokens, admission.reserved_cost
     # Read afresh: the caller's key object may come from a per-process lookup cache.
     budget = (ApiKey.objects.filter(pk=api_key.pk).values_list("monthly_budget", flat=True).first()
               if api_key is not None else None)
@@ -241,15 +278,15 @@ def _admit_locked(user, api_key, model, candidates, params, prompt_tokens, *, ro
     _refuse_over_quota(subscription, reserved, used, tokens, cost)
     _refuse_over_budget(api_key, budget, reserved, used, cost, subscription)
     _take_rate(plan, user, api_key, tokens)
-    reservation = Reservation.objects.create(
+    admission.reservation_id = Reservation.objects.create(
         user=user, api_key=api_key, tokens=tokens, cost=cost, expires_at=now + RESERVATION_TTL
-    )
-    return Admission(candidates=candidates, params=params, reservation_id=reservation.pk, reserved_tokens=tokens,
-                     reserved_cost=cost)
+    ).pk
+    return admission
 
 
 def release(admission: Admission) -> None:
-    Reservation.objects.filter(pk=admission.reservation_id).delete()
+    if admission.reservation_id is not None:
+        Reservation.objects.filter(pk=admission.reservation_id).delete()
 
 
 async def admit_async(**kwargs) -> Admission:

@@ -49,13 +49,14 @@ def record_usage(*, user, model, trail, status, prompt_tokens, completion_tokens
                  admission=None) -> UsageRecord:
     """Write the usage row, its attempts and the stored reply in one transaction.
 
-    With an admission (billing.limits), its reservation is released in the same transaction, and
+    With an admission (billing.limits), its reservation (if any) is released in the same transaction, and
     the charge is never more than the worst case reserved for it: budgets then hold exactly.
     """
     cost = model.cost(prompt_tokens, completion_tokens) if model else 0
     if admission is not None:
         cost = min(cost, admission.reserved_cost)
-        Reservation.objects.filter(pk=admission.reservation_id).delete()
+        if admission.reservation_id is not None:  # none where the plan limits nothing (limits.admit)
+            Reservation.objects.filter(pk=admission.reservation_id).delete()
     record = UsageRecord.objects.create(
         user=user,
         api_key=api_key,
