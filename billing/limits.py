@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -289,9 +290,11 @@ def release(admission: Admission) -> None:
         Reservation.objects.filter(pk=admission.reservation_id).delete()
 
 
-async def admit_async(**kwargs) -> Admission:
-    """`admit` from async code. If the caller is cancelled meanwhile, a reservation made anyway is released."""
-    task = asyncio.ensure_future(database_sync_to_async(admit)(**kwargs))
+async def admit_async(admit_in_thread: Callable[[], Admission]) -> Admission:
+    """`admit` from async code: `admit_in_thread` calls it, with whatever must precede it in the same
+    worker thread (one hop for all). If the caller is cancelled meanwhile, a reservation made anyway is
+    released."""
+    task = asyncio.ensure_future(database_sync_to_async(admit_in_thread)())
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:

@@ -25,10 +25,14 @@ def _ms(seconds: float) -> int:
 class Generation:
     """Runs one request. However it ends (complete, stopped, failed), `settle` records it once."""
 
-    def __init__(self, *, user, model: AIModel | None, messages: list[dict], params: dict | None = None,
-                 api_key=None, conversation=None, reply: Message | None = None):
+    def __init__(self, *, user, model: AIModel | None = None, messages: list[dict], params: dict | None = None,
+                 api_key=None, conversation=None, reply: Message | None = None,
+                 resolve_model: Callable[[], AIModel | None] | None = None):
+        """`resolve_model`, instead of `model`: finds the requested model (or raises the caller's
+        error), in the admission's worker thread, so that the lookup costs no thread hop of its own."""
         self.user = user
         self.requested_model = model
+        self.resolve_model = resolve_model
         self.messages = messages
         self.params = params or {}
         self.api_key = api_key
@@ -85,13 +89,17 @@ class Generation:
     async def admit(self) -> list[AIModel]:
         """The caller's plan, before any upstream call: raises LimitExceeded (nothing reserved, nothing
         recorded), or reserves the worst case, which `settle` swaps for the real figures."""
-        candidates = await candidates_for(self.requested_model)
-        self.admission = await limits.admit_async(
-            user=self.user, api_key=self.api_key, model=self.requested_model, candidates=candidates,
-            messages=self.messages, params=self.params,
-        )
+        self.admission = await limits.admit_async(self._admit)
         self.params = self.admission.params  # max_tokens clamped to the plan's cap
         return self.admission.candidates
+
+    def _admit(self) -> limits.Admission:
+        if self.resolve_model is not None:
+            self.requested_model = self.resolve_model()
+        return limits.admit(
+            user=self.user, api_key=self.api_key, model=self.requested_model,
+            candidates=candidates_for(self.requested_model), messages=self.messages, params=self.params,
+        )
 
     async def settle(self) -> None:
         if self.usage_record is not None:

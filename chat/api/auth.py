@@ -8,7 +8,8 @@ from django.middleware.csrf import CsrfViewMiddleware
 
 from accounts.api_keys import KeyRefused, authenticate
 from accounts.models import ApiKey
-from chat.conversations import UnknownModel, resolve_model
+from chat import catalogue
+from chat.conversations import UnknownModel
 
 from .errors import ApiError
 
@@ -64,10 +65,10 @@ async def authenticate_request(request, *, allow_session: bool = False) -> Calle
     raise ApiError(401, "Missing API key: send 'Authorization: Bearer <API key>'.", "missing_api_key")
 
 
-async def resolve_allowed_model(caller: Caller, slug: str):
-    """The catalogue model (None for 'auto'): 404 when unknown, 403 when the key may not use it."""
+def allowed_model(caller: Caller, slug: str):
+    """The catalogue model (None for 'auto'): 404 when unknown, 403 when the key may not use it. Sync."""
     try:
-        model = await resolve_model(slug)
+        model = catalogue.active_model(slug)
     except UnknownModel:
         raise ApiError(404, f"The model '{slug}' does not exist. GET /v1/models lists them.", "model_not_found",
                        param="model") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -11,7 +12,7 @@ from django.http import JsonResponse
 
 from chat.generation import Generation
 
-from .auth import authenticate_request, resolve_allowed_model
+from .auth import allowed_model, authenticate_request
 from .catalogue import model_list
 from .decorators import api_view
 from .errors import ApiError, failure_error
@@ -111,9 +112,9 @@ async def chat_completions(request):
     """POST /v1/chat/completions"""
     caller = await authenticate_request(request)
     chat = parse_chat_request(read_json_body(request))
-    model = await resolve_allowed_model(caller, chat.model)
-    generation = Generation(user=caller.user, model=model, messages=chat.messages, params=chat.params,
-                            api_key=caller.api_key)
+    # The model is looked up in the admission's thread hop (an unknown or forbidden one is still a 404 / 403).
+    generation = Generation(user=caller.user, resolve_model=functools.partial(allowed_model, caller, chat.model),
+                            messages=chat.messages, params=chat.params, api_key=caller.api_key)
     if chat.stream:
         return await _stream_response(generation, chat)
     return await _complete_response(generation, chat)

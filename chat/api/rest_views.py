@@ -19,7 +19,7 @@ from chat.consumers import MAX_MESSAGE_CHARS
 from chat.generation import Generation
 from chat.models import Conversation, Message
 
-from .auth import Caller, authenticate_request, resolve_allowed_model
+from .auth import Caller, allowed_model, authenticate_request
 from .catalogue import model_list
 from .decorators import api_view
 from .errors import ApiError
@@ -85,7 +85,7 @@ async def _start_exchange(request):
     if not isinstance(slug, str):
         raise _bad("'model' must be a string.", "model", "invalid_type")
     params = parse_params(data)
-    model = await resolve_allowed_model(caller, slug)
+    model = await database_sync_to_async(allowed_model)(caller, slug)
     if data.get("session_id") is not None:
         conversation = await _session_for(caller, data["session_id"])
     else:

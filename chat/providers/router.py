@@ -49,11 +49,12 @@ def configured_providers() -> list[str]:
     return [name for name in settings.PROVIDER_CHAIN if get_provider(name) is not None]
 
 
-async def candidates_for(model: AIModel | None) -> list[AIModel]:
-    """Models to try in order: the chosen one and its fallbacks, or for 'auto' (None) the free ones."""
+def candidates_for(model: AIModel | None) -> list[AIModel]:
+    """Models to try in order: the chosen one and its fallbacks, or for 'auto' (None) the free ones.
+    Sync (it may query the catalogue): Generation calls it in its admission's thread hop."""
     available = configured_providers()
     if model is None:
-        free = [m async for m in AIModel.objects.active().free().filter(provider__in=available)]
+        free = AIModel.objects.active().free().filter(provider__in=available)
         return sorted(free, key=lambda m: (m.auto_priority, available.index(m.provider), m.slug))
     chain, seen, current = [], set(), model
     while current is not None and current.pk not in seen:
@@ -62,7 +63,7 @@ async def candidates_for(model: AIModel | None) -> list[AIModel]:
         affordable = current.is_free or not model.is_free
         if current.provider in available and current.is_active and affordable:
             chain.append(current)
-        current = await AIModel.objects.filter(pk=current.fallback_id).afirst() if current.fallback_id else None
+        current = AIModel.objects.filter(pk=current.fallback_id).first() if current.fallback_id else None
     return chain
 
 

@@ -7,6 +7,7 @@ import contextlib
 from decimal import Decimal
 
 import pytest
+from channels.db import database_sync_to_async
 
 from chat.models import AIModel, Provider
 from chat.providers.base import ProviderError
@@ -36,6 +37,11 @@ async def gemini_backup(make_model):
     return await make_model("gemini/backup", Provider.GEMINI, "gemini-2.0-flash")
 
 
+async def candidates(model: AIModel | None) -> list[AIModel]:
+    """candidates_for from these async tests: it is sync (it may query the catalogue)."""
+    return await database_sync_to_async(candidates_for)(model)
+
+
 async def stream_all(candidates: list[AIModel]) -> tuple[str, RouteTrail]:
     trail = RouteTrail()
     parts = [delta async for delta in route_stream(candidates, MESSAGES, {}, trail)]
@@ -45,7 +51,7 @@ async def stream_all(candidates: list[AIModel]) -> tuple[str, RouteTrail]:
 async def stream_failure(model: AIModel) -> ProviderError:
     """The error that streaming through the model's candidates ends with (it must end with one)."""
     with pytest.raises(ProviderError) as caught:
-        await stream_all(await candidates_for(model))
+        await stream_all(await candidates(model))
     return caught.value
 
 
@@ -61,7 +67,7 @@ async def test_it_follows_the_fallback_chain(make_model):
     middle = await make_model("gemini/middle", Provider.GEMINI, fallback=last)
     first = await make_model("or/first", fallback=middle)
 
-    assert [m.slug for m in await candidates_for(first)] == ["or/first", "gemini/middle", "compat/last"]
+    assert [m.slug for m in await candidates(first)] == ["or/first", "gemini/middle", "compat/last"]
 
 
 async def test_it_skips_unconfigured_providers_and_inactive_models_in_the_chain(make_model, settings):
@@ -71,7 +77,7 @@ async def test_it_skips_unconfigured_providers_and_inactive_models_in_the_chain(
     first = await make_model("or/first", fallback=middle)
     settings.GEMINI_API_KEY = ""
 
-    assert [m.slug for m in await candidates_for(first)] == ["or/first", "compat/last"]
+    assert [m.slug for m in await candidates(first)] == ["or/first", "compat/last"]
 
 
 async def test_it_stops_at_a_fallback_cycle(make_model):
@@ -80,7 +86,7 @@ async def test_it_stops_at_a_fallback_cycle(make_model):
     first.fallback = second
     await first.asave(update_fields=["fallback"])
 
-    assert [m.slug for m in await candidates_for(first)] == ["or/first", "gemini/second"]
+    assert [m.slug for m in await candidates(first)] == ["or/first", "gemini/second"]
 
 
 async def test_auto_offers_active_free_models_of_configured_providers_by_priority_then_chain(make_model, settings):
@@ -92,17 +98,17 @@ async def test_auto_offers_active_free_models_of_configured_providers_by_priorit
     await make_model("local/free", Provider.LOCAL, auto_priority=1)
     settings.LOCAL_MODEL_ENABLED = False
 
-    assert [m.slug for m in await candidates_for(None)] == ["gemini/free", "or/free", "compat/free"]
+    assert [m.slug for m in await candidates(None)] == ["gemini/free", "or/free", "compat/free"]
 
     settings.PROVIDER_CHAIN = ["openai_compat", "gemini", "openrouter", "local"]
-    assert [m.slug for m in await candidates_for(None)] == ["gemini/free", "compat/free", "or/free"]
+    assert [m.slug for m in await candidates(None)] == ["gemini/free", "compat/free", "or/free"]
 
 
 async def test_auto_is_empty_when_no_free_model_is_reachable(make_model, settings):
     await make_model("or/paid", price="2")
     settings.LOCAL_MODEL_ENABLED = False
 
-    assert await candidates_for(None) == []
+    assert await candidates(None) == []
 
 
 # Fallback before the first token
@@ -118,7 +124,7 @@ async def test_it_falls_back_to_the_next_provider_before_the_first_token(
     settings.UPSTREAM_READ_TIMEOUT = 0.3
     primary = await make_model("or/primary", upstream_id=failure, fallback=gemini_backup)
 
-    text, trail = await stream_all(await candidates_for(primary))
+    text, trail = await stream_all(await candidates(primary))
 
     assert text == REPLY
     assert outcomes(trail) == [("openrouter", outcome, status), ("gemini", "ok", None)]
@@ -131,7 +137,7 @@ async def test_it_records_how_long_a_timed_out_attempt_took(make_model, gemini_b
     settings.UPSTREAM_READ_TIMEOUT = 0.3
     primary = await make_model("or/primary", upstream_id="hang", fallback=gemini_backup)
 
-    _, trail = await stream_all(await candidates_for(primary))
+    _, trail = await stream_all(await candidates(primary))
 
     assert 250 <= trail.attempts[0].latency_ms < 3000
     assert "timed out" in trail.attempts[0].error
@@ -141,7 +147,7 @@ async def test_it_falls_back_when_the_connection_is_refused(make_model, gemini_b
     settings.OPENROUTER_BASE_URL = f"{refused_url}/v1"
     primary = await make_model("or/primary", fallback=gemini_backup)
 
-    text, trail = await stream_all(await candidates_for(primary))
+    text, trail = await stream_all(await candidates(primary))
 
     assert text == REPLY
     assert outcomes(trail) == [("openrouter", "connect_error", None), ("gemini", "ok", None)]
@@ -151,7 +157,7 @@ async def test_it_falls_back_for_a_complete_request_too(make_model, gemini_backu
     primary = await make_model("or/primary", upstream_id="fail-500", fallback=gemini_backup)
     trail = RouteTrail()
 
-    completion = await route_complete(await candidates_for(primary), MESSAGES, {}, trail)
+    completion = await route_complete(await candidates(primary), MESSAGES, {}, trail)
 
     assert completion.text == REPLY
     assert outcomes(trail) == [("openrouter", "http_500", 500), ("gemini", "ok", None)]
@@ -173,7 +179,7 @@ async def test_it_does_not_fall_back_once_text_was_delivered(make_model, gemini_
     trail, delivered = RouteTrail(), []
 
     with pytest.raises(ProviderError) as caught:
-        async for delta in route_stream(await candidates_for(primary), MESSAGES, {}, trail):
+        async for delta in route_stream(await candidates(primary), MESSAGES, {}, trail):
             delivered.append(delta)
 
     assert caught.value.outcome == "connection_lost"
@@ -186,7 +192,7 @@ async def test_it_does_not_fall_back_once_text_was_delivered(make_model, gemini_
 async def test_it_falls_back_on_an_overload_error_event_before_the_first_token(make_model, gemini_backup):
     primary = await make_model("or/primary", upstream_id="error502-after-0", fallback=gemini_backup)
 
-    text, trail = await stream_all(await candidates_for(primary))
+    text, trail = await stream_all(await candidates(primary))
 
     assert text == REPLY
     assert outcomes(trail) == [("openrouter", "http_502", 502), ("gemini", "ok", None)]
@@ -206,14 +212,14 @@ async def test_a_free_model_never_falls_back_to_a_paid_one(make_model):
     free_backup = await make_model("compat/free", Provider.OPENAI_COMPAT, fallback=paid)
     free = await make_model("or/free:free", fallback=free_backup)
 
-    assert [m.slug for m in await candidates_for(free)] == ["or/free:free", "compat/free"]
+    assert [m.slug for m in await candidates(free)] == ["or/free:free", "compat/free"]
 
 
 async def test_a_paid_model_may_fall_back_to_a_free_one(make_model):
     free_backup = await make_model("compat/free", Provider.OPENAI_COMPAT)
     paid = await make_model("or/paid", price="1", fallback=free_backup)
 
-    assert [m.slug for m in await candidates_for(paid)] == ["or/paid", "compat/free"]
+    assert [m.slug for m in await candidates(paid)] == ["or/paid", "compat/free"]
 
 
 async def test_it_gives_up_listing_every_attempt_when_all_fail(make_model):
@@ -222,7 +228,7 @@ async def test_it_gives_up_listing_every_attempt_when_all_fail(make_model):
     trail = RouteTrail()
 
     with pytest.raises(NoProviderAvailable) as caught:
-        async for _ in route_stream(await candidates_for(primary), MESSAGES, {}, trail):
+        async for _ in route_stream(await candidates(primary), MESSAGES, {}, trail):
             pass
 
     assert str(caught.value) == "all providers failed (or/primary: http_500, gemini/backup: http_429)"
@@ -241,7 +247,7 @@ async def test_a_complete_request_gives_up_when_all_fail(make_model):
     primary = await make_model("or/primary", upstream_id="fail-500")
 
     with pytest.raises(NoProviderAvailable):
-        await route_complete(await candidates_for(primary), MESSAGES, {}, RouteTrail())
+        await route_complete(await candidates(primary), MESSAGES, {}, RouteTrail())
 
 
 # Cancellation
@@ -252,7 +258,7 @@ async def test_cancelling_the_stream_closes_the_upstream_connection(make_model, 
     trail, first_delta = RouteTrail(), asyncio.Event()
 
     async def consume():
-        async for _ in route_stream(await candidates_for(slow), MESSAGES, {}, trail):
+        async for _ in route_stream(await candidates(slow), MESSAGES, {}, trail):
             first_delta.set()
 
     task = asyncio.create_task(consume())
