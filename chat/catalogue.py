@@ -1,27 +1,121 @@
 """The model catalogue: as people see it (grouped by provider, only what this server can reach), and
-as requests look models up."""
+as requests read it (a per-process copy, dropped as soon as any process changes the catalogue).
+
+Every change to AIModel rows bumps a version number in the shared cache once its transaction
+commits: saves and deletes through signals (admin, update_or_create, get_or_create), queryset
+updates by calling `catalogue_changed` (catalogue_sync, seed). A request reads that number (one
+Redis round trip, inside the admission's thread hop) and reloads the whole table in one query when
+it moved, so a deactivated or repriced model takes effect on the next request in every process.
+Without Redis (REDIS_URL empty) the cache is per process and cannot see other processes' changes,
+so nothing is kept: each lookup is a query, as before (and likewise inside a transaction).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from functools import cache as cache_per_process
 from itertools import groupby
+
+import redis
+from django.conf import settings
+from django.core.cache import cache, caches
+from django.db import transaction
 
 from .conversations import AUTO, UnknownModel
 from .models import AIModel, Provider
-from .providers.router import configured_providers
+from .providers import router  # a module: router reads this one's `current` in turn
+
+VERSION_CACHE_KEY = "catalogue:version"
 
 
 def models_by_provider() -> list[tuple[str, list[AIModel]]]:
-    available = configured_providers()
+    available = router.configured_providers()
     models = AIModel.objects.active().filter(provider__in=available)
     ordered = sorted(models, key=lambda m: (available.index(m.provider), not m.is_free, m.name))
     return [(Provider(provider).label, list(group)) for provider, group in groupby(ordered, key=lambda m: m.provider)]
 
 
-def active_model(slug: str) -> AIModel | None:
-    """The active catalogue model of that slug; None means 'auto'. Raises UnknownModel. Sync."""
+def _bump_version() -> None:
+    cache.add(VERSION_CACHE_KEY, 0, timeout=None)
+    cache.incr(VERSION_CACHE_KEY)
+
+
+def catalogue_changed() -> None:
+    """Tell every process its copy of the catalogue is stale. After the commit: a process reloading
+    in between would otherwise keep the old rows under the new version."""
+    transaction.on_commit(_bump_version)
+
+
+class LiveCatalogue:
+    """Lookups straight from the database (no shared cache to tell when a copy goes stale)."""
+
+    def active(self, slug: str) -> AIModel | None:
+        return AIModel.objects.active().filter(slug=slug).first()
+
+    def get(self, pk: int) -> AIModel | None:
+        return AIModel.objects.filter(pk=pk).first()
+
+    def active_free(self) -> list[AIModel]:
+        return list(AIModel.objects.active().free())
+
+
+@dataclass
+class CatalogueCopy:
+    """Every AIModel row as of `version`. Its objects are shared by concurrent requests: read only."""
+
+    version: int
+    by_pk: dict[int, AIModel] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.by_slug = {m.slug: m for m in self.by_pk.values() if m.is_active}
+
+    def active(self, slug: str) -> AIModel | None:
+        return self.by_slug.get(slug)
+
+    def get(self, pk: int) -> AIModel | None:
+        return self.by_pk.get(pk)
+
+    def active_free(self) -> list[AIModel]:
+        return [m for m in self.by_slug.values() if m.is_free]
+
+
+Catalogue = LiveCatalogue | CatalogueCopy
+
+_copy: CatalogueCopy | None = None
+
+
+@cache_per_process
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def _version() -> int:
+    """The shared version, read from Redis directly: a quarter of the CPU of Django's cache.get (which
+    builds a client per call). Django's cache stores integers unpickled, so the value is the number."""
+    value = _redis().get(caches["default"].make_and_validate_key(VERSION_CACHE_KEY))
+    return int(value) if value is not None else 0
+
+
+def current() -> Catalogue:
+    """The catalogue to read for this request (read it once per request). Sync: one Redis round trip,
+    plus one query after a change."""
+    global _copy
+    # Rows read inside a transaction may yet be rolled back: such a read is not kept.
+    if not settings.REDIS_URL or transaction.get_connection().in_atomic_block:
+        return LiveCatalogue()
+    version = _version()
+    if _copy is None or _copy.version != version:
+        # Tagged with the version read before loading: a change racing the load is reloaded next time.
+        _copy = CatalogueCopy(version, {m.pk: m for m in AIModel.objects.all()})
+    return _copy
+
+
+def active_model(slug: str, models: Catalogue | None = None) -> AIModel | None:
+    """The active model of that slug in `models` (the current catalogue when not given); None means
+    'auto'. Raises UnknownModel. Sync."""
     if not slug or slug == AUTO:
         return None
-    model = AIModel.objects.active().filter(slug=slug).first()
+    model = (models or current()).active(slug)
     if model is None:
         raise UnknownModel(f"The model '{slug}' is not in the catalogue.")
     return model

@@ -8,6 +8,7 @@ import httpx
 from django.conf import settings
 from django.db import transaction
 
+from .catalogue import catalogue_changed
 from .models import AIModel, Provider
 
 MILLION = Decimal(1_000_000)
@@ -49,6 +50,7 @@ def _store(provider: str, rows: list[dict]) -> int:
                                          defaults={**row, "is_active": True})
         seen.append(row["slug"])
     AIModel.objects.filter(provider=provider).exclude(slug__in=seen).update(is_active=False)
+    catalogue_changed()  # a queryset update sends no signal
     return len(seen)
 
 
@@ -89,6 +91,7 @@ def refresh_gemini() -> int:
         updated += AIModel.objects.filter(provider=Provider.GEMINI, upstream_id=upstream_id).update(
             context_length=item.get("inputTokenLimit"), is_active=True
         )
+    catalogue_changed()  # a queryset update sends no signal
     return updated
 
 

@@ -13,6 +13,7 @@ from django.db import close_old_connections
 from billing import limits, metering
 from billing.models import UsageRecord
 
+from . import catalogue
 from .models import AIModel, Message
 from .providers.base import ProviderError
 from .providers.router import RouteTrail, candidates_for, route_complete, route_stream
@@ -27,9 +28,10 @@ class Generation:
 
     def __init__(self, *, user, model: AIModel | None = None, messages: list[dict], params: dict | None = None,
                  api_key=None, conversation=None, reply: Message | None = None,
-                 resolve_model: Callable[[], AIModel | None] | None = None):
-        """`resolve_model`, instead of `model`: finds the requested model (or raises the caller's
-        error), in the admission's worker thread, so that the lookup costs no thread hop of its own."""
+                 resolve_model: Callable[[catalogue.Catalogue], AIModel | None] | None = None):
+        """`resolve_model`, instead of `model`: finds the requested model in the catalogue it is given
+        (or raises the caller's error), in the admission's worker thread, so that the lookup costs no
+        thread hop of its own."""
         self.user = user
         self.requested_model = model
         self.resolve_model = resolve_model
@@ -94,11 +96,12 @@ class Generation:
         return self.admission.candidates
 
     def _admit(self) -> limits.Admission:
+        models = catalogue.current()
         if self.resolve_model is not None:
-            self.requested_model = self.resolve_model()
+            self.requested_model = self.resolve_model(models)
         return limits.admit(
             user=self.user, api_key=self.api_key, model=self.requested_model,
-            candidates=candidates_for(self.requested_model), messages=self.messages, params=self.params,
+            candidates=candidates_for(self.requested_model, models), messages=self.messages, params=self.params,
         )
 
     async def settle(self) -> None:

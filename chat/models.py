@@ -4,6 +4,8 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.urls import reverse
 
 
@@ -79,6 +81,14 @@ class AIModel(models.Model):
         return (
             Decimal(prompt_tokens) * self.input_price_per_m + Decimal(completion_tokens) * self.output_price_per_m
         ) / million
+
+
+@receiver(post_save, sender=AIModel)
+@receiver(post_delete, sender=AIModel)
+def _catalogue_row_changed(**kwargs) -> None:
+    from .catalogue import catalogue_changed  # catalogue.py imports this module
+
+    catalogue_changed()
 
 
 class Conversation(models.Model):

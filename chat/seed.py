@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from .catalogue import catalogue_changed
 from .models import AIModel, Provider
 from .providers.local import CONTEXT_TOKENS, MODEL_ID
 
@@ -47,4 +48,5 @@ def seed_catalogue() -> int:
     for slug, fallback_slug in SEED_FALLBACKS.items():
         if slug in added:
             AIModel.objects.filter(slug=slug).update(fallback=AIModel.objects.get(slug=fallback_slug))
+            catalogue_changed()  # a queryset update sends no signal
     return len(added)

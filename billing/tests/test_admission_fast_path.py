@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from billing.limits import LimitExceeded
 from billing.models import Plan, Reservation, UsageRecord
+from chat import catalogue
 from chat.generation import Generation
 
 from .conftest import generation
@@ -58,6 +59,7 @@ def test_an_unlimited_plan_admits_in_one_unlocked_read_and_reserves_nothing(
         make_plan, subscriber, make_model, make_key):
     person, model = subscriber(make_plan()), make_model()
     worker = generation(person, model, api_key=make_key(person))
+    catalogue.current()  # with Redis: the process's copy of the catalogue, loaded now, not by the request
     statements = statements_of(worker)
     assert kinds(statements) == [
         "select billing_subscription",  # with its plan and the key's budget
@@ -71,6 +73,7 @@ def test_an_unlimited_plan_admits_in_one_unlocked_read_and_reserves_nothing(
 def test_a_limited_plan_costs_the_locked_admission_and_its_reservation(make_plan, subscriber, make_model, make_key):
     person, model = subscriber(make_plan(max_concurrent_streams=5)), make_model()
     worker = generation(person, model, api_key=make_key(person))
+    catalogue.current()
     assert kinds(statements_of(worker)) == [
         "select billing_subscription",  # the unlocked read finds a limit: the locked admission decides
         "select billing_subscription", "select accounts_apikey", "select billing_reservation",

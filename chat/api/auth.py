@@ -65,10 +65,10 @@ async def authenticate_request(request, *, allow_session: bool = False) -> Calle
     raise ApiError(401, "Missing API key: send 'Authorization: Bearer <API key>'.", "missing_api_key")
 
 
-def allowed_model(caller: Caller, slug: str):
+def allowed_model(caller: Caller, slug: str, models: catalogue.Catalogue | None = None):
     """The catalogue model (None for 'auto'): 404 when unknown, 403 when the key may not use it. Sync."""
     try:
-        model = catalogue.active_model(slug)
+        model = catalogue.active_model(slug, models)
     except UnknownModel:
         raise ApiError(404, f"The model '{slug}' does not exist. GET /v1/models lists them.", "model_not_found",
                        param="model") from None

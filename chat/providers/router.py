@@ -13,6 +13,7 @@ from functools import cache
 
 from django.conf import settings
 
+from chat import catalogue  # a module: it imports this one in turn
 from chat.models import AIModel, Provider as ProviderName
 
 from .base import Completion, Provider, ProviderError, StreamEnd
@@ -49,12 +50,14 @@ def configured_providers() -> list[str]:
     return [name for name in settings.PROVIDER_CHAIN if get_provider(name) is not None]
 
 
-def candidates_for(model: AIModel | None) -> list[AIModel]:
-    """Models to try in order: the chosen one and its fallbacks, or for 'auto' (None) the free ones.
-    Sync (it may query the catalogue): Generation calls it in its admission's thread hop."""
+def candidates_for(model: AIModel | None, models: catalogue.Catalogue | None = None) -> list[AIModel]:
+    """Models to try in order: the chosen one and its fallbacks, or for 'auto' (None) the free ones,
+    from `models` (the current catalogue when not given). Sync (it may query the catalogue): Generation
+    calls it in its admission's thread hop."""
     available = configured_providers()
+    models = models or catalogue.current()
     if model is None:
-        free = AIModel.objects.active().free().filter(provider__in=available)
+        free = [m for m in models.active_free() if m.provider in available]
         return sorted(free, key=lambda m: (m.auto_priority, available.index(m.provider), m.slug))
     chain, seen, current = [], set(), model
     while current is not None and current.pk not in seen:
@@ -63,7 +66,7 @@ def candidates_for(model: AIModel | None) -> list[AIModel]:
         affordable = current.is_free or not model.is_free
         if current.provider in available and current.is_active and affordable:
             chain.append(current)
-        current = AIModel.objects.filter(pk=current.fallback_id).first() if current.fallback_id else None
+        current = models.get(current.fallback_id) if current.fallback_id else None
     return chain
 
 
