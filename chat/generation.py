@@ -55,12 +55,25 @@ class Generation:
     async def stream(self, on_delta: Callable[[str], Awaitable[None]]) -> None:
         """Call on_delta for each piece of text. Raises ProviderError; cancellable at any await."""
         candidates = await self.admit()
-        try:
+        async with self._metered():
             # aclosing: if on_delta raises, the upstream connection is closed now, not at garbage collection.
             async with contextlib.aclosing(route_stream(candidates, self.messages, self.params, self.trail)) as deltas:
                 async for delta in deltas:
                     self.parts.append(delta)
                     await on_delta(delta)
+
+    async def complete(self) -> str:
+        candidates = await self.admit()
+        async with self._metered():
+            completion = await route_complete(candidates, self.messages, self.params, self.trail)
+            self.parts.append(completion.text)
+        return completion.text
+
+    @contextlib.asynccontextmanager
+    async def _metered(self):
+        """However the request inside ends, it gets its status and is settled exactly once."""
+        try:
+            yield
             self.status = UsageRecord.Status.COMPLETE
         except asyncio.CancelledError:
             self.status = UsageRecord.Status.STOPPED
@@ -70,22 +83,6 @@ class Generation:
             raise
         finally:
             # Shielded: a second cancellation must not lose the record of what was delivered.
-            await asyncio.shield(self.settle())
-
-    async def complete(self) -> str:
-        candidates = await self.admit()
-        try:
-            completion = await route_complete(candidates, self.messages, self.params, self.trail)
-            self.parts.append(completion.text)
-            self.status = UsageRecord.Status.COMPLETE
-            return completion.text
-        except asyncio.CancelledError:
-            self.status = UsageRecord.Status.STOPPED
-            raise
-        except ProviderError as exc:
-            self.error = str(exc)
-            raise
-        finally:
             await asyncio.shield(self.settle())
 
     async def admit(self) -> list[AIModel]:
