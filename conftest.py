@@ -83,10 +83,16 @@ def logged_in_page(live_server, chromium_path):
     server's URL, `page.problems` collects errors and 4xx/5xx responses). The session is made before the
     browser starts, since Playwright's event loop forbids ORM calls after: one page a test."""
     with contextlib.ExitStack() as pages:
+
         def open_page(person, *, permissions: tuple[str, ...] = ()):
-            return pages.enter_context(chromium_page(
-                chromium_path, viewport={"width": 1280, "height": 900}, base_url=live_server.url,
-                session_key=session_key_for(person), permissions=permissions,
-            ))
+            return pages.enter_context(
+                chromium_page(
+                    chromium_path,
+                    viewport={"width": 1280, "height": 900},
+                    base_url=live_server.url,
+                    session_key=session_key_for(person),
+                    permissions=permissions,
+                )
+            )
 
         yield open_page

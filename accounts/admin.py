@@ -28,22 +28,47 @@ class UserAdmin(BaseUserAdmin):
 class ApiKeyAdmin(admin.ModelAdmin):
     """Keys are issued on the API keys page or by `manage.py create_api_key`; the secret is never here."""
 
-    list_display = ["name", "prefix", "user", "status", "created_at", "last_used_at", "expires_at", "revoked_at",
-                    "requests", "tokens", "cost"]
+    list_display = [
+        "name",
+        "prefix",
+        "user",
+        "status",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "requests",
+        "tokens",
+        "cost",
+    ]
     list_filter = ["revoked_at", "expires_at"]
     list_select_related = ["user"]
     search_fields = ["name", "prefix", "user__email"]
-    fields = ["user", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at", "allowed_models",
-              "monthly_budget", "usage"]
+    fields = [
+        "user",
+        "name",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "allowed_models",
+        "monthly_budget",
+        "usage",
+    ]
     readonly_fields = ["user", "prefix", "created_at", "last_used_at", "revoked_at", "usage"]
     filter_horizontal = ["allowed_models"]
     actions = ["revoke_keys"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            usage_requests=Count("usage_records"),
-            usage_tokens=Sum(F("usage_records__prompt_tokens") + F("usage_records__completion_tokens")),
-            usage_cost=Sum("usage_records__cost"),
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                usage_requests=Count("usage_records"),
+                usage_tokens=Sum(F("usage_records__prompt_tokens") + F("usage_records__completion_tokens")),
+                usage_cost=Sum("usage_records__cost"),
+            )
         )
 
     def has_add_permission(self, request):
@@ -63,14 +88,22 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="usage (all time)")
     def usage(self, obj):
-        rows = (UsageRecord.objects.filter(api_key=obj).values("model_slug")
-                .annotate(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
-                          cost=Sum("cost"))
-                .order_by("-cost", "model_slug"))
-        link = format_html('<a href="{}?api_key__id__exact={}">All usage records of this key</a>',
-                           reverse("admin:billing_usagerecord_changelist"), obj.pk)
-        lines = format_html_join("", "<li>{}: {} requests, {} tokens, ${}</li>",
-                                 ((r["model_slug"], r["requests"], r["tokens"], r["cost"]) for r in rows))
+        rows = (
+            UsageRecord.objects.filter(api_key=obj)
+            .values("model_slug")
+            .annotate(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")), cost=Sum("cost"))
+            .order_by("-cost", "model_slug")
+        )
+        link = format_html(
+            '<a href="{}?api_key__id__exact={}">All usage records of this key</a>',
+            reverse("admin:billing_usagerecord_changelist"),
+            obj.pk,
+        )
+        lines = format_html_join(
+            "",
+            "<li>{}: {} requests, {} tokens, ${}</li>",
+            ((r["model_slug"], r["requests"], r["tokens"], r["cost"]) for r in rows),
+        )
         return format_html("<ul>{}</ul>{}", lines or "no requests yet", link)
 
     @admin.action(description="Revoke selected API keys")

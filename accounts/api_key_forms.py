@@ -11,14 +11,23 @@ from chat.providers.router import configured_providers
 
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What the key is for, e.g. 'CI' or 'my laptop'.")
-    expires_on = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}),
-                                 help_text="Optional. The key stops working at the start of that day (UTC).")
+    expires_on = forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Optional. The key stops working at the start of that day (UTC).",
+    )
     allowed_models = forms.ModelMultipleChoiceField(
-        queryset=AIModel.objects.none(), required=False, widget=forms.SelectMultiple(attrs={"size": 6}),
+        queryset=AIModel.objects.none(),
+        required=False,
+        widget=forms.SelectMultiple(attrs={"size": 6}),
         help_text="Optional. Leave empty to allow every model (and 'auto').",
     )
     monthly_budget = forms.DecimalField(
-        label="Monthly budget (USD)", required=False, min_value=Decimal("0.01"), max_digits=12, decimal_places=2,
+        label="Monthly budget (USD)",
+        required=False,
+        min_value=Decimal("0.01"),
+        max_digits=12,
+        decimal_places=2,
         help_text="Optional. Requests that would spend more than this per billing period are refused.",
     )
 

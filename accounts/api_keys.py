@@ -73,7 +73,7 @@ def is_well_formed(raw_key: str) -> bool:
     """Prefix, length, alphabet and checksum: no I/O, so forged keys cost nothing to refuse."""
     if len(raw_key) != KEY_LENGTH or not raw_key.startswith(KEY_PREFIX):
         return False
-    body = raw_key[len(KEY_PREFIX):]
+    body = raw_key[len(KEY_PREFIX) :]
     if any(char not in BASE62 for char in body):
         return False
     secret, checksum = body[:SECRET_CHARS], body[SECRET_CHARS:]
@@ -86,13 +86,18 @@ def generate_key() -> str:
 
 
 @transaction.atomic
-def issue_key(user, name: str, *, expires_at: datetime | None = None, allowed_models=(),
-              monthly_budget=None) -> tuple[ApiKey, str]:
+def issue_key(
+    user, name: str, *, expires_at: datetime | None = None, allowed_models=(), monthly_budget=None
+) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the full key, which is never stored and cannot be shown again."""
     raw_key = generate_key()
     api_key = ApiKey.objects.create(
-        user=user, name=name, prefix=raw_key[:LOOKUP_PREFIX_CHARS], hashed_key=hash_key(raw_key),
-        expires_at=expires_at, monthly_budget=monthly_budget,
+        user=user,
+        name=name,
+        prefix=raw_key[:LOOKUP_PREFIX_CHARS],
+        hashed_key=hash_key(raw_key),
+        expires_at=expires_at,
+        monthly_budget=monthly_budget,
     )
     if allowed_models:
         api_key.allowed_models.set(allowed_models)
@@ -123,9 +128,7 @@ async def _load(hashed: str) -> ApiKey | None:
     return api_key
 
 
-_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
-    weakref.WeakKeyDictionary()
-)
+_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
 
 
 async def _generation() -> int:

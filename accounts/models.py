@@ -59,9 +59,7 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     allowed_models = models.ManyToManyField("chat.AIModel", blank=True, help_text="Empty means every model.")
-    monthly_budget = models.DecimalField(
-        "monthly budget (USD)", max_digits=12, decimal_places=2, null=True, blank=True
-    )
+    monthly_budget = models.DecimalField("monthly budget (USD)", max_digits=12, decimal_places=2, null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

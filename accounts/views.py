@@ -13,13 +13,21 @@ def profile(request):
     by_model = (
         UsageRecord.objects.filter(user=request.user, created_at__gte=since)
         .values("model_slug")
-        .annotate(requests=Count("id"), prompt_tokens=Sum("prompt_tokens"),
-                  completion_tokens=Sum("completion_tokens"), cost=Sum("cost"))
+        .annotate(
+            requests=Count("id"),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            cost=Sum("cost"),
+        )
         .order_by("-cost", "model_slug")
     )
-    return render(request, "accounts/profile.html", {
-        "subscription": subscription,
-        "plan": subscription.plan,
-        "usage": period_usage(request.user, since),
-        "by_model": by_model,
-    })
+    return render(
+        request,
+        "accounts/profile.html",
+        {
+            "subscription": subscription,
+            "plan": subscription.plan,
+            "usage": period_usage(request.user, since),
+            "by_model": by_model,
+        },
+    )

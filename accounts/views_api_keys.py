@@ -33,10 +33,14 @@ def _keys_with_period_usage(user, since):
         period_requests=Count("usage_records", filter=in_period),
         period_tokens=Coalesce(
             Sum(F("usage_records__prompt_tokens") + F("usage_records__completion_tokens"), filter=in_period),
-            Value(0), output_field=IntegerField(),
+            Value(0),
+            output_field=IntegerField(),
         ),
-        period_cost=Coalesce(Sum("usage_records__cost", filter=in_period), Value(0),
-                             output_field=DecimalField(max_digits=14, decimal_places=8)),
+        period_cost=Coalesce(
+            Sum("usage_records__cost", filter=in_period),
+            Value(0),
+            output_field=DecimalField(max_digits=14, decimal_places=8),
+        ),
     )
 
 
@@ -58,21 +62,32 @@ def api_key_list(request):
     form = ApiKeyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         if _key_limit_reached(request.user, plan):
-            form.add_error(None, f"The {plan.name} plan allows {plan.max_api_keys} active API key(s). "
-                                 "Revoke one, or upgrade your plan.")
+            form.add_error(
+                None,
+                f"The {plan.name} plan allows {plan.max_api_keys} active API key(s). Revoke one, or upgrade your plan.",
+            )
         else:
             api_key, new_key = api_keys.issue_key(
-                request.user, form.cleaned_data["name"], expires_at=_at_midnight(form.cleaned_data["expires_on"]),
+                request.user,
+                form.cleaned_data["name"],
+                expires_at=_at_midnight(form.cleaned_data["expires_on"]),
                 allowed_models=form.cleaned_data["allowed_models"],
                 monthly_budget=form.cleaned_data["monthly_budget"],
             )
             form = ApiKeyForm()
-    keys = _keys_with_period_usage(request.user, subscription.current_period_start).prefetch_related(
-        "allowed_models")
-    response = render(request, "accounts/api_keys.html", {
-        "form": form, "keys": keys, "new_key": new_key, "subscription": subscription, "now": timezone.now(),
-        "base_url": request.build_absolute_uri("/v1"),
-    })
+    keys = _keys_with_period_usage(request.user, subscription.current_period_start).prefetch_related("allowed_models")
+    response = render(
+        request,
+        "accounts/api_keys.html",
+        {
+            "form": form,
+            "keys": keys,
+            "new_key": new_key,
+            "subscription": subscription,
+            "now": timezone.now(),
+            "base_url": request.build_absolute_uri("/v1"),
+        },
+    )
     if new_key:
         response["Cache-Control"] = "no-store"  # the page holding the key must not be kept anywhere
     return response
@@ -93,20 +108,47 @@ def api_key_detail(request, pk: int):
     since = subscription.current_period_start
     records = UsageRecord.objects.filter(user=request.user, api_key=api_key)
     in_period = records.filter(created_at__gte=since)
-    by_model = (in_period.values("model_slug")
-                .annotate(requests=Count("id"), prompt_tokens=Sum("prompt_tokens"),
-                          completion_tokens=Sum("completion_tokens"), cost=Sum("cost"))
-                .order_by("-cost", "model_slug"))
-    by_day = (in_period.annotate(day=TruncDate("created_at")).values("day")
-              .annotate(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
-                        cost=Sum("cost"))
-              .order_by("-day"))
-    page = Paginator(records.only("created_at", "model_slug", "provider", "prompt_tokens", "completion_tokens",
-                                  "cost", "status", "latency_ms", "ttft_ms"),
-                     USAGE_ROWS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "accounts/api_key_detail.html", {
-        "api_key": api_key, "subscription": subscription, "now": timezone.now(),
-        "usage": period_usage(request.user, since, api_key=api_key),
-        "by_model": by_model, "by_day": by_day, "page": page,
-        "allowed_models": api_key.allowed_models.order_by("slug"),
-    })
+    by_model = (
+        in_period.values("model_slug")
+        .annotate(
+            requests=Count("id"),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            cost=Sum("cost"),
+        )
+        .order_by("-cost", "model_slug")
+    )
+    by_day = (
+        in_period.annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")), cost=Sum("cost"))
+        .order_by("-day")
+    )
+    page = Paginator(
+        records.only(
+            "created_at",
+            "model_slug",
+            "provider",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost",
+            "status",
+            "latency_ms",
+            "ttft_ms",
+        ),
+        USAGE_ROWS_PER_PAGE,
+    ).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "accounts/api_key_detail.html",
+        {
+            "api_key": api_key,
+            "subscription": subscription,
+            "now": timezone.now(),
+            "usage": period_usage(request.user, since, api_key=api_key),
+            "by_model": by_model,
+            "by_day": by_day,
+            "page": page,
+            "allowed_models": api_key.allowed_models.order_by("slug"),
+        },
+    )

@@ -20,8 +20,13 @@ from django.conf import settings
 from django.test import Client
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -37,7 +42,10 @@ def start_daphne(env: dict[str, str], log: IO | int = subprocess.DEVNULL) -> tup
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aihub.asgi:application"],
-        cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     return process, f"http://127.0.0.1:{port}"
 
@@ -89,8 +97,14 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, payload) -> None:
 
 
 @contextmanager
-def chromium_page(executable_path: str, *, viewport: dict[str, int], base_url: str | None = None,
-                  session_key: str | None = None, permissions: tuple[str, ...] = ()) -> Iterator:
+def chromium_page(
+    executable_path: str,
+    *,
+    viewport: dict[str, int],
+    base_url: str | None = None,
+    session_key: str | None = None,
+    permissions: tuple[str, ...] = (),
+) -> Iterator:
     """A page of headless Chromium that collects its problems (console errors, page errors, responses
     of 4xx/5xx) in `page.problems`; with a session key it is logged in on base_url (`page.base`)."""
     from playwright.sync_api import sync_playwright

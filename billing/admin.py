@@ -13,9 +13,21 @@ TOTALS_ROWS = 10  # largest users / models shown under the usage list
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "monthly_price", "monthly_token_quota", "monthly_credit_quota", "requests_per_minute",
-                    "tokens_per_minute", "max_concurrent_streams", "max_api_keys", "max_output_tokens",
-                    "free_models_only", "is_public", "sort_order"]
+    list_display = [
+        "name",
+        "slug",
+        "monthly_price",
+        "monthly_token_quota",
+        "monthly_credit_quota",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent_streams",
+        "max_api_keys",
+        "max_output_tokens",
+        "free_models_only",
+        "is_public",
+        "sort_order",
+    ]
     list_filter = ["is_public", "free_models_only"]
     search_fields = ["name", "slug"]
 
@@ -29,15 +41,31 @@ class _Echo:
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
-    list_display = ["user", "plan", "is_active", "current_period_start", "current_period_end", "scheduled_plan",
-                    "started_at", "ended_at"]
+    list_display = [
+        "user",
+        "plan",
+        "is_active",
+        "current_period_start",
+        "current_period_end",
+        "scheduled_plan",
+        "started_at",
+        "ended_at",
+    ]
     list_filter = ["plan", "is_active", "scheduled_plan"]
     list_select_related = ["user", "plan", "scheduled_plan"]
     search_fields = ["user__email", "stripe_customer_id", "stripe_subscription_id"]
     date_hierarchy = "started_at"
     raw_id_fields = ["user"]
-    readonly_fields = ["user", "plan", "is_active", "started_at", "ended_at", "current_period_start",
-                       "current_period_end", "created_at"]
+    readonly_fields = [
+        "user",
+        "plan",
+        "is_active",
+        "started_at",
+        "ended_at",
+        "current_period_start",
+        "current_period_end",
+        "created_at",
+    ]
 
     def has_add_permission(self, request):
         return False  # plans are assigned with the "Move to …" actions, which keep the history
@@ -72,8 +100,19 @@ class UpstreamAttemptInline(admin.TabularInline):
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "user", "api_key", "model_slug", "provider", "prompt_tokens", "completion_tokens",
-                    "cost", "status", "ttft_ms", "latency_ms"]
+    list_display = [
+        "created_at",
+        "user",
+        "api_key",
+        "model_slug",
+        "provider",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "status",
+        "ttft_ms",
+        "latency_ms",
+    ]
     list_filter = ["status", "provider", "created_at"]
     list_select_related = ["user", "api_key"]
     search_fields = ["user__email", "model_slug"]  # see get_search_results
@@ -109,13 +148,15 @@ class UsageRecordAdmin(admin.ModelAdmin):
         changelist = getattr(response, "context_data", {}).get("cl")
         if changelist is not None:
             rows = changelist.queryset.order_by()
-            totals = dict(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
-                          cost=Sum("cost"))
+            totals = dict(
+                requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")), cost=Sum("cost")
+            )
             by_provider = list(rows.values("provider").annotate(**totals).order_by("-cost"))
             # Grouped by user id (no join over every row); the few emails shown are fetched after.
             by_user = list(rows.values("user_id").annotate(**totals).order_by("-cost")[:TOTALS_ROWS])
-            emails = dict(get_user_model().objects.filter(pk__in=[r["user_id"] for r in by_user])
-                          .values_list("pk", "email"))
+            emails = dict(
+                get_user_model().objects.filter(pk__in=[r["user_id"] for r in by_user]).values_list("pk", "email")
+            )
             response.context_data["usage_totals"] = {
                 "all": {name: sum(row[name] or 0 for row in by_provider) for name in totals},
                 "by_user": [{**row, "user__email": emails.get(row["user_id"])} for row in by_user],
@@ -127,12 +168,36 @@ class UsageRecordAdmin(admin.ModelAdmin):
     @admin.action(description="Export the selected usage rows as CSV")
     def export_csv(self, request, queryset):
         writer = csv.writer(_Echo())
-        header = ["created_at", "user", "api_key", "model", "provider", "status", "prompt_tokens",
-                  "completion_tokens", "cost_usd", "ttft_ms", "latency_ms"]
-        rows = queryset.order_by("created_at").values_list(
-            "created_at", "user__email", "api_key__prefix", "model_slug", "provider", "status", "prompt_tokens",
-            "completion_tokens", "cost", "ttft_ms", "latency_ms",
-        ).iterator(chunk_size=2000)
+        header = [
+            "created_at",
+            "user",
+            "api_key",
+            "model",
+            "provider",
+            "status",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_usd",
+            "ttft_ms",
+            "latency_ms",
+        ]
+        rows = (
+            queryset.order_by("created_at")
+            .values_list(
+                "created_at",
+                "user__email",
+                "api_key__prefix",
+                "model_slug",
+                "provider",
+                "status",
+                "prompt_tokens",
+                "completion_tokens",
+                "cost",
+                "ttft_ms",
+                "latency_ms",
+            )
+            .iterator(chunk_size=2000)
+        )
 
         def lines():
             yield writer.writerow(header)

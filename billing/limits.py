@@ -89,7 +89,8 @@ def allowed_candidates(plan, requested: AIModel | None, candidates: list[AIModel
         raise LimitExceeded(
             f"The {plan.name} plan includes free models only, and {requested.name} is a paid model. "
             f"Pick a free model (or auto), or {_upgrade_hint()}.",
-            code="model_not_allowed", http_status=403,
+            code="model_not_allowed",
+            http_status=403,
         )
     return [m for m in candidates if m.is_free]
 
@@ -128,8 +129,9 @@ def _refuse_over_quota(subscription, reserved: dict, used: dict, tokens: int, co
         )
 
 
-def _refuse_over_budget(api_key, budget: Decimal | None, reserved: dict, used: dict, cost: Decimal,
-                        subscription) -> None:
+def _refuse_over_budget(
+    api_key, budget: Decimal | None, reserved: dict, used: dict, cost: Decimal, subscription
+) -> None:
     if budget is not None and used["key_cost"] + reserved["key_cost"] + cost > budget:
         raise LimitExceeded(
             f"This request (up to ${cost:.4f}) would go over the monthly budget of API key '{api_key.name}' "
@@ -171,7 +173,8 @@ def _take_rate(plan, user, api_key, tokens: int) -> None:
             f"Rate limit reached: the {plan.name} plan allows {plan.requests_per_minute or 'unlimited'} requests "
             f"and {plan.tokens_per_minute or 'unlimited'} tokens per minute. Try again in {seconds} "
             f"second{'s' if seconds != 1 else ''}.",
-            code="rate_limit_exceeded", retry_after=seconds,
+            code="rate_limit_exceeded",
+            retry_after=seconds,
         )
 
 
@@ -181,13 +184,20 @@ def _reserved(user, api_key, now) -> dict:
     live = Q(expires_at__gt=now)
     key_filter = live & Q(api_key=api_key) if api_key is not None else Q(pk__in=[])
     totals = Reservation.objects.filter(user=user).aggregate(
-        expired=Count("id", filter=~live), streams=Count("id", filter=live), total_tokens=Sum("tokens", filter=live),
-        total_cost=Sum("cost", filter=live), key_total_cost=Sum("cost", filter=key_filter),
+        expired=Count("id", filter=~live),
+        streams=Count("id", filter=live),
+        total_tokens=Sum("tokens", filter=live),
+        total_cost=Sum("cost", filter=live),
+        key_total_cost=Sum("cost", filter=key_filter),
     )
     if totals["expired"]:
         Reservation.objects.filter(user=user, expires_at__lte=now).delete()
-    return {"streams": totals["streams"], "tokens": totals["total_tokens"] or 0,
-            "cost": totals["total_cost"] or Decimal(0), "key_cost": totals["key_total_cost"] or Decimal(0)}
+    return {
+        "streams": totals["streams"],
+        "tokens": totals["total_tokens"] or 0,
+        "cost": totals["total_cost"] or Decimal(0),
+        "key_cost": totals["key_total_cost"] or Decimal(0),
+    }
 
 
 def _used_this_period(subscription, user, api_key, budget: Decimal | None) -> dict:
@@ -197,7 +207,8 @@ def _used_this_period(subscription, user, api_key, budget: Decimal | None) -> di
     used = {"tokens": 0, "cost": Decimal(0), "key_cost": Decimal(0)}
     if plan.monthly_token_quota is not None or plan.monthly_credit_quota is not None:
         totals = UsageRecord.objects.filter(user=user, created_at__gte=since).aggregate(
-            total_tokens=Sum(F("prompt_tokens") + F("completion_tokens")), total_cost=Sum("cost"))
+            total_tokens=Sum(F("prompt_tokens") + F("completion_tokens")), total_cost=Sum("cost")
+        )
         used.update(tokens=totals["total_tokens"] or 0, cost=totals["total_cost"] or Decimal(0))
     if budget is not None:
         key_cost = UsageRecord.objects.filter(api_key=api_key, created_at__gte=since).aggregate(total=Sum("cost"))
@@ -205,8 +216,9 @@ def _used_this_period(subscription, user, api_key, budget: Decimal | None) -> di
     return used
 
 
-def admit(*, user, api_key=None, model: AIModel | None, candidates: list[AIModel], messages: list[dict],
-          params: dict) -> Admission:
+def admit(
+    *, user, api_key=None, model: AIModel | None, candidates: list[AIModel], messages: list[dict], params: dict
+) -> Admission:
     """Refuse the request (LimitExceeded) or reserve its worst case. Sync: call through `admit_async`."""
     prompt_tokens = count_prompt_tokens(messages)
     admission = _admit_unlimited(user, api_key, model, candidates, params, prompt_tokens)
@@ -223,14 +235,20 @@ def _worst_case(plan, model, candidates, params, prompt_tokens) -> Admission:
     candidates = allowed_candidates(plan, model, candidates)
     output_tokens, params = output_allowance(plan, params, prompt_tokens, candidates)
     cost = max((m.cost(prompt_tokens, output_tokens) for m in candidates), default=Decimal(0))
-    return Admission(candidates=candidates, params=params, reserved_tokens=prompt_tokens + output_tokens,
-                     reserved_cost=cost)
+    return Admission(
+        candidates=candidates, params=params, reserved_tokens=prompt_tokens + output_tokens, reserved_cost=cost
+    )
 
 
 def _has_nothing_to_reserve(plan) -> bool:
     """No limit of the plan counts requests in flight, tokens or spend (as the limits below read them)."""
-    return (plan.monthly_token_quota is None and plan.monthly_credit_quota is None
-            and plan.max_concurrent_streams is None and not plan.requests_per_minute and not plan.tokens_per_minute)
+    return (
+        plan.monthly_token_quota is None
+        and plan.monthly_credit_quota is None
+        and plan.max_concurrent_streams is None
+        and not plan.requests_per_minute
+        and not plan.tokens_per_minute
+    )
 
 
 def _admit_unlimited(user, api_key, model, candidates, params, prompt_tokens) -> Admission | None:
@@ -242,8 +260,12 @@ def _admit_unlimited(user, api_key, model, candidates, params, prompt_tokens) ->
         budget = ApiKey.objects.filter(pk=api_key.pk).values("monthly_budget")[:1]
         subscription = subscription.annotate(key_budget=Subquery(budget))
     subscription = subscription.first()
-    if (subscription is None or subscription.current_period_end <= timezone.now()
-            or not _has_nothing_to_reserve(subscription.plan) or getattr(subscription, "key_budget", None) is not None):
+    if (
+        subscription is None
+        or subscription.current_period_end <= timezone.now()
+        or not _has_nothing_to_reserve(subscription.plan)
+        or getattr(subscription, "key_budget", None) is not None
+    ):
         return None
     return _worst_case(subscription.plan, model, candidates, params, prompt_tokens)
 
@@ -255,7 +277,9 @@ def _admit_locked(user, api_key, model, candidates, params, prompt_tokens, *, ro
     now = timezone.now()
     # The lock makes one user's admissions take turns, each seeing the others' reservations
     # (and the plan as it is now, should it just have changed).
-    active = Subscription.objects.select_for_update(of=("self",)).select_related("plan").filter(user=user, is_active=True)
+    active = (
+        Subscription.objects.select_for_update(of=("self",)).select_related("plan").filter(user=user, is_active=True)
+    )
     subscription = active.get() if rolled else active.first()
     if subscription is None or (subscription.current_period_end <= now and not rolled):
         return None
@@ -263,8 +287,11 @@ def _admit_locked(user, api_key, model, candidates, params, prompt_tokens, *, ro
     admission = _worst_case(plan, model, candidates, params, prompt_tokens)
     tokens, cost = admission.reserved_tokens, admission.reserved_cost
     # Read afresh: the caller's key object may come from a per-process lookup cache.
-    budget = (ApiKey.objects.filter(pk=api_key.pk).values_list("monthly_budget", flat=True).first()
-              if api_key is not None else None)
+    budget = (
+        ApiKey.objects.filter(pk=api_key.pk).values_list("monthly_budget", flat=True).first()
+        if api_key is not None
+        else None
+    )
     # Reservations before usage rows: a request settling in between is then counted twice
     # (safe), never zero times.
     reserved = _reserved(user, api_key, now)
@@ -274,7 +301,8 @@ def _admit_locked(user, api_key, model, candidates, params, prompt_tokens, *, ro
             f"The {plan.name} plan allows {plan.max_concurrent_streams} request"
             f"{'s' if plan.max_concurrent_streams != 1 else ''} at a time. Wait for the current one to finish "
             f"(or stop it), or {_upgrade_hint()}.",
-            code="too_many_streams", retry_after=1,
+            code="too_many_streams",
+            retry_after=1,
         )
     _refuse_over_quota(subscription, reserved, used, tokens, cost)
     _refuse_over_budget(api_key, budget, reserved, used, cost, subscription)

@@ -37,16 +37,28 @@ def measured_tokens(messages: list[dict], delivered_text: str, usage: Usage | No
     """The upstream's own counts where it gave them (an explicit 0 stays 0), else counted here."""
     usage = usage or Usage()
     prompt = usage.prompt_tokens if usage.prompt_tokens is not None else count_prompt_tokens(messages)
-    completion = (
-        usage.completion_tokens if usage.completion_tokens is not None else count_text_tokens(delivered_text)
-    )
+    completion = usage.completion_tokens if usage.completion_tokens is not None else count_text_tokens(delivered_text)
     return prompt, completion
 
 
 @transaction.atomic
-def record_usage(*, user, model, trail, status, prompt_tokens, completion_tokens, ttft_ms, latency_ms,
-                 api_key=None, conversation=None, reply=None, reply_text="", error="",
-                 admission=None) -> UsageRecord:
+def record_usage(
+    *,
+    user,
+    model,
+    trail,
+    status,
+    prompt_tokens,
+    completion_tokens,
+    ttft_ms,
+    latency_ms,
+    api_key=None,
+    conversation=None,
+    reply=None,
+    reply_text="",
+    error="",
+    admission=None,
+) -> UsageRecord:
     """Write the usage row, its attempts and the stored reply in one transaction.
 
     With an admission (billing.limits), its reservation (if any) is released in the same transaction, and
@@ -72,8 +84,15 @@ def record_usage(*, user, model, trail, status, prompt_tokens, completion_tokens
         status=status,
     )
     UpstreamAttempt.objects.bulk_create(
-        UpstreamAttempt(usage=record, provider=a.provider, model_slug=a.model_slug, outcome=a.outcome,
-                        http_status=a.http_status, latency_ms=a.latency_ms, error=a.error[:2000])
+        UpstreamAttempt(
+            usage=record,
+            provider=a.provider,
+            model_slug=a.model_slug,
+            outcome=a.outcome,
+            http_status=a.http_status,
+            latency_ms=a.latency_ms,
+            error=a.error[:2000],
+        )
         for a in trail.attempts
     )
     if reply is not None:
@@ -87,8 +106,20 @@ def record_usage(*, user, model, trail, status, prompt_tokens, completion_tokens
         reply.cost = cost
         reply.ttft_ms = ttft_ms
         reply.latency_ms = latency_ms
-        reply.save(update_fields=["content", "status", "error", "model", "provider", "prompt_tokens",
-                                  "completion_tokens", "cost", "ttft_ms", "latency_ms"])
+        reply.save(
+            update_fields=[
+                "content",
+                "status",
+                "error",
+                "model",
+                "provider",
+                "prompt_tokens",
+                "completion_tokens",
+                "cost",
+                "ttft_ms",
+                "latency_ms",
+            ]
+        )
     if conversation is not None:
         conversation.save(update_fields=["updated_at"])
     if api_key is not None:

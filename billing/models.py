@@ -11,11 +11,16 @@ class Plan(models.Model):
 
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=50)
-    monthly_price = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True,
-                                        help_text="Empty means custom pricing (Enterprise).")
+    monthly_price = models.DecimalField(
+        max_digits=10, decimal_places=2, null=True, blank=True, help_text="Empty means custom pricing (Enterprise)."
+    )
     monthly_token_quota = models.PositiveBigIntegerField(null=True, blank=True, help_text="Empty means unlimited.")
     monthly_credit_quota = models.DecimalField(
-        "monthly credit (USD)", max_digits=12, decimal_places=2, null=True, blank=True,
+        "monthly credit (USD)",
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
         help_text="Spend allowed per month in USD; empty means unlimited.",
     )
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
@@ -47,7 +52,11 @@ class Subscription(models.Model):
     current_period_start = models.DateTimeField()
     current_period_end = models.DateTimeField()
     scheduled_plan = models.ForeignKey(
-        Plan, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        Plan,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
         help_text="Plan that replaces this one when the current period ends (downgrades and cancellations).",
     )
     stripe_customer_id = models.CharField(max_length=100, blank=True)
@@ -75,8 +84,9 @@ class UsageRecord(models.Model):
         FAILED = "failed"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
-    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="usage_records")
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
     conversation = models.ForeignKey("chat.Conversation", null=True, blank=True, on_delete=models.SET_NULL)
     model = models.ForeignKey("chat.AIModel", null=True, blank=True, on_delete=models.SET_NULL)
     model_slug = models.CharField(max_length=200, help_text="Kept when the catalogue row goes away.")

@@ -59,7 +59,9 @@ def _take_database(limits: list[Limit]) -> float:
     with transaction.atomic():
         RateLimitBucket.objects.bulk_create([RateLimitBucket(key=k, tat=0.0) for k in keys], ignore_conflicts=True)
         # Locked in key order (no deadlocks): concurrent requests of the same caller take turns here.
-        rows = {row.key: row for row in RateLimitBucket.objects.select_for_update().filter(key__in=keys).order_by("key")}
+        rows = {
+            row.key: row for row in RateLimitBucket.objects.select_for_update().filter(key__in=keys).order_by("key")
+        }
         now = time.time()
         waits, changed = [], []
         for limit in limits:

@@ -22,8 +22,10 @@ CHAT_PAGE = "Chat page"
 
 def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     """UTC datetimes from the start of `start` to the start of the day after `end`."""
-    return (datetime.combine(start, time.min, tzinfo=dt_timezone.utc),
-            datetime.combine(end + timedelta(days=1), time.min, tzinfo=dt_timezone.utc))
+    return (
+        datetime.combine(start, time.min, tzinfo=dt_timezone.utc),
+        datetime.combine(end + timedelta(days=1), time.min, tzinfo=dt_timezone.utc),
+    )
 
 
 def records_between(user, start: date, end: date):
@@ -41,38 +43,56 @@ def by_model(records) -> list[dict]:
 
 def by_api_key(records) -> list[dict]:
     rows = records.values("api_key_id", "api_key__name", "api_key__prefix").annotate(**TOTALS).order_by("-tokens")
-    return [{**row, "label": f"{row['api_key__name']} ({row['api_key__prefix']}…)" if row["api_key_id"] else CHAT_PAGE}
-            for row in rows]
+    return [
+        {**row, "label": f"{row['api_key__name']} ({row['api_key__prefix']}…)" if row["api_key_id"] else CHAT_PAGE}
+        for row in rows
+    ]
 
 
 def daily(records, start: date, end: date) -> dict:
     """Per day (every day of the range, zeros included): tokens and cost, and tokens per model."""
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
-    per_day = {row["day"]: row for row in
-               records.annotate(day=TruncDate("created_at")).values("day").annotate(**TOTALS).order_by("day")}
+    per_day = {
+        row["day"]: row
+        for row in records.annotate(day=TruncDate("created_at")).values("day").annotate(**TOTALS).order_by("day")
+    }
     per_model: dict[str, dict[date, int]] = {}
-    for row in (records.annotate(day=TruncDate("created_at")).values("day", "model_slug")
-                .annotate(tokens=TOTALS["tokens"]).order_by()):
+    for row in (
+        records.annotate(day=TruncDate("created_at"))
+        .values("day", "model_slug")
+        .annotate(tokens=TOTALS["tokens"])
+        .order_by()
+    ):
         per_model.setdefault(row["model_slug"] or "unknown", {})[row["day"]] = row["tokens"]
     return {
         "labels": [d.isoformat() for d in days],
         "tokens": [per_day[d]["tokens"] if d in per_day else 0 for d in days],
         "cost": [float(per_day[d]["cost"]) if d in per_day else 0 for d in days],
-        "models": [{"label": slug, "tokens": [tokens.get(d, 0) for d in days]}
-                   for slug, tokens in sorted(per_model.items(), key=lambda item: -sum(item[1].values()))],
+        "models": [
+            {"label": slug, "tokens": [tokens.get(d, 0) for d in days]}
+            for slug, tokens in sorted(per_model.items(), key=lambda item: -sum(item[1].values()))
+        ],
     }
 
 
 def export_rows(records):
     """Per day, model and API key: the rows of the usage CSV."""
-    return (records.annotate(day=TruncDate("created_at"))
-            .values("day", "model_slug", "provider", "api_key__name", "api_key__prefix")
-            .annotate(**TOTALS).order_by("day", "model_slug", "api_key__name"))
+    return (
+        records.annotate(day=TruncDate("created_at"))
+        .values("day", "model_slug", "provider", "api_key__name", "api_key__prefix")
+        .annotate(**TOTALS)
+        .order_by("day", "model_slug", "api_key__name")
+    )
 
 
 def statement_months(user) -> list[dict]:
-    return list(UsageRecord.objects.filter(user=user).annotate(month=TruncMonth("created_at")).values("month")
-                .annotate(**TOTALS).order_by("-month"))
+    return list(
+        UsageRecord.objects.filter(user=user)
+        .annotate(month=TruncMonth("created_at"))
+        .values("month")
+        .annotate(**TOTALS)
+        .order_by("-month")
+    )
 
 
 def month_records(user, month: date):
@@ -82,12 +102,21 @@ def month_records(user, month: date):
 
 def provider_health(since: datetime) -> list[dict]:
     """Per provider: requests, tokens, cost (usage rows) and upstream attempts with their error rate."""
-    usage = {row["provider"]: row for row in UsageRecord.objects.filter(created_at__gte=since)
-             .values("provider").annotate(**TOTALS, failed=Count("id", filter=Q(status=UsageRecord.Status.FAILED)))
-             .order_by()}
-    attempts = {row["provider"]: row for row in UpstreamAttempt.objects.filter(usage__created_at__gte=since)
-                .exclude(outcome="cancelled").values("provider")
-                .annotate(attempts=Count("id"), errors=Count("id", filter=~Q(outcome="ok"))).order_by()}
+    usage = {
+        row["provider"]: row
+        for row in UsageRecord.objects.filter(created_at__gte=since)
+        .values("provider")
+        .annotate(**TOTALS, failed=Count("id", filter=Q(status=UsageRecord.Status.FAILED)))
+        .order_by()
+    }
+    attempts = {
+        row["provider"]: row
+        for row in UpstreamAttempt.objects.filter(usage__created_at__gte=since)
+        .exclude(outcome="cancelled")
+        .values("provider")
+        .annotate(attempts=Count("id"), errors=Count("id", filter=~Q(outcome="ok")))
+        .order_by()
+    }
     rows = []
     for provider in sorted(set(usage) | set(attempts)):
         row = {"provider": provider, "requests": 0, "tokens": 0, "cost": 0, "failed": 0, "attempts": 0, "errors": 0}

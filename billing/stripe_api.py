@@ -46,8 +46,12 @@ def create_checkout_session(*, user, plan, success_url: str, cancel_url: str) ->
         "line_items[0][price_data][product_data][name]": f"AI Hub {plan.name}",
     }
     try:
-        response = httpx.post(f"{settings.STRIPE_API_BASE}/v1/checkout/sessions", data=form,
-                              auth=(settings.STRIPE_SECRET_KEY, ""), timeout=15)
+        response = httpx.post(
+            f"{settings.STRIPE_API_BASE}/v1/checkout/sessions",
+            data=form,
+            auth=(settings.STRIPE_SECRET_KEY, ""),
+            timeout=15,
+        )
     except httpx.TransportError as exc:
         raise StripeError(f"Stripe could not be reached ({type(exc).__name__}).") from exc
     if response.status_code != 200:

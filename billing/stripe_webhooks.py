@@ -21,8 +21,9 @@ class StripeWebhook:
         """'handled', 'ignored' (an event type we do not act on) or 'duplicate'."""
         with transaction.atomic():
             # The unique event id makes a concurrent second delivery wait here, then see the first.
-            _, created = StripeEvent.objects.get_or_create(event_id=event["id"],
-                                                           defaults={"event_type": event.get("type", "")})
+            _, created = StripeEvent.objects.get_or_create(
+                event_id=event["id"], defaults={"event_type": event.get("type", "")}
+            )
             if not created:
                 return "duplicate"
             method = getattr(self, "on_" + event.get("type", "").replace(".", "_"), None)
@@ -49,7 +50,8 @@ class StripeWebhook:
 
     def on_customer_subscription_deleted(self, stripe_subscription: dict) -> None:
         """Stripe ended the subscription (cancelled or unpaid): back to Free."""
-        subscription = Subscription.objects.filter(stripe_subscription_id=stripe_subscription.get("id"),
-                                                   is_active=True).first()
+        subscription = Subscription.objects.filter(
+            stripe_subscription_id=stripe_subscription.get("id"), is_active=True
+        ).first()
         if subscription is not None:
             start_subscription(subscription.user, Plan.objects.get(slug=DEFAULT_PLAN))

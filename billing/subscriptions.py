@@ -49,14 +49,17 @@ def _roll_periods(subscription: Subscription) -> Subscription:
     """Move to the period that contains now, switching to a scheduled plan at the end of its period."""
     # Locked: two requests crossing the period end must not both roll it (or both switch plans).
     subscription = (
-        Subscription.objects.select_for_update(of=("self",)).select_related("plan", "scheduled_plan")
-        .filter(pk=subscription.pk, is_active=True).first()
+        Subscription.objects.select_for_update(of=("self",))
+        .select_related("plan", "scheduled_plan")
+        .filter(pk=subscription.pk, is_active=True)
+        .first()
     ) or _active(subscription.user_id)  # None: another request switched plans meanwhile
     now = timezone.now()
     while subscription.current_period_end <= now:
         if subscription.scheduled_plan_id is not None:
-            subscription = start_subscription(subscription.user, subscription.scheduled_plan,
-                                              now=subscription.current_period_end)
+            subscription = start_subscription(
+                subscription.user, subscription.scheduled_plan, now=subscription.current_period_end
+            )
             continue
         subscription.current_period_start = subscription.current_period_end
         subscription.current_period_end = add_month(subscription.current_period_end)
@@ -70,7 +73,9 @@ def period_usage(user, since: datetime, api_key=None) -> dict:
     if api_key is not None:
         records = records.filter(api_key=api_key)
     totals = records.aggregate(
-        requests=Count("id"), prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"),
+        requests=Count("id"),
+        prompt_tokens=Sum("prompt_tokens"),
+        completion_tokens=Sum("completion_tokens"),
         cost=Sum("cost"),
     )
     totals = {k: v or 0 for k, v in totals.items()}

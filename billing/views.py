@@ -28,15 +28,19 @@ def index(request):
     plan = subscription.plan
     usage = period_usage(request.user, subscription.current_period_start)
     plans = list(Plan.objects.filter(is_public=True))
-    return render(request, "billing/index.html", {
-        "subscription": subscription,
-        "plan": plan,
-        "usage": usage,
-        "token_share": _share(usage["total_tokens"], plan.monthly_token_quota),
-        "credit_share": _share(usage["cost"], plan.monthly_credit_quota),
-        "plans": [(p, plan_changes.kind_of_change(subscription, p)) for p in plans],
-        "stripe": stripe_api.configured(),
-    })
+    return render(
+        request,
+        "billing/index.html",
+        {
+            "subscription": subscription,
+            "plan": plan,
+            "usage": usage,
+            "token_share": _share(usage["total_tokens"], plan.monthly_token_quota),
+            "credit_share": _share(usage["cost"], plan.monthly_credit_quota),
+            "plans": [(p, plan_changes.kind_of_change(subscription, p)) for p in plans],
+            "stripe": stripe_api.configured(),
+        },
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -55,18 +59,29 @@ def change(request, slug):
         if kind == plan_changes.UPGRADE:
             messages.success(request, f"You are now on the {plan.name} plan.")
         else:
-            messages.success(request, f"Your plan changes to {plan.name} on "
-                                      f"{subscription.current_period_end:%-d %b %Y}, at the end of this period.")
+            messages.success(
+                request,
+                f"Your plan changes to {plan.name} on "
+                f"{subscription.current_period_end:%-d %b %Y}, at the end of this period.",
+            )
         return redirect("billing:index")
-    return render(request, "billing/change.html", {
-        "subscription": subscription, "plan": plan, "kind": kind, "paid_upgrade": paid_upgrade,
-    })
+    return render(
+        request,
+        "billing/change.html",
+        {
+            "subscription": subscription,
+            "plan": plan,
+            "kind": kind,
+            "paid_upgrade": paid_upgrade,
+        },
+    )
 
 
 def _checkout(request, plan):
     try:
         url = stripe_api.create_checkout_session(
-            user=request.user, plan=plan,
+            user=request.user,
+            plan=plan,
             success_url=request.build_absolute_uri(reverse("billing:checkout_done")),
             cancel_url=request.build_absolute_uri(reverse("billing:index")),
         )
@@ -90,8 +105,11 @@ def cancel(request):
         return redirect("billing:index")
     if request.method == "POST":
         plan_changes.do_cancel(request.user)
-        messages.success(request, f"Your {subscription.plan.name} plan ends on "
-                                  f"{subscription.current_period_end:%-d %b %Y}; you then move to Free.")
+        messages.success(
+            request,
+            f"Your {subscription.plan.name} plan ends on "
+            f"{subscription.current_period_end:%-d %b %Y}; you then move to Free.",
+        )
         return redirect("billing:index")
     return render(request, "billing/cancel.html", {"subscription": subscription, "free": free})
 

@@ -16,7 +16,13 @@ from . import reports
 @require_GET
 def overview(request):
     now = timezone.now()
-    return render(request, "billing/ops.html", {
-        "windows": [("Last 24 hours", reports.provider_health(now - timedelta(hours=24))),
-                    ("Last 30 days", reports.provider_health(now - timedelta(days=30)))],
-    })
+    return render(
+        request,
+        "billing/ops.html",
+        {
+            "windows": [
+                ("Last 24 hours", reports.provider_health(now - timedelta(hours=24))),
+                ("Last 30 days", reports.provider_health(now - timedelta(days=30))),
+            ],
+        },
+    )

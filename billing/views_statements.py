@@ -28,9 +28,15 @@ def statements(request):
 def statement(request, year: int, month: int):
     first = _month(year, month)
     records = reports.month_records(request.user, first)
-    return render(request, "billing/statement.html", {
-        "month": first, "rows": reports.by_model(records), "totals": reports.totals(records),
-    })
+    return render(
+        request,
+        "billing/statement.html",
+        {
+            "month": first,
+            "rows": reports.by_model(records),
+            "totals": reports.totals(records),
+        },
+    )
 
 
 @require_GET
@@ -42,9 +48,27 @@ def statement_csv(request, year: int, month: int):
     writer = csv.writer(response)
     writer.writerow(["month", "model", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"])
     for row in reports.by_model(records):
-        writer.writerow([f"{first:%Y-%m}", row["model_slug"], row["requests"], row["input_tokens"],
-                         row["output_tokens"], row["tokens"], f"{row['cost']:.8f}"])
+        writer.writerow(
+            [
+                f"{first:%Y-%m}",
+                row["model_slug"],
+                row["requests"],
+                row["input_tokens"],
+                row["output_tokens"],
+                row["tokens"],
+                f"{row['cost']:.8f}",
+            ]
+        )
     total = reports.totals(records)
-    writer.writerow([f"{first:%Y-%m}", "TOTAL", total["requests"], total["input_tokens"], total["output_tokens"],
-                     total["tokens"], f"{total['cost']:.8f}"])
+    writer.writerow(
+        [
+            f"{first:%Y-%m}",
+            "TOTAL",
+            total["requests"],
+            total["input_tokens"],
+            total["output_tokens"],
+            total["tokens"],
+            f"{total['cost']:.8f}",
+        ]
+    )
     return response

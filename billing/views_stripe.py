@@ -21,8 +21,9 @@ def webhook(request):
     if not stripe_api.configured():
         raise Http404("Payments are not set up on this server.")
     try:
-        stripe_api.verify_signature(request.body, request.headers.get("Stripe-Signature", ""),
-                                    settings.STRIPE_WEBHOOK_SECRET)
+        stripe_api.verify_signature(
+            request.body, request.headers.get("Stripe-Signature", ""), settings.STRIPE_WEBHOOK_SECRET
+        )
     except stripe_api.BadSignature as exc:
         return JsonResponse({"error": f"invalid signature: {exc}"}, status=400)
     try:

@@ -46,8 +46,9 @@ def _store(provider: str, rows: list[dict]) -> int:
     """Upsert the rows; models the provider no longer lists are deactivated, not deleted (usage keeps them)."""
     seen = []
     for row in rows:
-        AIModel.objects.update_or_create(provider=provider, upstream_id=row.pop("upstream_id"),
-                                         defaults={**row, "is_active": True})
+        AIModel.objects.update_or_create(
+            provider=provider, upstream_id=row.pop("upstream_id"), defaults={**row, "is_active": True}
+        )
         seen.append(row["slug"])
     AIModel.objects.filter(provider=provider).exclude(slug__in=seen).update(is_active=False)
     catalogue_changed()  # a queryset update sends no signal
@@ -55,19 +56,27 @@ def _store(provider: str, rows: list[dict]) -> int:
 
 
 def refresh_openrouter() -> int:
-    data = _get(f"{settings.OPENROUTER_BASE_URL.rstrip('/')}/models",
-                {"Authorization": f"Bearer {settings.OPENROUTER_API_KEY}"} if settings.OPENROUTER_API_KEY else {})
+    data = _get(
+        f"{settings.OPENROUTER_BASE_URL.rstrip('/')}/models",
+        {"Authorization": f"Bearer {settings.OPENROUTER_API_KEY}"} if settings.OPENROUTER_API_KEY else {},
+    )
     rows = []
     for item in data.get("data", []):
         pricing = item.get("pricing") or {}
         prices = _per_million(pricing.get("prompt")), _per_million(pricing.get("completion"))
         if None in prices:
             continue  # not offered (and deactivated if stored before): we could not charge for it
-        rows.append({
-            "slug": item["id"], "upstream_id": item["id"], "name": item.get("name") or item["id"],
-            "description": (item.get("description") or "")[:2000], "context_length": item.get("context_length"),
-            "input_price_per_m": prices[0], "output_price_per_m": prices[1],
-        })
+        rows.append(
+            {
+                "slug": item["id"],
+                "upstream_id": item["id"],
+                "name": item.get("name") or item["id"],
+                "description": (item.get("description") or "")[:2000],
+                "context_length": item.get("context_length"),
+                "input_price_per_m": prices[0],
+                "output_price_per_m": prices[1],
+            }
+        )
     return _store(Provider.OPENROUTER, rows)
 
 

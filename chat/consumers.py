@@ -83,7 +83,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error("Write a message first.")
             return
         if len(text) > MAX_MESSAGE_CHARS:
-            await self.send_error(f"That message is too long ({len(text)} characters; the limit is {MAX_MESSAGE_CHARS}).")
+            await self.send_error(
+                f"That message is too long ({len(text)} characters; the limit is {MAX_MESSAGE_CHARS})."
+            )
             return
         try:
             model = await conversations.resolve_model(model_slug)
@@ -94,10 +96,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         user_message, reply, title_changed = await database_sync_to_async(conversations.add_user_message)(
             self.conversation, text, model
         )
-        fragments = render_to_string("chat/_exchange_start.html", {
-            "user_message": user_message, "reply": reply, "conversation": self.conversation,
-            "title_changed": title_changed,
-        })
+        fragments = render_to_string(
+            "chat/_exchange_start.html",
+            {
+                "user_message": user_message,
+                "reply": reply,
+                "conversation": self.conversation,
+                "title_changed": title_changed,
+            },
+        )
         await self.send(text_data=fragments)
         self.start_reply(reply, model)
 
@@ -128,8 +135,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def stream_reply(self, reply: Message, model):
         history = await database_sync_to_async(conversations.history_for)(self.conversation, reply)
-        generation = Generation(user=self.scope["user"], model=model, messages=history,
-                                conversation=self.conversation, reply=reply)
+        generation = Generation(
+            user=self.scope["user"], model=model, messages=history, conversation=self.conversation, reply=reply
+        )
         delta_prefix = f'<span id="reply-{reply.pk}" hx-swap-oob="beforeend">'
         limit = None
         try:

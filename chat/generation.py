@@ -26,9 +26,18 @@ def _ms(seconds: float) -> int:
 class Generation:
     """Runs one request. However it ends (complete, stopped, failed), `settle` records it once."""
 
-    def __init__(self, *, user, model: AIModel | None = None, messages: list[dict], params: dict | None = None,
-                 api_key=None, conversation=None, reply: Message | None = None,
-                 resolve_model: Callable[[catalogue.Catalogue], AIModel | None] | None = None):
+    def __init__(
+        self,
+        *,
+        user,
+        model: AIModel | None = None,
+        messages: list[dict],
+        params: dict | None = None,
+        api_key=None,
+        conversation=None,
+        reply: Message | None = None,
+        resolve_model: Callable[[catalogue.Catalogue], AIModel | None] | None = None,
+    ):
         """`resolve_model`, instead of `model`: finds the requested model in the catalogue it is given
         (or raises the caller's error), in the admission's worker thread, so that the lookup costs no
         thread hop of its own."""
@@ -97,8 +106,12 @@ class Generation:
         if self.resolve_model is not None:
             self.requested_model = self.resolve_model(models)
         return limits.admit(
-            user=self.user, api_key=self.api_key, model=self.requested_model,
-            candidates=candidates_for(self.requested_model, models), messages=self.messages, params=self.params,
+            user=self.user,
+            api_key=self.api_key,
+            model=self.requested_model,
+            candidates=candidates_for(self.requested_model, models),
+            messages=self.messages,
+            params=self.params,
         )
 
     async def settle(self) -> None:
@@ -124,7 +137,14 @@ class Generation:
     def _record(self, **figures) -> UsageRecord:
         close_old_connections()  # a long stream may have outlived the connection
         return metering.record_usage(
-            user=self.user, api_key=self.api_key, conversation=self.conversation, reply=self.reply,
-            trail=self.trail, status=self.status, reply_text=self.text, error=self.error,
-            admission=self.admission, **figures,
+            user=self.user,
+            api_key=self.api_key,
+            conversation=self.conversation,
+            reply=self.reply,
+            trail=self.trail,
+            status=self.status,
+            reply_text=self.text,
+            error=self.error,
+            admission=self.admission,
+            **figures,
         )

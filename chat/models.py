@@ -27,9 +27,7 @@ class AIModelQuerySet(models.QuerySet):
 class AIModel(models.Model):
     """One model of the catalogue, as one provider serves it."""
 
-    slug = models.CharField(
-        max_length=200, unique=True, help_text="Public id used by the API and the model picker."
-    )
+    slug = models.CharField(max_length=200, unique=True, help_text="Public id used by the API and the model picker.")
     provider = models.CharField(max_length=20, choices=Provider.choices)
     upstream_id = models.CharField(max_length=200, help_text="The id the provider knows the model by.")
     name = models.CharField(max_length=200)

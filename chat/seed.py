@@ -11,19 +11,67 @@ from .providers.local import CONTEXT_TOKENS, MODEL_ID
 SEED_MODELS = [
     # slug, provider, upstream id, name, $/1M in, $/1M out, auto priority, context
     ("local/smollm2-135m-instruct", Provider.LOCAL, MODEL_ID, "SmolLM2 135M Instruct", "0", "0", 900, CONTEXT_TOKENS),
-    ("meta-llama/llama-3.3-70b-instruct:free", Provider.OPENROUTER, "meta-llama/llama-3.3-70b-instruct:free",
-     "Llama 3.3 70B Instruct (free)", "0", "0", 10, 131072),
-    ("google/gemini-2.0-flash-exp:free", Provider.OPENROUTER, "google/gemini-2.0-flash-exp:free",
-     "Gemini 2.0 Flash Experimental (free)", "0", "0", 20, 1048576),
+    (
+        "meta-llama/llama-3.3-70b-instruct:free",
+        Provider.OPENROUTER,
+        "meta-llama/llama-3.3-70b-instruct:free",
+        "Llama 3.3 70B Instruct (free)",
+        "0",
+        "0",
+        10,
+        131072,
+    ),
+    (
+        "google/gemini-2.0-flash-exp:free",
+        Provider.OPENROUTER,
+        "google/gemini-2.0-flash-exp:free",
+        "Gemini 2.0 Flash Experimental (free)",
+        "0",
+        "0",
+        20,
+        1048576,
+    ),
     ("openai/gpt-4o-mini", Provider.OPENROUTER, "openai/gpt-4o-mini", "GPT-4o mini", "0.15", "0.60", 1000, 128000),
-    ("anthropic/claude-3.5-haiku", Provider.OPENROUTER, "anthropic/claude-3.5-haiku", "Claude 3.5 Haiku",
-     "0.80", "4", 1000, 200000),
-    ("google/gemini-2.0-flash-001", Provider.OPENROUTER, "google/gemini-2.0-flash-001", "Gemini 2.0 Flash",
-     "0.10", "0.40", 1000, 1048576),
-    ("gemini/gemini-2.0-flash", Provider.GEMINI, "gemini-2.0-flash", "Gemini 2.0 Flash (Google)",
-     "0.10", "0.40", 1000, 1048576),
-    ("gemini/gemini-2.0-flash-lite", Provider.GEMINI, "gemini-2.0-flash-lite", "Gemini 2.0 Flash-Lite (Google)",
-     "0.075", "0.30", 1000, 1048576),
+    (
+        "anthropic/claude-3.5-haiku",
+        Provider.OPENROUTER,
+        "anthropic/claude-3.5-haiku",
+        "Claude 3.5 Haiku",
+        "0.80",
+        "4",
+        1000,
+        200000,
+    ),
+    (
+        "google/gemini-2.0-flash-001",
+        Provider.OPENROUTER,
+        "google/gemini-2.0-flash-001",
+        "Gemini 2.0 Flash",
+        "0.10",
+        "0.40",
+        1000,
+        1048576,
+    ),
+    (
+        "gemini/gemini-2.0-flash",
+        Provider.GEMINI,
+        "gemini-2.0-flash",
+        "Gemini 2.0 Flash (Google)",
+        "0.10",
+        "0.40",
+        1000,
+        1048576,
+    ),
+    (
+        "gemini/gemini-2.0-flash-lite",
+        Provider.GEMINI,
+        "gemini-2.0-flash-lite",
+        "Gemini 2.0 Flash-Lite (Google)",
+        "0.075",
+        "0.30",
+        1000,
+        1048576,
+    ),
 ]
 
 # OpenRouter → Gemini: the same model family served directly by Google when OpenRouter fails.
@@ -39,9 +87,15 @@ def seed_catalogue() -> int:
     for slug, provider, upstream_id, name, price_in, price_out, priority, context in SEED_MODELS:
         _, created = AIModel.objects.get_or_create(
             slug=slug,
-            defaults=dict(provider=provider, upstream_id=upstream_id, name=name, context_length=context,
-                          input_price_per_m=Decimal(price_in), output_price_per_m=Decimal(price_out),
-                          auto_priority=priority),
+            defaults=dict(
+                provider=provider,
+                upstream_id=upstream_id,
+                name=name,
+                context_length=context,
+                input_price_per_m=Decimal(price_in),
+                output_price_per_m=Decimal(price_out),
+                auto_priority=priority,
+            ),
         )
         if created:
             added.append(slug)

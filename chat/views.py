@@ -51,9 +51,15 @@ def new_conversation(request):
 def conversation_list(request):
     page, query = _conversations_page(request)
     active = request.GET.get("active", "")  # the conversation open in the page, to highlight it
-    return render(request, "chat/_conversation_list.html", {
-        "page": page, "query": query, "active_id": int(active) if active.isdigit() else None,
-    })
+    return render(
+        request,
+        "chat/_conversation_list.html",
+        {
+            "page": page,
+            "query": query,
+            "active_id": int(active) if active.isdigit() else None,
+        },
+    )
 
 
 @require_GET

@@ -29,14 +29,28 @@ KEY_PATTERN = re.compile(r"ahk_[0-9A-Za-z]{38}")
 
 @pytest.fixture
 def model(upstream):
-    return AIModel.objects.create(slug="test/priced", provider=Provider.OPENAI_COMPAT, upstream_id="priced",
-                                  name="Priced", input_price_per_m=Decimal("1"), output_price_per_m=Decimal("2"))
+    return AIModel.objects.create(
+        slug="test/priced",
+        provider=Provider.OPENAI_COMPAT,
+        upstream_id="priced",
+        name="Priced",
+        input_price_per_m=Decimal("1"),
+        output_price_per_m=Decimal("2"),
+    )
 
 
 def record_usage(api_key, prompt: int, completion: int, cost: str, **extra):
-    return UsageRecord.objects.create(user=api_key.user, api_key=api_key, model_slug="test/priced", provider="x",
-                                      prompt_tokens=prompt, completion_tokens=completion, cost=Decimal(cost),
-                                      status=UsageRecord.Status.COMPLETE, **extra)
+    return UsageRecord.objects.create(
+        user=api_key.user,
+        api_key=api_key,
+        model_slug="test/priced",
+        provider="x",
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost=Decimal(cost),
+        status=UsageRecord.Status.COMPLETE,
+        **extra,
+    )
 
 
 def test_it_generates_recognisable_keys_with_a_checksum():
@@ -51,7 +65,7 @@ def test_it_rejects_any_single_character_typo_by_its_checksum():
     key = api_keys.generate_key()
     for position in range(len(api_keys.KEY_PREFIX), len(key)):
         replacement = "a" if key[position] != "a" else "b"
-        assert not api_keys.is_well_formed(key[:position] + replacement + key[position + 1:])
+        assert not api_keys.is_well_formed(key[:position] + replacement + key[position + 1 :])
     assert not api_keys.is_well_formed(key[:-1])
     assert not api_keys.is_well_formed("sk_" + key[3:])
     assert not api_keys.is_well_formed(key[:-2] + "!!")
@@ -79,8 +93,9 @@ def test_a_key_with_a_bad_checksum_is_refused_without_any_query(client, user):
 
 
 def test_it_issues_a_key_on_the_page_and_shows_it_once(logged_in, user, model):
-    response = logged_in.post("/account/api-keys/", {"name": "CI", "allowed_models": [model.pk],
-                                                     "monthly_budget": "5.00"})
+    response = logged_in.post(
+        "/account/api-keys/", {"name": "CI", "allowed_models": [model.pk], "monthly_budget": "5.00"}
+    )
     assert response.status_code == 200
     assert response["Cache-Control"] == "no-store"
     shown = KEY_PATTERN.findall(response.content.decode())
@@ -101,12 +116,15 @@ def test_it_sets_an_expiry_at_the_start_of_the_chosen_day(logged_in, user):
     assert expires_at.date() == day and (expires_at.hour, expires_at.minute) == (0, 0)
 
 
-@pytest.mark.parametrize(("data", "field"), [
-    ({"name": ""}, "name"),
-    ({"name": "x", "expires_on": "2001-01-01"}, "expires_on"),
-    ({"name": "x", "monthly_budget": "-1"}, "monthly_budget"),
-    ({"name": "x", "allowed_models": ["999999"]}, "allowed_models"),
-])
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "x", "expires_on": "2001-01-01"}, "expires_on"),
+        ({"name": "x", "monthly_budget": "-1"}, "monthly_budget"),
+        ({"name": "x", "allowed_models": ["999999"]}, "allowed_models"),
+    ],
+)
 def test_it_shows_what_is_wrong_with_a_new_key(logged_in, user, data, field):
     response = logged_in.post("/account/api-keys/", data)
     assert response.status_code == 200
@@ -214,8 +232,9 @@ def test_admin_lists_keys_with_usage_and_never_the_secret(admin_client_, user):
 
 def test_admin_revokes_keys_with_an_action(admin_client_, user):
     api_key, _ = api_keys.issue_key(user, "to revoke")
-    response = admin_client_.post("/admin/accounts/apikey/", {
-        "action": "revoke_keys", "_selected_action": [api_key.pk]}, follow=True)
+    response = admin_client_.post(
+        "/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [api_key.pk]}, follow=True
+    )
     assert "1 key(s) revoked" in response.content.decode()
     api_key.refresh_from_db()
     assert api_key.revoked_at is not None
@@ -244,13 +263,21 @@ def test_a_cached_key_needs_no_query_until_it_is_revoked(user, shared_cache):
 
 
 def test_an_edit_in_admin_reaches_cached_keys(user, shared_cache, admin_client_, upstream):
-    allowed = AIModel.objects.create(slug="test/allowed", provider=Provider.OPENAI_COMPAT, upstream_id="allowed",
-                                     name="Allowed")
+    allowed = AIModel.objects.create(
+        slug="test/allowed", provider=Provider.OPENAI_COMPAT, upstream_id="allowed", name="Allowed"
+    )
     api_key, raw = api_keys.issue_key(user, "edited")
     assert async_to_sync(api_keys.authenticate)(raw).allowed_model_ids == frozenset()
-    response = admin_client_.post(f"/admin/accounts/apikey/{api_key.pk}/change/", {
-        "name": "edited", "allowed_models": [allowed.pk], "expires_at_0": "", "expires_at_1": "",
-        "monthly_budget": ""})
+    response = admin_client_.post(
+        f"/admin/accounts/apikey/{api_key.pk}/change/",
+        {
+            "name": "edited",
+            "allowed_models": [allowed.pk],
+            "expires_at_0": "",
+            "expires_at_1": "",
+            "monthly_budget": "",
+        },
+    )
     assert response.status_code == 302
     assert async_to_sync(api_keys.authenticate)(raw).allowed_model_ids == frozenset([allowed.pk])
 
@@ -284,7 +311,7 @@ def test_a_dump_of_every_table_holds_no_issued_key(logged_in, user, model, tmp_p
     everything = dump.getvalue() + "\n".join(raw_rows)
     assert "ahk_" in everything and len(tables) > 10  # the dump did read the keys' rows (their prefixes)
     for raw in issued:
-        secret = raw[len(api_keys.KEY_PREFIX):]
+        secret = raw[len(api_keys.KEY_PREFIX) :]
         assert raw not in everything
         assert secret[8:] not in everything  # nothing beyond the 8 characters of the shown prefix
 

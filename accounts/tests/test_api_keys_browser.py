@@ -32,8 +32,10 @@ def test_it_issues_copies_and_revokes_a_key_in_the_browser(page):
     assert row.locator(".badge").text_content() == "active"
     row.locator("button", has_text="Revoke").click()
     page.wait_for_selector(".flash")
-    assert page.locator("#api-key-table tbody tr", has_text="from the browser").locator(".badge").text_content() \
+    assert (
+        page.locator("#api-key-table tbody tr", has_text="from the browser").locator(".badge").text_content()
         == "revoked"
+    )
     assert page.problems == []
 
 

@@ -25,9 +25,14 @@ def test_every_other_page_needs_a_login(client, url):
 
 
 def test_it_signs_up_with_an_email_address(client):
-    response = client.post("/accounts/signup/", {
-        "email": "new@example.com", "password1": "a long enough passphrase", "password2": "a long enough passphrase",
-    })
+    response = client.post(
+        "/accounts/signup/",
+        {
+            "email": "new@example.com",
+            "password1": "a long enough passphrase",
+            "password2": "a long enough passphrase",
+        },
+    )
     assert response.status_code == 302
     user = get_user_model().objects.get(email="new@example.com")
     assert client.get("/account/").context["user"] == user
@@ -35,9 +40,14 @@ def test_it_signs_up_with_an_email_address(client):
 
 
 def test_it_refuses_a_duplicate_email(client, user):
-    response = client.post("/accounts/signup/", {
-        "email": user.email, "password1": "a long enough passphrase", "password2": "a long enough passphrase",
-    })
+    response = client.post(
+        "/accounts/signup/",
+        {
+            "email": user.email,
+            "password1": "a long enough passphrase",
+            "password2": "a long enough passphrase",
+        },
+    )
     assert response.status_code == 200
     assert "already registered" in response.content.decode()
 

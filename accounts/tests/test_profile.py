@@ -14,9 +14,16 @@ pytestmark = pytest.mark.django_db
 
 
 def record(user, model_slug: str, prompt: int, completion: int, cost: str, **fields) -> UsageRecord:
-    return UsageRecord.objects.create(user=user, model_slug=model_slug, prompt_tokens=prompt,
-                                      completion_tokens=completion, cost=Decimal(cost), latency_ms=100,
-                                      status=UsageRecord.Status.COMPLETE, **fields)
+    return UsageRecord.objects.create(
+        user=user,
+        model_slug=model_slug,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost=Decimal(cost),
+        latency_ms=100,
+        status=UsageRecord.Status.COMPLETE,
+        **fields,
+    )
 
 
 @pytest.fixture

@@ -24,9 +24,18 @@ def make_plan():
 
     def make(**limits) -> Plan:
         number = next(_numbers)
-        fields = dict(monthly_price=Decimal("10"), monthly_token_quota=None, monthly_credit_quota=None,
-                      requests_per_minute=None, tokens_per_minute=None, max_concurrent_streams=None,
-                      max_api_keys=None, max_output_tokens=None, free_models_only=False, sort_order=10 + number)
+        fields = dict(
+            monthly_price=Decimal("10"),
+            monthly_token_quota=None,
+            monthly_credit_quota=None,
+            requests_per_minute=None,
+            tokens_per_minute=None,
+            max_concurrent_streams=None,
+            max_api_keys=None,
+            max_output_tokens=None,
+            free_models_only=False,
+            sort_order=10 + number,
+        )
         fields.update(limits)
         return Plan.objects.create(slug=f"test-{number}", name=f"Test {number}", **fields)
 
@@ -55,12 +64,18 @@ def subscriber(django_user_model):
 def make_model(upstream):
     """A catalogue model served by the fake upstream (its upstream id picks the behaviour)."""
 
-    def make(upstream_id: str = "fake-model", *, price_in: str = "1", price_out: str = "2",
-             fallback: AIModel | None = None) -> AIModel:
+    def make(
+        upstream_id: str = "fake-model", *, price_in: str = "1", price_out: str = "2", fallback: AIModel | None = None
+    ) -> AIModel:
         return AIModel.objects.create(
-            slug=f"test/{upstream_id}-{next(_numbers)}", provider=Provider.OPENAI_COMPAT, upstream_id=upstream_id,
-            name=upstream_id, input_price_per_m=Decimal(price_in), output_price_per_m=Decimal(price_out),
-            fallback=fallback, context_length=8192,
+            slug=f"test/{upstream_id}-{next(_numbers)}",
+            provider=Provider.OPENAI_COMPAT,
+            upstream_id=upstream_id,
+            name=upstream_id,
+            input_price_per_m=Decimal(price_in),
+            output_price_per_m=Decimal(price_out),
+            fallback=fallback,
+            context_length=8192,
         )
 
     return make

@@ -56,14 +56,17 @@ def locks_and_reserves(statements: list[str]) -> bool:
 
 
 def test_an_unlimited_plan_admits_in_one_unlocked_read_and_reserves_nothing(
-        make_plan, subscriber, make_model, make_key):
+    make_plan, subscriber, make_model, make_key
+):
     person, model = subscriber(make_plan()), make_model()
     worker = generation(person, model, api_key=make_key(person))
     catalogue.current()  # with Redis: the process's copy of the catalogue, loaded now, not by the request
     statements = statements_of(worker)
     assert kinds(statements) == [
         "select billing_subscription",  # with its plan and the key's budget
-        "insert billing_usagerecord", "insert billing_upstreamattempt", "update accounts_apikey",  # its last use
+        "insert billing_usagerecord",
+        "insert billing_upstreamattempt",
+        "update accounts_apikey",  # its last use
     ]
     assert "for update" not in statements[0]
     assert worker.admission.reservation_id is None and worker.status == "complete"
@@ -76,9 +79,13 @@ def test_a_limited_plan_costs_the_locked_admission_and_its_reservation(make_plan
     catalogue.current()
     assert kinds(statements_of(worker)) == [
         "select billing_subscription",  # the unlocked read finds a limit: the locked admission decides
-        "select billing_subscription", "select accounts_apikey", "select billing_reservation",
+        "select billing_subscription",
+        "select accounts_apikey",
+        "select billing_reservation",
         "insert billing_reservation",
-        "delete billing_reservation", "insert billing_usagerecord", "insert billing_upstreamattempt",
+        "delete billing_reservation",
+        "insert billing_usagerecord",
+        "insert billing_upstreamattempt",
         "update accounts_apikey",
     ]
     assert worker.admission.reservation_id is not None and not Reservation.objects.exists()
@@ -97,7 +104,8 @@ def test_a_plan_with_any_limit_still_locks_and_reserves(limits, make_plan, subsc
 
 
 def test_a_key_budget_on_an_unlimited_plan_is_read_afresh_and_reserved_against(
-        make_plan, subscriber, make_model, make_key):
+    make_plan, subscriber, make_model, make_key
+):
     person, model = subscriber(make_plan()), make_model()
     api_key = make_key(person)
     assert not touches_reservations(statements_of(generation(person, model, api_key=api_key)))
@@ -114,7 +122,8 @@ def test_a_plan_given_a_limit_reserves_from_the_next_request_on(make_plan, subsc
 
 
 def test_the_unlocked_path_still_applies_the_model_policy_and_the_output_cap(
-        make_plan, subscriber, make_model, upstream):
+    make_plan, subscriber, make_model, upstream
+):
     person = subscriber(make_plan(free_models_only=True, max_output_tokens=50))
     with pytest.raises(LimitExceeded) as caught:
         async_to_sync(generation(person, make_model(price_in="0.15")).complete)()

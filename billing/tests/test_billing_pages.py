@@ -16,8 +16,9 @@ pytestmark = pytest.mark.django_db
 
 
 def test_it_shows_the_plan_period_and_usage_against_the_quota(browser, free_user):
-    UsageRecord.objects.create(user=free_user, model_slug="m", prompt_tokens=30_000, completion_tokens=20_000,
-                               status="complete")
+    UsageRecord.objects.create(
+        user=free_user, model_slug="m", prompt_tokens=30_000, completion_tokens=20_000, status="complete"
+    )
     page = browser.get("/billing/").content.decode()
     subscription = current_subscription(free_user)
     assert 'id="plan-name">Free<' in page
@@ -26,7 +27,7 @@ def test_it_shows_the_plan_period_and_usage_against_the_quota(browser, free_user
     assert "50,000 of 200,000 (25%)" in page
     assert 'id="operator-note"' in page  # no Stripe keys: an operator assigns plans
     for name in ("Developer", "Pro", "Enterprise"):
-        assert f"<th class=\"\">{name}</th>" in page
+        assert f'<th class="">{name}</th>' in page
     assert 'id="upgrade-pro"' in page and "Contact us" in page
 
 
@@ -37,7 +38,9 @@ def test_an_upgrade_asks_for_confirmation_then_takes_effect_at_once(browser, fre
     response = browser.post("/billing/change/pro/", follow=True)
     assert current_subscription(free_user).plan.slug == "pro"
     assert "You are now on the Pro plan." in response.content.decode()
-    history = list(Subscription.objects.filter(user=free_user).order_by("started_at").values_list("plan__slug", "is_active"))
+    history = list(
+        Subscription.objects.filter(user=free_user).order_by("started_at").values_list("plan__slug", "is_active")
+    )
     assert history == [("free", False), ("pro", True)]
 
 
@@ -51,8 +54,9 @@ def test_a_downgrade_is_scheduled_for_the_end_of_the_period_and_applied_then(bro
     assert 'id="scheduled-change"' in browser.get("/billing/").content.decode()
 
     period_end = timezone.now() - timedelta(days=1)
-    Subscription.objects.filter(pk=subscription.pk).update(current_period_end=period_end,
-                                                           current_period_start=period_end - timedelta(days=30))
+    Subscription.objects.filter(pk=subscription.pk).update(
+        current_period_end=period_end, current_period_start=period_end - timedelta(days=30)
+    )
     rolled = current_subscription(free_user)
     assert rolled.plan.slug == "developer" and rolled.current_period_start == period_end
     assert rolled.current_period_end > timezone.now()
@@ -64,7 +68,8 @@ def test_a_period_without_a_scheduled_change_just_rolls_forward(free_user):
     subscription = current_subscription(free_user)
     Subscription.objects.filter(pk=subscription.pk).update(
         current_period_start=subscription.current_period_start - timedelta(days=70),
-        current_period_end=subscription.current_period_end - timedelta(days=70))
+        current_period_end=subscription.current_period_end - timedelta(days=70),
+    )
     rolled = current_subscription(free_user)
     assert rolled.pk == subscription.pk and rolled.current_period_start <= timezone.now() < rolled.current_period_end
 
@@ -91,8 +96,15 @@ def test_it_refuses_changes_it_cannot_make(browser, free_user):
 def test_the_enterprise_form_is_stored(browser, free_user):
     bad = browser.post("/billing/enterprise/", {"company": "", "contact_email": "nope", "message": ""})
     assert bad.status_code == 422 and not EnterpriseInquiry.objects.exists()
-    browser.post("/billing/enterprise/", {"company": "Acme", "contact_email": "cto@acme.test",
-                                          "expected_monthly_tokens": "500000000", "message": "We need SSO."})
+    browser.post(
+        "/billing/enterprise/",
+        {
+            "company": "Acme",
+            "contact_email": "cto@acme.test",
+            "expected_monthly_tokens": "500000000",
+            "message": "We need SSO.",
+        },
+    )
     inquiry = EnterpriseInquiry.objects.get()
     assert (inquiry.user, inquiry.company, inquiry.expected_monthly_tokens) == (free_user, "Acme", 500_000_000)
 
@@ -104,19 +116,27 @@ def test_pages_need_a_login():
 
 def test_the_statement_lists_tokens_and_cost_by_model_as_a_page_and_csv(browser, free_user, other_user):
     november = datetime(2026, 11, 10, tzinfo=dt_timezone.utc)
-    for owner, model, cost in [(free_user, "a/model", "0.5"), (free_user, "a/model", "0.25"),
-                               (free_user, "b/model", "1"), (other_user, "a/model", "9")]:
-        record = UsageRecord.objects.create(user=owner, model_slug=model, prompt_tokens=10, completion_tokens=5,
-                                            cost=Decimal(cost), status="complete")
+    for owner, model, cost in [
+        (free_user, "a/model", "0.5"),
+        (free_user, "a/model", "0.25"),
+        (free_user, "b/model", "1"),
+        (other_user, "a/model", "9"),
+    ]:
+        record = UsageRecord.objects.create(
+            user=owner, model_slug=model, prompt_tokens=10, completion_tokens=5, cost=Decimal(cost), status="complete"
+        )
         UsageRecord.objects.filter(pk=record.pk).update(created_at=november)
-    UsageRecord.objects.filter(pk=UsageRecord.objects.create(
-        user=free_user, model_slug="c/model", status="complete", cost=Decimal("7")).pk).update(
-        created_at=november.replace(month=10))
+    UsageRecord.objects.filter(
+        pk=UsageRecord.objects.create(user=free_user, model_slug="c/model", status="complete", cost=Decimal("7")).pk
+    ).update(created_at=november.replace(month=10))
     assert "November 2026" in browser.get("/billing/statements/").content.decode()
     page = browser.get("/billing/statements/2026-11/").content.decode()
     assert "a/model" in page and "b/model" in page and "c/model" not in page and "$1.75" in page
     csv_lines = browser.get("/billing/statements/2026-11.csv").content.decode().splitlines()
     assert csv_lines[0].startswith("month,model,requests")
-    assert csv_lines[1:] == ["2026-11,a/model,2,20,10,30,0.75000000", "2026-11,b/model,1,10,5,15,1.00000000",
-                             "2026-11,TOTAL,3,30,15,45,1.75000000"]
+    assert csv_lines[1:] == [
+        "2026-11,a/model,2,20,10,30,0.75000000",
+        "2026-11,b/model,1,10,5,15,1.00000000",
+        "2026-11,TOTAL,3,30,15,45,1.75000000",
+    ]
     assert browser.get("/billing/statements/2026-13/").status_code == 404

@@ -33,9 +33,16 @@ def customer(django_user_model):
     now = timezone.now()
     for days_ago in range(7):
         for model, api_key, tokens in [("a/model", None, 1000 + 100 * days_ago), ("b/model", key, 400)]:
-            row = UsageRecord.objects.create(user=person, api_key=api_key, model_slug=model, provider="openrouter",
-                                             prompt_tokens=tokens, completion_tokens=tokens // 2,
-                                             cost=Decimal("0.01") * (days_ago + 1), status="complete")
+            row = UsageRecord.objects.create(
+                user=person,
+                api_key=api_key,
+                model_slug=model,
+                provider="openrouter",
+                prompt_tokens=tokens,
+                completion_tokens=tokens // 2,
+                cost=Decimal("0.01") * (days_ago + 1),
+                status="complete",
+            )
             UsageRecord.objects.filter(pk=row.pk).update(created_at=now - timedelta(days=days_ago))
     return person
 

@@ -40,10 +40,18 @@ def servers(upstream):
 
     def start(count: int = 2, redis_url: str = "") -> list[str]:
         db = connection.settings_dict
-        env = {**os.environ, "DEBUG": "1", "REDIS_URL": redis_url, "LOCAL_MODEL_ENABLED": "0",
-               "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-               "OPENAI_COMPAT_BASE_URL": f"{upstream.url}/v1", "OPENAI_COMPAT_API_KEY": "compat-test-key",
-               "OPENROUTER_API_KEY": "", "GEMINI_API_KEY": "", "LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "DEBUG": "1",
+            "REDIS_URL": redis_url,
+            "LOCAL_MODEL_ENABLED": "0",
+            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "OPENAI_COMPAT_BASE_URL": f"{upstream.url}/v1",
+            "OPENAI_COMPAT_API_KEY": "compat-test-key",
+            "OPENROUTER_API_KEY": "",
+            "GEMINI_API_KEY": "",
+            "LOG_LEVEL": "WARNING",
+        }
         new = [start_daphne(env) for _ in range(count)]
         started.extend(new)
         for process, url in new:
@@ -58,18 +66,23 @@ def servers(upstream):
 async def fire(urls: list[str], raw_key: str, model_slug: str, count: int) -> list[httpx.Response]:
     """`count` requests at once, spread over the servers."""
     async with httpx.AsyncClient(timeout=30) as client:
-        return await asyncio.gather(*(
-            client.post(f"{urls[n % len(urls)]}/v1/chat/completions",
-                        headers={"Authorization": f"Bearer {raw_key}"},
-                        json={"model": model_slug, "messages": [{"role": "user", "content": "Say hello"}]})
-            for n in range(count)
-        ))
+        return await asyncio.gather(
+            *(
+                client.post(
+                    f"{urls[n % len(urls)]}/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {raw_key}"},
+                    json={"model": model_slug, "messages": [{"role": "user", "content": "Say hello"}]},
+                )
+                for n in range(count)
+            )
+        )
 
 
 @needs_postgresql
 @pytest.mark.parametrize("limiter", ["database", "redis"])
 def test_with_rpm_5_exactly_5_of_20_simultaneous_requests_pass_across_two_processes(
-        limiter, servers, make_plan, subscriber, make_model):
+    limiter, servers, make_plan, subscriber, make_model
+):
     if limiter == "redis" and not settings.REDIS_URL:
         pytest.skip("REDIS_URL is not set")
     person = subscriber(make_plan(requests_per_minute=5))
@@ -90,7 +103,8 @@ def test_with_rpm_5_exactly_5_of_20_simultaneous_requests_pass_across_two_proces
 
 @needs_postgresql
 def test_a_key_budget_holds_for_20_simultaneous_requests_across_two_processes_and_blocks_only_that_key(
-        servers, make_plan, subscriber, make_model):
+    servers, make_plan, subscriber, make_model
+):
     person = subscriber(make_plan())
     # max_tokens=8: each request reserves and costs exactly 17 tokens at $5000/1M = $0.085; $0.35 pays for 4.
     model = make_model(price_in="5000", price_out="5000")
@@ -100,10 +114,14 @@ def test_a_key_budget_holds_for_20_simultaneous_requests_across_two_processes_an
 
     async def both():
         async with httpx.AsyncClient(timeout=30) as client:
+
             def ask(n, key):
-                return client.post(f"{urls[n % 2]}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                                   json={"model": model.slug, "max_tokens": 8,
-                                         "messages": [{"role": "user", "content": "Say hello"}]})
+                return client.post(
+                    f"{urls[n % 2]}/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={"model": model.slug, "max_tokens": 8, "messages": [{"role": "user", "content": "Say hello"}]},
+                )
+
             capped_answers = await asyncio.gather(*(ask(n, raw_capped) for n in range(20)))
             return capped_answers, await ask(0, raw_free)
 
@@ -119,8 +137,16 @@ def spent(make_plan, subscriber, make_model):
     """A person whose monthly token quota is used up, with an API key and a conversation."""
     person = subscriber(make_plan(monthly_token_quota=1000))
     model = make_model()
-    UsageRecord.objects.create(user=person, model=model, model_slug=model.slug, provider=model.provider,
-                               prompt_tokens=600, completion_tokens=400, cost=Decimal("0.001"), status="complete")
+    UsageRecord.objects.create(
+        user=person,
+        model=model,
+        model_slug=model.slug,
+        provider=model.provider,
+        prompt_tokens=600,
+        completion_tokens=400,
+        cost=Decimal("0.001"),
+        status="complete",
+    )
     return person, model
 
 
@@ -131,8 +157,9 @@ async def test_a_spent_quota_blocks_the_chat_page_and_the_api(spent, upstream):
     conversation = await Conversation.objects.acreate(user=person, title="Over quota")
     _, raw_key = await database_sync_to_async(issue_key)(person, "blocked")
     cookie = await database_sync_to_async(session_cookie_header)(person)
-    socket_ = WebsocketCommunicator(application, f"/ws/chat/{conversation.pk}/",
-                                    headers=[(b"origin", b"http://127.0.0.1"), (b"cookie", cookie)])
+    socket_ = WebsocketCommunicator(
+        application, f"/ws/chat/{conversation.pk}/", headers=[(b"origin", b"http://127.0.0.1"), (b"cookie", cookie)]
+    )
     assert (await socket_.connect())[0]
     await socket_.send_json_to({"action": "send", "message": "Hello?", "model": model.slug})
     frames = []
@@ -145,8 +172,10 @@ async def test_a_spent_quota_blocks_the_chat_page_and_the_api(spent, upstream):
     assert reply.status == "failed" and "monthly quota" in reply.error
 
     response = await AsyncClient().post(
-        "/v1/chat/completions", {"model": model.slug, "messages": [{"role": "user", "content": "Hello?"}]},
-        content_type="application/json", headers={"Authorization": f"Bearer {raw_key}"},
+        "/v1/chat/completions",
+        {"model": model.slug, "messages": [{"role": "user", "content": "Hello?"}]},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {raw_key}"},
     )
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "insufficient_quota"
@@ -156,8 +185,9 @@ async def test_a_spent_quota_blocks_the_chat_page_and_the_api(spent, upstream):
 
 @needs_postgresql
 @pytest.mark.parametrize("limit", ["key budget", "plan credit"])
-def test_50_concurrent_requests_never_spend_more_than_a_1_dollar_budget(limit, make_plan, subscriber, make_model,
-                                                                          make_key):
+def test_50_concurrent_requests_never_spend_more_than_a_1_dollar_budget(
+    limit, make_plan, subscriber, make_model, make_key
+):
     person = subscriber(make_plan(monthly_credit_quota=Decimal("1") if limit == "plan credit" else None))
     api_key = make_key(person, budget="1" if limit == "key budget" else None)
     # The fake upstream reports 11 + 6 tokens; with max_tokens=8 the worst case reserved is the same 17

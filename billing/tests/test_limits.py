@@ -60,7 +60,8 @@ def test_a_free_model_on_the_free_plan_never_falls_back_to_a_paid_one(subscriber
 
 
 def test_it_clamps_max_tokens_to_the_plan_cap_and_sends_the_cap_when_none_is_asked(
-        make_plan, subscriber, make_model, upstream):
+    make_plan, subscriber, make_model, upstream
+):
     person = subscriber(make_plan(max_output_tokens=100))
     model = make_model()
     ask(person, model, params={"max_tokens": 5000})
@@ -121,7 +122,8 @@ def test_each_api_key_and_the_account_have_their_own_rate_limit(limiter, make_pl
 
 
 async def test_concurrent_streams_are_limited_and_a_finished_stream_frees_its_slot(
-        make_plan, subscriber, make_model, upstream):
+    make_plan, subscriber, make_model, upstream
+):
     from channels.db import database_sync_to_async
 
     person = await database_sync_to_async(subscriber)(await database_sync_to_async(make_plan)(max_concurrent_streams=1))
@@ -145,7 +147,9 @@ async def test_concurrent_streams_are_limited_and_a_finished_stream_frees_its_sl
     assert statuses == ["complete", "stopped"]  # the refused request left no row
 
 
-def test_the_monthly_token_quota_blocks_once_the_next_worst_case_does_not_fit(make_plan, subscriber, make_model, upstream):
+def test_the_monthly_token_quota_blocks_once_the_next_worst_case_does_not_fit(
+    make_plan, subscriber, make_model, upstream
+):
     worst = count_prompt_tokens(SAY_HELLO) + 50
     person = subscriber(make_plan(monthly_token_quota=worst + 10, max_output_tokens=50))
     model = make_model()
@@ -216,7 +220,8 @@ def test_a_reservation_left_by_a_dead_process_stops_counting_when_it_expires(mak
 
 
 def test_admission_starts_free_for_a_new_user_and_rolls_an_ended_period(
-        django_user_model, make_plan, subscriber, make_model, upstream):
+    django_user_model, make_plan, subscriber, make_model, upstream
+):
     model = make_model(price_in="0.15")
     newcomer = django_user_model.objects.create_user("newcomer@example.com", "correct horse battery")
     assert refusal(newcomer, model).code == "model_not_allowed"  # on Free, started on the way

@@ -35,10 +35,18 @@ class FakeStripe:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-                fake.calls.append({"path": self.path, "auth": self.headers["Authorization"],
-                                   "form": {k: v[0] for k, v in parse_qs(body).items()}})
-                payload = ({"id": "cs_test_1", "url": "https://checkout.stripe.test/c/pay/cs_test_1"} if status == 200
-                           else {"error": {"message": "Invalid API Key provided"}})
+                fake.calls.append(
+                    {
+                        "path": self.path,
+                        "auth": self.headers["Authorization"],
+                        "form": {k: v[0] for k, v in parse_qs(body).items()},
+                    }
+                )
+                payload = (
+                    {"id": "cs_test_1", "url": "https://checkout.stripe.test/c/pay/cs_test_1"}
+                    if status == 200
+                    else {"error": {"message": "Invalid API Key provided"}}
+                )
                 send_json(self, status, payload)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -66,14 +74,23 @@ def event(event_id: str, event_type: str, obj: dict) -> bytes:
 
 def deliver(payload: bytes, signature: str | None = None):
     signature = stripe_api.sign(payload, SECRET) if signature is None else signature
-    return Client().post("/billing/stripe/webhook/", payload, content_type="application/json",
-                         headers={"Stripe-Signature": signature})
+    return Client().post(
+        "/billing/stripe/webhook/", payload, content_type="application/json", headers={"Stripe-Signature": signature}
+    )
 
 
 def paid_checkout(buyer, plan="pro", event_id="evt_1") -> bytes:
-    return event(event_id, "checkout.session.completed", {
-        "id": "cs_test_1", "payment_status": "paid", "customer": "cus_1", "subscription": "sub_1",
-        "metadata": {"user_id": str(buyer.pk), "plan": plan}})
+    return event(
+        event_id,
+        "checkout.session.completed",
+        {
+            "id": "cs_test_1",
+            "payment_status": "paid",
+            "customer": "cus_1",
+            "subscription": "sub_1",
+            "metadata": {"user_id": str(buyer.pk), "plan": plan},
+        },
+    )
 
 
 def test_an_upgrade_goes_to_stripe_checkout_and_changes_nothing_yet(stripe, browser, free_user):
@@ -118,11 +135,17 @@ def test_a_duplicate_event_is_acknowledged_and_applied_once(stripe, free_user):
     assert StripeEvent.objects.count() == 1
 
 
-@pytest.mark.parametrize("signature", [
-    "", "t=123", "v1=abc", "t=abc,v1=abc",
-    stripe_api.sign(b"another body", SECRET),
-    stripe_api.sign(b"{}", "whsec_someone_else"),
-])
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "",
+        "t=123",
+        "v1=abc",
+        "t=abc,v1=abc",
+        stripe_api.sign(b"another body", SECRET),
+        stripe_api.sign(b"{}", "whsec_someone_else"),
+    ],
+)
 def test_an_unsigned_or_wrongly_signed_webhook_is_refused(stripe, free_user, signature):
     payload = paid_checkout(free_user)
     if signature == stripe_api.sign(b"{}", "whsec_someone_else"):
@@ -140,8 +163,11 @@ def test_an_old_signature_is_refused_as_a_replay(stripe, free_user):
 
 
 def test_an_unpaid_checkout_and_unknown_events_change_nothing(stripe, free_user):
-    unpaid = event("evt_2", "checkout.session.completed", {"payment_status": "unpaid",
-                                                           "metadata": {"user_id": str(free_user.pk), "plan": "pro"}})
+    unpaid = event(
+        "evt_2",
+        "checkout.session.completed",
+        {"payment_status": "unpaid", "metadata": {"user_id": str(free_user.pk), "plan": "pro"}},
+    )
     assert deliver(unpaid).json() == {"result": "handled"}
     assert deliver(event("evt_3", "invoice.created", {})).json() == {"result": "ignored"}
     assert current_subscription(free_user).plan.slug == "free"

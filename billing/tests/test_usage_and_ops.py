@@ -19,14 +19,32 @@ pytestmark = pytest.mark.django_db
 DAY = datetime(2026, 11, 10, 12, tzinfo=dt_timezone.utc)
 
 
-def record(owner, *, when=DAY, model="a/model", provider="openrouter", tokens=(10, 5), cost="0.01", api_key=None,
-           status="complete", attempts=("ok",)):
-    row = UsageRecord.objects.create(user=owner, api_key=api_key, model_slug=model, provider=provider,
-                                     prompt_tokens=tokens[0], completion_tokens=tokens[1], cost=Decimal(cost),
-                                     status=status)
+def record(
+    owner,
+    *,
+    when=DAY,
+    model="a/model",
+    provider="openrouter",
+    tokens=(10, 5),
+    cost="0.01",
+    api_key=None,
+    status="complete",
+    attempts=("ok",),
+):
+    row = UsageRecord.objects.create(
+        user=owner,
+        api_key=api_key,
+        model_slug=model,
+        provider=provider,
+        prompt_tokens=tokens[0],
+        completion_tokens=tokens[1],
+        cost=Decimal(cost),
+        status=status,
+    )
     UsageRecord.objects.filter(pk=row.pk).update(created_at=when)
-    UpstreamAttempt.objects.bulk_create(UpstreamAttempt(usage=row, provider=provider, model_slug=model, outcome=o)
-                                        for o in attempts)
+    UpstreamAttempt.objects.bulk_create(
+        UpstreamAttempt(usage=row, provider=provider, model_slug=model, outcome=o) for o in attempts
+    )
     return row
 
 
@@ -47,8 +65,10 @@ def dashboard(client, query="start=2026-11-09&end=2026-11-12"):
 
 def chart_data(response) -> dict:
     page = response.content.decode()
-    start = page.index('<script id="usage-data" type="application/json">') + len('<script id="usage-data" type="application/json">')
-    return json.loads(page[start:page.index("</script>", start)])
+    start = page.index('<script id="usage-data" type="application/json">') + len(
+        '<script id="usage-data" type="application/json">'
+    )
+    return json.loads(page[start : page.index("</script>", start)])
 
 
 def test_the_dashboard_sums_the_callers_own_usage_per_day_model_and_key(logged_in, usage):
@@ -96,8 +116,9 @@ def test_the_csv_export_has_one_row_per_day_model_and_key(logged_in, usage):
 
 @pytest.fixture
 def staff(django_user_model):
-    operator = django_user_model.objects.create_user("ops@example.com", "correct horse battery", is_staff=True,
-                                                     is_superuser=True)
+    operator = django_user_model.objects.create_user(
+        "ops@example.com", "correct horse battery", is_staff=True, is_superuser=True
+    )
     return logged_in_client(operator)
 
 
@@ -107,18 +128,35 @@ def test_the_operator_overview_is_for_staff_only(logged_in):
 
 def test_the_operator_overview_shows_requests_tokens_cost_and_error_rate_per_provider(staff, user):
     now = timezone.now()
-    record(user, when=now - timedelta(hours=1), provider="gemini", tokens=(10, 10), cost="1",
-           attempts=("http_500", "ok"))
-    record(user, when=now - timedelta(hours=2), provider="gemini", status="failed", tokens=(0, 0), cost="0",
-           attempts=("timeout",))
-    record(user, when=now - timedelta(days=3), provider="openrouter", tokens=(5, 5), cost="0.5",
-           attempts=("ok", "cancelled"))
+    record(
+        user, when=now - timedelta(hours=1), provider="gemini", tokens=(10, 10), cost="1", attempts=("http_500", "ok")
+    )
+    record(
+        user,
+        when=now - timedelta(hours=2),
+        provider="gemini",
+        status="failed",
+        tokens=(0, 0),
+        cost="0",
+        attempts=("timeout",),
+    )
+    record(
+        user,
+        when=now - timedelta(days=3),
+        provider="openrouter",
+        tokens=(5, 5),
+        cost="0.5",
+        attempts=("ok", "cancelled"),
+    )
     response = staff.get("/ops/")
     (_, day), (_, month) = response.context["windows"]
     assert [(r["provider"], r["requests"], r["failed"], r["tokens"], r["attempts"], r["errors"]) for r in day] == [
-        ("gemini", 2, 1, 20, 3, 2)]
+        ("gemini", 2, 1, 20, 3, 2)
+    ]
     assert {r["provider"]: (r["requests"], r["attempts"], r["errors"]) for r in month} == {
-        "gemini": (2, 3, 2), "openrouter": (1, 1, 0)}
+        "gemini": (2, 3, 2),
+        "openrouter": (1, 1, 0),
+    }
     assert b"67%" in response.content  # gemini: 2 errors of 3 attempts
 
 
@@ -145,8 +183,9 @@ def test_the_usage_admin_exports_the_selection_as_csv(staff, usage):
 
 def test_an_operator_moves_users_to_another_plan_from_the_admin(staff, user, other_user):
     selected = Subscription.objects.filter(is_active=True, user__in=[user, other_user]).values_list("pk", flat=True)
-    response = staff.post("/admin/billing/subscription/", {"action": "move_to_developer",
-                                                           "_selected_action": list(selected)}, follow=True)
+    response = staff.post(
+        "/admin/billing/subscription/", {"action": "move_to_developer", "_selected_action": list(selected)}, follow=True
+    )
     assert b"2 user(s) moved to Developer." in response.content
     for person in (user, other_user):
         active = Subscription.objects.get(user=person, is_active=True)

@@ -59,8 +59,9 @@ async def authenticate_request(request, *, allow_session: bool = False) -> Calle
         user = await request.auser()
         if user.is_authenticated:
             if request.method not in SAFE_METHODS and _csrf_refusal(request) is not None:
-                raise ApiError(403, "CSRF verification failed: send the X-CSRFToken header with session auth.",
-                               "csrf_failed")
+                raise ApiError(
+                    403, "CSRF verification failed: send the X-CSRFToken header with session auth.", "csrf_failed"
+                )
             return Caller(user=user)
     raise ApiError(401, "Missing API key: send 'Authorization: Bearer <API key>'.", "missing_api_key")
 
@@ -70,9 +71,11 @@ def allowed_model(caller: Caller, slug: str, models: catalogue.Catalogue | None 
     try:
         model = catalogue.active_model(slug, models)
     except UnknownModel:
-        raise ApiError(404, f"The model '{slug}' does not exist. GET /v1/models lists them.", "model_not_found",
-                       param="model") from None
+        raise ApiError(
+            404, f"The model '{slug}' does not exist. GET /v1/models lists them.", "model_not_found", param="model"
+        ) from None
     if not caller.may_use(model):
-        raise ApiError(403, f"This API key is not allowed to use the model '{slug}'.", "model_not_allowed",
-                       param="model")
+        raise ApiError(
+            403, f"This API key is not allowed to use the model '{slug}'.", "model_not_allowed", param="model"
+        )
     return model

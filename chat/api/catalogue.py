@@ -25,15 +25,19 @@ def model_entry(model: AIModel) -> dict:
         "name": model.name,
         "description": model.description,
         "context_length": model.context_length,
-        "pricing": {"prompt": _per_token(model.input_price_per_m),
-                    "completion": _per_token(model.output_price_per_m)},
+        "pricing": {"prompt": _per_token(model.input_price_per_m), "completion": _per_token(model.output_price_per_m)},
     }
 
 
 AUTO_ENTRY = {
-    "id": AUTO, "object": "model", "created": 0, "owned_by": "aihub", "name": "Auto (best free model available)",
+    "id": AUTO,
+    "object": "model",
+    "created": 0,
+    "owned_by": "aihub",
+    "name": "Auto (best free model available)",
     "description": "Routes to the free models in priority order, falling back when one fails.",
-    "context_length": None, "pricing": {"prompt": "0", "completion": "0"},
+    "context_length": None,
+    "pricing": {"prompt": "0", "completion": "0"},
 }
 
 

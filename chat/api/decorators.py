@@ -21,8 +21,11 @@ def api_view(*methods: str):
         async def wrapper(request, *args, **kwargs):
             try:
                 if request.method not in methods:
-                    raise ApiError(405, f"Method {request.method} is not allowed here; use {', '.join(methods)}.",
-                                   "method_not_allowed")
+                    raise ApiError(
+                        405,
+                        f"Method {request.method} is not allowed here; use {', '.join(methods)}.",
+                        "method_not_allowed",
+                    )
                 return await view(request, *args, **kwargs)
             except ApiError as exc:
                 response = exc.response()

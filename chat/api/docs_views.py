@@ -28,8 +28,10 @@ def openapi_schema(request):
 
 # Redoc draws its vendor's logo from a CDN: only this site's own images may load, so reading the
 # docs tells no third party about it. Redoc needs inline styles and a blob: worker for search.
-DOCS_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-            "script-src 'self'; worker-src 'self' blob:; font-src 'self' data:; connect-src 'self'")
+DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; worker-src 'self' blob:; font-src 'self' data:; connect-src 'self'"
+)
 
 
 @login_not_required
@@ -43,7 +45,11 @@ def api_docs(request):
 @login_not_required
 @require_GET
 def api_guide(request):
-    return render(request, "api/guide.html", {
-        "base_url": request.build_absolute_uri("/v1"),
-        "rest_url": request.build_absolute_uri("/api/v1"),
-    })
+    return render(
+        request,
+        "api/guide.html",
+        {
+            "base_url": request.build_absolute_uri("/v1"),
+            "rest_url": request.build_absolute_uri("/api/v1"),
+        },
+    )

@@ -21,8 +21,9 @@ ERROR_TYPES = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str, *, param: str | None = None,
-                 retry_after: int | None = None):
+    def __init__(
+        self, status: int, message: str, code: str, *, param: str | None = None, retry_after: int | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -32,8 +33,14 @@ class ApiError(Exception):
 
     @property
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": ERROR_TYPES.get(self.status, "api_error"),
-                          "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": ERROR_TYPES.get(self.status, "api_error"),
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
     def response(self) -> JsonResponse:
         response = JsonResponse(self.body, status=self.status)

@@ -24,8 +24,11 @@ logger = logging.getLogger(__name__)
 
 def _usage(generation: Generation) -> dict:
     record = generation.usage_record
-    return {"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
-            "total_tokens": record.total_tokens}
+    return {
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "total_tokens": record.total_tokens,
+    }
 
 
 def _finish_reason(generation: Generation) -> str:
@@ -48,15 +51,24 @@ class CompletionChunks:
         self.created = int(time.time())
         self.model = _served_slug(stream.generation, chat.model)
         # A text chunk is the same bytes around its JSON-encoded text: encoded once, not per chunk.
-        head = json.dumps({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                           "model": self.model}, separators=(",", ":"))
+        head = json.dumps(
+            {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model},
+            separators=(",", ":"),
+        )
         self._text_head = f'data: {head[:-1]},"choices":[{{"index":0,"delta":{{"content":'.encode()
-        self._text_tail = ('},"finish_reason":null}]' + (',"usage":null' if chat.include_usage else "")
-                           + "}\n\n").encode()
+        self._text_tail = (
+            '},"finish_reason":null}]' + (',"usage":null' if chat.include_usage else "") + "}\n\n"
+        ).encode()
 
     def chunk(self, delta: dict, finish_reason: str | None = None, **extra) -> bytes:
-        payload = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+        payload = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            **extra,
+        }
         if self.chat.include_usage:
             payload.setdefault("usage", None)
         return sse_event(payload)
@@ -82,8 +94,16 @@ class CompletionChunks:
             generation = self.stream.generation
             yield self.chunk({}, _finish_reason(generation))
             if self.chat.include_usage:
-                yield sse_event({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                                 "model": self.model, "choices": [], "usage": _usage(generation)})
+                yield sse_event(
+                    {
+                        "id": self.id,
+                        "object": "chat.completion.chunk",
+                        "created": self.created,
+                        "model": self.model,
+                        "choices": [],
+                        "usage": _usage(generation),
+                    }
+                )
             yield sse_event("[DONE]")
         finally:  # also on client disconnect (cancellation): the upstream is closed, the usage settled
             await self.stream.close()
@@ -96,15 +116,22 @@ async def _stream_response(generation: Generation, chat: ChatRequest):
 
 async def _complete_response(generation: Generation, chat: ChatRequest) -> JsonResponse:
     text = await complete(generation)
-    return JsonResponse({
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": _served_slug(generation, chat.model),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": _finish_reason(generation)}],
-        "usage": _usage(generation),
-    })
+    return JsonResponse(
+        {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": _served_slug(generation, chat.model),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": _finish_reason(generation),
+                }
+            ],
+            "usage": _usage(generation),
+        }
+    )
 
 
 @api_view("POST")
@@ -113,8 +140,13 @@ async def chat_completions(request):
     caller = await authenticate_request(request)
     chat = parse_chat_request(read_json_body(request))
     # The model is looked up in the admission's thread hop (an unknown or forbidden one is still a 404 / 403).
-    generation = Generation(user=caller.user, resolve_model=functools.partial(allowed_model, caller, chat.model),
-                            messages=chat.messages, params=chat.params, api_key=caller.api_key)
+    generation = Generation(
+        user=caller.user,
+        resolve_model=functools.partial(allowed_model, caller, chat.model),
+        messages=chat.messages,
+        params=chat.params,
+        api_key=caller.api_key,
+    )
     if chat.stream:
         return await _stream_response(generation, chat)
     return await _complete_response(generation, chat)

@@ -58,18 +58,30 @@ async def _session_for(caller: Caller, session_id) -> Conversation:
 
 def _message_json(message: Message) -> dict:
     return {
-        "id": message.pk, "role": message.role, "content": message.content, "status": message.status,
-        "error": message.error or None, "model": message.model.slug if message.model else None,
-        "usage": {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens,
-                  "total_tokens": message.prompt_tokens + message.completion_tokens},
-        "cost_usd": message.cost, "created_at": message.created_at,
+        "id": message.pk,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "error": message.error or None,
+        "model": message.model.slug if message.model else None,
+        "usage": {
+            "prompt_tokens": message.prompt_tokens,
+            "completion_tokens": message.completion_tokens,
+            "total_tokens": message.prompt_tokens + message.completion_tokens,
+        },
+        "cost_usd": message.cost,
+        "created_at": message.created_at,
     }
 
 
 def _session_json(conversation: Conversation) -> dict:
-    return {"id": conversation.pk, "title": conversation.title,
-            "model": conversation.model.slug if conversation.model else None,
-            "created_at": conversation.created_at, "updated_at": conversation.updated_at}
+    return {
+        "id": conversation.pk,
+        "title": conversation.title,
+        "model": conversation.model.slug if conversation.model else None,
+        "created_at": conversation.created_at,
+        "updated_at": conversation.updated_at,
+    }
 
 
 async def _start_exchange(request):
@@ -92,8 +104,15 @@ async def _start_exchange(request):
         conversation = await Conversation.objects.acreate(user=caller.user)
     _, reply, _ = await database_sync_to_async(conversations.add_user_message)(conversation, text.strip(), model)
     history = await database_sync_to_async(conversations.history_for)(conversation, reply)
-    generation = Generation(user=caller.user, model=model, messages=history, params=params,
-                            api_key=caller.api_key, conversation=conversation, reply=reply)
+    generation = Generation(
+        user=caller.user,
+        model=model,
+        messages=history,
+        params=params,
+        api_key=caller.api_key,
+        conversation=conversation,
+        reply=reply,
+    )
     return generation, conversation, reply
 
 
@@ -155,9 +174,17 @@ async def session_list(request):
     sessions = Conversation.objects.filter(user=caller.user).select_related("model")
     total = await sessions.acount()
     offset = (page - 1) * per_page
-    data = [_session_json(c) async for c in sessions[offset:offset + per_page]]
-    return JsonResponse({"object": "list", "data": data, "page": page, "per_page": per_page, "total": total,
-                         "has_more": offset + len(data) < total})
+    data = [_session_json(c) async for c in sessions[offset : offset + per_page]]
+    return JsonResponse(
+        {
+            "object": "list",
+            "data": data,
+            "page": page,
+            "per_page": per_page,
+            "total": total,
+            "has_more": offset + len(data) < total,
+        }
+    )
 
 
 @api_view("GET", "PATCH", "DELETE")
@@ -171,8 +198,7 @@ async def session_detail(request, pk: int):
     if request.method == "PATCH":
         title = read_json_body(request).get("title")
         if not isinstance(title, str) or not title.strip():
-            raise ApiError(400, "'title' is required: a non-empty string.", "missing_required_parameter",
-                           param="title")
+            raise ApiError(400, "'title' is required: a non-empty string.", "missing_required_parameter", param="title")
         if len(title.strip()) > TITLE_CHARS:
             raise _bad(f"'title' is longer than {TITLE_CHARS} characters.", "title")
         conversation.title = title.strip()
@@ -197,12 +223,18 @@ async def stats(request):
     until = timezone.now()
     since = (until - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     records = UsageRecord.objects.filter(user=caller.user, created_at__gte=since)
-    figures = {"requests": Count("id"), "prompt_tokens": Sum("prompt_tokens"),
-               "completion_tokens": Sum("completion_tokens"), "cost_usd": Sum("cost")}
+    figures = {
+        "requests": Count("id"),
+        "prompt_tokens": Sum("prompt_tokens"),
+        "completion_tokens": Sum("completion_tokens"),
+        "cost_usd": Sum("cost"),
+    }
     totals = await records.aaggregate(**figures)
     by_model = [row async for row in records.values("model_slug").annotate(**figures).order_by("model_slug")]
-    by_day = [row async for row in records.annotate(day=TruncDate("created_at")).values("day")
-              .annotate(**figures).order_by("day")]
+    by_day = [
+        row
+        async for row in records.annotate(day=TruncDate("created_at")).values("day").annotate(**figures).order_by("day")
+    ]
     for row in [totals, *by_model, *by_day]:
         for name in figures:
             row[name] = row[name] or 0
@@ -210,5 +242,4 @@ async def stats(request):
         row["cost_usd"] = Decimal(row["cost_usd"]).quantize(COST_PLACES)  # same figure on every database
     for row in by_model:
         row["model"] = row.pop("model_slug")
-    return JsonResponse({"since": since, "until": until, "totals": totals, "by_model": by_model,
-                         "by_day": by_day})
+    return JsonResponse({"since": since, "until": until, "totals": totals, "by_model": by_model, "by_day": by_day})

@@ -82,12 +82,18 @@ def _text_of(content, index: int) -> str:
         texts = []
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise _bad(f"messages[{index}].content: only text parts are supported.",
-                           f"messages[{index}].content", "invalid_type")
+                raise _bad(
+                    f"messages[{index}].content: only text parts are supported.",
+                    f"messages[{index}].content",
+                    "invalid_type",
+                )
             texts.append(part["text"])
         return "".join(texts)
-    raise _bad(f"messages[{index}].content must be a string or a list of text parts.",
-               f"messages[{index}].content", "invalid_type")
+    raise _bad(
+        f"messages[{index}].content must be a string or a list of text parts.",
+        f"messages[{index}].content",
+        "invalid_type",
+    )
 
 
 def parse_messages(value) -> list[dict]:
@@ -103,8 +109,9 @@ def parse_messages(value) -> list[dict]:
             raise _bad(f"messages[{index}] must be an object.", f"messages[{index}]", "invalid_type")
         role = message.get("role")
         if role not in ROLES:
-            raise _bad(f"messages[{index}].role must be one of {', '.join(ROLES)}.", f"messages[{index}].role",
-                       "invalid_value")
+            raise _bad(
+                f"messages[{index}].role must be one of {', '.join(ROLES)}.", f"messages[{index}].role", "invalid_value"
+            )
         messages.append({"role": role, "content": _text_of(message.get("content"), index)})
     return messages
 
@@ -123,16 +130,16 @@ def parse_params(data: dict) -> dict:
     elif isinstance(stop, list) and len(stop) <= MAX_STOP_SEQUENCES and all(isinstance(s, str) for s in stop):
         params["stop"] = stop or None
     elif stop is not None:
-        raise _bad(f"'stop' must be a string or a list of up to {MAX_STOP_SEQUENCES} strings.", "stop",
-                   "invalid_type")
+        raise _bad(f"'stop' must be a string or a list of up to {MAX_STOP_SEQUENCES} strings.", "stop", "invalid_type")
     return {name: value for name, value in params.items() if value is not None}
 
 
 def parse_chat_request(data: dict) -> ChatRequest:
     model = data.get("model")
     if model is None:
-        raise _bad("'model' is required (a model id from /v1/models, or 'auto').", "model",
-                   "missing_required_parameter")
+        raise _bad(
+            "'model' is required (a model id from /v1/models, or 'auto').", "model", "missing_required_parameter"
+        )
     if not isinstance(model, str) or not model:
         raise _bad("'model' must be a non-empty string.", "model", "invalid_type")
     for unsupported in UNSUPPORTED_PARAMS:
@@ -149,5 +156,10 @@ def parse_chat_request(data: dict) -> ChatRequest:
     options = data.get("stream_options") or {}
     if not isinstance(options, dict):
         raise _bad("'stream_options' must be an object.", "stream_options", "invalid_type")
-    return ChatRequest(model=model, messages=parse_messages(data.get("messages")), stream=stream,
-                       include_usage=bool(options.get("include_usage")), params=parse_params(data))
+    return ChatRequest(
+        model=model,
+        messages=parse_messages(data.get("messages")),
+        stream=stream,
+        include_usage=bool(options.get("include_usage")),
+        params=parse_params(data),
+    )

@@ -44,8 +44,12 @@ class ProviderError(Exception):
     @classmethod
     def from_status(cls, status: int, body: str) -> ProviderError:
         retryable = status == 429 or status >= 500
-        return cls(f"upstream answered HTTP {status}: {body[:300]}", outcome=f"http_{status}",
-                   http_status=status, retryable=retryable)
+        return cls(
+            f"upstream answered HTTP {status}: {body[:300]}",
+            outcome=f"http_{status}",
+            http_status=status,
+            retryable=retryable,
+        )
 
     @classmethod
     def from_transport(cls, exc: httpx.TransportError) -> ProviderError:
@@ -53,8 +57,7 @@ class ProviderError(Exception):
             return cls(f"upstream timed out ({type(exc).__name__})", outcome="timeout", retryable=True)
         if isinstance(exc, httpx.ConnectError):
             return cls(f"cannot connect to upstream: {exc}", outcome="connect_error", retryable=True)
-        return cls(f"upstream connection lost: {exc or type(exc).__name__}", outcome="connection_lost",
-                   retryable=True)
+        return cls(f"upstream connection lost: {exc or type(exc).__name__}", outcome="connection_lost", retryable=True)
 
 
 class Provider(abc.ABC):

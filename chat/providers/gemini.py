@@ -77,6 +77,7 @@ class GeminiProvider(Provider):
 
     async def complete(self, messages: list[dict], model: str, params: dict) -> Completion:
         url = f"{self.base_url}/models/{model}:generateContent"
-        text, finish, usage = _parse(await post_json(url, json_body=gemini_request(messages, params),
-                                                     headers=self.headers))
+        text, finish, usage = _parse(
+            await post_json(url, json_body=gemini_request(messages, params), headers=self.headers)
+        )
         return Completion(text, StreamEnd(usage or Usage(), finish or "stop"))

@@ -43,7 +43,9 @@ class LocalProvider(Provider):
             from llama_cpp import Llama
 
             self._llama = Llama(
-                model_path=str(model_path()), n_ctx=CONTEXT_TOKENS, n_threads=settings.LOCAL_MODEL_THREADS,
+                model_path=str(model_path()),
+                n_ctx=CONTEXT_TOKENS,
+                n_threads=settings.LOCAL_MODEL_THREADS,
                 verbose=False,
             )
             # Freed before interpreter shutdown: later, llama_cpp's own globals are gone and its

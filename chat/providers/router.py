@@ -113,8 +113,9 @@ class RouteTrail:
             return NoProviderAvailable("no provider is available for this model", outcome="no_provider")
         last = self.attempts[-1]
         tried = ", ".join(f"{a.model_slug}: {a.outcome}" for a in self.attempts)
-        return NoProviderAvailable(f"all providers failed ({tried})", outcome=last.outcome,
-                                   http_status=last.http_status)
+        return NoProviderAvailable(
+            f"all providers failed ({tried})", outcome=last.outcome, http_status=last.http_status
+        )
 
 
 async def route_stream(

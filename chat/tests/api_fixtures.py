@@ -15,8 +15,17 @@ from billing.subscriptions import start_subscription
 from chat.models import AIModel, Provider
 
 # Catalogue slugs -> fake upstream behaviours (see fake_upstream.py). Served by the OpenAI-compatible provider.
-BEHAVIOURS = ["fake-model", "fail-500", "fail-400", "hang", "slow", "error-after-2", "drop-after-2", "zero-usage",
-              "no-usage"]
+BEHAVIOURS = [
+    "fake-model",
+    "fail-500",
+    "fail-400",
+    "hang",
+    "slow",
+    "error-after-2",
+    "drop-after-2",
+    "zero-usage",
+    "no-usage",
+]
 
 
 @pytest.fixture
@@ -24,13 +33,20 @@ def catalogue(upstream, settings):
     """One paid model per fake behaviour, plus a free one that 'auto' picks. The local model is off."""
     settings.LOCAL_MODEL_ENABLED = False
     models = {
-        name: AIModel.objects.create(slug=f"test/{name}", provider=Provider.OPENAI_COMPAT, upstream_id=name,
-                                     name=f"Test {name}", context_length=4096,
-                                     input_price_per_m=Decimal("1.50"), output_price_per_m=Decimal("2.00"))
+        name: AIModel.objects.create(
+            slug=f"test/{name}",
+            provider=Provider.OPENAI_COMPAT,
+            upstream_id=name,
+            name=f"Test {name}",
+            context_length=4096,
+            input_price_per_m=Decimal("1.50"),
+            output_price_per_m=Decimal("2.00"),
+        )
         for name in BEHAVIOURS
     }
-    models["free"] = AIModel.objects.create(slug="test/free", provider=Provider.OPENAI_COMPAT, upstream_id="fake-free",
-                                            name="Test free", auto_priority=1)
+    models["free"] = AIModel.objects.create(
+        slug="test/free", provider=Provider.OPENAI_COMPAT, upstream_id="fake-free", name="Test free", auto_priority=1
+    )
     return models
 
 
@@ -59,8 +75,9 @@ class KeyClient:
         if method == "GET":
             return await self.get(path)
         data = "" if body is None else json.dumps(body)
-        return await getattr(self.client, method.lower())(path, data, content_type="application/json",
-                                                          headers=self.headers)
+        return await getattr(self.client, method.lower())(
+            path, data, content_type="application/json", headers=self.headers
+        )
 
 
 @pytest.fixture
@@ -73,7 +90,7 @@ def sse_events(body: bytes) -> list:
     events = []
     for block in body.decode().split("\n\n"):
         if block.startswith("data: "):
-            data = block[len("data: "):]
+            data = block[len("data: ") :]
             events.append(data if data == "[DONE]" else json.loads(data))
     return events
 

@@ -39,10 +39,18 @@ SLOW_DELAY = 0.2
 SLOW_CHUNKS = 50
 HANG_SECONDS = 30
 LISTED_MODELS = [
-    {"id": "fake-model", "name": "Fake model", "context_length": 4096,
-     "pricing": {"prompt": "0.000001", "completion": "0.000002"}},
-    {"id": "fake-free:free", "name": "Fake free", "context_length": 4096,
-     "pricing": {"prompt": "0", "completion": "0"}},
+    {
+        "id": "fake-model",
+        "name": "Fake model",
+        "context_length": 4096,
+        "pricing": {"prompt": "0.000001", "completion": "0.000002"},
+    },
+    {
+        "id": "fake-free:free",
+        "name": "Fake free",
+        "context_length": 4096,
+        "pricing": {"prompt": "0", "completion": "0"},
+    },
 ]
 
 
@@ -143,15 +151,32 @@ class FakeUpstream:
                 text = "".join(REPLY_WORDS)
                 if gemini:
                     usage = GEMINI_THINKING_USAGE if model == "thinking" else GEMINI_USAGE
-                    send_json(self, 200, {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"},
-                                                          "finishReason": "STOP"}], "usageMetadata": usage})
+                    send_json(
+                        self,
+                        200,
+                        {
+                            "candidates": [
+                                {"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP"}
+                            ],
+                            "usageMetadata": usage,
+                        },
+                    )
                     return
-                payload = {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
-                           "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                                        "finish_reason": "stop"}]}
+                payload = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
+                }
                 if model != "no-usage":
-                    payload["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0} \
-                        if model == "zero-usage" else USAGE
+                    payload["usage"] = (
+                        {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+                        if model == "zero-usage"
+                        else USAGE
+                    )
                 send_json(self, 200, payload)
 
             def _event(self, payload):
@@ -182,23 +207,50 @@ class FakeUpstream:
                     if gemini:
                         self._event({"candidates": [{"content": {"parts": [{"text": word}], "role": "model"}}]})
                     else:
-                        self._event({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
-                                     "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]})
+                        self._event(
+                            {
+                                "id": "chatcmpl-fake",
+                                "object": "chat.completion.chunk",
+                                "model": model,
+                                "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+                            }
+                        )
                     if model == "slow":
                         time.sleep(SLOW_DELAY)
                 if gemini:
-                    self._event({"candidates": [{"content": {"parts": [{"text": ""}], "role": "model"},
-                                                 "finishReason": "STOP"}],
-                                 "usageMetadata": GEMINI_THINKING_USAGE if model == "thinking" else GEMINI_USAGE})
+                    self._event(
+                        {
+                            "candidates": [
+                                {"content": {"parts": [{"text": ""}], "role": "model"}, "finishReason": "STOP"}
+                            ],
+                            "usageMetadata": GEMINI_THINKING_USAGE if model == "thinking" else GEMINI_USAGE,
+                        }
+                    )
                     return
-                self._event({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
-                             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                self._event(
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion.chunk",
+                        "model": model,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                    }
+                )
                 include_usage = (body.get("stream_options") or {}).get("include_usage")
                 if include_usage and model != "no-usage":
-                    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0} \
-                        if model == "zero-usage" else USAGE
-                    self._event({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
-                                 "choices": [], "usage": usage})
+                    usage = (
+                        {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+                        if model == "zero-usage"
+                        else USAGE
+                    )
+                    self._event(
+                        {
+                            "id": "chatcmpl-fake",
+                            "object": "chat.completion.chunk",
+                            "model": model,
+                            "choices": [],
+                            "usage": usage,
+                        }
+                    )
                 self._event("[DONE]")
 
         return Handler

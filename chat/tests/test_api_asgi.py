@@ -21,8 +21,11 @@ def served(app=application) -> httpx.AsyncClient:
 
 async def test_it_answers_v1_with_the_security_headers_and_no_session(catalogue, issued):
     async with served() as client:
-        response = await client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {issued[1]}"},
-                                     json={"model": "test/fake-model", "messages": [{"role": "user", "content": "Hi"}]})
+        response = await client.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {issued[1]}"},
+            json={"model": "test/fake-model", "messages": [{"role": "user", "content": "Hi"}]},
+        )
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == "".join(REPLY_WORDS)
     assert response.headers["X-Frame-Options"] == "DENY"
@@ -34,9 +37,11 @@ async def test_it_answers_v1_with_the_security_headers_and_no_session(catalogue,
 
 async def test_it_streams_v1(catalogue, issued):
     async with served() as client:
-        response = await client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {issued[1]}"},
-                                     json={"model": "test/fake-model", "stream": True,
-                                           "messages": [{"role": "user", "content": "Hi"}]})
+        response = await client.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {issued[1]}"},
+            json={"model": "test/fake-model", "stream": True, "messages": [{"role": "user", "content": "Hi"}]},
+        )
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/event-stream"
     assert response.text.endswith("data: [DONE]\n\n")

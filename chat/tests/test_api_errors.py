@@ -73,8 +73,9 @@ async def test_it_refuses_an_expired_key(catalogue, user):
 async def test_it_refuses_a_model_outside_the_keys_allow_list(catalogue, user, issued):
     _, raw = await sync_to_async(issue_key)(user, "free only", allowed_models=[catalogue["free"]])
     client = KeyClient(raw)
-    error = assert_error(await client.post("/v1/chat/completions", OK_BODY), 403, "model_not_allowed",
-                         "permission_error")
+    error = assert_error(
+        await client.post("/v1/chat/completions", OK_BODY), 403, "model_not_allowed", "permission_error"
+    )
     assert error["param"] == "model"
     assert_error(await client.post("/v1/chat/completions", {**OK_BODY, "model": "auto"}), 403, "model_not_allowed")
     assert (await client.post("/v1/chat/completions", {**OK_BODY, "model": "test/free"})).status_code == 200
@@ -92,33 +93,38 @@ async def test_it_refuses_a_body_that_is_not_an_object(api_client, catalogue):
 
 
 async def test_it_refuses_missing_messages(api_client, catalogue):
-    error = assert_error(await api_client.post("/v1/chat/completions", {"model": "auto"}), 400,
-                         "missing_required_parameter")
+    error = assert_error(
+        await api_client.post("/v1/chat/completions", {"model": "auto"}), 400, "missing_required_parameter"
+    )
     assert error["param"] == "messages"
 
 
 async def test_it_refuses_a_missing_model(api_client, catalogue):
-    error = assert_error(await api_client.post("/v1/chat/completions", {"messages": HELLO}), 400,
-                         "missing_required_parameter")
+    error = assert_error(
+        await api_client.post("/v1/chat/completions", {"messages": HELLO}), 400, "missing_required_parameter"
+    )
     assert error["param"] == "model"
 
 
-@pytest.mark.parametrize(("change", "param"), [
-    ({"messages": "hello"}, "messages"),
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": 42}]}, "messages[0].content"),
-    ({"model": 7}, "model"),
-    ({"temperature": "hot"}, "temperature"),
-    ({"temperature": 3}, "temperature"),
-    ({"top_p": True}, "top_p"),
-    ({"max_tokens": 1.5}, "max_tokens"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"stop": [1, 2]}, "stop"),
-    ({"stream": "yes"}, "stream"),
-    ({"stream_options": "usage"}, "stream_options"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-])
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"messages": "hello"}, "messages"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": 42}]}, "messages[0].content"),
+        ({"model": 7}, "model"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"temperature": 3}, "temperature"),
+        ({"top_p": True}, "top_p"),
+        ({"max_tokens": 1.5}, "max_tokens"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"stop": [1, 2]}, "stop"),
+        ({"stream": "yes"}, "stream"),
+        ({"stream_options": "usage"}, "stream_options"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ],
+)
 async def test_it_refuses_wrong_types_and_values(api_client, catalogue, change, param):
     response = await api_client.post("/v1/chat/completions", {**OK_BODY, **change})
     assert response.status_code == 400, response.content
@@ -133,14 +139,17 @@ async def test_it_refuses_n_other_than_one(api_client, catalogue, n):
 
 async def test_it_refuses_an_oversized_body(api_client, catalogue, upstream):
     huge = {**OK_BODY, "messages": [{"role": "user", "content": "x" * (1024 * 1024 + 1)}]}
-    assert_error(await api_client.post("/v1/chat/completions", huge), 413, "request_too_large",
-                 "invalid_request_error")
+    assert_error(await api_client.post("/v1/chat/completions", huge), 413, "request_too_large", "invalid_request_error")
     assert upstream.requests == []
 
 
 async def test_it_refuses_an_unknown_model(api_client, catalogue):
-    error = assert_error(await api_client.post("/v1/chat/completions", {**OK_BODY, "model": "nope/nothing"}), 404,
-                         "model_not_found", "invalid_request_error")
+    error = assert_error(
+        await api_client.post("/v1/chat/completions", {**OK_BODY, "model": "nope/nothing"}),
+        404,
+        "model_not_found",
+        "invalid_request_error",
+    )
     assert "nope/nothing" in error["message"]
 
 
@@ -181,8 +190,7 @@ def two_per_minute(user):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_it_answers_429_with_retry_after_over_the_rate_limit(catalogue, issued, two_per_minute, upstream,
-                                                                   stream):
+async def test_it_answers_429_with_retry_after_over_the_rate_limit(catalogue, issued, two_per_minute, upstream, stream):
     client = KeyClient(issued[1])
     body = {**OK_BODY, "stream": stream}
     for _ in range(2):
@@ -201,7 +209,6 @@ async def test_it_answers_429_when_the_keys_budget_is_spent(catalogue, user, ups
     error = assert_error(response, 429, "budget_exceeded")
     assert "tiny budget" in error["message"]
     assert upstream.requests == []
-
 
 
 @pytest.mark.parametrize("path", ["/v1/embeddings", "/api/v1/nothing/here"])

@@ -32,8 +32,10 @@ async def test_it_answers_a_completion_with_usage(api_client, catalogue, issued)
 
 
 async def test_it_streams_chunks_then_usage_then_done(api_client, catalogue):
-    response = await post(api_client, {"model": "test/fake-model", "messages": HELLO, "stream": True,
-                                       "stream_options": {"include_usage": True}})
+    response = await post(
+        api_client,
+        {"model": "test/fake-model", "messages": HELLO, "stream": True, "stream_options": {"include_usage": True}},
+    )
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
     events = sse_events(await streamed_body(response))

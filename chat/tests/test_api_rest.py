@@ -24,8 +24,9 @@ REPLY = "".join(REPLY_WORDS)
 
 
 async def test_it_stores_an_exchange_in_a_new_session(api_client, catalogue, user, issued):
-    response = await api_client.post("/api/v1/chat/completions", {"message": "Say hello", "model": "test/fake-model",
-                                                                   "temperature": 0.5})
+    response = await api_client.post(
+        "/api/v1/chat/completions", {"message": "Say hello", "model": "test/fake-model", "temperature": 0.5}
+    )
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["message"]["content"] == REPLY and body["message"]["status"] == "complete"
@@ -40,12 +41,16 @@ async def test_it_stores_an_exchange_in_a_new_session(api_client, catalogue, use
 
 async def test_it_continues_a_session_with_its_history(api_client, catalogue, upstream):
     first = (await api_client.post("/api/v1/chat/completions", {"message": "One", "model": "test/fake-model"})).json()
-    second = await api_client.post("/api/v1/chat/completions", {"message": "Two", "model": "test/fake-model",
-                                                                 "session_id": first["session_id"]})
+    second = await api_client.post(
+        "/api/v1/chat/completions", {"message": "Two", "model": "test/fake-model", "session_id": first["session_id"]}
+    )
     assert second.json()["session_id"] == first["session_id"]
     sent = upstream.requests[-1]["body"]["messages"]
-    assert sent == [{"role": "user", "content": "One"}, {"role": "assistant", "content": REPLY},
-                    {"role": "user", "content": "Two"}]
+    assert sent == [
+        {"role": "user", "content": "One"},
+        {"role": "assistant", "content": REPLY},
+        {"role": "user", "content": "Two"},
+    ]
 
 
 async def test_it_does_not_continue_someone_elses_session(api_client, catalogue, other_user):
@@ -56,14 +61,17 @@ async def test_it_does_not_continue_someone_elses_session(api_client, catalogue,
     assert await Message.objects.filter(conversation=theirs).acount() == 0
 
 
-@pytest.mark.parametrize(("body", "status", "param"), [
-    ({}, 400, "message"),
-    ({"message": "   "}, 400, "message"),
-    ({"message": 5}, 400, "message"),
-    ({"message": "hi", "session_id": "1"}, 400, "session_id"),
-    ({"message": "hi", "model": "nope"}, 404, "model"),
-    ({"message": "hi", "temperature": "warm"}, 400, "temperature"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({}, 400, "message"),
+        ({"message": "   "}, 400, "message"),
+        ({"message": 5}, 400, "message"),
+        ({"message": "hi", "session_id": "1"}, 400, "session_id"),
+        ({"message": "hi", "model": "nope"}, 404, "model"),
+        ({"message": "hi", "temperature": "warm"}, 400, "temperature"),
+    ],
+)
 async def test_it_refuses_a_bad_exchange(api_client, catalogue, body, status, param):
     response = await api_client.post("/api/v1/chat/completions", body)
     assert response.status_code == status
@@ -140,16 +148,31 @@ async def test_it_lists_models(api_client, catalogue):
 async def test_it_sums_the_callers_usage_by_model_and_day(api_client, user, other_user, issued):
     now = timezone.now()
 
-    rows = [(user, "a", 10, "0.10", now), (user, "a", 20, "0.20", now - timedelta(days=1)),
-            (user, "b", 5, "1.00", now), (user, "a", 99, "9", now - timedelta(days=40)),
-            (other_user, "a", 1000, "50", now)]
+    rows = [
+        (user, "a", 10, "0.10", now),
+        (user, "a", 20, "0.20", now - timedelta(days=1)),
+        (user, "b", 5, "1.00", now),
+        (user, "a", 99, "9", now - timedelta(days=40)),
+        (other_user, "a", 1000, "50", now),
+    ]
     for owner, slug, tokens, cost, when in rows:
-        record = await UsageRecord.objects.acreate(user=owner, model_slug=slug, prompt_tokens=tokens,
-                                                   completion_tokens=1, cost=Decimal(cost), status="complete")
+        record = await UsageRecord.objects.acreate(
+            user=owner,
+            model_slug=slug,
+            prompt_tokens=tokens,
+            completion_tokens=1,
+            cost=Decimal(cost),
+            status="complete",
+        )
         await UsageRecord.objects.filter(pk=record.pk).aupdate(created_at=when)
     body = (await api_client.get("/api/v1/stats?days=7")).json()
-    assert body["totals"] == {"requests": 3, "prompt_tokens": 35, "completion_tokens": 3, "total_tokens": 38,
-                              "cost_usd": "1.30000000"}
+    assert body["totals"] == {
+        "requests": 3,
+        "prompt_tokens": 35,
+        "completion_tokens": 3,
+        "total_tokens": 38,
+        "cost_usd": "1.30000000",
+    }
     assert {row["model"]: row["requests"] for row in body["by_model"]} == {"a": 2, "b": 1}
     by_day = {row["day"]: row["total_tokens"] for row in body["by_day"]}
     assert by_day == {(now - timedelta(days=1)).date().isoformat(): 21, now.date().isoformat(): 17}
@@ -174,15 +197,20 @@ async def test_session_writes_must_pass_csrf(user, catalogue):
     assert await Message.objects.acount() == 0
     await client.get("/api/docs")  # any page sets the CSRF cookie
     token = client.cookies["csrftoken"].value
-    accepted = await client.post("/api/v1/chat/completions", body, content_type="application/json",
-                                 headers={"X-CSRFToken": token})
+    accepted = await client.post(
+        "/api/v1/chat/completions", body, content_type="application/json", headers={"X-CSRFToken": token}
+    )
     assert accepted.status_code == 200, accepted.content
 
 
 async def test_a_bearer_key_needs_no_csrf_token(issued, catalogue):
     client = AsyncClient(enforce_csrf_checks=True)
-    response = await client.post("/api/v1/chat/completions", '{"message": "hi", "model": "test/fake-model"}',
-                                 content_type="application/json", headers={"Authorization": f"Bearer {issued[1]}"})
+    response = await client.post(
+        "/api/v1/chat/completions",
+        '{"message": "hi", "model": "test/fake-model"}',
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {issued[1]}"},
+    )
     assert response.status_code == 200
 
 
@@ -198,8 +226,16 @@ async def test_it_serves_the_openapi_schema_and_docs(catalogue):
     schema = (await client.get("/api/openapi.json")).json()
     assert schema["openapi"].startswith("3.")
     assert schema["servers"] == [{"url": "http://testserver"}]
-    assert {"/v1/chat/completions", "/v1/models", "/api/v1/chat/completions", "/api/v1/chat/stream",
-            "/api/v1/sessions", "/api/v1/sessions/{id}", "/api/v1/models", "/api/v1/stats"} <= set(schema["paths"])
+    assert {
+        "/v1/chat/completions",
+        "/v1/models",
+        "/api/v1/chat/completions",
+        "/api/v1/chat/stream",
+        "/api/v1/sessions",
+        "/api/v1/sessions/{id}",
+        "/api/v1/models",
+        "/api/v1/stats",
+    } <= set(schema["paths"])
     docs = (await client.get("/api/docs")).content.decode()
     assert "redoc-2.5.1.standalone.js" in docs and 'spec-url="/api/openapi.json"' in docs
     guide = html.unescape((await client.get("/api/guide")).content.decode())
@@ -220,7 +256,8 @@ async def test_a_refused_request_leaves_its_reply_failed_with_the_reason(api_cli
 
 async def test_a_free_plan_gets_403_for_a_paid_model(catalogue, user, issued):
     await sync_to_async(start_subscription)(user, await Plan.objects.aget(slug="free"))
-    response = await KeyClient(issued[1]).post("/v1/chat/completions", {
-        "model": "test/fake-model", "messages": [{"role": "user", "content": "hi"}]})
+    response = await KeyClient(issued[1]).post(
+        "/v1/chat/completions", {"model": "test/fake-model", "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "model_not_allowed"

@@ -48,17 +48,25 @@ revoke(ApiKey.objects.filter(hashed_key=hash_key({raw!r})))
 
 
 def manage(env: dict, *args: str) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True,
-                            text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 @pytest.fixture(scope="module")
 def server_env(fake_upstream, tmp_path_factory):
-    env = {**os.environ, "DEBUG": "1", "OPENAI_COMPAT_BASE_URL": f"{fake_upstream.url}/v1",
-           "OPENAI_COMPAT_API_KEY": "compat-test-key", "OPENROUTER_API_KEY": "", "GEMINI_API_KEY": "",
-           "LOCAL_MODEL_ENABLED": "0", "UPSTREAM_READ_TIMEOUT": "2"}
+    env = {
+        **os.environ,
+        "DEBUG": "1",
+        "OPENAI_COMPAT_BASE_URL": f"{fake_upstream.url}/v1",
+        "OPENAI_COMPAT_API_KEY": "compat-test-key",
+        "OPENROUTER_API_KEY": "",
+        "GEMINI_API_KEY": "",
+        "LOCAL_MODEL_ENABLED": "0",
+        "UPSTREAM_READ_TIMEOUT": "2",
+    }
     database_url = os.environ.get("DATABASE_URL", "")
     postgres = database_url.startswith("postgres")
     if postgres:
@@ -111,8 +119,9 @@ def test_the_sdk_lists_models(sdk):
 
 
 def test_the_sdk_gets_a_completion_with_its_parameters_passed_on(sdk, fake_upstream):
-    completion = sdk.chat.completions.create(model="test/fake-model", messages=HELLO, temperature=0.2,
-                                             max_tokens=30, top_p=0.5, stop=["zz"], n=1)
+    completion = sdk.chat.completions.create(
+        model="test/fake-model", messages=HELLO, temperature=0.2, max_tokens=30, top_p=0.5, stop=["zz"], n=1
+    )
     assert completion.choices[0].message.content == REPLY
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage.total_tokens == USAGE["total_tokens"]
@@ -121,8 +130,9 @@ def test_the_sdk_gets_a_completion_with_its_parameters_passed_on(sdk, fake_upstr
 
 
 def test_the_sdk_streams_with_a_usage_chunk(sdk):
-    stream = sdk.chat.completions.create(model="test/fake-model", messages=HELLO, stream=True,
-                                         stream_options={"include_usage": True})
+    stream = sdk.chat.completions.create(
+        model="test/fake-model", messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == USAGE["prompt_tokens"]
@@ -164,8 +174,12 @@ def test_a_client_hanging_up_mid_stream_closes_the_upstream_and_is_metered_once(
     before = _requests_so_far(server, raw)
     events = 0
     with httpx.Client(timeout=10) as client:
-        with client.stream("POST", f"{server}/v1/chat/completions", headers={"Authorization": f"Bearer {raw}"},
-                           json={"model": "test/slow", "messages": HELLO, "stream": True}) as response:
+        with client.stream(
+            "POST",
+            f"{server}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {raw}"},
+            json={"model": "test/slow", "messages": HELLO, "stream": True},
+        ) as response:
             assert response.status_code == 200
             for line in response.iter_lines():
                 events += line.startswith("data: ")

@@ -22,8 +22,9 @@ async def test_it_ends_a_broken_stream_with_an_error_chunk(api_client, catalogue
     failing = catalogue["error-after-2"]
     failing.fallback = catalogue["fake-model"]  # must not be used: text was already sent
     await sync_to_async(failing.save)(update_fields=["fallback"])
-    response = await api_client.post("/v1/chat/completions", {"model": "test/error-after-2", "messages": HELLO,
-                                                              "stream": True})
+    response = await api_client.post(
+        "/v1/chat/completions", {"model": "test/error-after-2", "messages": HELLO, "stream": True}
+    )
     assert response.status_code == 200
     events = sse_events(await streamed_body(response))
     assert events[-1] == "[DONE]"
@@ -38,16 +39,19 @@ async def test_it_ends_a_broken_stream_with_an_error_chunk(api_client, catalogue
 
 
 async def test_it_reports_a_dropped_connection_after_the_first_chunk(api_client, catalogue):
-    response = await api_client.post("/v1/chat/completions", {"model": "test/drop-after-2", "messages": HELLO,
-                                                              "stream": True})
+    response = await api_client.post(
+        "/v1/chat/completions", {"model": "test/drop-after-2", "messages": HELLO, "stream": True}
+    )
     events = sse_events(await streamed_body(response))
     assert events[-2]["choices"][0]["finish_reason"] == "error" and events[-1] == "[DONE]"
 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_it_keeps_an_explicit_zero_usage(api_client, catalogue, stream):
-    response = await api_client.post("/v1/chat/completions", {
-        "model": "test/zero-usage", "messages": HELLO, "stream": stream, "stream_options": {"include_usage": True}})
+    response = await api_client.post(
+        "/v1/chat/completions",
+        {"model": "test/zero-usage", "messages": HELLO, "stream": stream, "stream_options": {"include_usage": True}},
+    )
     if stream:
         usage = sse_events(await streamed_body(response))[-2]["usage"]
     else:
@@ -67,11 +71,24 @@ class AsgiCall:
     """One HTTP request driven through the ASGI application by hand, so the client can hang up."""
 
     def __init__(self, path: str, body: dict, raw_key: str):
-        self.scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                      "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-                      "root_path": "", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000),
-                      "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-                                  (b"authorization", f"Bearer {raw_key}".encode())]}
+        self.scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "server": ("127.0.0.1", 80),
+            "client": ("127.0.0.1", 5000),
+            "headers": [
+                (b"host", b"127.0.0.1"),
+                (b"content-type", b"application/json"),
+                (b"authorization", f"Bearer {raw_key}".encode()),
+            ],
+        }
         self.body = json.dumps(body).encode()
         self.incoming: asyncio.Queue = asyncio.Queue()
         self.incoming.put_nowait({"type": "http.request", "body": self.body, "more_body": False})

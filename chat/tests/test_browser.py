@@ -34,8 +34,12 @@ def asgi_server(django_db_setup, django_db_blocker):
     from aihub.asgi import application
 
     port = free_port()
-    server = Server(application, endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
-                    signal_handlers=False, verbosity=0)
+    server = Server(
+        application,
+        endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
+        signal_handlers=False,
+        verbosity=0,
+    )
     thread = threading.Thread(target=server.run, name="daphne", daemon=True)
     with django_db_blocker.unblock():
         thread.start()
@@ -55,8 +59,12 @@ def browser_page(chromium_path):
 @pytest.fixture
 def local_model():
     return AIModel.objects.create(
-        slug="local/smollm2-135m-instruct", provider=Provider.LOCAL, upstream_id=MODEL_ID,
-        name="SmolLM2 135M Instruct", context_length=CONTEXT_TOKENS, auto_priority=900,
+        slug="local/smollm2-135m-instruct",
+        provider=Provider.LOCAL,
+        upstream_id=MODEL_ID,
+        name="SmolLM2 135M Instruct",
+        context_length=CONTEXT_TOKENS,
+        auto_priority=900,
     )
 
 
@@ -70,9 +78,7 @@ WATCH_STREAMING = """() => {
 }"""
 
 
-def test_a_new_user_chats_with_the_local_model_and_finds_the_reply_after_reload(
-    local_model, asgi_server, browser_page
-):
+def test_a_new_user_chats_with_the_local_model_and_finds_the_reply_after_reload(local_model, asgi_server, browser_page):
     # No ORM calls from here on: Playwright's sync API runs an event loop in this thread.
     page = browser_page
     page.goto(f"{asgi_server}/accounts/signup/")
@@ -137,8 +143,9 @@ def test_scrolling_the_sidebar_loads_older_conversations(many_conversations, asg
     page.wait_for_url(f"{asgi_server}/chat/*/")
     items = page.locator("#conversation-list .conversation-item")
     assert items.count() == 30
-    assert page.locator("#conversation-list .conversation-item.active").inner_text().strip().startswith(
-        "Chat number 34")
+    assert (
+        page.locator("#conversation-list .conversation-item.active").inner_text().strip().startswith("Chat number 34")
+    )
     page.locator("#conversation-list .loading-more").scroll_into_view_if_needed()
     page.locator("#conversation-list", has_text="Chat number 0").wait_for()
     assert items.count() == 35

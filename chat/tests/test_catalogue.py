@@ -28,7 +28,11 @@ def test_it_stores_openrouter_prices_per_million_tokens(upstream):
 
     model = AIModel.objects.get(slug="fake-model")
     assert (model.provider, model.upstream_id, model.name, model.context_length) == (
-        "openrouter", "fake-model", "Fake model", 4096)
+        "openrouter",
+        "fake-model",
+        "Fake model",
+        4096,
+    )
     assert model.input_price_per_m == Decimal("1.000000")
     assert model.output_price_per_m == Decimal("2.000000")
     assert isinstance(model.input_price_per_m, Decimal)
@@ -56,8 +60,14 @@ def test_models_no_longer_listed_are_deactivated_not_deleted(upstream):
 
 def test_a_model_listed_again_comes_back_with_its_new_price(upstream):
     upstream.listed_models = []
-    AIModel.objects.create(slug="fake-model", provider=Provider.OPENROUTER, upstream_id="fake-model",
-                           name="Fake model", is_active=False, auto_priority=5)
+    AIModel.objects.create(
+        slug="fake-model",
+        provider=Provider.OPENROUTER,
+        upstream_id="fake-model",
+        name="Fake model",
+        is_active=False,
+        auto_priority=5,
+    )
     upstream.listed_models = LISTED_MODELS
 
     refresh("openrouter")
@@ -69,8 +79,9 @@ def test_a_model_listed_again_comes_back_with_its_new_price(upstream):
 
 
 def test_a_refresh_leaves_other_providers_alone(upstream):
-    AIModel.objects.create(slug="gemini/gemini-2.0-flash", provider=Provider.GEMINI,
-                           upstream_id="gemini-2.0-flash", name="Gemini")
+    AIModel.objects.create(
+        slug="gemini/gemini-2.0-flash", provider=Provider.GEMINI, upstream_id="gemini-2.0-flash", name="Gemini"
+    )
 
     refresh("openrouter")
 
@@ -84,8 +95,9 @@ def test_a_model_with_a_variable_or_unreadable_price_is_not_offered(upstream):
         {"id": "odd/model", "name": "Odd", "pricing": {"prompt": "n/a", "completion": "0"}},
     ]
 
-    AIModel.objects.create(slug="openrouter/auto", provider=Provider.OPENROUTER, upstream_id="openrouter/auto",
-                           name="Auto router")
+    AIModel.objects.create(
+        slug="openrouter/auto", provider=Provider.OPENROUTER, upstream_id="openrouter/auto", name="Auto router"
+    )
 
     refresh("openrouter")
 
@@ -104,8 +116,14 @@ def test_openai_compatible_models_get_compat_slugs(upstream):
 
 
 def test_gemini_refresh_updates_catalogued_models_only(upstream):
-    AIModel.objects.create(slug="gemini/gemini-2.0-flash", provider=Provider.GEMINI,
-                           upstream_id="gemini-2.0-flash", name="Gemini", context_length=1000, is_active=False)
+    AIModel.objects.create(
+        slug="gemini/gemini-2.0-flash",
+        provider=Provider.GEMINI,
+        upstream_id="gemini-2.0-flash",
+        name="Gemini",
+        context_length=1000,
+        is_active=False,
+    )
 
     refresh("gemini")
 
@@ -140,7 +158,6 @@ def test_an_unreachable_provider_exits_non_zero(upstream, settings, refused_url,
 
     assert exited.value.code == 1
     assert "cannot reach" in capsys.readouterr().err
-
 
 
 def test_a_provider_answering_html_fails_the_command_without_stopping_the_others(upstream, settings):

@@ -79,8 +79,13 @@ def test_a_refresh_deactivating_models_by_queryset_update_takes_effect(upstream)
 
 
 def test_a_gemini_refresh_reactivating_models_by_queryset_update_takes_effect(upstream):
-    AIModel.objects.create(slug="gemini/gemini-2.0-flash", provider=Provider.GEMINI, upstream_id="gemini-2.0-flash",
-                           name="Gemini", is_active=False)
+    AIModel.objects.create(
+        slug="gemini/gemini-2.0-flash",
+        provider=Provider.GEMINI,
+        upstream_id="gemini-2.0-flash",
+        name="Gemini",
+        is_active=False,
+    )
     assert not is_listed("gemini/gemini-2.0-flash")
     refresh_gemini()
     assert is_listed("gemini/gemini-2.0-flash")
@@ -89,10 +94,16 @@ def test_a_gemini_refresh_reactivating_models_by_queryset_update_takes_effect(up
 def test_an_admin_list_edit_takes_effect(catalogue, admin_client):
     model = catalogue["fake-model"]
     assert is_listed(model.slug)
-    response = admin_client.post("/admin/chat/aimodel/", {
-        "form-TOTAL_FORMS": "1", "form-INITIAL_FORMS": "1", "form-0-id": str(model.pk),
-        "form-0-auto_priority": "5", "_save": "Save",  # is_active left unticked
-    })
+    response = admin_client.post(
+        "/admin/chat/aimodel/",
+        {
+            "form-TOTAL_FORMS": "1",
+            "form-INITIAL_FORMS": "1",
+            "form-0-id": str(model.pk),
+            "form-0-auto_priority": "5",
+            "_save": "Save",  # is_active left unticked
+        },
+    )
     assert response.status_code == 302
     assert not is_listed(model.slug)
 
@@ -125,13 +136,24 @@ def test_a_change_made_by_another_process_takes_effect_on_the_next_lookup(catalo
     model = catalogue["fake-model"]
     assert active_model(model.slug).input_price_per_m == Decimal("1.50")
     db = connection.settings_dict
-    env = {**os.environ, "DEBUG": "1",
-           "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
-    script = ("from chat.models import AIModel\n"
-              f"model = AIModel.objects.get(pk={model.pk})\n"
-              "model.input_price_per_m = 7\n"
-              "model.save()\n")
-    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=django_settings.BASE_DIR,
-                            env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "DEBUG": "1",
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+    }
+    script = (
+        "from chat.models import AIModel\n"
+        f"model = AIModel.objects.get(pk={model.pk})\n"
+        "model.input_price_per_m = 7\n"
+        "model.save()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=django_settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert active_model(model.slug).input_price_per_m == Decimal("7")

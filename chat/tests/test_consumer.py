@@ -27,7 +27,9 @@ FINAL_MARK = 'class="chat-status"'  # the busy indicator switched off: the excha
 
 def fake_model(upstream_id: str) -> AIModel:
     return AIModel.objects.create(
-        slug=f"fake/{upstream_id}", provider=Provider.OPENAI_COMPAT, upstream_id=upstream_id,
+        slug=f"fake/{upstream_id}",
+        provider=Provider.OPENAI_COMPAT,
+        upstream_id=upstream_id,
         name=f"Fake {upstream_id}",
     )
 
@@ -309,11 +311,18 @@ async def test_an_idle_socket_stays_usable(chat_with, upstream):
 
 async def test_a_request_the_plan_refuses_fails_visibly_without_calling_upstream(upstream, free_user):
     conversation = await Conversation.objects.acreate(user=free_user)
-    await AIModel.objects.acreate(slug="fake/priced", provider=Provider.OPENAI_COMPAT, upstream_id="fake-model",
-                                  name="Fake priced", input_price_per_m=1, output_price_per_m=2)
+    await AIModel.objects.acreate(
+        slug="fake/priced",
+        provider=Provider.OPENAI_COMPAT,
+        upstream_id="fake-model",
+        name="Fake priced",
+        input_price_per_m=1,
+        output_price_per_m=2,
+    )
     cookie = await sync_to_async(session_cookie_header)(free_user)
-    communicator = WebsocketCommunicator(application, f"/ws/chat/{conversation.pk}/",
-                                         headers=[ORIGIN, (b"cookie", cookie)])
+    communicator = WebsocketCommunicator(
+        application, f"/ws/chat/{conversation.pk}/", headers=[ORIGIN, (b"cookie", cookie)]
+    )
     assert (await communicator.connect())[0]
     await send(communicator, "Hi", "fake/priced")
     reply_id = reply_id_in(await communicator.receive_from())

@@ -29,11 +29,23 @@ def cl100k_tokens(text: str) -> int:
 
 @pytest.fixture
 def make_model(upstream):
-    async def make(upstream_id: str, *, provider: str = Provider.OPENROUTER, fallback: AIModel | None = None,
-                   price_in: str = "0.15", price_out: str = "0.60") -> AIModel:
+    async def make(
+        upstream_id: str,
+        *,
+        provider: str = Provider.OPENROUTER,
+        fallback: AIModel | None = None,
+        price_in: str = "0.15",
+        price_out: str = "0.60",
+    ) -> AIModel:
         return await AIModel.objects.acreate(
-            slug=f"{provider}/{upstream_id}", provider=provider, upstream_id=upstream_id, name=upstream_id,
-            input_price_per_m=Decimal(price_in), output_price_per_m=Decimal(price_out), fallback=fallback)
+            slug=f"{provider}/{upstream_id}",
+            provider=provider,
+            upstream_id=upstream_id,
+            name=upstream_id,
+            input_price_per_m=Decimal(price_in),
+            output_price_per_m=Decimal(price_out),
+            fallback=fallback,
+        )
 
     return make
 
@@ -49,13 +61,15 @@ def customer(user):
 def reply(customer):
     conversation = Conversation.objects.create(user=customer)
     Message.objects.create(conversation=conversation, role=Message.Role.USER, content="Say hello")
-    return Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT,
-                                  status=Message.Status.STREAMING)
+    return Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING
+    )
 
 
 def generation_for(model: AIModel | None, reply: Message) -> Generation:
-    return Generation(user=reply.conversation.user, model=model, messages=MESSAGES,
-                      conversation=reply.conversation, reply=reply)
+    return Generation(
+        user=reply.conversation.user, model=model, messages=MESSAGES, conversation=reply.conversation, reply=reply
+    )
 
 
 async def run(generation: Generation) -> list[str]:
@@ -111,8 +125,10 @@ async def test_a_fallback_is_recorded_with_every_attempt_and_priced_by_the_model
     await run(generation_for(primary, reply))
 
     record = await the_only_record()
-    assert await attempts_of(record) == [("openrouter", primary.slug, "http_500", 500),
-                                         ("gemini", backup.slug, "ok", None)]
+    assert await attempts_of(record) == [
+        ("openrouter", primary.slug, "http_500", 500),
+        ("gemini", backup.slug, "ok", None),
+    ]
     assert (record.model_id, record.provider, record.status) == (backup.pk, "gemini", "complete")
     assert record.cost == Decimal("0.00002300")  # 11 x $1/1M + 6 x $2/1M
 
@@ -123,8 +139,9 @@ async def test_without_upstream_usage_the_tokens_are_counted_here(make_model, re
     record = await the_only_record()
     assert record.completion_tokens == cl100k_tokens(REPLY) > 0
     assert record.prompt_tokens > cl100k_tokens("Be brief.") + cl100k_tokens("Say hello")
-    assert record.cost == (record.prompt_tokens * Decimal("0.15") + record.completion_tokens * Decimal("0.60")) \
-        / 1_000_000
+    assert (
+        record.cost == (record.prompt_tokens * Decimal("0.15") + record.completion_tokens * Decimal("0.60")) / 1_000_000
+    )
 
 
 async def test_an_explicit_zero_usage_stays_zero(make_model, reply):
@@ -223,8 +240,7 @@ async def test_a_cancelled_stream_is_recorded_once_as_stopped_with_what_was_deli
     assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0, 1.0)
 
 
-async def test_a_cancelled_non_streamed_request_is_recorded_as_stopped_with_its_attempt(make_model, customer,
-                                                                                       upstream):
+async def test_a_cancelled_non_streamed_request_is_recorded_as_stopped_with_its_attempt(make_model, customer, upstream):
     model = await make_model("hang")
     task = asyncio.create_task(Generation(user=customer, model=model, messages=MESSAGES).complete())
     assert await asyncio.to_thread(upstream.wait_for, lambda f: len(f.requests) == 1, 5.0)

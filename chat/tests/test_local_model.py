@@ -122,8 +122,9 @@ async def test_cancelling_stops_generation_and_frees_the_model(local):
         await task
 
     # A short reply right after: its prompt and 4 tokens, not the ~2000 tokens left of the story.
-    _, ends = await asyncio.wait_for(generate(local, {"max_tokens": 4, "temperature": 0}),
-                                     timeout=max(2.0, 100 * per_token))
+    _, ends = await asyncio.wait_for(
+        generate(local, {"max_tokens": 4, "temperature": 0}), timeout=max(2.0, 100 * per_token)
+    )
 
     assert ends[0].usage.completion_tokens == 4
 
@@ -147,8 +148,9 @@ async def test_concurrent_streams_both_finish_one_after_the_other(local):
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 async def test_a_generation_on_the_local_model_is_metered_with_its_counts(local, user):
     await asyncio.to_thread(start_subscription, user, await Plan.objects.aget(slug="enterprise"))
-    model = await AIModel.objects.acreate(slug="local/smollm2", provider=Provider.LOCAL, upstream_id=MODEL_ID,
-                                          name="SmolLM2")
+    model = await AIModel.objects.acreate(
+        slug="local/smollm2", provider=Provider.LOCAL, upstream_id=MODEL_ID, name="SmolLM2"
+    )
     generation = Generation(user=user, model=model, messages=STORY, params={"max_tokens": 6, "temperature": 0})
     deltas: list[str] = []
 
@@ -164,7 +166,6 @@ async def test_a_generation_on_the_local_model_is_metered_with_its_counts(local,
     assert "".join(deltas) == generation.text
 
 
-
 def test_a_process_that_used_the_model_exits_without_a_finaliser_traceback(tmp_path):
     # Seen under pytest: llama_cpp's finaliser ran after interpreter shutdown had cleared its globals.
     probe = tmp_path / "test_probe.py"
@@ -177,9 +178,24 @@ def test_a_process_that_used_the_model_exits_without_a_finaliser_traceback(tmp_p
     )
     env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:", "LOCAL_MODEL_ENABLED": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(settings.BASE_DIR),
-         "-c", str(settings.BASE_DIR / "pytest.ini"), str(probe)],
-        cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(settings.BASE_DIR),
+            "-c",
+            str(settings.BASE_DIR / "pytest.ini"),
+            str(probe),
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Exception ignored" not in result.stdout + result.stderr

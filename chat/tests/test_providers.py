@@ -92,14 +92,25 @@ async def test_it_sends_no_authorization_without_a_key(upstream):
 
 
 async def test_it_forwards_the_sampling_params_and_nothing_else(compat, upstream):
-    params = {"temperature": 0.2, "max_tokens": 64, "top_p": 0.9, "stop": ["\n\n"],
-              "user": "someone", "logit_bias": {"1": 5}, "seed": None}
+    params = {
+        "temperature": 0.2,
+        "max_tokens": 64,
+        "top_p": 0.9,
+        "stop": ["\n\n"],
+        "user": "someone",
+        "logit_bias": {"1": 5},
+        "seed": None,
+    }
 
     await collect(compat, "fake-model", params)
 
     body = upstream.requests[-1]["body"]
     assert {k: body[k] for k in ("temperature", "max_tokens", "top_p", "stop")} == {
-        "temperature": 0.2, "max_tokens": 64, "top_p": 0.9, "stop": ["\n\n"]}
+        "temperature": 0.2,
+        "max_tokens": 64,
+        "top_p": 0.9,
+        "stop": ["\n\n"],
+    }
     assert not {"user", "logit_bias", "seed"} & body.keys()
 
 
@@ -228,8 +239,11 @@ async def test_gemini_streams_over_sse_with_its_key_header(gemini, upstream):
 
 
 async def test_gemini_maps_the_conversation_and_params_to_its_request(gemini, upstream):
-    await collect(gemini, "gemini-2.0-flash", {"temperature": 0.3, "top_p": 0.8, "max_tokens": 50,
-                                               "stop": "END", "user": "ignored"})
+    await collect(
+        gemini,
+        "gemini-2.0-flash",
+        {"temperature": 0.3, "top_p": 0.8, "max_tokens": 50, "stop": "END", "user": "ignored"},
+    )
 
     assert upstream.requests[-1]["body"] == {
         "systemInstruction": {"parts": [{"text": "Be brief."}]},
@@ -257,8 +271,9 @@ async def test_gemini_completes_with_generate_content(gemini, upstream):
     assert upstream.requests[-1]["headers"]["x-goog-api-key"] == "gemini-test-key"
 
 
-@pytest.mark.parametrize(("model", "status", "retryable"), [("fail-500", 500, True), ("fail-429", 429, True),
-                                                            ("fail-400", 400, False)])
+@pytest.mark.parametrize(
+    ("model", "status", "retryable"), [("fail-500", 500, True), ("fail-429", 429, True), ("fail-400", 400, False)]
+)
 async def test_gemini_classifies_http_errors(gemini, model, status, retryable):
     _, error = await deltas_before_error(gemini, model)
 

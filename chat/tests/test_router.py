@@ -23,11 +23,25 @@ REPLY = "".join(REPLY_WORDS)
 
 @pytest.fixture
 def make_model(upstream):
-    async def make(slug: str, provider: str = Provider.OPENROUTER, upstream_id: str = "fake-model", *,
-                   fallback: AIModel | None = None, price: str = "0", **fields) -> AIModel:
-        return await AIModel.objects.acreate(slug=slug, provider=provider, upstream_id=upstream_id, name=slug,
-                                            input_price_per_m=Decimal(price),
-                                            output_price_per_m=Decimal(price), fallback=fallback, **fields)
+    async def make(
+        slug: str,
+        provider: str = Provider.OPENROUTER,
+        upstream_id: str = "fake-model",
+        *,
+        fallback: AIModel | None = None,
+        price: str = "0",
+        **fields,
+    ) -> AIModel:
+        return await AIModel.objects.acreate(
+            slug=slug,
+            provider=provider,
+            upstream_id=upstream_id,
+            name=slug,
+            input_price_per_m=Decimal(price),
+            output_price_per_m=Decimal(price),
+            fallback=fallback,
+            **fields,
+        )
 
     return make
 
@@ -114,13 +128,17 @@ async def test_auto_is_empty_when_no_free_model_is_reachable(make_model, setting
 # Fallback before the first token
 
 
-@pytest.mark.parametrize(("failure", "outcome", "status"), [
-    ("fail-500", "http_500", 500),
-    ("fail-429", "http_429", 429),
-    ("hang", "timeout", None),
-])
+@pytest.mark.parametrize(
+    ("failure", "outcome", "status"),
+    [
+        ("fail-500", "http_500", 500),
+        ("fail-429", "http_429", 429),
+        ("hang", "timeout", None),
+    ],
+)
 async def test_it_falls_back_to_the_next_provider_before_the_first_token(
-        make_model, gemini_backup, settings, failure, outcome, status):
+    make_model, gemini_backup, settings, failure, outcome, status
+):
     settings.UPSTREAM_READ_TIMEOUT = 0.3
     primary = await make_model("or/primary", upstream_id=failure, fallback=gemini_backup)
 

@@ -30,15 +30,21 @@ def foreign(other_user):
 @pytest.fixture
 def priced_model():
     return AIModel.objects.create(
-        slug="fake/priced", provider=Provider.OPENAI_COMPAT, upstream_id="fake-model", name="Fake Priced",
-        input_price_per_m=Decimal("0.15"), output_price_per_m=Decimal("0.60"),
+        slug="fake/priced",
+        provider=Provider.OPENAI_COMPAT,
+        upstream_id="fake-model",
+        name="Fake Priced",
+        input_price_per_m=Decimal("0.15"),
+        output_price_per_m=Decimal("0.60"),
     )
 
 
 @pytest.fixture
 def local_model():
     return AIModel.objects.create(
-        slug="local/smollm2-135m-instruct", provider=Provider.LOCAL, upstream_id="smollm2-135m-instruct",
+        slug="local/smollm2-135m-instruct",
+        provider=Provider.LOCAL,
+        upstream_id="smollm2-135m-instruct",
         name="SmolLM2 135M Instruct",
     )
 
@@ -111,8 +117,9 @@ def test_it_starts_a_new_chat_from_htmx(logged_in, user):
 
 
 def test_it_renames_a_conversation(logged_in, conversation):
-    response = logged_in.post(f"/chat/{conversation.pk}/rename/", {"title": "  Trip   to Rome "},
-                              headers={"HX-Request": "true"})
+    response = logged_in.post(
+        f"/chat/{conversation.pk}/rename/", {"title": "  Trip   to Rome "}, headers={"HX-Request": "true"}
+    )
     assert response.status_code == 200
     assert "Trip to Rome" in response.content.decode()
     conversation.refresh_from_db()
@@ -140,8 +147,9 @@ def test_it_deletes_a_conversation(logged_in, conversation):
 
 
 def test_deleting_the_open_conversation_from_htmx_leaves_the_page(logged_in, conversation):
-    response = logged_in.post(f"/chat/{conversation.pk}/delete/", {"active": conversation.pk},
-                              headers={"HX-Request": "true"})
+    response = logged_in.post(
+        f"/chat/{conversation.pk}/delete/", {"active": conversation.pk}, headers={"HX-Request": "true"}
+    )
     assert response["HX-Redirect"] == "/chat/"
 
 
@@ -223,7 +231,7 @@ def test_it_renders_replies_as_inert_markdown(logged_in, conversation):
     reply = Message.objects.create(conversation=conversation, role="assistant", content=HOSTILE_REPLY)
     html = logged_in.get(conversation.get_absolute_url()).content.decode()
     start = html.index(f'<article id="message-{reply.pk}"')
-    article = html[start:html.index("</article>", start)]
+    article = html[start : html.index("</article>", start)]
     collector = ElementCollector()
     collector.feed(article)
     tags = {tag for tag, _ in collector.tags}
@@ -245,8 +253,15 @@ def test_it_escapes_user_messages(logged_in, conversation):
 def test_it_shows_model_provider_tokens_and_cost_per_reply(logged_in, conversation, priced_model):
     Message.objects.create(conversation=conversation, role="user", content="Hi")
     Message.objects.create(
-        conversation=conversation, role="assistant", content="Hello!", model=priced_model, provider="openai_compat",
-        prompt_tokens=1200, completion_tokens=345, cost=Decimal("0.000387"), ttft_ms=420,
+        conversation=conversation,
+        role="assistant",
+        content="Hello!",
+        model=priced_model,
+        provider="openai_compat",
+        prompt_tokens=1200,
+        completion_tokens=345,
+        cost=Decimal("0.000387"),
+        ttft_ms=420,
     )
     html = logged_in.get(conversation.get_absolute_url()).content.decode()
     assert '<span class="meta-model">Fake Priced</span>' in html
@@ -257,36 +272,40 @@ def test_it_shows_model_provider_tokens_and_cost_per_reply(logged_in, conversati
 
 def test_it_shows_stopped_and_failed_replies_as_such(logged_in, conversation):
     Message.objects.create(conversation=conversation, role="assistant", content="Half a", status="stopped")
-    Message.objects.create(conversation=conversation, role="assistant", content="Bro", status="failed",
-                           error="upstream stream ended before it was complete")
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        content="Bro",
+        status="failed",
+        error="upstream stream ended before it was complete",
+    )
     html = logged_in.get(conversation.get_absolute_url()).content.decode()
     assert "Stopped — partial reply kept" in html
     assert "The reply failed part-way: upstream stream ended before it was complete" in html
 
 
-def test_the_model_picker_groups_models_by_provider_with_prices(logged_in, conversation, upstream,
-                                                                 priced_model, local_model):
+def test_the_model_picker_groups_models_by_provider_with_prices(
+    logged_in, conversation, upstream, priced_model, local_model
+):
     html = logged_in.get(conversation.get_absolute_url()).content.decode()
-    picker = html[html.index('<select id="model-select"'):html.index("</select>")]
+    picker = html[html.index('<select id="model-select"') : html.index("</select>")]
     options = re.findall(r'<option value="([^"]+)"', picker)
     assert options[0] == "auto"
     assert set(options[1:]) == {"fake/priced", "local/smollm2-135m-instruct"}
     assert '<optgroup label="OpenAI-compatible">' in picker
     assert '<optgroup label="Local (CPU)">' in picker
     assert "$0.15 in / $0.60 out per 1M" in picker
-    local = picker[picker.index('value="local/smollm2-135m-instruct"'):]
-    assert "free" in local[:local.index("</option>")].lower()
+    local = picker[picker.index('value="local/smollm2-135m-instruct"') :]
+    assert "free" in local[: local.index("</option>")].lower()
 
 
-def test_the_model_picker_leaves_out_providers_without_configuration(logged_in, conversation, priced_model,
-                                                                     settings):
+def test_the_model_picker_leaves_out_providers_without_configuration(logged_in, conversation, priced_model, settings):
     settings.OPENAI_COMPAT_BASE_URL = ""
     html = logged_in.get(conversation.get_absolute_url()).content.decode()
     assert "fake/priced" not in html
 
 
-def test_the_conversation_page_makes_few_queries(logged_in, conversation, priced_model,
-                                                 django_assert_max_num_queries):
+def test_the_conversation_page_makes_few_queries(logged_in, conversation, priced_model, django_assert_max_num_queries):
     for i in range(20):
         Message.objects.create(conversation=conversation, role="user", content=f"q{i}")
         Message.objects.create(conversation=conversation, role="assistant", content=f"a{i}", model=priced_model)

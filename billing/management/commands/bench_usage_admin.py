@@ -34,20 +34,34 @@ from billing.subscriptions import current_subscription
 
 BENCH_DOMAIN = "bench.invalid"
 BENCH_PLAN = "bench-quota"
-ADMISSION_NOTE = ("Admission (`billing.limits.admit`, before every chat or API request; the database rate limiter "
-                  "unless `REDIS_URL` is set) sums the period's usage rows only when the plan has a quota or the "
-                  "key a budget, through the `(user, created_at)` index: its cost grows with the caller's rows "
-                  "this period.")
+ADMISSION_NOTE = (
+    "Admission (`billing.limits.admit`, before every chat or API request; the database rate limiter "
+    "unless `REDIS_URL` is set) sums the period's usage rows only when the plan has a quota or the "
+    "key a budget, through the `(user, created_at)` index: its cost grows with the caller's rows "
+    "this period."
+)
 SECTION = "## Usage admin and dashboards with {rows} usage rows"
-MODELS = ["openai/gpt-4o-mini", "anthropic/claude-3.5-haiku", "google/gemini-2.0-flash-001",
-          "meta-llama/llama-3.3-70b-instruct:free", "gemini/gemini-2.0-flash", "local/smollm2-135m-instruct"]
+MODELS = [
+    "openai/gpt-4o-mini",
+    "anthropic/claude-3.5-haiku",
+    "google/gemini-2.0-flash-001",
+    "meta-llama/llama-3.3-70b-instruct:free",
+    "gemini/gemini-2.0-flash",
+    "local/smollm2-135m-instruct",
+]
 PROVIDERS = ["openrouter", "gemini", "openai_compat", "local"]
 OUTCOMES = ["ok"] * 18 + ["http_500", "timeout"]
 STATUSES = ["complete"] * 18 + ["failed", "stopped"]
 PAGES = [
     ("usage admin, first page", "/admin/billing/usagerecord/"),
-    ("usage admin, status + provider filters", "/admin/billing/usagerecord/?status__exact=complete&provider=openrouter"),
-    ("usage admin, date hierarchy (a month)", "/admin/billing/usagerecord/?created_at__year={year}&created_at__month={month}"),
+    (
+        "usage admin, status + provider filters",
+        "/admin/billing/usagerecord/?status__exact=complete&provider=openrouter",
+    ),
+    (
+        "usage admin, date hierarchy (a month)",
+        "/admin/billing/usagerecord/?created_at__year={year}&created_at__month={month}",
+    ),
     ("usage admin, search by email", "/admin/billing/usagerecord/?q=bench-7%40"),
     ("usage admin, page 50", "/admin/billing/usagerecord/?p=50"),
     ("usage admin, one row", "/admin/billing/usagerecord/{pk}/change/"),
@@ -71,8 +85,9 @@ class Command(BaseCommand):
         settings.DEBUG = False  # time pages as production serves them (no query log, no debug pages)
         User = get_user_model()
         self._cleanup(User)
-        people = [User.objects.create_user(f"bench-{n}@{BENCH_DOMAIN}", "bench-password-not-used")
-                  for n in range(users)]
+        people = [
+            User.objects.create_user(f"bench-{n}@{BENCH_DOMAIN}", "bench-password-not-used") for n in range(users)
+        ]
         operator = User.objects.create_superuser(f"bench-operator@{BENCH_DOMAIN}", "bench-password-not-used")
         started = time.monotonic()
         self._seed(people, rows)
@@ -85,8 +100,13 @@ class Command(BaseCommand):
         client_user = Client(HTTP_HOST="localhost")
         client_user.force_login(heavy)
         today = timezone.now().date()
-        values = {"year": today.year, "month": today.month, "pk": UsageRecord.objects.filter(user=heavy).first().pk,
-                  "start": today - timedelta(days=89), "end": today}
+        values = {
+            "year": today.year,
+            "month": today.month,
+            "pk": UsageRecord.objects.filter(user=heavy).first().pk,
+            "start": today - timedelta(days=89),
+            "end": today,
+        }
         results = []
         for label, url in PAGES:
             url = url.format(**values)
@@ -110,18 +130,32 @@ class Command(BaseCommand):
                 records = []
                 for n in range(offset, min(rows, offset + batch)):
                     prompt, completion = rng.randint(10, 4000), rng.randint(1, 2000)
-                    records.append(UsageRecord(
-                        # A skewed population: the first users make most requests.
-                        user=people[min(int(rng.paretovariate(1.2)) - 1, len(people) - 1)],
-                        model_slug=rng.choice(MODELS), provider=rng.choice(PROVIDERS), prompt_tokens=prompt,
-                        completion_tokens=completion, cost=Decimal(prompt + completion) / Decimal(1_000_000),
-                        latency_ms=rng.randint(50, 9000), ttft_ms=rng.randint(20, 900), status=rng.choice(STATUSES),
-                        created_at=now - timedelta(seconds=rng.randint(0, 90 * 86400)),
-                    ))
+                    records.append(
+                        UsageRecord(
+                            # A skewed population: the first users make most requests.
+                            user=people[min(int(rng.paretovariate(1.2)) - 1, len(people) - 1)],
+                            model_slug=rng.choice(MODELS),
+                            provider=rng.choice(PROVIDERS),
+                            prompt_tokens=prompt,
+                            completion_tokens=completion,
+                            cost=Decimal(prompt + completion) / Decimal(1_000_000),
+                            latency_ms=rng.randint(50, 9000),
+                            ttft_ms=rng.randint(20, 900),
+                            status=rng.choice(STATUSES),
+                            created_at=now - timedelta(seconds=rng.randint(0, 90 * 86400)),
+                        )
+                    )
                 created = UsageRecord.objects.bulk_create(records)
                 UpstreamAttempt.objects.bulk_create(
-                    UpstreamAttempt(usage=r, provider=r.provider, model_slug=r.model_slug, outcome=rng.choice(OUTCOMES),
-                                    latency_ms=r.latency_ms) for r in created)
+                    UpstreamAttempt(
+                        usage=r,
+                        provider=r.provider,
+                        model_slug=r.model_slug,
+                        outcome=rng.choice(OUTCOMES),
+                        latency_ms=r.latency_ms,
+                    )
+                    for r in created
+                )
         finally:
             field.auto_now_add = True
         if connection.vendor == "postgresql":  # what autovacuum does soon after a bulk load
@@ -147,23 +181,46 @@ class Command(BaseCommand):
         since = timezone.now() - timedelta(days=30)  # a period well into its month
         Subscription.objects.filter(pk=subscription.pk).update(current_period_start=since)
         in_period = UsageRecord.objects.filter(user=person, created_at__gte=since).count()
-        quota_plan = Plan.objects.create(slug=BENCH_PLAN, name="Bench quota", monthly_price=Decimal(0),
-                                         monthly_token_quota=10**12, monthly_credit_quota=Decimal(10**9),
-                                         requests_per_minute=10**6, tokens_per_minute=10**9, is_public=False)
+        quota_plan = Plan.objects.create(
+            slug=BENCH_PLAN,
+            name="Bench quota",
+            monthly_price=Decimal(0),
+            monthly_token_quota=10**12,
+            monthly_credit_quota=Decimal(10**9),
+            requests_per_minute=10**6,
+            tokens_per_minute=10**9,
+            is_public=False,
+        )
         results = []
         for plan in (quota_plan, Plan.objects.get(slug="enterprise")):
             Subscription.objects.filter(pk=subscription.pk).update(plan=plan)
             timings = []
             for _ in range(repeat * 4):
                 started = time.perf_counter()
-                limits.release(limits.admit(user=person, model=None, candidates=[], params={},
-                                            messages=[{"role": "user", "content": "Say hello"}]))
+                limits.release(
+                    limits.admit(
+                        user=person,
+                        model=None,
+                        candidates=[],
+                        params={},
+                        messages=[{"role": "user", "content": "Say hello"}],
+                    )
+                )
                 timings.append(time.perf_counter() - started)
             with CaptureQueriesContext(connection) as queries:
-                limits.release(limits.admit(user=person, model=None, candidates=[], params={},
-                                            messages=[{"role": "user", "content": "Say hello"}]))
-            label = (f"admission + release, plan {'with quotas and rate limits' if plan == quota_plan else 'Enterprise'}"
-                     f", {in_period:,} usage rows this period")
+                limits.release(
+                    limits.admit(
+                        user=person,
+                        model=None,
+                        candidates=[],
+                        params={},
+                        messages=[{"role": "user", "content": "Say hello"}],
+                    )
+                )
+            label = (
+                f"admission + release, plan {'with quotas and rate limits' if plan == quota_plan else 'Enterprise'}"
+                f", {in_period:,} usage rows this period"
+            )
             results.append((label, "billing.limits.admit", statistics.median(timings), max(timings), len(queries)))
             self.stdout.write(f"{results[-1][2] * 1000:8.1f} ms median  {results[-1][4]:3d} queries  {label}")
         return results
@@ -182,8 +239,10 @@ class Command(BaseCommand):
             "",
             "| page | median | slowest | queries |",
             "|---|---:|---:|---:|",
-            *[f"| {label} (`{url}`) | {median * 1000:.0f} ms | {slowest * 1000:.0f} ms | {queries} |"
-              for label, url, median, slowest, queries in results],
+            *[
+                f"| {label} (`{url}`) | {median * 1000:.0f} ms | {slowest * 1000:.0f} ms | {queries} |"
+                for label, url, median, slowest, queries in results
+            ],
             "",
             ADMISSION_NOTE,
             "",

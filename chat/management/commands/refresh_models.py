@@ -7,8 +7,12 @@ class Command(BaseCommand):
     help = "Fetch the model catalogue (with prices) from the configured providers and store it."
 
     def add_arguments(self, parser):
-        parser.add_argument("--provider", choices=sorted(REFRESHERS), action="append",
-                            help="Only this provider (repeatable). Default: every configured one.")
+        parser.add_argument(
+            "--provider",
+            choices=sorted(REFRESHERS),
+            action="append",
+            help="Only this provider (repeatable). Default: every configured one.",
+        )
 
     def handle(self, *args, provider=None, **options):
         failed = False

@@ -18,7 +18,9 @@ class Command(BaseCommand):
         self.stdout.write(f"catalogue: {seed_catalogue()} seed models added")
         if settings.OPENAI_COMPAT_BASE_URL:
             try:
-                self.stdout.write(f"openai_compat: {refresh_openai_compat()} models from {settings.OPENAI_COMPAT_BASE_URL}")
+                self.stdout.write(
+                    f"openai_compat: {refresh_openai_compat()} models from {settings.OPENAI_COMPAT_BASE_URL}"
+                )
             except CatalogueError as exc:
                 self.stderr.write(f"openai_compat: {exc}")
         if demo:
@@ -28,6 +30,7 @@ class Command(BaseCommand):
             user.save(update_fields=["password"])
             from allauth.account.models import EmailAddress
 
-            EmailAddress.objects.update_or_create(user=user, email=demo_email,
-                                                  defaults={"verified": True, "primary": True})
+            EmailAddress.objects.update_or_create(
+                user=user, email=demo_email, defaults={"verified": True, "primary": True}
+            )
             self.stdout.write(f"demo account: {demo_email} / {demo_password}")
