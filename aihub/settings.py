@@ -197,3 +197,9 @@ UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=60.0)
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+# Without Stripe, people request paid plans and operators approve them in admin. A demo server may
+# let anyone take a paid plan for free instead; never on by default.
+BILLING_SELF_SERVICE_UPGRADES = env.bool("BILLING_SELF_SERVICE_UPGRADES", default=False)
+# Operators mailed about plan requests and Enterprise enquiries (comma-separated addresses).
+ADMINS = [(address, address) for address in env.list("ADMINS", default=[])]
+SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)

@@ -5,7 +5,8 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, F, Q, Sum
 from django.http import StreamingHttpResponse
 
-from .models import EnterpriseInquiry, Plan, StripeEvent, Subscription, UpstreamAttempt, UsageRecord
+from . import plan_changes
+from .models import EnterpriseInquiry, Plan, PlanRequest, StripeEvent, Subscription, UpstreamAttempt, UsageRecord
 from .subscriptions import start_subscription
 
 TOTALS_ROWS = 10  # largest users / models shown under the usage list
@@ -207,6 +208,41 @@ class UsageRecordAdmin(admin.ModelAdmin):
         response = StreamingHttpResponse(lines(), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="usage.csv"'
         return response
+
+
+@admin.register(PlanRequest)
+class PlanRequestAdmin(admin.ModelAdmin):
+    """Requests for paid plans (servers without a payment provider): approve or decline them here."""
+
+    list_display = ["created_at", "user", "plan", "status", "decided_at", "decided_by"]
+    list_filter = ["status", "plan"]
+    list_select_related = ["user", "plan", "decided_by"]
+    search_fields = ["user__email"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["user", "plan", "status", "created_at", "decided_at", "decided_by"]
+    actions = ["approve", "decline"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def _decide(self, request, queryset, approve: bool):
+        decided = sum(
+            plan_changes.decide_request(plan_request, approve=approve, operator=request.user)
+            for plan_request in queryset
+        )
+        skipped = queryset.count() - decided
+        verb = "approved (plan changed now)" if approve else "declined"
+        self.message_user(request, f"{decided} request(s) {verb}.", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"{skipped} request(s) were no longer pending.", messages.WARNING)
+
+    @admin.action(description="Approve the selected requests (the plan starts at once)")
+    def approve(self, request, queryset):
+        self._decide(request, queryset, approve=True)
+
+    @admin.action(description="Decline the selected requests")
+    def decline(self, request, queryset):
+        self._decide(request, queryset, approve=False)
 
 
 @admin.register(EnterpriseInquiry)

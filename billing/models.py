@@ -174,6 +174,36 @@ class StripeEvent(models.Model):
         return self.event_id
 
 
+class PlanRequest(models.Model):
+    """A person asking for a paid plan on a server without a payment provider; an operator decides it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        DECLINED = "declined"
+        WITHDRAWN = "withdrawn"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="plan_requests")
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"], condition=models.Q(status="pending"), name="one_pending_plan_request_per_user"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.user} asks for {self.plan} ({self.status})"
+
+
 class EnterpriseInquiry(models.Model):
     """A request to talk about the Enterprise plan, left on the billing page."""
 

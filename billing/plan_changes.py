@@ -1,17 +1,30 @@
-"""Changing plans: upgrades take effect at once (a new period starts), downgrades and cancellations
-at the end of the current period (stored on the subscription, applied when the period rolls)."""
+"""Changing plans. Upgrades take effect at once within the current period; downgrades and
+cancellations at the end of the period (stored on the subscription, applied when the period rolls).
+
+A paid upgrade needs a payment: through Stripe when it is set up; otherwise the person requests the
+plan and an operator approves it in admin (unless BILLING_SELF_SERVICE_UPGRADES, for demo servers)."""
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.conf import settings
+from django.core.mail import mail_admins, send_mail
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from .models import Plan, Subscription
-from .subscriptions import DEFAULT_PLAN, current_subscription, start_subscription
+from . import stripe_api
+from .models import Plan, PlanRequest, Subscription
+from .subscriptions import DEFAULT_PLAN, change_plan_now, current_subscription
 
 UPGRADE = "upgrade"
 DOWNGRADE = "downgrade"
 CURRENT = "current"
 CONTACT = "contact"  # custom pricing: an operator sets it up after the Enterprise form
+
+# How an upgrade is made on this server.
+CHECKOUT = "checkout"  # Stripe Checkout: the first purchase
+STRIPE_UPDATE = "stripe_update"  # the customer's one Stripe subscription changes price
+REQUEST = "request"  # an operator approves a request
+SELF_SERVICE = "self_service"  # free plans, or a demo server that gives paid plans away
 
 
 class PlanChangeRefused(Exception):
@@ -24,6 +37,14 @@ def kind_of_change(subscription: Subscription, plan: Plan) -> str:
     if plan.monthly_price is None:
         return CONTACT
     return UPGRADE if plan.sort_order > subscription.plan.sort_order else DOWNGRADE
+
+
+def upgrade_route(subscription: Subscription, plan: Plan) -> str:
+    if not plan.monthly_price:
+        return SELF_SERVICE
+    if stripe_api.configured():
+        return STRIPE_UPDATE if subscription.stripe_subscription_id else CHECKOUT
+    return SELF_SERVICE if settings.BILLING_SELF_SERVICE_UPGRADES else REQUEST
 
 
 def check_change(user, plan: Plan) -> tuple[Subscription, str]:
@@ -41,10 +62,15 @@ def check_change(user, plan: Plan) -> tuple[Subscription, str]:
 
 @transaction.atomic
 def do_change(user, plan: Plan) -> Subscription:
-    """Upgrade now, or schedule a downgrade for the end of the period."""
+    """Upgrade now (only where no payment is due), or schedule a downgrade for the end of the period."""
     subscription, kind = check_change(user, plan)
     if kind == UPGRADE:
-        return start_subscription(user, plan)
+        if upgrade_route(subscription, plan) != SELF_SERVICE:
+            raise PlanChangeRefused(
+                f"The {plan.name} plan cannot be taken without payment here: "
+                + ("pay for it through the billing page." if stripe_api.configured() else "request it instead.")
+            )
+        return change_plan_now(subscription, plan)
     Subscription.objects.filter(pk=subscription.pk).update(scheduled_plan=plan)
     subscription.scheduled_plan = plan
     return subscription
@@ -58,3 +84,59 @@ def do_cancel(user) -> Subscription:
 def do_keep_current_plan(user) -> None:
     """Drop a scheduled downgrade or cancellation."""
     Subscription.objects.filter(user=user, is_active=True).update(scheduled_plan=None)
+
+
+def pending_request(user) -> PlanRequest | None:
+    return PlanRequest.objects.select_related("plan").filter(user=user, status=PlanRequest.Status.PENDING).first()
+
+
+def request_plan(user, plan: Plan, *, review_url: str) -> PlanRequest:
+    """Ask an operator for `plan` (replacing an earlier pending request); ADMINS are mailed."""
+    subscription, kind = check_change(user, plan)
+    if kind != UPGRADE or upgrade_route(subscription, plan) != REQUEST:
+        raise PlanChangeRefused(f"The {plan.name} plan is not assigned on request here.")
+    try:
+        with transaction.atomic():
+            plan_request, _ = PlanRequest.objects.update_or_create(
+                user=user, status=PlanRequest.Status.PENDING, defaults={"plan": plan}
+            )
+    except IntegrityError:  # a second request of the same person at the same moment
+        plan_request = PlanRequest.objects.get(user=user, status=PlanRequest.Status.PENDING)
+    # fail_silently: a mail server that is down must not lose the request (it is in admin anyway).
+    mail_admins(
+        f"Plan request: {user.email} asks for {plan.name}",
+        f"{user.email} (now on {subscription.plan.name}) asks for the {plan.name} plan.\n\n"
+        f"Approve or decline it in admin: {review_url}\n",
+        fail_silently=True,
+    )
+    return plan_request
+
+
+def withdraw_request(user) -> int:
+    return PlanRequest.objects.filter(user=user, status=PlanRequest.Status.PENDING).update(
+        status=PlanRequest.Status.WITHDRAWN, decided_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def decide_request(plan_request: PlanRequest, *, approve: bool, operator) -> bool:
+    """Approve (the plan starts at once, within the current period) or decline a pending request;
+    False if it was no longer pending. The person is told by mail."""
+    plan_request = PlanRequest.objects.select_for_update().select_related("user", "plan").get(pk=plan_request.pk)
+    if plan_request.status != PlanRequest.Status.PENDING:
+        return False
+    if approve:
+        change_plan_now(current_subscription(plan_request.user), plan_request.plan)
+    plan_request.status = PlanRequest.Status.APPROVED if approve else PlanRequest.Status.DECLINED
+    plan_request.decided_at = timezone.now()
+    plan_request.decided_by = operator
+    plan_request.save(update_fields=["status", "decided_at", "decided_by"])
+    outcome = "is now active" if approve else "was not approved; please contact us for details"
+    send_mail(
+        f"Your {plan_request.plan.name} plan request",
+        f"Your request for the {plan_request.plan.name} plan {outcome}.\n",
+        None,
+        [plan_request.user.email],
+        fail_silently=True,
+    )
+    return True

@@ -21,12 +21,23 @@ def add_month(moment: datetime) -> datetime:
 
 
 @transaction.atomic
-def start_subscription(user, plan: Plan, now: datetime | None = None) -> Subscription:
-    """End the active subscription (kept as history) and start `plan` with a fresh period."""
+def start_subscription(user, plan: Plan, now: datetime | None = None, *, period=None) -> Subscription:
+    """End the active subscription (kept as history) and start `plan`: a fresh period from now, or the
+    (start, end) given. The Stripe ids carry over, so Stripe's later events still find the user."""
     now = now or timezone.now()
-    Subscription.objects.filter(user=user, is_active=True).update(is_active=False, ended_at=now)
+    active = Subscription.objects.filter(user=user, is_active=True)
+    stripe_ids = active.values("stripe_customer_id", "stripe_subscription_id").first() or {}
+    active.update(is_active=False, ended_at=now)
+    start, end = period or (now, add_month(now))
     return Subscription.objects.create(
-        user=user, plan=plan, started_at=now, current_period_start=now, current_period_end=add_month(now)
+        user=user, plan=plan, started_at=now, current_period_start=start, current_period_end=end, **stripe_ids
+    )
+
+
+def change_plan_now(subscription: Subscription, plan: Plan) -> Subscription:
+    """Switch to `plan` at once within the current period, so the period's usage stays on the meters."""
+    return start_subscription(
+        subscription.user, plan, period=(subscription.current_period_start, subscription.current_period_end)
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -28,6 +29,7 @@ def index(request):
     plan = subscription.plan
     usage = period_usage(request.user, subscription.current_period_start)
     plans = list(Plan.objects.filter(is_public=True))
+    kinds = [(p, plan_changes.kind_of_change(subscription, p)) for p in plans]
     return render(
         request,
         "billing/index.html",
@@ -37,8 +39,13 @@ def index(request):
             "usage": usage,
             "token_share": _share(usage["total_tokens"], plan.monthly_token_quota),
             "credit_share": _share(usage["cost"], plan.monthly_credit_quota),
-            "plans": [(p, plan_changes.kind_of_change(subscription, p)) for p in plans],
+            "plans": [
+                (p, kind, plan_changes.upgrade_route(subscription, p) if kind == plan_changes.UPGRADE else None)
+                for p, kind in kinds
+            ],
             "stripe": stripe_api.configured(),
+            "self_service": settings.BILLING_SELF_SERVICE_UPGRADES,
+            "pending_request": plan_changes.pending_request(request.user),
         },
     )
 
@@ -51,11 +58,17 @@ def change(request, slug):
     except plan_changes.PlanChangeRefused as exc:
         messages.error(request, str(exc))
         return redirect("billing:index")
-    paid_upgrade = kind == plan_changes.UPGRADE and plan.monthly_price and stripe_api.configured()
+    route = plan_changes.upgrade_route(subscription, plan) if kind == plan_changes.UPGRADE else None
+    paid_upgrade = route == plan_changes.CHECKOUT
+    context = {"subscription": subscription, "plan": plan, "kind": kind, "route": route, "paid_upgrade": paid_upgrade}
     if request.method == "POST":
         if paid_upgrade:
             return _checkout(request, plan)
-        plan_changes.do_change(request.user, plan)
+        try:
+            plan_changes.do_change(request.user, plan)
+        except plan_changes.PlanChangeRefused as exc:
+            messages.error(request, str(exc))
+            return render(request, "billing/change.html", context, status=403)
         if kind == plan_changes.UPGRADE:
             messages.success(request, f"You are now on the {plan.name} plan.")
         else:
@@ -65,16 +78,32 @@ def change(request, slug):
                 f"{subscription.current_period_end:%-d %b %Y}, at the end of this period.",
             )
         return redirect("billing:index")
-    return render(
-        request,
-        "billing/change.html",
-        {
-            "subscription": subscription,
-            "plan": plan,
-            "kind": kind,
-            "paid_upgrade": paid_upgrade,
-        },
-    )
+    return render(request, "billing/change.html", context)
+
+
+@require_POST
+def request_plan(request, slug):
+    plan = get_object_or_404(Plan, slug=slug, is_public=True)
+    try:
+        plan_changes.request_plan(
+            request.user,
+            plan,
+            review_url=request.build_absolute_uri(reverse("admin:billing_planrequest_changelist")),
+        )
+    except plan_changes.PlanChangeRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request, f"Your request for the {plan.name} plan was sent: an operator will review it and write to you."
+        )
+    return redirect("billing:index")
+
+
+@require_POST
+def withdraw_request(request):
+    if plan_changes.withdraw_request(request.user):
+        messages.success(request, "Your plan request was withdrawn.")
+    return redirect("billing:index")
 
 
 def _checkout(request, plan):

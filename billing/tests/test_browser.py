@@ -1,5 +1,5 @@
-"""Billing and usage in a real browser (headless Chromium): upgrading through the confirmation
-page, and the usage dashboard drawing its charts from real usage rows."""
+"""Billing and usage in a real browser (headless Chromium): requesting a paid plan and an operator
+approving it in the admin, and the usage dashboard drawing its charts from real usage rows."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
+from aihub.testing import session_key_for
 from billing.models import UsageRecord
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -52,19 +54,51 @@ def page(logged_in_page, customer):
     return logged_in_page(customer)
 
 
-def test_a_free_user_upgrades_to_developer_through_the_confirmation_page(page):
+def test_without_stripe_an_upgrade_is_requested_and_an_operator_approves_it_in_the_admin(
+    logged_in_page, customer, django_user_model
+):
+    operator = django_user_model.objects.create_superuser("ops@example.com", "correct horse battery")
+    operator_session = session_key_for(operator)  # before the browser starts (no ORM calls after)
+    page = logged_in_page(customer)
+    customer_cookies = page.context.cookies()
     page.goto(f"{page.base}/billing/")
     assert page.text_content("#plan-name") == "Free"
-    assert page.locator("#token-meter").get_attribute("value") is not None
-    page.click("#upgrade-developer")
+    assert page.locator("#upgrade-developer").count() == 0
+    page.click("#request-developer")
     page.wait_for_url("**/billing/change/developer/")
-    assert "right away" in page.text_content("#confirm-change")
+    assert "assigned by our team" in page.text_content("#confirm-change")
+    # Posting the change itself (as a hand-made form would) is refused.
+    status = page.evaluate("""async () => {
+        const body = new FormData();
+        body.append("csrfmiddlewaretoken", document.querySelector("[name=csrfmiddlewaretoken]").value);
+        return (await fetch("/billing/change/developer/", {method: "POST", body})).status;
+    }""")
+    assert status == 403
     page.click("#confirm")
     page.wait_for_url(f"{page.base}/billing/")
+    assert "Your request for the Developer plan was sent" in page.text_content(".flash")
+    assert page.text_content("#plan-name") == "Free" and page.is_visible("#requested-developer")
+
+    page.context.clear_cookies()
+    page.context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": operator_session, "url": page.base}])
+    page.goto(f"{page.base}/admin/billing/planrequest/")
+    assert "chart@example.com" in page.text_content("#result_list")
+    page.check("#result_list input[name=_selected_action]")
+    page.select_option("select[name=action]", "approve")
+    page.click("button[name=index]")
+    assert "1 request(s) approved" in page.text_content(".messagelist")
+
+    page.context.clear_cookies()
+    page.context.add_cookies(customer_cookies)
+    page.goto(f"{page.base}/billing/")
     assert page.text_content("#plan-name") == "Developer"
-    assert "You are now on the Developer plan." in page.text_content(".flash")
-    assert page.locator("#upgrade-developer").count() == 0
-    assert page.problems == []
+    assert page.locator("#pending-request").count() == 0
+    # Only the refused POST (and the admin's missing favicon) went wrong.
+    favicon = ("favicon.ico", "status of 404")
+    assert [p for p in page.problems if not any(f in p for f in favicon)] == [
+        f"403 {page.base}/billing/change/developer/",
+        "console: Failed to load resource: the server responded with a status of 403 (Forbidden)",
+    ]
 
 
 def test_the_usage_dashboard_draws_its_charts_with_the_data(page):
