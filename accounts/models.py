@@ -34,6 +34,14 @@ class User(AbstractUser):
 
     username = None
     email = models.EmailField("email address", unique=True)
+    default_model = models.ForeignKey(
+        "chat.AIModel",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The model a new chat starts with; empty means the model of the last chat.",
+    )
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []

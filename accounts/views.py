@@ -1,13 +1,30 @@
+from django.contrib import messages
 from django.db.models import Count, Sum
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
 from billing.models import UsageRecord
 from billing.subscriptions import current_subscription, period_usage
 
+from .preference_forms import ChatPreferencesForm
+
 
 @require_GET
 def profile(request):
+    return _profile_page(request, ChatPreferencesForm(instance=request.user))
+
+
+@require_POST
+def chat_preferences(request):
+    form = ChatPreferencesForm(request.POST, instance=request.user)
+    if not form.is_valid():
+        return _profile_page(request, form, status=422)
+    form.save()
+    messages.success(request, "Chat preferences saved.")
+    return redirect("profile")
+
+
+def _profile_page(request, preferences_form, status=200):
     subscription = current_subscription(request.user)
     since = subscription.current_period_start
     by_model = (
@@ -29,5 +46,7 @@ def profile(request):
             "plan": subscription.plan,
             "usage": period_usage(request.user, since),
             "by_model": by_model,
+            "preferences_form": preferences_form,
         },
+        status=status,
     )

@@ -30,7 +30,9 @@ CLOSE_NOT_FOUND = 4404
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
-    conversation: Conversation
+    """The socket of one conversation, or (at /ws/chat/new/) of the one its first message creates."""
+
+    conversation: Conversation | None = None
     reply_task: asyncio.Task | None = None
 
     async def connect(self):
@@ -38,12 +40,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        conversation = await Conversation.objects.filter(pk=conversation_id, user=user).afirst()
-        if conversation is None:  # someone else's, or gone: indistinguishable on purpose
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        self.conversation = conversation
+        conversation_id = self.scope["url_route"]["kwargs"].get("conversation_id")
+        if conversation_id is not None:
+            conversation = await Conversation.objects.filter(pk=conversation_id, user=user).afirst()
+            if conversation is None:  # someone else's, or gone: indistinguishable on purpose
+                await self.close(code=CLOSE_NOT_FOUND)
+                return
+            self.conversation = conversation
         self.group = user_group(user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -71,13 +74,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         elif self.reply_task is not None and not self.reply_task.done():
             await self.send_error("A reply is still being written. Stop it or wait for it to finish.")
         elif action == "send":
-            await self.send_message(str(data.get("message", "")), str(data.get("model", "")))
+            await self.send_message(
+                str(data.get("message", "")), str(data.get("model", "")), str(data.get("draft", ""))
+            )
         elif action == "regenerate":
             await self.regenerate(str(data.get("model", "")))
         else:
             await self.send_error(f"Unknown action: {action}")
 
-    async def send_message(self, text: str, model_slug: str):
+    async def send_message(self, text: str, model_slug: str, draft: str = ""):
         text = text.strip()
         if not text:
             await self.send_error("Write a message first.")
@@ -93,9 +98,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(str(exc))
             return
         # Saved before any upstream call: whatever happens next, the user's words are kept.
-        user_message, reply, title_changed = await database_sync_to_async(conversations.add_user_message)(
-            self.conversation, text, model
-        )
+        new_conversation = self.conversation is None
+        if new_conversation:
+            self.conversation, user_message, reply = await database_sync_to_async(conversations.start_conversation)(
+                self.scope["user"], text, model
+            )
+            title_changed = True
+        else:
+            user_message, reply, title_changed = await database_sync_to_async(conversations.add_user_message)(
+                self.conversation, text, model
+            )
         fragments = render_to_string(
             "chat/_exchange_start.html",
             {
@@ -103,12 +115,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "reply": reply,
                 "conversation": self.conversation,
                 "title_changed": title_changed,
+                "new_conversation": new_conversation,
             },
         )
-        await self.send(text_data=fragments)
+        # Only now may the page empty its composer: a refused message stays there to be sent again.
+        await self.send(text_data=fragments + render_to_string("chat/_composer_ack.html", {"draft": draft}))
         self.start_reply(reply, model)
 
     async def regenerate(self, model_slug: str):
+        if self.conversation is None:
+            await self.send_error("There is no message to answer yet.")
+            return
         try:
             model = await conversations.resolve_model(model_slug)
         except conversations.UnknownModel as exc:

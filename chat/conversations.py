@@ -33,6 +33,24 @@ def title_from(text: str) -> str:
     return cut + "…"
 
 
+def preferred_model(user) -> str:
+    """The slug a new chat starts with: the user's default model, else the model of their last chat,
+    else auto (a model since taken out of the catalogue counts as none)."""
+    model = user.default_model
+    if model is None:
+        last = Conversation.objects.filter(user=user).select_related("model").first()
+        model = last.model if last else None
+    return model.slug if model is not None and model.is_active else AUTO
+
+
+@transaction.atomic
+def start_conversation(user, text: str, model: AIModel | None):
+    """A conversation is stored with its first message, never empty. Returns (conversation, message, reply)."""
+    conversation = Conversation.objects.create(user=user, title=title_from(text), model=model)
+    user_message, reply, _ = add_user_message(conversation, text, model)
+    return conversation, user_message, reply
+
+
 @transaction.atomic
 def add_user_message(conversation: Conversation, text: str, model: AIModel | None):
     """Save the user's message and an empty reply to stream into. Returns (message, reply, title_changed)."""

@@ -5,9 +5,10 @@ from django.db.models import Exists, OuterRef, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from . import conversations
 from .catalogue import models_by_provider
 from .forms import RenameForm
 from .models import Conversation, Message
@@ -20,31 +21,44 @@ def _get_conversation_for_user(request, pk: int) -> Conversation:
 
 
 def _conversations_page(request):
-    conversations = Conversation.objects.filter(user=request.user)
+    found = Conversation.objects.filter(user=request.user)
     query = request.GET.get("q", "").strip()
     if query:
         text_match = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=query)
-        conversations = conversations.filter(Q(title__icontains=query) | Exists(text_match))
-    page = Paginator(conversations.only("id", "title", "updated_at"), CONVERSATIONS_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
+        found = found.filter(Q(title__icontains=query) | Exists(text_match))
+    page = Paginator(found.only("id", "title", "updated_at"), CONVERSATIONS_PER_PAGE).get_page(request.GET.get("page"))
     return page, query
+
+
+def _chat_page(request, conversation: Conversation | None):
+    """The chat page: a conversation, or (None) the composer of a new one."""
+    page, query = _conversations_page(request)
+    if conversation is None:
+        messages, selected_model = Message.objects.none(), conversations.preferred_model(request.user)
+    else:
+        messages = conversation.messages.select_related("model")
+        selected_model = conversation.model.slug if conversation.model else conversations.AUTO
+    context = {
+        "conversation": conversation,
+        "chat_messages": messages,
+        "page": page,
+        "query": query,
+        "model_groups": models_by_provider(),
+        "selected_model": selected_model,
+    }
+    return render(request, "chat/conversation.html", context)
 
 
 @require_GET
 def index(request):
-    latest = Conversation.objects.filter(user=request.user).only("id").first()
-    if latest is not None:
-        return redirect(latest)
-    return render(request, "chat/empty.html", {"page": _conversations_page(request)[0]})
+    """A new chat: the composer at once; the conversation is stored with its first message."""
+    return _chat_page(request, None)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def new_conversation(request):
-    conversation = Conversation.objects.create(user=request.user)
-    if request.htmx:
-        return HttpResponseClientRedirect(conversation.get_absolute_url())
-    return redirect(conversation)
+    """Old links and forms to "New chat": nothing is stored until the first message."""
+    return redirect("chat:index")
 
 
 @require_GET
@@ -64,17 +78,7 @@ def conversation_list(request):
 
 @require_GET
 def conversation(request, pk: int):
-    conversation = _get_conversation_for_user(request, pk)
-    page, query = _conversations_page(request)
-    context = {
-        "conversation": conversation,
-        "chat_messages": conversation.messages.select_related("model"),
-        "page": page,
-        "query": query,
-        "model_groups": models_by_provider(),
-        "selected_model": conversation.model.slug if conversation.model else "auto",
-    }
-    return render(request, "chat/conversation.html", context)
+    return _chat_page(request, _get_conversation_for_user(request, pk))
 
 
 def _is_open_in_page(request, conversation: Conversation) -> bool:

@@ -60,3 +60,31 @@ def test_it_breaks_usage_down_by_model(logged_in, usage):
 
 def test_it_says_when_nothing_was_used(logged_in):
     assert "No requests yet this period." in logged_in.get("/account/").content.decode()
+
+
+@pytest.fixture
+def compat_model(upstream):
+    from chat.models import AIModel, Provider
+
+    return AIModel.objects.create(slug="fake/chat", provider=Provider.OPENAI_COMPAT, upstream_id="m", name="Fake chat")
+
+
+def test_it_saves_the_default_model_for_new_chats(logged_in, user, compat_model):
+    assert 'name="default_model"' in logged_in.get("/account/").content.decode()
+    response = logged_in.post("/account/chat-preferences/", {"default_model": compat_model.pk})
+    assert response.status_code == 302 and response["Location"] == "/account/"
+    user.refresh_from_db()
+    assert user.default_model == compat_model
+    logged_in.post("/account/chat-preferences/", {"default_model": ""})
+    user.refresh_from_db()
+    assert user.default_model is None
+
+
+def test_it_refuses_a_default_model_outside_the_catalogue(logged_in, user, compat_model):
+    compat_model.is_active = False
+    compat_model.save()
+    response = logged_in.post("/account/chat-preferences/", {"default_model": compat_model.pk})
+    assert response.status_code == 422
+    assert "Select a valid choice" in response.content.decode()
+    user.refresh_from_db()
+    assert user.default_model is None

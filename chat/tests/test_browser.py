@@ -1,17 +1,11 @@
-"""The whole chat in a real browser: headless Chromium against the real ASGI app served by daphne.
-
-pytest-django's live_server speaks WSGI only (no websockets), so daphne serves aihub.asgi here, in a
-thread of the test process: it then uses the test database on PostgreSQL and on SQLite alike (an
-in-memory SQLite database cannot be shared with a subprocess).
-"""
+"""The whole chat in a real browser: headless Chromium against the real ASGI app served by daphne
+(the asgi_server fixture of chat/tests/conftest.py)."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from aihub.testing import chromium_page, free_port, wait_until_healthy
+from aihub.testing import chromium_page
 from chat.models import AIModel, Provider
 from chat.providers.local import CONTEXT_TOKENS, MODEL_ID
 
@@ -21,33 +15,6 @@ pytestmark = [
     # serialized_rollback: the plans seeded by a migration come back after the flush of each test.
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-
-
-@pytest.fixture(scope="session")
-def asgi_server(django_db_setup, django_db_blocker):
-    """daphne serving the real application on a free port, for the whole session (a Twisted reactor
-    runs once per process)."""
-    from daphne.endpoints import build_endpoint_description_strings
-    from daphne.server import Server
-    from twisted.internet import reactor
-
-    from aihub.asgi import application
-
-    port = free_port()
-    server = Server(
-        application,
-        endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
-        signal_handlers=False,
-        verbosity=0,
-    )
-    thread = threading.Thread(target=server.run, name="daphne", daemon=True)
-    with django_db_blocker.unblock():
-        thread.start()
-        url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url, seconds=10)
-        yield url
-        reactor.callFromThread(reactor.stop)
-        thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -86,9 +53,7 @@ def test_a_new_user_chats_with_the_local_model_and_finds_the_reply_after_reload(
     page.fill("input[name=password1]", "a long enough passphrase")
     page.fill("input[name=password2]", "a long enough passphrase")
     page.click("form [type=submit]")
-    page.wait_for_url(f"{asgi_server}/chat/")
-    page.click("#new-chat")
-    page.wait_for_url(f"{asgi_server}/chat/*/")
+    page.wait_for_url(f"{asgi_server}/chat/")  # the composer at once: nothing stored before a message
     page.wait_for_function("() => document.getElementById('connection-status').dataset.state === 'open'")
     page.select_option("#model-select", "local/smollm2-135m-instruct")
     assert page.locator("#chat-hint").is_visible()
@@ -104,6 +69,7 @@ def test_a_new_user_chats_with_the_local_model_and_finds_the_reply_after_reload(
     page.press("#message-input", "Enter")
 
     page.locator(".message.user", has_text="Name three colours.").wait_for()
+    page.wait_for_url(f"{asgi_server}/chat/*/")  # stored with its first message: the chat has its address
     assert page.locator("#chat-hint").count() == 0
     assert page.input_value("#message-input") == ""
     assert page.locator("#conversation-heading").text_content() == "Name three colours."
@@ -140,12 +106,10 @@ def test_scrolling_the_sidebar_loads_older_conversations(many_conversations, asg
     page.fill("input[name=login]", user.email)
     page.fill("input[name=password]", "correct horse battery")
     page.click("form [type=submit]")
-    page.wait_for_url(f"{asgi_server}/chat/*/")
+    page.wait_for_url(f"{asgi_server}/chat/")
     items = page.locator("#conversation-list .conversation-item")
     assert items.count() == 30
-    assert (
-        page.locator("#conversation-list .conversation-item.active").inner_text().strip().startswith("Chat number 34")
-    )
+    assert items.first.inner_text().strip().startswith("Chat number 34")
     page.locator("#conversation-list .loading-more").scroll_into_view_if_needed()
     page.locator("#conversation-list", has_text="Chat number 0").wait_for()
     assert items.count() == 35

@@ -260,14 +260,19 @@ async def test_regenerate_replaces_the_last_reply(chat_with, conversation, upstr
     await communicator.disconnect()
 
 
-async def test_sending_while_a_reply_streams_shows_an_error(chat_with, upstream):
-    communicator = await chat_with("slow")
+async def send_while_streaming(communicator) -> str:
+    """Start a slow reply, send another message meanwhile; return the error frame that answers it."""
     await stream_some_then(communicator, chunks=1)
     await send(communicator, "And another thing", "fake/slow")
     frame = await communicator.receive_from()
     while 'id="chat-error"' not in frame:
         frame = await communicator.receive_from()
-    assert "A reply is still being written" in frame
+    return frame
+
+
+async def test_sending_while_a_reply_streams_shows_an_error(chat_with, upstream):
+    communicator = await chat_with("slow")
+    assert "A reply is still being written" in await send_while_streaming(communicator)
     assert not await sync_to_async(Message.objects.filter(content="And another thing").exists)()
     await communicator.disconnect()
 
@@ -347,3 +352,54 @@ async def test_it_refuses_empty_and_oversized_messages_visibly(connect, conversa
         assert "That message could not be read." in await communicator.receive_from()
     assert not await sync_to_async(Message.objects.filter(conversation=conversation).exists)()
     await communicator.disconnect()
+
+
+async def test_the_first_message_of_a_new_chat_creates_the_conversation(connect, user, upstream):
+    await sync_to_async(fake_model)("fake-model")
+    communicator, connected, _ = await connect("new")
+    assert connected
+    assert not await sync_to_async(Conversation.objects.filter(user=user).exists)()
+    await communicator.send_json_to({"action": "send", "message": "Plan a trip to Lyon", "model": "fake/fake-model"})
+    start = await communicator.receive_from()
+    conversation = await Conversation.objects.aget(user=user)
+    assert conversation.title == "Plan a trip to Lyon"
+    assert f'<input type="hidden" id="active-conversation" name="active" value="{conversation.pk}"' in start
+    assert '<ul id="conversation-list" hx-swap-oob="afterbegin"><li id="conversation-' in start
+    assert '<p id="chat-hint" hx-swap-oob="delete"></p>' in start
+    await receive_until_final(communicator)
+    # The socket now belongs to that conversation: the next message joins it.
+    await send(communicator, "And a day in Annecy?", "fake/fake-model")
+    second = await communicator.receive_from()
+    assert "conversation-list" not in second
+    await receive_until_final(communicator)
+    assert await sync_to_async(Conversation.objects.filter(user=user).count)() == 1
+    assert await sync_to_async(Message.objects.filter(conversation=conversation).count)() == 4
+
+
+async def test_a_new_chat_stores_nothing_until_its_first_message(connect, user):
+    communicator, _, _ = await connect("new")
+    await communicator.send_json_to({"action": "regenerate", "model": "auto"})
+    assert "There is no message to answer yet." in await communicator.receive_from()
+    await send(communicator, "  ", "auto")
+    assert "Write a message first." in await communicator.receive_from()
+    await communicator.disconnect()
+    assert not await sync_to_async(Conversation.objects.filter(user=user).exists)()
+
+
+async def test_only_a_stored_message_empties_the_composer(chat_with, upstream):
+    communicator = await chat_with("fake-model")
+    await communicator.send_json_to({"action": "send", "message": "x" * 32_001, "model": "auto", "draft": "6"})
+    refused = await communicator.receive_from()
+    assert "too long" in refused and "composer-ack" not in refused
+    await communicator.send_json_to({"action": "send", "message": "Hi", "model": "fake/fake-model", "draft": "7"})
+    start = await communicator.receive_from()
+    assert '<div id="composer-ack" hidden data-draft="7" hx-swap-oob="outerHTML"></div>' in start
+    await receive_until_final(communicator)
+
+
+async def test_the_end_of_a_reply_clears_the_error_banner(chat_with, upstream):
+    communicator = await chat_with("slow")
+    assert "A reply is still being written" in await send_while_streaming(communicator)
+    await communicator.send_json_to({"action": "stop"})
+    final = (await receive_until_final(communicator))[-1]
+    assert '<div id="chat-error" class="chat-error" role="alert" hx-swap-oob="outerHTML"></div>' in final

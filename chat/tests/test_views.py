@@ -90,30 +90,56 @@ def test_the_conversation_page_shows_the_first_page_of_the_sidebar(logged_in, us
     assert 'class="conversation-item active"' in html
 
 
-def test_it_opens_the_latest_conversation(logged_in, user):
-    made = make_conversations(user, 3)
-    response = logged_in.get("/chat/")
-    assert response.status_code == 302
-    assert response["Location"] == made[-1].get_absolute_url()
+def test_chat_opens_a_composer_without_storing_anything(logged_in, user):
+    make_conversations(user, 2)
+    for _ in range(3):
+        response = logged_in.get("/chat/")
+        html = response.content.decode()
+        assert response.status_code == 200
+        assert 'ws-connect="/ws/chat/new/"' in html
+        assert 'id="message-input"' in html and 'id="chat-hint"' in html
+        assert "<title>New chat · AI Hub</title>" in html
+    assert Conversation.objects.filter(user=user).count() == 2
 
 
-def test_it_shows_an_empty_state_without_conversations(logged_in):
-    response = logged_in.get("/chat/")
-    assert response.status_code == 200
-    assert "Start a conversation" in response.content.decode()
+def test_the_first_visit_shows_the_composer(logged_in, user):
+    html = logged_in.get("/chat/").content.decode()
+    assert 'id="message-input"' in html
+    assert "No conversations yet." in html
 
 
-def test_it_starts_a_new_chat(logged_in, user):
-    response = logged_in.post("/chat/new/")
-    conversation = Conversation.objects.get(user=user)
-    assert response.status_code == 302
-    assert response["Location"] == conversation.get_absolute_url()
-    assert conversation.title == "New chat"
+def test_new_chat_stores_no_empty_conversation(logged_in, user):
+    for headers in ({}, {"HX-Request": "true"}, {}):
+        response = logged_in.post("/chat/new/", headers=headers)
+        assert response.status_code == 302 and response["Location"] == "/chat/"
+    assert logged_in.get("/chat/new/")["Location"] == "/chat/"
+    assert not Conversation.objects.filter(user=user).exists()
 
 
-def test_it_starts_a_new_chat_from_htmx(logged_in, user):
-    response = logged_in.post("/chat/new/", headers={"HX-Request": "true"})
-    assert response["HX-Redirect"] == Conversation.objects.get(user=user).get_absolute_url()
+def selected_model_in(html: str) -> str:
+    return re.search(r'<option value="([^"]+)"[^>]* selected', html).group(1)
+
+
+def test_a_new_chat_starts_with_the_model_of_the_last_chat(logged_in, user, upstream, priced_model):
+    assert selected_model_in(logged_in.get("/chat/").content.decode()) == "auto"
+    older, newer = make_conversations(user, 2)
+    Conversation.objects.filter(pk=newer.pk).update(model=priced_model)
+    assert selected_model_in(logged_in.get("/chat/").content.decode()) == "fake/priced"
+
+
+def test_a_new_chat_starts_with_the_accounts_default_model(logged_in, user, upstream, priced_model, local_model):
+    newer = make_conversations(user, 1)[0]
+    Conversation.objects.filter(pk=newer.pk).update(model=priced_model)
+    user.default_model = local_model
+    user.save()
+    assert selected_model_in(logged_in.get("/chat/").content.decode()) == "local/smollm2-135m-instruct"
+
+
+def test_a_model_taken_out_of_the_catalogue_is_not_preselected(logged_in, user, upstream, priced_model):
+    newer = make_conversations(user, 1)[0]
+    Conversation.objects.filter(pk=newer.pk).update(model=priced_model)
+    AIModel.objects.filter(pk=priced_model.pk).update(is_active=False)
+    assert selected_model_in(logged_in.get("/chat/").content.decode()) == "auto"
 
 
 def test_it_renames_a_conversation(logged_in, conversation):

@@ -1,7 +1,9 @@
-// Chat page behaviour htmx does not cover: Enter to send, clearing the composer, scrolling, socket state.
+// Chat page behaviour htmx does not cover: Enter to send, Escape to stop, emptying the composer once the
+// server took the message, the address of a new chat, scrolling, socket state.
 (function () {
   const input = document.getElementById("message-input");
   const composer = document.getElementById("composer");
+  const stopForm = document.getElementById("stop-form");
   const messages = document.getElementById("messages");
   const modelSelect = document.getElementById("model-select");
   const connection = document.getElementById("connection-status");
@@ -9,9 +11,18 @@
   const sidebarToggle = document.getElementById("sidebar-toggle");
 
   const busy = () => document.getElementById("chat-status").classList.contains("busy");
+  const conversationId = () => document.getElementById("active-conversation").value;
   // The composer grows with its text, up to the CSS max-height.
   const fitInput = () => { input.style.height = "auto"; input.style.height = `${input.scrollHeight}px`; };
   const nearBottom = () => messages.scrollHeight - messages.scrollTop - messages.clientHeight < 80;
+
+  // A new chat's socket (/ws/chat/new/) creates the conversation with the first message; if it drops
+  // after that, it reconnects to that conversation, not to a new one.
+  const createWebSocket = htmx.createWebSocket;
+  htmx.createWebSocket = (url) => {
+    const id = conversationId();
+    return createWebSocket(id ? url.replace(/\/ws\/chat\/new\/$/, `/ws/chat/${id}/`) : url);
+  };
 
   input.addEventListener("input", fitInput);
   input.addEventListener("keydown", (event) => {
@@ -21,16 +32,43 @@
       if (input.value.trim() && !busy()) composer.requestSubmit();
     }
   });
-  document.body.addEventListener("htmx:wsAfterSend", (event) => {
-    if (event.detail.elt === composer) {
-      input.value = "";
-      fitInput();
-    }
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && busy() && !event.defaultPrevented) stopForm.requestSubmit();
   });
+
+  // Each send carries a draft number; the server echoes it in #composer-ack when it has stored the
+  // message. Only then is the composer emptied: a refused message stays, to be sent again.
+  let draftNumber = 0;
+  let pending = null;
+  document.body.addEventListener("htmx:wsConfigSend", (event) => {
+    if (event.detail.elt !== composer) return;
+    draftNumber += 1;
+    event.detail.parameters.draft = String(draftNumber);
+    pending = { draft: String(draftNumber), text: input.value };
+  });
+  const takeAck = () => {
+    const ack = document.getElementById("composer-ack");
+    if (!pending || ack.dataset.draft !== pending.draft) return;
+    if (input.value === pending.text) { input.value = ""; fitInput(); }
+    pending = null;
+  };
+
+  // A new chat gets its address once the server stored it; the tab's title follows the heading.
+  const followConversation = () => {
+    const id = conversationId();
+    if (id && location.pathname !== `/chat/${id}/`) history.replaceState(null, "", `/chat/${id}/`);
+    const heading = document.getElementById("conversation-heading").textContent.trim();
+    if (heading) document.title = `${heading} · AI Hub`;
+  };
+
   // Follow the reply as it grows, unless the reader has scrolled up to read something else.
   let follow = true;
   document.body.addEventListener("htmx:wsBeforeMessage", () => { follow = nearBottom(); });
-  document.body.addEventListener("htmx:wsAfterMessage", () => { if (follow) messages.scrollTop = messages.scrollHeight; });
+  document.body.addEventListener("htmx:wsAfterMessage", () => {
+    takeAck();
+    followConversation();
+    if (follow) messages.scrollTop = messages.scrollHeight;
+  });
   document.body.addEventListener("htmx:wsOpen", () => {
     connection.textContent = "";
     connection.dataset.state = "open";

@@ -1,0 +1,41 @@
+"""Fixtures of the chat tests that drive a browser against the real ASGI application.
+
+pytest-django's live_server speaks WSGI only (no websockets), so daphne serves aihub.asgi here, in a
+thread of the test process: it then uses the test database on PostgreSQL and on SQLite alike (an
+in-memory SQLite database cannot be shared with a subprocess).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from aihub.testing import free_port, wait_until_healthy
+
+
+@pytest.fixture(scope="session")
+def asgi_server(django_db_setup, django_db_blocker):
+    """daphne serving the real application on a free port, for the whole session (a Twisted reactor
+    runs once per process)."""
+    from daphne.endpoints import build_endpoint_description_strings
+    from daphne.server import Server
+    from twisted.internet import reactor
+
+    from aihub.asgi import application
+
+    port = free_port()
+    server = Server(
+        application,
+        endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
+        signal_handlers=False,
+        verbosity=0,
+    )
+    thread = threading.Thread(target=server.run, name="daphne", daemon=True)
+    with django_db_blocker.unblock():
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url, seconds=10)
+        yield url
+        reactor.callFromThread(reactor.stop)
+        thread.join(timeout=10)

@@ -1,0 +1,103 @@
+"""The chat page as people use it all day, in headless Chromium at a laptop's and a phone's size, against
+the real ASGI application (asgi_server) and the fake upstream."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from aihub.testing import chromium_page, session_key_for
+from chat.models import AIModel, Conversation, Provider
+
+pytestmark = [
+    pytest.mark.browser,
+    # serialized_rollback: the plans seeded by a migration come back after the flush of each test.
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+LAPTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+def in_thread(query):
+    """Run an ORM query from a test whose thread runs Playwright's event loop (where Django forbids it)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(query).result()
+
+
+@pytest.fixture
+def slow_model(upstream):
+    return AIModel.objects.create(slug="fake/slow", provider=Provider.OPENAI_COMPAT, upstream_id="slow", name="Slow")
+
+
+@pytest.fixture(params=[LAPTOP, PHONE], ids=["laptop", "phone"])
+def chat_page(request, asgi_server, chromium_path, user):
+    """A logged-in page at a laptop's and at a phone's size; `page.base` is the server."""
+    with chromium_page(
+        chromium_path, viewport=request.param, base_url=asgi_server, session_key=session_key_for(user)
+    ) as page:
+        yield page
+
+
+def open_new_chat(page):
+    page.goto(f"{page.base}/chat/")
+    page.wait_for_function("() => document.getElementById('connection-status').dataset.state === 'open'")
+
+
+def show_sidebar(page):
+    """On a phone the sidebar is a drawer behind ☰."""
+    if page.viewport_size["width"] < 760:
+        page.click("#sidebar-toggle")
+
+
+def test_a_refused_message_stays_in_the_composer(slow_model, chat_page):
+    page = chat_page
+    open_new_chat(page)
+    too_long = "word " * 6_401  # 32,005 characters: over the limit
+    page.fill("#message-input", too_long)
+    page.press("#message-input", "Enter")
+    page.locator("#chat-error", has_text="That message is too long").wait_for()
+    assert page.input_value("#message-input") == too_long
+    assert page.locator(".message.user").count() == 0
+
+    page.fill("#message-input", "A short one")
+    page.press("#message-input", "Enter")
+    page.locator(".message.user", has_text="A short one").wait_for()
+    page.wait_for_function("() => document.getElementById('message-input').value === ''")
+    assert page.locator("#chat-error").inner_text() == ""  # the banner cleared by the next success
+    page.keyboard.press("Escape")
+    page.locator(".badge.stopped").wait_for()
+    assert page.problems == []
+
+
+def test_send_becomes_stop_in_the_same_place_and_escape_stops(slow_model, chat_page):
+    page = chat_page
+    open_new_chat(page)
+    page.select_option("#model-select", "fake/slow")
+    send_box = page.locator("#send-button").bounding_box()
+    assert not page.locator("#stop-button").is_visible()
+    page.fill("#message-input", "Tell me a long story")
+    page.press("#message-input", "Enter")
+    page.locator(".message.assistant .content.streaming:not(:empty)").wait_for()
+    assert not page.locator("#send-button").is_visible()
+    stop_box = page.locator("#stop-button").bounding_box()
+    assert abs(stop_box["x"] + stop_box["width"] - send_box["x"] - send_box["width"]) < 2
+    assert abs(stop_box["y"] - send_box["y"]) < 2
+    page.keyboard.press("Escape")
+    page.locator(".badge.stopped", has_text="Stopped — partial reply kept").wait_for()
+    assert page.locator("#send-button").is_visible() and not page.locator("#stop-button").is_visible()
+    assert page.problems == []
+
+
+def test_three_new_chat_clicks_store_no_conversation(user, chat_page):
+    page = chat_page
+    open_new_chat(page)
+    for _ in range(3):
+        show_sidebar(page)
+        page.click("#new-chat")
+        page.wait_for_url(f"{page.base}/chat/")
+        page.locator("#message-input").wait_for()
+    assert page.locator("#conversation-list").inner_text().strip() == "No conversations yet."
+    assert in_thread(lambda: Conversation.objects.filter(user=user).count()) == 0
+    assert page.problems == []
