@@ -6,7 +6,7 @@ from django import forms
 from django.utils import timezone
 
 from chat.models import AIModel
-from chat.providers.router import configured_providers
+from chat.catalogue.lookup import configured_providers
 
 
 class ApiKeyForm(forms.Form):

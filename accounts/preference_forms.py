@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from chat.models import AIModel
-from chat.providers.router import configured_providers
+from chat.catalogue.lookup import configured_providers
 
 from .models import User
 

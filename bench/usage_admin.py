@@ -2,7 +2,7 @@
 write the figures into BENCHMARKS.md (its own section, replaced on each run).
 
     DATABASE_URL=postgres://…/aihub_billing_bench python manage.py migrate
-    DATABASE_URL=postgres://…/aihub_billing_bench python manage.py bench_usage_admin --rows 100000
+    DATABASE_URL=postgres://…/aihub_billing_bench python bench/usage_admin.py --rows 100000
 
 Seeded rows belong to users named bench-*@bench.invalid and are deleted afterwards (--keep keeps
 them). Pages are requested in-process through the full middleware stack as a superuser.
@@ -18,19 +18,27 @@ import statistics
 import time
 from datetime import timedelta
 from decimal import Decimal
+import sys
 from pathlib import Path
 
-from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
-from django.db import connection
-from django.test import Client
-from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
+import django
 
-from billing import limits
-from billing.models import Plan, Subscription, UpstreamAttempt, UsageRecord
-from billing.subscriptions import current_subscription
+# Run as a script from the repository: the project on the path and Django set up before its models load.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aihub.settings")
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management.base import BaseCommand  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from billing import limits  # noqa: E402
+from billing.models import Plan, Subscription, UpstreamAttempt, UsageRecord  # noqa: E402
+from billing.subscriptions import current_subscription  # noqa: E402
 
 BENCH_DOMAIN = "bench.invalid"
 BENCH_PLAN = "bench-quota"
@@ -230,7 +238,7 @@ class Command(BaseCommand):
         lines = [
             SECTION.format(rows=f"{rows:,}"),
             "",
-            f"`python manage.py bench_usage_admin --rows {rows}` ({db}, Python {platform.python_version()}, "
+            f"`python bench/usage_admin.py --rows {rows}` ({db}, Python {platform.python_version()}, "
             f"{users} users with a skewed share of the rows, one upstream attempt per row, rows spread over 90 days, "
             f"tables analysed after the load as autovacuum would; "
             f"median and slowest of {repeat} requests through the full middleware stack, after a warm-up; "
@@ -262,3 +270,7 @@ class Command(BaseCommand):
         UsageRecord.objects.filter(user__in=doomed).delete()
         doomed.delete()
         Plan.objects.filter(slug=BENCH_PLAN).delete()
+
+
+if __name__ == "__main__":
+    Command().run_from_argv(["usage_admin.py", "usage_admin", *sys.argv[1:]])

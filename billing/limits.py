@@ -39,7 +39,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 
 from accounts.models import ApiKey
-from chat.models import AIModel
+from chat.catalogue.models import AIModel
 
 from . import ratelimit
 from .metering import count_prompt_tokens

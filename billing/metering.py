@@ -7,7 +7,7 @@ from functools import cache
 import tiktoken
 from django.db import transaction
 
-from chat.providers.base import Usage
+from chat.gateway.providers.base import Usage
 
 from .models import Reservation, UpstreamAttempt, UsageRecord
 

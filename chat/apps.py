@@ -3,3 +3,6 @@ from django.apps import AppConfig
 
 class ChatConfig(AppConfig):
     name = "chat"
+
+    def ready(self):
+        from chat.catalogue import lookup  # noqa: F401  (connects the catalogue's change signals)

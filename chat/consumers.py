@@ -16,9 +16,9 @@ from accounts.signals import user_group
 from billing.limits import LimitExceeded
 
 from . import conversations
-from .generation import Generation
+from .gateway.generation import Generation
 from .models import Conversation, Message
-from .providers.base import ProviderError
+from .gateway.providers.base import ProviderError
 
 logger = logging.getLogger(__name__)
 

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from .catalogue.lookup import AUTO, UnknownModel
 from .models import AIModel, Conversation, Message
 
-AUTO = "auto"
 TITLE_CHARS = 60
-
-
-class UnknownModel(Exception):
-    pass
 
 
 async def resolve_model(slug: str) -> AIModel | None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from .catalogue import catalogue_changed
+from .catalogue.lookup import catalogue_changed
 from .models import AIModel, Provider
-from .providers.local import CONTEXT_TOKENS, MODEL_ID
+from .gateway.providers.local import CONTEXT_TOKENS, MODEL_ID
 
 SEED_MODELS = [
     # slug, provider, upstream id, name, $/1M in, $/1M out, auto priority, context

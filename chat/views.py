@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from . import conversations
-from .catalogue import models_by_provider
+from .catalogue.lookup import models_by_provider
 from .forms import RenameForm
 from .models import Conversation, Message
 

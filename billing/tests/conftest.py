@@ -11,7 +11,7 @@ from accounts.api_keys import issue_key
 from aihub.testing import logged_in_client
 from billing.models import Plan
 from billing.subscriptions import start_subscription
-from chat.generation import Generation
+from chat.gateway.generation import Generation
 from chat.models import AIModel, Provider
 
 SAY_HELLO = [{"role": "user", "content": "Say hello"}]

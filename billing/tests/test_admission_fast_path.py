@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from billing.limits import LimitExceeded
 from billing.models import Plan, Reservation, UsageRecord
-from chat import catalogue
-from chat.generation import Generation
+from chat.catalogue import lookup as catalogue
+from chat.gateway.generation import Generation
 
 from .conftest import generation
 

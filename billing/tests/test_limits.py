@@ -14,7 +14,7 @@ from billing.limits import LimitExceeded
 from billing.metering import count_prompt_tokens
 from billing.models import Plan, Reservation, UsageRecord
 from billing.subscriptions import current_subscription
-from chat.providers.base import ProviderError
+from chat.gateway.providers.base import ProviderError
 
 from .conftest import SAY_HELLO, generation
 

@@ -8,8 +8,8 @@ from django.middleware.csrf import CsrfViewMiddleware
 
 from accounts.api_keys import KeyRefused, authenticate
 from accounts.models import ApiKey
-from chat import catalogue
-from chat.conversations import UnknownModel
+from chat.catalogue import lookup as catalogue
+from chat.catalogue.lookup import UnknownModel
 
 from .errors import ApiError
 

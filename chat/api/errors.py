@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import JsonResponse
 
 from billing.limits import LimitExceeded
-from chat.providers.base import ProviderError
+from chat.gateway.providers.base import ProviderError
 
 ERROR_TYPES = {
     400: "invalid_request_error",

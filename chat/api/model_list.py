@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from chat.conversations import AUTO
-from chat.models import AIModel
-from chat.providers.router import configured_providers
+from chat.catalogue.lookup import AUTO, configured_providers
+from chat.catalogue.models import AIModel
 
 MILLION = Decimal(1_000_000)
 

@@ -10,10 +10,10 @@ import uuid
 
 from django.http import JsonResponse
 
-from chat.generation import Generation
+from chat.gateway.generation import Generation
 
 from .auth import allowed_model, authenticate_request
-from .catalogue import model_list
+from .model_list import model_list
 from .decorators import api_view
 from .errors import ApiError, failure_error
 from .streaming import GenerationStream, complete, open_generation_stream, sse_event, sse_response

@@ -16,11 +16,11 @@ from django.utils import timezone
 from billing.models import UsageRecord
 from chat import conversations
 from chat.consumers import MAX_MESSAGE_CHARS
-from chat.generation import Generation
+from chat.gateway.generation import Generation
 from chat.models import Conversation, Message
 
 from .auth import Caller, allowed_model, authenticate_request
-from .catalogue import model_list
+from .model_list import model_list
 from .decorators import api_view
 from .errors import ApiError
 from .streaming import complete, open_generation_stream, sse_event, sse_response

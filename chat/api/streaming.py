@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import StreamingHttpResponse
 
-from chat.generation import Generation
+from chat.gateway.generation import Generation
 
 from .errors import failure_error
 

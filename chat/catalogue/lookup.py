@@ -21,15 +21,37 @@ from django.conf import settings
 from django.core.cache import cache, caches
 from django.db import transaction
 
-from .conversations import AUTO, UnknownModel
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
 from .models import AIModel, Provider
-from .providers import router  # a module: router reads this one's `current` in turn
 
 VERSION_CACHE_KEY = "catalogue:version"
+AUTO = "auto"
+
+
+class UnknownModel(Exception):
+    pass
+
+
+def is_configured(provider: str) -> bool:
+    """Whether this server has what it needs to call that provider (its settings)."""
+    needs = {
+        Provider.OPENROUTER: settings.OPENROUTER_API_KEY,
+        Provider.GEMINI: settings.GEMINI_API_KEY,
+        Provider.OPENAI_COMPAT: settings.OPENAI_COMPAT_BASE_URL,
+        Provider.LOCAL: settings.LOCAL_MODEL_ENABLED,
+    }
+    return bool(needs.get(provider))
+
+
+def configured_providers() -> list[str]:
+    """The providers this server can reach, in the order of settings.PROVIDER_CHAIN."""
+    return [name for name in settings.PROVIDER_CHAIN if is_configured(name)]
 
 
 def models_by_provider() -> list[tuple[str, list[AIModel]]]:
-    available = router.configured_providers()
+    available = configured_providers()
     models = AIModel.objects.active().filter(provider__in=available)
     ordered = sorted(models, key=lambda m: (available.index(m.provider), not m.is_free, m.name))
     return [(Provider(provider).label, list(group)) for provider, group in groupby(ordered, key=lambda m: m.provider)]
@@ -44,6 +66,12 @@ def catalogue_changed() -> None:
     """Tell every process its copy of the catalogue is stale. After the commit: a process reloading
     in between would otherwise keep the old rows under the new version."""
     transaction.on_commit(_bump_version)
+
+
+@receiver(post_save, sender=AIModel)
+@receiver(post_delete, sender=AIModel)
+def _catalogue_row_changed(**kwargs) -> None:
+    catalogue_changed()
 
 
 class LiveCatalogue:

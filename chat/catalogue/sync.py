@@ -8,7 +8,7 @@ import httpx
 from django.conf import settings
 from django.db import transaction
 
-from .catalogue import catalogue_changed
+from .lookup import catalogue_changed
 from .models import AIModel, Provider
 
 MILLION = Decimal(1_000_000)

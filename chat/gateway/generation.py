@@ -13,10 +13,12 @@ from django.db import close_old_connections
 from billing import limits, metering
 from billing.models import UsageRecord
 
-from . import catalogue
-from .models import AIModel, Message
+from chat.catalogue import lookup as catalogue
+from chat.catalogue.models import AIModel
+from chat.models import Message
+
 from .providers.base import ProviderError
-from .providers.router import RouteTrail, candidates_for, route_complete, route_stream
+from .router import RouteTrail, candidates_for, route_complete, route_stream
 
 
 def _ms(seconds: float) -> int:

@@ -13,41 +13,40 @@ from functools import cache
 
 from django.conf import settings
 
-from chat import catalogue  # a module: it imports this one in turn
-from chat.models import AIModel, Provider as ProviderName
+from chat.catalogue import lookup as catalogue
+from chat.catalogue.lookup import configured_providers, is_configured
+from chat.catalogue.models import AIModel, Provider
 
-from .base import Completion, Provider, ProviderError, StreamEnd
-from .gemini import GeminiProvider
-from .openai_compat import OpenAICompatProvider
+from .providers.base import Completion, ProviderClient, ProviderError, StreamEnd
+from .providers.gemini import GeminiProvider
+from .providers.openai_compat import OpenAICompatProvider
 
 
 @cache
-def _local_provider() -> Provider:
-    from .local import LocalProvider  # imports llama_cpp only when the local model is used
+def _local_provider() -> ProviderClient:
+    from .providers.local import LocalProvider  # imports llama_cpp only when the local model is used
 
     return LocalProvider()
 
 
-def get_provider(name: str) -> Provider | None:
+def get_provider(name: str) -> ProviderClient | None:
     """The configured provider of that name, or None when it is not set up here."""
-    if name == ProviderName.OPENROUTER and settings.OPENROUTER_API_KEY:
+    if not is_configured(name):
+        return None
+    if name == Provider.OPENROUTER:
         return OpenAICompatProvider(
             "openrouter",
             settings.OPENROUTER_BASE_URL,
             settings.OPENROUTER_API_KEY,
             extra_headers={"X-Title": "AI Hub"},
         )
-    if name == ProviderName.GEMINI and settings.GEMINI_API_KEY:
+    if name == Provider.GEMINI:
         return GeminiProvider(settings.GEMINI_BASE_URL, settings.GEMINI_API_KEY)
-    if name == ProviderName.OPENAI_COMPAT and settings.OPENAI_COMPAT_BASE_URL:
+    if name == Provider.OPENAI_COMPAT:
         return OpenAICompatProvider("openai_compat", settings.OPENAI_COMPAT_BASE_URL, settings.OPENAI_COMPAT_API_KEY)
-    if name == ProviderName.LOCAL and settings.LOCAL_MODEL_ENABLED:
+    if name == Provider.LOCAL:
         return _local_provider()
     return None
-
-
-def configured_providers() -> list[str]:
-    return [name for name in settings.PROVIDER_CHAIN if get_provider(name) is not None]
 
 
 def candidates_for(model: AIModel | None, models: catalogue.Catalogue | None = None) -> list[AIModel]:

@@ -4,7 +4,7 @@ from django import template
 from django.utils.safestring import mark_safe
 
 from chat.markdown import render_markdown
-from chat.models import Provider
+from chat.catalogue.models import Provider
 
 register = template.Library()
 

@@ -7,7 +7,7 @@ import pytest
 
 from aihub.testing import chromium_page
 from chat.models import AIModel, Provider
-from chat.providers.local import CONTEXT_TOKENS, MODEL_ID
+from chat.gateway.providers.local import CONTEXT_TOKENS, MODEL_ID
 
 pytestmark = [
     pytest.mark.browser,

@@ -11,9 +11,9 @@ import tiktoken
 
 from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
-from chat.generation import Generation
+from chat.gateway.generation import Generation
 from chat.models import AIModel, Conversation, Message, Provider
-from chat.providers.base import ProviderError
+from chat.gateway.providers.base import ProviderError
 from chat.tests.fake_upstream import REPLY_WORDS
 
 # serialized_rollback: the plans a new user subscribes to come from a data migration.

@@ -14,11 +14,11 @@ from django.conf import settings
 
 from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
-from chat.generation import Generation
+from chat.gateway.generation import Generation
 from chat.models import AIModel, Provider
-from chat.providers.base import StreamEnd
-from chat.providers.local import MODEL_ID
-from chat.providers.router import get_provider
+from chat.gateway.providers.base import StreamEnd
+from chat.gateway.providers.local import MODEL_ID
+from chat.gateway.router import get_provider
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +170,7 @@ def test_a_process_that_used_the_model_exits_without_a_finaliser_traceback(tmp_p
     # Seen under pytest: llama_cpp's finaliser ran after interpreter shutdown had cleared its globals.
     probe = tmp_path / "test_probe.py"
     probe.write_text(
-        "from chat.providers.router import get_provider\n"
+        "from chat.gateway.router import get_provider\n"
         "async def test_generate():\n"
         "    local = get_provider('local')  # the process-wide instance, alive until exit\n"
         "    async for _ in local.stream([{'role': 'user', 'content': 'Hi'}], 'x', {'max_tokens': 3}):\n"

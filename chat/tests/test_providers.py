@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from chat.providers.base import ProviderError, StreamEnd, Usage
-from chat.providers.gemini import GeminiProvider
-from chat.providers.openai_compat import OpenAICompatProvider
-from chat.providers.router import get_provider
+from chat.gateway.providers.base import ProviderError, StreamEnd, Usage
+from chat.gateway.providers.gemini import GeminiProvider
+from chat.gateway.providers.openai_compat import OpenAICompatProvider
+from chat.gateway.router import get_provider
 from chat.tests.fake_upstream import REPLY_WORDS
 
 MESSAGES = [

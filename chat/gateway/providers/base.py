@@ -60,7 +60,7 @@ class ProviderError(Exception):
         return cls(f"upstream connection lost: {exc or type(exc).__name__}", outcome="connection_lost", retryable=True)
 
 
-class Provider(abc.ABC):
+class ProviderClient(abc.ABC):
     """One upstream service. Implementations share the process-wide HTTP client."""
 
     name: str

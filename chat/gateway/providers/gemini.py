@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from .base import Completion, Provider, ProviderError, StreamEnd, Usage
+from .base import Completion, ProviderClient, ProviderError, StreamEnd, Usage
 from .sse import open_stream, post_json, sse_json
 
 # Gemini's finish reasons, in OpenAI's words.
@@ -52,7 +52,7 @@ def _usage(meta: dict) -> Usage:
     return Usage(meta.get("promptTokenCount"), sum(output) if output else None)
 
 
-class GeminiProvider(Provider):
+class GeminiProvider(ProviderClient):
     name = "gemini"
 
     def __init__(self, base_url: str, api_key: str):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from .base import Provider, ProviderError, StreamEnd, Usage, forwarded
+from .base import ProviderClient, ProviderError, StreamEnd, Usage, forwarded
 
 MODEL_ID = "smollm2-135m-instruct"
 DEFAULT_MAX_TOKENS = 512
@@ -31,7 +31,7 @@ def model_path() -> Path:
 _DONE = object()
 
 
-class LocalProvider(Provider):
+class LocalProvider(ProviderClient):
     name = "local"
 
     def __init__(self):

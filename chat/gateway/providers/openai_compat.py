@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from .base import Completion, Provider, ProviderError, StreamEnd, Usage, forwarded
+from .base import Completion, ProviderClient, ProviderError, StreamEnd, Usage, forwarded
 from .sse import open_stream, post_json, sse_json
 
 
@@ -30,7 +30,7 @@ def _stream_error(error) -> ProviderError:
     )
 
 
-class OpenAICompatProvider(Provider):
+class OpenAICompatProvider(ProviderClient):
     def __init__(self, name: str, base_url: str, api_key: str = "", extra_headers: dict | None = None):
         self.name = name
         self.base_url = base_url.rstrip("/")

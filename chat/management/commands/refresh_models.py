@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from chat.catalogue_sync import REFRESHERS, CatalogueError
+from chat.catalogue.sync import REFRESHERS, CatalogueError
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from chat.catalogue_sync import CatalogueError, refresh_openai_compat
+from chat.catalogue.sync import CatalogueError, refresh_openai_compat
 from chat.seed import seed_catalogue
 
 
