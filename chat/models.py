@@ -3,6 +3,8 @@ chat/catalogue/models.py and imported here so that Django registers it with the 
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
