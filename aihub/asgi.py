@@ -13,6 +13,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from chat.api.asgi import ApiHandler, is_api_request  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from deploy.metrics import HttpMetrics  # noqa: E402
 
 api_asgi_app = ApiHandler()  # /v1/: API keys only, so none of the session/CSRF/login/messages middleware
 
@@ -24,7 +25,7 @@ async def http_app(scope, receive, send):
 
 application = ProtocolTypeRouter(
     {
-        "http": http_app,
+        "http": HttpMetrics(http_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

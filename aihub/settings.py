@@ -14,12 +14,25 @@ if (BASE_DIR / ".env").exists():
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
+# development | staging | production. Staging and production refuse to start with DEBUG on or a
+# missing / development secret key; production also defaults to JSON logs and long HSTS.
+ENVIRONMENT = env.str("ENVIRONMENT", default="development" if DEBUG else "production")
+if ENVIRONMENT not in ("development", "staging", "production"):
+    raise ImproperlyConfigured(f"ENVIRONMENT must be development, staging or production, not {ENVIRONMENT!r}.")
+IS_DEPLOYED = ENVIRONMENT != "development"
 
 # A development key is only acceptable while DEBUG is on; production must set its own.
 _DEV_SECRET_KEY = "dev-insecure-key-only-for-debug-never-in-production-0123456789"
 SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET_KEY if DEBUG else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+if IS_DEPLOYED and DEBUG:
+    raise ImproperlyConfigured(f"DEBUG must be off when ENVIRONMENT={ENVIRONMENT}.")
+if IS_DEPLOYED and (SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50 or SECRET_KEY.startswith("django-insecure")):
+    raise ImproperlyConfigured(
+        f"ENVIRONMENT={ENVIRONMENT} needs its own SECRET_KEY of at least 50 characters: "
+        'python -c "import secrets; print(secrets.token_urlsafe(50))"'
+    )
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -42,9 +55,11 @@ INSTALLED_APPS = [
     "accounts",
     "billing",
     "chat",
+    "deploy",
 ]
 
 MIDDLEWARE = [
+    "deploy.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -145,7 +160,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -167,6 +182,10 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# /metrics answers these client networks, or a request with "Authorization: Bearer $METRICS_TOKEN".
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1/32", "::1/128"])
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 LOGGING = {
     "version": 1,

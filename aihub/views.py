@@ -1,5 +1,4 @@
 from django.contrib.auth.decorators import login_not_required
-from django.http import JsonResponse
 from django.shortcuts import redirect, render
 
 
@@ -8,8 +7,3 @@ def landing(request):
     if request.user.is_authenticated:
         return redirect("chat:index")
     return render(request, "landing.html")
-
-
-@login_not_required
-def healthz(request):
-    return JsonResponse({"status": "ok"})

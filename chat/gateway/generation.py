@@ -12,6 +12,7 @@ from django.db import close_old_connections
 
 from billing import limits, metering
 from billing.models import UsageRecord
+from deploy import metrics
 
 from chat.catalogue import lookup as catalogue
 from chat.catalogue.models import AIModel
@@ -66,12 +67,17 @@ class Generation:
     async def stream(self, on_delta: Callable[[str], Awaitable[None]]) -> None:
         """Call on_delta for each piece of text. Raises ProviderError; cancellable at any await."""
         candidates = await self.admit()
-        async with self._metered():
-            # aclosing: if on_delta raises, the upstream connection is closed now, not at garbage collection.
-            async with contextlib.aclosing(route_stream(candidates, self.messages, self.params, self.trail)) as deltas:
-                async for delta in deltas:
-                    self.parts.append(delta)
-                    await on_delta(delta)
+        metrics.OPEN_STREAMS.inc()
+        try:
+            async with self._metered():
+                # aclosing: if on_delta raises, the upstream connection is closed now, not at garbage collection.
+                deltas = route_stream(candidates, self.messages, self.params, self.trail)
+                async with contextlib.aclosing(deltas):
+                    async for delta in deltas:
+                        self.parts.append(delta)
+                        await on_delta(delta)
+        finally:
+            metrics.OPEN_STREAMS.dec()
 
     async def complete(self) -> str:
         candidates = await self.admit()
@@ -99,7 +105,11 @@ class Generation:
     async def admit(self) -> list[AIModel]:
         """The caller's plan, before any upstream call: raises LimitExceeded (nothing reserved, nothing
         recorded), or reserves the worst case, which `settle` swaps for the real figures."""
-        self.admission = await limits.admit_async(self._admit)
+        try:
+            self.admission = await limits.admit_async(self._admit)
+        except limits.LimitExceeded as refusal:
+            metrics.LIMIT_REFUSALS.labels(refusal.code).inc()
+            raise
         self.params = self.admission.params  # max_tokens clamped to the plan's cap
         return self.admission.candidates
 
@@ -135,6 +145,7 @@ class Generation:
             ttft_ms=_ms(self.trail.first_token_at - self.started) if self.trail.first_token_at else None,
             latency_ms=_ms(now - self.started),
         )
+        metrics.generation_settled(self.usage_record, self.trail.attempts)
 
     def _record(self, **figures) -> UsageRecord:
         close_old_connections()  # a long stream may have outlived the connection
