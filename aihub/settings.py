@@ -86,6 +86,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "billing.context_processors.payment_overdue",
             ],
         },
     },
@@ -219,6 +220,8 @@ STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 # Without Stripe, people request paid plans and operators approve them in admin. A demo server may
 # let anyone take a paid plan for free instead; never on by default.
 BILLING_SELF_SERVICE_UPGRADES = env.bool("BILLING_SELF_SERVICE_UPGRADES", default=False)
+# Days a Stripe renewal may stay unpaid (past due, a banner shows) before the account moves to Free.
+BILLING_PAYMENT_GRACE_DAYS = env.int("BILLING_PAYMENT_GRACE_DAYS", default=7)
 # Operators mailed about plan requests and Enterprise enquiries (comma-separated addresses).
 ADMINS = [(address, address) for address in env.list("ADMINS", default=[])]
 SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)

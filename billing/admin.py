@@ -6,7 +6,16 @@ from django.db.models import Count, F, Q, Sum
 from django.http import StreamingHttpResponse
 
 from . import plan_changes
-from .models import EnterpriseInquiry, Plan, PlanRequest, StripeEvent, Subscription, UpstreamAttempt, UsageRecord
+from .models import (
+    EnterpriseInquiry,
+    Invoice,
+    Plan,
+    PlanRequest,
+    StripeEvent,
+    Subscription,
+    UpstreamAttempt,
+    UsageRecord,
+)
 from .subscriptions import start_subscription
 
 TOTALS_ROWS = 10  # largest users / models shown under the usage list
@@ -49,6 +58,8 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "current_period_start",
         "current_period_end",
         "scheduled_plan",
+        "payment_due_since",
+        "stripe_subscription_id",
         "started_at",
         "ended_at",
     ]
@@ -253,6 +264,23 @@ class EnterpriseInquiryAdmin(admin.ModelAdmin):
     search_fields = ["company", "contact_email", "user__email"]
     date_hierarchy = "created_at"
     raw_id_fields = ["user"]
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(admin.ModelAdmin):
+    """Stripe's invoices as its webhooks reported them (Stripe's dashboard is the record)."""
+
+    list_display = ["created_at", "number", "user", "description", "amount_due", "amount_paid", "status"]
+    list_filter = ["status"]
+    list_select_related = ["user"]
+    search_fields = ["number", "stripe_invoice_id", "user__email"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(StripeEvent)

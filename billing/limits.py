@@ -254,7 +254,7 @@ def _has_nothing_to_reserve(plan) -> bool:
 def _admit_unlimited(user, api_key, model, candidates, params, prompt_tokens) -> Admission | None:
     """Admission without lock or reservation where neither the plan nor the key limits anything: one
     query (the subscription, its plan and the key's budget read afresh). None when the locked path
-    must decide: a limit to hold, no subscription yet, or a period to roll."""
+    must decide: a limit to hold, no subscription yet, or a period to roll (or a payment overdue)."""
     subscription = Subscription.objects.select_related("plan").filter(user=user, is_active=True)
     if api_key is not None:
         budget = ApiKey.objects.filter(pk=api_key.pk).values("monthly_budget")[:1]
@@ -262,7 +262,7 @@ def _admit_unlimited(user, api_key, model, candidates, params, prompt_tokens) ->
     subscription = subscription.first()
     if (
         subscription is None
-        or subscription.current_period_end <= timezone.now()
+        or subscription.needs_update(timezone.now())
         or not _has_nothing_to_reserve(subscription.plan)
         or getattr(subscription, "key_budget", None) is not None
     ):
@@ -281,7 +281,7 @@ def _admit_locked(user, api_key, model, candidates, params, prompt_tokens, *, ro
         Subscription.objects.select_for_update(of=("self",)).select_related("plan").filter(user=user, is_active=True)
     )
     subscription = active.get() if rolled else active.first()
-    if subscription is None or (subscription.current_period_end <= now and not rolled):
+    if subscription is None or (subscription.needs_update(now) and not rolled):
         return None
     plan = subscription.plan
     admission = _worst_case(plan, model, candidates, params, prompt_tokens)

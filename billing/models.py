@@ -61,6 +61,9 @@ class Subscription(models.Model):
     )
     stripe_customer_id = models.CharField(max_length=100, blank=True)
     stripe_subscription_id = models.CharField(max_length=100, blank=True)
+    payment_due_since = models.DateTimeField(
+        null=True, blank=True, help_text="Stripe could not collect a renewal; Free after the grace period."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -73,6 +76,23 @@ class Subscription(models.Model):
 
     def __str__(self):
         return f"{self.user} on {self.plan}"
+
+    @property
+    def paid_through_stripe(self) -> bool:
+        """A paid plan whose periods Stripe bills (they roll when Stripe reports the renewal paid)."""
+        return bool(self.stripe_subscription_id) and bool(self.plan.monthly_price)
+
+    def needs_update(self, now) -> bool:
+        """The period is over or a payment is overdue: `current_subscription` has something to do."""
+        return self.current_period_end <= now or self.payment_due_since is not None
+
+    def overdue_since(self, now):
+        """When the payment still owed for this plan fell due; None when nothing is owed."""
+        if self.payment_due_since is not None:
+            return self.payment_due_since
+        if self.paid_through_stripe and self.current_period_end <= now and self.scheduled_plan_id is None:
+            return self.current_period_end  # renewal not (yet) reported paid
+        return None
 
 
 class UsageRecord(models.Model):
@@ -202,6 +222,29 @@ class PlanRequest(models.Model):
 
     def __str__(self):
         return f"{self.user} asks for {self.plan} ({self.status})"
+
+
+class Invoice(models.Model):
+    """A Stripe invoice of a person's subscription (plan fees, prorations), as its webhooks report it."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invoices")
+    stripe_invoice_id = models.CharField(max_length=100, unique=True)
+    stripe_subscription_id = models.CharField(max_length=100, blank=True)
+    number = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=20, help_text="Stripe's: paid, open, ...")
+    description = models.CharField(max_length=200, blank=True)
+    amount_due = models.DecimalField("amount due (USD)", max_digits=12, decimal_places=2)
+    amount_paid = models.DecimalField("amount paid (USD)", max_digits=12, decimal_places=2)
+    hosted_invoice_url = models.URLField(max_length=500, blank=True, help_text="Stripe's page with the receipt.")
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(help_text="When Stripe issued it.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.number or self.stripe_invoice_id
 
 
 class EnterpriseInquiry(models.Model):

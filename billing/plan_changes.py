@@ -60,17 +60,26 @@ def check_change(user, plan: Plan) -> tuple[Subscription, str]:
     return subscription, kind
 
 
-@transaction.atomic
 def do_change(user, plan: Plan) -> Subscription:
-    """Upgrade now (only where no payment is due), or schedule a downgrade for the end of the period."""
+    """Upgrade now (paid through the Stripe subscription, or where no payment is due), or schedule a
+    downgrade for the end of the period (Stripe bills the lower price from the next renewal).
+    StripeError when Stripe refuses; then nothing changed here."""
     subscription, kind = check_change(user, plan)
+    stripe_subscription = subscription.stripe_subscription_id if stripe_api.configured() else ""
     if kind == UPGRADE:
-        if upgrade_route(subscription, plan) != SELF_SERVICE:
+        route = upgrade_route(subscription, plan)
+        if route == STRIPE_UPDATE:
+            stripe_api.change_price(stripe_subscription, plan, charge_now=True)
+        elif route != SELF_SERVICE:
             raise PlanChangeRefused(
                 f"The {plan.name} plan cannot be taken without payment here: "
                 + ("pay for it through the billing page." if stripe_api.configured() else "request it instead.")
             )
         return change_plan_now(subscription, plan)
+    if stripe_subscription and plan.monthly_price:
+        stripe_api.change_price(stripe_subscription, plan, charge_now=False)
+    elif stripe_subscription:
+        stripe_api.cancel_at_period_end(stripe_subscription)
     Subscription.objects.filter(pk=subscription.pk).update(scheduled_plan=plan)
     subscription.scheduled_plan = plan
     return subscription
@@ -82,8 +91,16 @@ def do_cancel(user) -> Subscription:
 
 
 def do_keep_current_plan(user) -> None:
-    """Drop a scheduled downgrade or cancellation."""
-    Subscription.objects.filter(user=user, is_active=True).update(scheduled_plan=None)
+    """Drop a scheduled downgrade or cancellation (on Stripe too)."""
+    subscription = current_subscription(user)
+    if subscription.scheduled_plan_id is None:
+        return
+    if subscription.stripe_subscription_id and stripe_api.configured():
+        if subscription.scheduled_plan.monthly_price:
+            stripe_api.change_price(subscription.stripe_subscription_id, subscription.plan, charge_now=False)
+        else:
+            stripe_api.cancel_at_period_end(subscription.stripe_subscription_id, cancel=False)
+    Subscription.objects.filter(pk=subscription.pk).update(scheduled_plan=None)
 
 
 def pending_request(user) -> PlanRequest | None:

@@ -1,19 +1,77 @@
-"""Stripe webhook events, one method per event type. A duplicate delivery (same event id) is
-recognised and acknowledged without acting twice, so Stripe stops retrying it."""
+"""Stripe webhook events, one method per event type, keeping the local subscription in step with the
+customer's one Stripe subscription. Events are matched by subscription id (and checked against the
+customer id); the ids carry over every local plan change and period roll, so no event is lost. A
+duplicate delivery (same event id) is recognised and acknowledged without acting twice."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
+from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
 
-from .models import Plan, StripeEvent, Subscription
-from .subscriptions import DEFAULT_PLAN, start_subscription
+from . import plan_changes
+from .models import Invoice, Plan, StripeEvent, Subscription
+from .subscriptions import DEFAULT_PLAN, change_plan_now, current_subscription, start_subscription
 
 logger = logging.getLogger(__name__)
 
 PAID = ("paid", "no_payment_required")
+LIVE = ("active", "trialing")
+OVERDUE = ("past_due", "unpaid")
+ENDED = ("canceled", "incomplete_expired")
+
+
+def _moment(epoch) -> datetime | None:
+    return datetime.fromtimestamp(int(epoch), tz=UTC) if epoch else None
+
+
+def _dollars(cents) -> Decimal:
+    return Decimal(int(cents or 0)) / 100
+
+
+def _invoice_subscription_id(invoice: dict) -> str:
+    """Older API versions name the subscription on the invoice, newer ones under parent."""
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    return invoice.get("subscription") or details.get("subscription") or ""
+
+
+def _invoice_period(invoice: dict) -> tuple[datetime | None, datetime | None]:
+    periods = [line["period"] for line in (invoice.get("lines") or {}).get("data", []) if line.get("period")]
+    if not periods:
+        return None, None
+    return _moment(min(p["start"] for p in periods)), _moment(max(p["end"] for p in periods))
+
+
+def _matching(subscription_id: str, customer_id: str | None) -> Subscription | None:
+    """The active local subscription tied to this Stripe subscription, locked; None if there is none
+    or it belongs to another customer."""
+    if not subscription_id:
+        return None
+    subscription = (
+        Subscription.objects.select_for_update(of=("self",))
+        .select_related("plan", "user")
+        .filter(stripe_subscription_id=subscription_id, is_active=True)
+        .first()
+    )
+    if subscription and customer_id and subscription.stripe_customer_id not in ("", customer_id):
+        logger.warning("Stripe subscription %s: customer %s is not ours", subscription_id, customer_id)
+        return None
+    return subscription
+
+
+def _start_paid_plan(user, plan: Plan, customer_id: str, subscription_id: str) -> None:
+    """A first purchase: `plan` starts now (Stripe's billing period starts with it), tied to the ids."""
+    subscription = current_subscription(user)
+    if subscription_id and subscription.stripe_subscription_id == subscription_id:
+        return  # already linked by the other of checkout.session.completed / customer.subscription.created
+    subscription = start_subscription(user, plan)
+    Subscription.objects.filter(pk=subscription.pk).update(
+        stripe_customer_id=customer_id or "", stripe_subscription_id=subscription_id or "", payment_due_since=None
+    )
 
 
 class StripeWebhook:
@@ -43,15 +101,103 @@ class StripeWebhook:
         if user is None or plan is None:
             logger.warning("checkout %s names no known user or plan: %s", session.get("id"), metadata)
             return
-        subscription = start_subscription(user, plan)
-        subscription.stripe_customer_id = session.get("customer") or ""
-        subscription.stripe_subscription_id = session.get("subscription") or ""
-        subscription.save(update_fields=["stripe_customer_id", "stripe_subscription_id"])
+        _start_paid_plan(user, plan, session.get("customer") or "", session.get("subscription") or "")
+
+    def on_customer_subscription_created(self, stripe_subscription: dict) -> None:
+        self.on_customer_subscription_updated(stripe_subscription)
+
+    def on_customer_subscription_updated(self, stripe_subscription: dict) -> None:
+        """Follow Stripe's view of the subscription: its plan (an upgrade now, a downgrade at the
+        period's end), a cancellation at the period's end, and whether its payments are overdue."""
+        subscription = _matching(stripe_subscription.get("id", ""), stripe_subscription.get("customer"))
+        status = stripe_subscription.get("status")
+        metadata = stripe_subscription.get("metadata") or {}
+        plan = Plan.objects.filter(slug=metadata.get("plan")).first()
+        if subscription is None:
+            # Created before checkout.session.completed arrived: linked through the metadata we set.
+            user = get_user_model().objects.filter(pk=metadata.get("user_id")).first()
+            if user is not None and plan is not None and status in LIVE:
+                _start_paid_plan(user, plan, stripe_subscription.get("customer") or "", stripe_subscription["id"])
+            return
+        if status in ENDED:
+            self.on_customer_subscription_deleted(stripe_subscription)
+            return
+        if status in OVERDUE:
+            if subscription.payment_due_since is None:
+                Subscription.objects.filter(pk=subscription.pk).update(payment_due_since=timezone.now())
+            return
+        if status in LIVE and subscription.payment_due_since is not None:
+            Subscription.objects.filter(pk=subscription.pk).update(payment_due_since=None)
+        if plan is None or status not in LIVE:
+            return
+        target = Plan.objects.get(slug=DEFAULT_PLAN) if stripe_subscription.get("cancel_at_period_end") else plan
+        kind = plan_changes.kind_of_change(subscription, target)
+        if kind == plan_changes.CURRENT:
+            Subscription.objects.filter(pk=subscription.pk).update(scheduled_plan=None)
+        elif kind == plan_changes.DOWNGRADE:
+            Subscription.objects.filter(pk=subscription.pk).update(scheduled_plan=target)
+        elif kind == plan_changes.UPGRADE:
+            change_plan_now(subscription, target)
 
     def on_customer_subscription_deleted(self, stripe_subscription: dict) -> None:
-        """Stripe ended the subscription (cancelled or unpaid): back to Free."""
-        subscription = Subscription.objects.filter(
-            stripe_subscription_id=stripe_subscription.get("id"), is_active=True
-        ).first()
-        if subscription is not None:
-            start_subscription(subscription.user, Plan.objects.get(slug=DEFAULT_PLAN))
+        """Stripe ended the subscription (cancelled or unpaid): back to Free, the customer kept."""
+        subscription = _matching(stripe_subscription.get("id", ""), stripe_subscription.get("customer"))
+        if subscription is None:
+            return
+        if subscription.plan.slug != DEFAULT_PLAN:
+            subscription = start_subscription(subscription.user, Plan.objects.get(slug=DEFAULT_PLAN))
+        Subscription.objects.filter(pk=subscription.pk).update(stripe_subscription_id="", payment_due_since=None)
+
+    def on_invoice_paid(self, invoice: dict) -> None:
+        """A paid renewal rolls the period to the one Stripe billed; any overdue payment is settled."""
+        self._record(invoice)
+        subscription = _matching(_invoice_subscription_id(invoice), invoice.get("customer"))
+        if subscription is None:
+            return
+        changes = {"payment_due_since": None}
+        start, end = _invoice_period(invoice)
+        reason = invoice.get("billing_reason")
+        # The first invoice sets Stripe's period; a renewal only ever moves it forward (late deliveries).
+        if end and (
+            reason == "subscription_create"
+            or (reason == "subscription_cycle" and end > subscription.current_period_end)
+        ):
+            changes.update(current_period_start=start, current_period_end=end)
+        Subscription.objects.filter(pk=subscription.pk).update(**changes)
+
+    def on_invoice_payment_failed(self, invoice: dict) -> None:
+        """Past due: a banner, Stripe retries; Free when the grace period passes unpaid."""
+        self._record(invoice)
+        subscription = _matching(_invoice_subscription_id(invoice), invoice.get("customer"))
+        if subscription is not None and subscription.payment_due_since is None:
+            Subscription.objects.filter(pk=subscription.pk).update(payment_due_since=timezone.now())
+
+    @staticmethod
+    def _record(invoice: dict) -> None:
+        """Keep the invoice for statements (the latest state of it wins)."""
+        subscription_id = _invoice_subscription_id(invoice)
+        customer_id = invoice.get("customer") or ""
+        owners = Subscription.objects.values_list("user_id", flat=True)
+        user_id = (subscription_id and owners.filter(stripe_subscription_id=subscription_id).first()) or (
+            customer_id and owners.filter(stripe_customer_id=customer_id).first()
+        )
+        if not user_id:
+            logger.warning("invoice %s matches no customer of ours", invoice.get("id"))
+            return
+        start, end = _invoice_period(invoice)
+        Invoice.objects.update_or_create(
+            stripe_invoice_id=invoice["id"],
+            defaults={
+                "user_id": user_id,
+                "stripe_subscription_id": subscription_id,
+                "number": invoice.get("number") or "",
+                "status": invoice.get("status") or "",
+                "description": (invoice.get("billing_reason") or "").replace("_", " "),
+                "amount_due": _dollars(invoice.get("amount_due")),
+                "amount_paid": _dollars(invoice.get("amount_paid")),
+                "hosted_invoice_url": invoice.get("hosted_invoice_url") or "",
+                "period_start": start,
+                "period_end": end,
+                "created_at": _moment(invoice.get("created")) or timezone.now(),
+            },
+        )

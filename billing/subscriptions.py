@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import calendar
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
@@ -46,18 +47,26 @@ def _active(user) -> Subscription | None:
 
 
 def current_subscription(user) -> Subscription:
-    """The active subscription, its period rolled forward to today; Free if the user has none."""
+    """The active subscription brought up to date (period rolled, scheduled change or overdue payment
+    applied); Free if the user has none."""
     subscription = _active(user)
     if subscription is None:
         return start_subscription(user, Plan.objects.get(slug=DEFAULT_PLAN))
-    if subscription.current_period_end <= timezone.now():
-        subscription = _roll_periods(subscription)
+    if subscription.needs_update(timezone.now()):
+        subscription = _bring_up_to_date(subscription)
     return subscription
 
 
+def payment_grace() -> timedelta:
+    return timedelta(days=settings.BILLING_PAYMENT_GRACE_DAYS)
+
+
 @transaction.atomic
-def _roll_periods(subscription: Subscription) -> Subscription:
-    """Move to the period that contains now, switching to a scheduled plan at the end of its period."""
+def _bring_up_to_date(subscription: Subscription) -> Subscription:
+    """Move to the period that contains now, switching to a scheduled plan at the end of its period.
+    A period Stripe bills rolls only when Stripe reports the renewal paid (invoice.paid); a payment
+    overdue longer than the grace period moves the user to Free (the Stripe ids stay, so a late
+    payment reported by Stripe restores the plan)."""
     # Locked: two requests crossing the period end must not both roll it (or both switch plans).
     subscription = (
         Subscription.objects.select_for_update(of=("self",))
@@ -72,9 +81,14 @@ def _roll_periods(subscription: Subscription) -> Subscription:
                 subscription.user, subscription.scheduled_plan, now=subscription.current_period_end
             )
             continue
+        if subscription.paid_through_stripe:
+            break
         subscription.current_period_start = subscription.current_period_end
         subscription.current_period_end = add_month(subscription.current_period_end)
         subscription.save(update_fields=["current_period_start", "current_period_end"])
+    overdue_since = subscription.overdue_since(now)
+    if overdue_since is not None and now >= overdue_since + payment_grace():
+        start_subscription(subscription.user, Plan.objects.get(slug=DEFAULT_PLAN), now=now)
     return _active(subscription.user_id)
 
 

@@ -11,6 +11,7 @@ urlpatterns = [
     path("request-withdraw/", views.withdraw_request, name="withdraw_request"),
     path("cancel/", views.cancel, name="cancel"),
     path("keep/", views.keep, name="keep"),
+    path("portal/", views.portal, name="portal"),
     path("checkout/done/", views.checkout_done, name="checkout_done"),
     path("stripe/webhook/", views_stripe.webhook, name="stripe_webhook"),
     path("enterprise/", views.enterprise, name="enterprise"),

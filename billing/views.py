@@ -69,8 +69,12 @@ def change(request, slug):
         except plan_changes.PlanChangeRefused as exc:
             messages.error(request, str(exc))
             return render(request, "billing/change.html", context, status=403)
+        except stripe_api.StripeError as exc:
+            messages.error(request, f"Your plan was not changed: {exc}")
+            return redirect("billing:index")
         if kind == plan_changes.UPGRADE:
-            messages.success(request, f"You are now on the {plan.name} plan.")
+            charged = " Stripe charged the prorated difference." if route == plan_changes.STRIPE_UPDATE else ""
+            messages.success(request, f"You are now on the {plan.name} plan.{charged}")
         else:
             messages.success(
                 request,
@@ -111,6 +115,7 @@ def _checkout(request, plan):
         url = stripe_api.create_checkout_session(
             user=request.user,
             plan=plan,
+            customer_id=current_subscription(request.user).stripe_customer_id,
             success_url=request.build_absolute_uri(reverse("billing:checkout_done")),
             cancel_url=request.build_absolute_uri(reverse("billing:index")),
         )
@@ -133,7 +138,11 @@ def cancel(request):
         messages.error(request, "You are on the Free plan: there is nothing to cancel.")
         return redirect("billing:index")
     if request.method == "POST":
-        plan_changes.do_cancel(request.user)
+        try:
+            plan_changes.do_cancel(request.user)
+        except stripe_api.StripeError as exc:
+            messages.error(request, f"Your plan was not cancelled: {exc}")
+            return redirect("billing:index")
         messages.success(
             request,
             f"Your {subscription.plan.name} plan ends on "
@@ -145,9 +154,30 @@ def cancel(request):
 
 @require_POST
 def keep(request):
-    plan_changes.do_keep_current_plan(request.user)
-    messages.success(request, "Your plan stays as it is.")
+    try:
+        plan_changes.do_keep_current_plan(request.user)
+    except stripe_api.StripeError as exc:
+        messages.error(request, f"The scheduled change stays: {exc}")
+    else:
+        messages.success(request, "Your plan stays as it is.")
     return redirect("billing:index")
+
+
+@require_POST
+def portal(request):
+    """Stripe's Customer Portal: cards, invoices and receipts."""
+    customer_id = current_subscription(request.user).stripe_customer_id
+    if not (stripe_api.configured() and customer_id):
+        messages.error(request, "There is no card payment account to manage.")
+        return redirect("billing:index")
+    try:
+        url = stripe_api.create_portal_session(
+            customer_id=customer_id, return_url=request.build_absolute_uri(reverse("billing:index"))
+        )
+    except stripe_api.StripeError as exc:
+        messages.error(request, f"The billing portal could not be opened: {exc}")
+        return redirect("billing:index")
+    return redirect(url)
 
 
 @require_http_methods(["GET", "POST"])

@@ -14,7 +14,10 @@ from billing.subscriptions import start_subscription
 from chat.gateway.generation import Generation
 from chat.models import AIModel, Provider
 
+from .fake_stripe import FakeStripe
+
 SAY_HELLO = [{"role": "user", "content": "Say hello"}]
+STRIPE_SECRET = "whsec_test_secret"
 _numbers = itertools.count(1)
 
 
@@ -40,6 +43,17 @@ def make_plan():
         return Plan.objects.create(slug=f"test-{number}", name=f"Test {number}", **fields)
 
     return make
+
+
+@pytest.fixture
+def stripe(settings):
+    """Stripe set up, its API served by a fake on 127.0.0.1 (which records the calls it gets)."""
+    fake = FakeStripe(STRIPE_SECRET)
+    settings.STRIPE_SECRET_KEY = "sk_test_123"
+    settings.STRIPE_WEBHOOK_SECRET = STRIPE_SECRET
+    settings.STRIPE_API_BASE = fake.url
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture

@@ -4,68 +4,19 @@ and plan changes only from webhooks whose signature is made with the endpoint se
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
 
 import pytest
 from django.test import Client
 
-from aihub.testing import send_json
 from billing import stripe_api
 from billing.models import StripeEvent, Subscription
 from billing.subscriptions import current_subscription
 
+from .conftest import STRIPE_SECRET as SECRET
+from .fake_stripe import FakeStripe
+
 pytestmark = pytest.mark.django_db
-
-SECRET = "whsec_test_secret"
-
-
-class FakeStripe:
-    """Answers POST /v1/checkout/sessions like Stripe does, recording what it was sent."""
-
-    def __init__(self, status: int = 200):
-        self.calls: list[dict] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-                fake.calls.append(
-                    {
-                        "path": self.path,
-                        "auth": self.headers["Authorization"],
-                        "form": {k: v[0] for k, v in parse_qs(body).items()},
-                    }
-                )
-                payload = (
-                    {"id": "cs_test_1", "url": "https://checkout.stripe.test/c/pay/cs_test_1"}
-                    if status == 200
-                    else {"error": {"message": "Invalid API Key provided"}}
-                )
-                send_json(self, status, payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def stripe(settings):
-    settings.STRIPE_SECRET_KEY = "sk_test_123"
-    settings.STRIPE_WEBHOOK_SECRET = SECRET
-    fake = FakeStripe()
-    settings.STRIPE_API_BASE = fake.url
-    yield fake
-    fake.stop()
 
 
 def event(event_id: str, event_type: str, obj: dict) -> bytes:
@@ -97,7 +48,7 @@ def test_an_upgrade_goes_to_stripe_checkout_and_changes_nothing_yet(stripe, brow
     page = browser.get("/billing/change/pro/").content.decode()
     assert "Continue to payment" in page
     response = browser.post("/billing/change/pro/")
-    assert response.status_code == 302 and response["Location"] == "https://checkout.stripe.test/c/pay/cs_test_1"
+    assert response.status_code == 302 and response["Location"] == "https://checkout.stripe.test/c/pay/cs_1"
     call = stripe.calls[0]
     assert call["path"] == "/v1/checkout/sessions" and call["auth"].startswith("Basic ")
     assert call["form"]["mode"] == "subscription"
@@ -108,7 +59,7 @@ def test_an_upgrade_goes_to_stripe_checkout_and_changes_nothing_yet(stripe, brow
 
 
 def test_stripe_refusing_the_checkout_is_shown_and_changes_nothing(settings, stripe, browser, free_user):
-    refusing = FakeStripe(status=401)
+    refusing = FakeStripe(SECRET, refuse_with=401)
     settings.STRIPE_API_BASE = refusing.url
     try:
         page = browser.post("/billing/change/pro/", follow=True).content.decode()
