@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, F, Q, Sum
 from django.http import StreamingHttpResponse
 
-from . import plan_changes
+from . import money, plan_changes
 from .models import (
     EnterpriseInquiry,
     Invoice,
@@ -120,7 +120,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "provider",
         "prompt_tokens",
         "completion_tokens",
-        "cost",
+        "cost_usd",
         "status",
         "ttft_ms",
         "latency_ms",
@@ -143,6 +143,10 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="cost", ordering="cost")
+    def cost_usd(self, record):
+        return money.usd(record.cost)
 
     def get_search_results(self, request, queryset, search_term):
         """Users are matched in their own small table first, so the usage rows need no join; a term
@@ -211,10 +215,12 @@ class UsageRecordAdmin(admin.ModelAdmin):
             .iterator(chunk_size=2000)
         )
 
+        cost = header.index("cost_usd")
+
         def lines():
             yield writer.writerow(header)
             for row in rows:
-                yield writer.writerow(row)
+                yield writer.writerow([*row[:cost], money.plain(row[cost]), *row[cost + 1 :]])
 
         response = StreamingHttpResponse(lines(), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="usage.csv"'

@@ -8,7 +8,7 @@ from datetime import timezone as dt_timezone
 from django.db.models import Count, F, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate, TruncMonth
 
-from .models import UpstreamAttempt, UsageRecord
+from .models import Invoice, Subscription, UpstreamAttempt, UsageRecord
 
 TOTALS = dict(
     requests=Count("id"),
@@ -95,9 +95,38 @@ def statement_months(user) -> list[dict]:
     )
 
 
+def _next_month(month: date) -> date:
+    return (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
 def month_records(user, month: date):
-    next_month = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return records_between(user, month, next_month - timedelta(days=1))
+    return records_between(user, month, _next_month(month) - timedelta(days=1))
+
+
+def month_plans(user, month: date) -> list:
+    """The subscriptions (plan and dates) the person held during the month, oldest first."""
+    since, until = day_bounds(month, _next_month(month) - timedelta(days=1))
+    return list(
+        Subscription.objects.filter(user=user, started_at__lt=until)
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gt=since))
+        .select_related("plan")
+        .order_by("started_at")
+    )
+
+
+def month_invoices(user, month: date) -> list:
+    since, until = day_bounds(month, _next_month(month) - timedelta(days=1))
+    return list(Invoice.objects.filter(user=user, created_at__gte=since, created_at__lt=until).order_by("created_at"))
+
+
+def invoice_months(user) -> set[date]:
+    return {
+        moment.date()
+        for moment in Invoice.objects.filter(user=user)
+        .annotate(month=TruncMonth("created_at"))
+        .values_list("month", flat=True)
+        .distinct()
+    }
 
 
 def provider_health(since: datetime) -> list[dict]:

@@ -8,7 +8,7 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from . import reports
+from . import money, reports
 from .forms import DateRangeForm
 
 
@@ -85,7 +85,7 @@ def export_csv(request):
                 row["input_tokens"],
                 row["output_tokens"],
                 row["tokens"],
-                f"{row['cost']:.8f}",
+                money.plain(row["cost"]),
             ]
         )
     return response

@@ -134,10 +134,10 @@ def test_the_statement_lists_tokens_and_cost_by_model_as_a_page_and_csv(browser,
     page = browser.get("/billing/statements/2026-11/").content.decode()
     assert "a/model" in page and "b/model" in page and "c/model" not in page and "$1.75" in page
     csv_lines = browser.get("/billing/statements/2026-11.csv").content.decode().splitlines()
-    assert csv_lines[0].startswith("month,model,requests")
-    assert csv_lines[1:] == [
-        "2026-11,a/model,2,20,10,30,0.75000000",
-        "2026-11,b/model,1,10,5,15,1.00000000",
-        "2026-11,TOTAL,3,30,15,45,1.75000000",
+    assert csv_lines[0].startswith("month,kind,item,from,to,requests")
+    assert csv_lines[1:] == [  # no plan held in November (the account is newer), no invoice
+        "2026-11,usage,a/model,,,2,20,10,30,0.75000000,",
+        "2026-11,usage,b/model,,,1,10,5,15,1.00000000,",
+        "2026-11,usage,TOTAL,,,3,30,15,45,1.75000000,",
     ]
     assert browser.get("/billing/statements/2026-13/").status_code == 404

@@ -3,8 +3,9 @@ from decimal import Decimal
 from django import template
 from django.utils.safestring import mark_safe
 
-from chat.markdown import render_markdown
+from billing import money
 from chat.catalogue.models import Provider
+from chat.markdown import render_markdown
 
 register = template.Library()
 
@@ -16,13 +17,8 @@ def markdown(text):
 
 @register.filter
 def usd(amount):
-    """A request's cost: exact to the millionth of a dollar; small figures kept readable."""
-    amount = Decimal(amount or 0)
-    if amount == 0:
-        return "$0"
-    if amount < Decimal("0.01"):
-        return f"${amount.quantize(Decimal('0.000001')).normalize():f}"
-    return f"${amount.quantize(Decimal('0.0001')).normalize():f}"
+    """A cost as billing.money shows money (one rounding rule for the whole app)."""
+    return money.usd(amount)
 
 
 @register.filter
