@@ -4,6 +4,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from billing.models import UsageRecord
+from chat.models import SharedLink
 from billing.subscriptions import current_subscription, period_usage
 
 from .preference_forms import ChatPreferencesForm
@@ -47,6 +48,7 @@ def _profile_page(request, preferences_form, status=200):
             "usage": period_usage(request.user, since),
             "by_model": by_model,
             "preferences_form": preferences_form,
+            "shared_links": SharedLink.objects.filter(conversation__user=request.user),
         },
         status=status,
     )

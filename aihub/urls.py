@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from billing.urls import ops_urlpatterns, usage_urlpatterns
 from chat.api.urls import docs_urlpatterns, openai_urlpatterns, rest_urlpatterns
+from chat.views_share import shared_conversation
 
 from . import views
 
@@ -13,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("account/", include("accounts.urls")),
     path("chat/", include("chat.urls")),
+    path("s/<str:token>/", shared_conversation, name="shared_conversation"),
     path("billing/", include("billing.urls")),
     path("usage/", include((usage_urlpatterns, "usage"))),
     path("ops/", include((ops_urlpatterns, "ops"))),

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import AIModel, Conversation, Message
+from .models import AIModel, Conversation, Message, SharedLink
 
 
 @admin.register(AIModel)
@@ -28,3 +28,11 @@ class ConversationAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     raw_id_fields = ["user"]
     inlines = [MessageInline]
+
+
+@admin.register(SharedLink)
+class SharedLinkAdmin(admin.ModelAdmin):
+    list_display = ["title", "conversation", "created_at"]
+    list_select_related = ["conversation"]
+    readonly_fields = ["token", "snapshot"]
+    raw_id_fields = ["conversation"]

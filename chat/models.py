@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from chat.catalogue.models import AIModel, Provider
 
-__all__ = ["AIModel", "Conversation", "Message", "Provider"]
+__all__ = ["AIModel", "Conversation", "Message", "Provider", "SharedLink"]
 
 
 class Conversation(models.Model):
@@ -63,3 +63,23 @@ class Message(models.Model):
 
     def __str__(self):
         return f"{self.role}: {self.content[:40]}"
+
+
+class SharedLink(models.Model):
+    """A read-only link to a snapshot of a conversation, taken when it was shared. Revoking deletes
+    the row (the link then answers 404); deleting the conversation deletes its links."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="shared_links")
+    token = models.CharField(max_length=64, unique=True)
+    title = models.CharField(max_length=200)
+    snapshot = models.JSONField(help_text="The messages as they were when shared; nothing about the owner.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return self.title
+
+    def get_absolute_url(self):
+        return reverse("shared_conversation", args=[self.token])

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, views_share
 
 app_name = "chat"
 
@@ -11,4 +11,9 @@ urlpatterns = [
     path("<int:pk>/", views.conversation, name="conversation"),
     path("<int:pk>/rename/", views.rename, name="rename"),
     path("<int:pk>/delete/", views.delete, name="delete"),
+    path("<int:pk>/export.md", views_share.export_markdown, name="export_markdown"),
+    path("<int:pk>/export.json", views_share.export_json, name="export_json"),
+    path("export.zip", views_share.export_all, name="export_all"),
+    path("<int:pk>/share/", views_share.share, name="share"),
+    path("shares/<int:pk>/revoke/", views_share.revoke_share, name="revoke_share"),
 ]

@@ -39,3 +39,15 @@ def asgi_server(django_db_setup, django_db_blocker):
         yield url
         reactor.callFromThread(reactor.stop)
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def two_message_chat(user):
+    """A conversation of `user`: a question and a Markdown reply by a named model."""
+    from chat.models import AIModel, Conversation, Message, Provider
+
+    model = AIModel.objects.create(slug="fake/m", provider=Provider.OPENAI_COMPAT, upstream_id="m", name="Fake M")
+    conversation = Conversation.objects.create(user=user, title="Plans for Tuesday", model=model)
+    Message.objects.create(conversation=conversation, role="user", content="What is 2 + 2?")
+    Message.objects.create(conversation=conversation, role="assistant", content="It is **4**.", model=model)
+    return conversation

@@ -1,0 +1,97 @@
+"""A conversation leaving the app: exports (Markdown, JSON, one ZIP of them all) and the snapshot a
+read-only share link shows. An export holds what the owner sees; a share snapshot holds nothing about
+the owner (no email, no ids), only the title and the messages as they were when it was shared."""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import zipfile
+
+from django.db.models import Prefetch
+from django.utils import timezone
+from django.utils.text import slugify
+
+from .models import Conversation, Message
+
+EXPORT_FORMAT = "aihub.conversation.v1"
+ROLE_HEADINGS = {"user": "You", "assistant": "Assistant", "system": "System"}
+
+
+def new_share_token() -> str:
+    """256 random bits, URL-safe: the only key to a shared conversation, so it must not be guessable."""
+    return secrets.token_urlsafe(32)
+
+
+def _messages(conversation: Conversation):
+    return conversation.messages.select_related("model")
+
+
+def message_record(message: Message) -> dict:
+    return {
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "model": message.model.slug if message.model else None,
+        "model_name": message.model.name if message.model else None,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def conversation_record(conversation: Conversation, messages=None) -> dict:
+    """The conversation as the JSON export holds it (`messages`: already fetched ones, else queried)."""
+    messages = _messages(conversation) if messages is None else messages
+    return {
+        "format": EXPORT_FORMAT,
+        "id": conversation.pk,
+        "title": conversation.title,
+        "created_at": conversation.created_at.isoformat(),
+        "updated_at": conversation.updated_at.isoformat(),
+        "messages": [message_record(m) for m in messages],
+    }
+
+
+def share_snapshot(conversation: Conversation) -> list[dict]:
+    """The messages a share link shows: role, text, model name and time; nothing about the owner."""
+    return [
+        {
+            "role": m["role"],
+            "content": m["content"],
+            "status": m["status"],
+            "model_name": m["model_name"],
+            "created_at": m["created_at"],
+        }
+        for m in conversation_record(conversation)["messages"]
+    ]
+
+
+def to_markdown(record: dict) -> str:
+    """A conversation record as Markdown: the title, then one '## ' section per message."""
+    lines = [f"# {record['title']}", "", f"Exported from AI Hub on {timezone.now():%Y-%m-%d %H:%M} UTC.", ""]
+    for message in record["messages"]:
+        heading = ROLE_HEADINGS.get(message["role"], message["role"])
+        if message["role"] == "assistant" and message.get("model_name"):
+            heading += f" ({message['model_name']})"
+        lines += [f"## {heading}", "", f"*{message['created_at']}*", "", message["content"], ""]
+        if message.get("status") in ("stopped", "failed"):
+            lines += [f"*(reply {message['status']})*", ""]
+    return "\n".join(lines)
+
+
+def export_filename(conversation: Conversation, extension: str) -> str:
+    return f"{conversation.pk}-{slugify(conversation.title)[:50] or 'chat'}.{extension}"
+
+
+def user_archive(user) -> bytes:
+    """All of a user's conversations as one ZIP: each as Markdown and as JSON (two queries in all)."""
+    conversations = Conversation.objects.filter(user=user).prefetch_related(
+        Prefetch("messages", queryset=Message.objects.select_related("model"))
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for conversation in conversations:
+            record = conversation_record(conversation, conversation.messages.all())
+            archive.writestr(f"markdown/{export_filename(conversation, 'md')}", to_markdown(record))
+            archive.writestr(f"json/{export_filename(conversation, 'json')}", json.dumps(record, indent=2))
+    return buffer.getvalue()
