@@ -4,8 +4,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from billing.models import UsageRecord
-from chat.models import SharedLink
 from billing.subscriptions import current_subscription, period_usage
+from chat.models import SharedLink
 
 from .preference_forms import ChatPreferencesForm
 
