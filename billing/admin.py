@@ -129,7 +129,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list_select_related = ["user", "api_key"]
     search_fields = ["user__email", "model_slug"]  # see get_search_results
     date_hierarchy = "created_at"
-    raw_id_fields = ["user", "api_key", "conversation", "model"]
+    raw_id_fields = ["user", "api_key", "model"]
     show_full_result_count = False  # one COUNT(*) over the filtered rows is enough
     actions = ["export_csv"]
     inlines = [UpstreamAttemptInline]

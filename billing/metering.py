@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
+from decimal import Decimal
 from functools import cache
+from typing import Protocol
 
 import tiktoken
 from django.db import transaction
 
-from chat.gateway.providers.base import Usage
+from accounts.models import ApiKey, User
+from chat.catalogue.models import AIModel
 
 from .models import Reservation, UpstreamAttempt, UsageRecord
+
+
+class ReportedUsage(Protocol):
+    """Token counts as an upstream reported them; None where it said nothing."""
+
+    @property
+    def prompt_tokens(self) -> int | None: ...
+
+    @property
+    def completion_tokens(self) -> int | None: ...
+
+
+class Admitted(Protocol):
+    """What admission (billing.limits.Admission) held for the request: its reservation and worst-case cost."""
+
+    reservation_id: int | None
+    reserved_cost: Decimal
+
+
+class AttemptFigures(Protocol):
+    """One try of one provider, as the gateway's router noted it."""
+
+    provider: str
+    model_slug: str
+    outcome: str
+    http_status: int | None
+    latency_ms: int
+    error: str
 
 # OpenAI's chat format adds a few tokens per message and to prime the reply.
 TOKENS_PER_MESSAGE = 3
@@ -33,46 +66,45 @@ def count_prompt_tokens(messages: list[dict]) -> int:
     )
 
 
-def measured_tokens(messages: list[dict], delivered_text: str, usage: Usage | None) -> tuple[int, int]:
+def measured_tokens(messages: list[dict], delivered_text: str, usage: ReportedUsage | None) -> tuple[int, int]:
     """The upstream's own counts where it gave them (an explicit 0 stays 0), else counted here."""
-    usage = usage or Usage()
-    prompt = usage.prompt_tokens if usage.prompt_tokens is not None else count_prompt_tokens(messages)
-    completion = usage.completion_tokens if usage.completion_tokens is not None else count_text_tokens(delivered_text)
+    reported_prompt = usage.prompt_tokens if usage is not None else None
+    reported_completion = usage.completion_tokens if usage is not None else None
+    prompt = reported_prompt if reported_prompt is not None else count_prompt_tokens(messages)
+    completion = reported_completion if reported_completion is not None else count_text_tokens(delivered_text)
     return prompt, completion
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # its own transaction, or a part of the caller's
 def record_usage(
     *,
-    user,
-    model,
-    trail,
-    status,
-    prompt_tokens,
-    completion_tokens,
-    ttft_ms,
-    latency_ms,
-    api_key=None,
-    conversation=None,
-    reply=None,
-    reply_text="",
-    error="",
-    admission=None,
+    request_id: uuid.UUID,
+    user: User,
+    model: AIModel | None,
+    attempts: Iterable[AttemptFigures],
+    status: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    ttft_ms: int | None,
+    latency_ms: int,
+    api_key: ApiKey | None = None,
+    admission: Admitted | None = None,
 ) -> UsageRecord:
-    """Write the usage row, its attempts and the stored reply in one transaction.
+    """Write the request's usage row and its upstream attempts, from plain figures.
 
     With an admission (billing.limits), its reservation (if any) is released in the same transaction, and
-    the charge is never more than the worst case reserved for it: budgets then hold exactly.
+    the charge is never more than the worst case reserved for it: budgets then hold exactly. A second row
+    for the same request id is refused by the database (IntegrityError).
     """
-    cost = model.cost(prompt_tokens, completion_tokens) if model else 0
+    cost = model.cost(prompt_tokens, completion_tokens) if model else Decimal(0)
     if admission is not None:
         cost = min(cost, admission.reserved_cost)
         if admission.reservation_id is not None:  # none where the plan limits nothing (limits.admit)
             Reservation.objects.filter(pk=admission.reservation_id).delete()
     record = UsageRecord.objects.create(
+        request_id=request_id,
         user=user,
         api_key=api_key,
-        conversation=conversation,
         model=model,
         model_slug=model.slug if model else "",
         provider=model.provider if model else "",
@@ -93,35 +125,8 @@ def record_usage(
             latency_ms=a.latency_ms,
             error=a.error[:2000],
         )
-        for a in trail.attempts
+        for a in attempts
     )
-    if reply is not None:
-        reply.content = reply_text
-        reply.status = status
-        reply.error = error
-        reply.model = model
-        reply.provider = record.provider
-        reply.prompt_tokens = prompt_tokens
-        reply.completion_tokens = completion_tokens
-        reply.cost = cost
-        reply.ttft_ms = ttft_ms
-        reply.latency_ms = latency_ms
-        reply.save(
-            update_fields=[
-                "content",
-                "status",
-                "error",
-                "model",
-                "provider",
-                "prompt_tokens",
-                "completion_tokens",
-                "cost",
-                "ttft_ms",
-                "latency_ms",
-            ]
-        )
-    if conversation is not None:
-        conversation.save(update_fields=["updated_at"])
     if api_key is not None:
         api_key.mark_used()
     return record

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 
 from django.conf import settings
@@ -96,18 +97,19 @@ class Subscription(models.Model):
 
 
 class UsageRecord(models.Model):
-    """One row per request to a model, from the chat page or the API."""
+    """One row per request to a model, from the chat page or the API. `request_id` is the request's own id:
+    at most one row per request, and whatever else the request left (a chat reply) finds its figures by it."""
 
     class Status(models.TextChoices):
         COMPLETE = "complete"
         STOPPED = "stopped"
         FAILED = "failed"
 
+    request_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
     api_key = models.ForeignKey(
         "accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
     )
-    conversation = models.ForeignKey("chat.Conversation", null=True, blank=True, on_delete=models.SET_NULL)
     model = models.ForeignKey("chat.AIModel", null=True, blank=True, on_delete=models.SET_NULL)
     model_slug = models.CharField(max_length=200, help_text="Kept when the catalogue row goes away.")
     provider = models.CharField(max_length=20, blank=True)

@@ -14,7 +14,7 @@ class AIModelAdmin(admin.ModelAdmin):
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ["role", "status", "content", "model", "prompt_tokens", "completion_tokens", "cost"]
+    fields = ["role", "status", "content", "model", "usage"]
     readonly_fields = fields
     extra = 0
     can_delete = False

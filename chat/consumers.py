@@ -16,13 +16,12 @@ from accounts.signals import user_group
 from billing.limits import LimitExceeded
 
 from . import conversations
-from .gateway.generation import Generation
-from .models import Conversation, Message
+from .catalogue.lookup import UnknownModel, active_model
+from .conversations import MAX_MESSAGE_CHARS, Exchange
 from .gateway.providers.base import ProviderError
+from .models import Conversation, Message
 
 logger = logging.getLogger(__name__)
-
-MAX_MESSAGE_CHARS = 32_000
 
 # Close codes (4000-4999 are the application's own).
 CLOSE_UNAUTHENTICATED = 4401
@@ -93,54 +92,50 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             return
         try:
-            model = await conversations.resolve_model(model_slug)
-        except conversations.UnknownModel as exc:
+            model = await database_sync_to_async(active_model)(model_slug)
+        except UnknownModel as exc:
             await self.send_error(str(exc))
             return
-        # Saved before any upstream call: whatever happens next, the user's words are kept.
         new_conversation = self.conversation is None
-        if new_conversation:
-            self.conversation, user_message, reply = await database_sync_to_async(conversations.start_conversation)(
-                self.scope["user"], text, model
-            )
-            title_changed = True
-        else:
-            user_message, reply, title_changed = await database_sync_to_async(conversations.add_user_message)(
-                self.conversation, text, model
-            )
+        exchange = await conversations.start_exchange(
+            user=self.scope["user"], conversation=self.conversation, text=text, model=model
+        )
+        self.conversation = exchange.conversation
         fragments = render_to_string(
             "chat/_exchange_start.html",
             {
-                "user_message": user_message,
-                "reply": reply,
+                "user_message": exchange.user_message,
+                "reply": exchange.reply,
                 "conversation": self.conversation,
-                "title_changed": title_changed,
+                "title_changed": exchange.title_changed,
                 "new_conversation": new_conversation,
             },
         )
         # Only now may the page empty its composer: a refused message stays there to be sent again.
         await self.send(text_data=fragments + render_to_string("chat/_composer_ack.html", {"draft": draft}))
-        self.start_reply(reply, model)
+        self.start_reply(exchange)
 
     async def regenerate(self, model_slug: str):
         if self.conversation is None:
             await self.send_error("There is no message to answer yet.")
             return
         try:
-            model = await conversations.resolve_model(model_slug)
-        except conversations.UnknownModel as exc:
+            model = await database_sync_to_async(active_model)(model_slug)
+        except UnknownModel as exc:
             await self.send_error(str(exc))
             return
-        replaced, reply = await database_sync_to_async(conversations.replace_last_reply)(self.conversation, model)
-        if reply is None:
+        exchange = await conversations.restart_exchange(
+            user=self.scope["user"], conversation=self.conversation, model=model
+        )
+        if exchange is None:
             await self.send_error("There is no message to answer yet.")
             return
-        fragments = render_to_string("chat/_regenerate_start.html", {"replaced_id": replaced, "reply": reply})
-        await self.send(text_data=fragments)
-        self.start_reply(reply, model)
+        context = {"replaced_id": exchange.replaced_id, "reply": exchange.reply}
+        await self.send(text_data=render_to_string("chat/_regenerate_start.html", context))
+        self.start_reply(exchange)
 
-    def start_reply(self, reply: Message, model):
-        self.reply_task = asyncio.create_task(self.stream_reply(reply, model))
+    def start_reply(self, exchange: Exchange):
+        self.reply_task = asyncio.create_task(self.stream_reply(exchange))
 
     async def stop_reply(self):
         task, self.reply_task = self.reply_task, None
@@ -150,11 +145,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def stream_reply(self, reply: Message, model):
-        history = await database_sync_to_async(conversations.history_for)(self.conversation, reply)
-        generation = Generation(
-            user=self.scope["user"], model=model, messages=history, conversation=self.conversation, reply=reply
-        )
+    async def stream_reply(self, exchange: Exchange):
+        reply, generation = exchange.reply, exchange.generation
         delta_prefix = f'<span id="reply-{reply.pk}" hx-swap-oob="beforeend">'
         limit = None
         try:
@@ -163,7 +155,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             pass  # recorded on the reply by the generation; shown by the final fragment below
         except LimitExceeded as exc:  # refused by the plan before any upstream call: the reply says why
             limit = exc
-            await conversations.fail_reply(reply, str(exc))
         except Exception:
             logger.exception("reply %s failed", reply.pk)
             await conversations.fail_reply(reply, "something went wrong on our side")
@@ -171,7 +162,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_final(reply, limit)
 
     async def send_final(self, reply: Message, limit: LimitExceeded | None = None):
-        reply = await Message.objects.select_related("model").aget(pk=reply.pk)
+        reply = await Message.objects.select_related("model", "usage").aget(pk=reply.pk)
         context = {"reply": reply, "upgrade_url": limit.upgrade_url if limit else None}
         with contextlib.suppress(Exception):  # the socket may be gone (disconnect): the reply is saved
             await self.send(text_data=render_to_string("chat/_exchange_end.html", context))

@@ -1,23 +1,25 @@
-"""What happens to a conversation: messages added, replies replaced, titles made, history built."""
+"""What happens to a conversation: messages added, replies replaced and stored, titles made, history built;
+and an exchange started (the chat socket and the REST API start theirs here)."""
 
 from __future__ import annotations
 
-from django.db import transaction
+import uuid
+from dataclasses import dataclass
+from functools import partial
 
-from .catalogue.lookup import AUTO, UnknownModel
+from channels.db import database_sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import ApiKey, User
+from billing.models import UsageRecord
+
+from .catalogue.lookup import AUTO
+from .gateway.generation import Generation
 from .models import AIModel, Conversation, Message
 
 TITLE_CHARS = 60
-
-
-async def resolve_model(slug: str) -> AIModel | None:
-    """The active catalogue model of that slug; None means 'auto'."""
-    if not slug or slug == AUTO:
-        return None
-    model = await AIModel.objects.active().filter(slug=slug).afirst()
-    if model is None:
-        raise UnknownModel(f"The model '{slug}' is not in the catalogue.")
-    return model
+MAX_MESSAGE_CHARS = 32_000
 
 
 def title_from(text: str) -> str:
@@ -52,9 +54,7 @@ def add_user_message(conversation: Conversation, text: str, model: AIModel | Non
     """Save the user's message and an empty reply to stream into. Returns (message, reply, title_changed)."""
     first = not conversation.messages.exists()
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
-    reply = Message.objects.create(
-        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, model=model
-    )
+    reply = _new_reply(conversation, model)
     conversation.model = model
     fields = ["model", "updated_at"]
     if first:
@@ -74,10 +74,18 @@ def replace_last_reply(conversation: Conversation, model: AIModel | None):
     if last.role == Message.Role.ASSISTANT:
         replaced = last.pk
         last.delete()
-    reply = Message.objects.create(
-        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, model=model
+    return replaced, _new_reply(conversation, model)
+
+
+def _new_reply(conversation: Conversation, model: AIModel | None) -> Message:
+    """An empty reply to stream into, with the id of the request that will write it."""
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=model,
+        usage_id=uuid.uuid4(),
     )
-    return replaced, reply
 
 
 def history_for(conversation: Conversation, reply: Message) -> list[dict]:
@@ -86,8 +94,92 @@ def history_for(conversation: Conversation, reply: Message) -> list[dict]:
     return [{"role": role, "content": content} for role, content in rows]
 
 
-async def fail_reply(reply: Message, error: str) -> None:
+def store_reply(reply: Message, generation: Generation, usage: UsageRecord | None) -> None:
+    """The reply as its request left it: called by the generation when the request is over, in the
+    transaction that writes its usage row, or with no row when the plan refused it."""
+    if usage is None:
+        mark_failed(reply, generation.error)
+        return
+    reply.content = generation.text
+    reply.status = generation.status
+    reply.error = generation.error
+    reply.model = generation.trail.model
+    reply.save(update_fields=["content", "status", "error", "model"])
+    Conversation.objects.filter(pk=reply.conversation_id).update(updated_at=timezone.now())
+
+
+def generation_for(
+    reply: Message, *, user: User, model: AIModel | None, api_key: ApiKey | None = None, params: dict | None = None
+) -> Generation:
+    """The request that writes this reply: the conversation's history up to it, under the reply's request id."""
+    return Generation(
+        user=user,
+        model=model,
+        messages=history_for(reply.conversation, reply),
+        params=params,
+        api_key=api_key,
+        request_id=reply.usage_id,
+        on_finish=partial(store_reply, reply),
+    )
+
+
+@dataclass
+class Exchange:
+    """A message and the reply being written to it, or (regenerating) only the reply."""
+
+    conversation: Conversation
+    reply: Message
+    generation: Generation
+    user_message: Message | None = None
+    title_changed: bool = False
+    replaced_id: int | None = None  # the reply a regeneration replaced
+
+
+async def start_exchange(
+    *,
+    user: User,
+    conversation: Conversation | None,
+    text: str,
+    model: AIModel | None,
+    api_key: ApiKey | None = None,
+    params: dict | None = None,
+) -> Exchange:
+    """Save the user's message (before any upstream call: whatever happens next, their words are kept) and
+    an empty reply, in a new conversation when none is given; with the generation that will write the reply.
+    A refusal by the plan leaves the reply failed with the reason (store_reply)."""
+
+    def start() -> Exchange:
+        if conversation is None:
+            started, user_message, reply = start_conversation(user, text, model)
+            title_changed = True
+        else:
+            started = conversation
+            user_message, reply, title_changed = add_user_message(conversation, text, model)
+        generation = generation_for(reply, user=user, model=model, api_key=api_key, params=params)
+        return Exchange(started, reply, generation, user_message, title_changed)
+
+    return await database_sync_to_async(start)()
+
+
+async def restart_exchange(*, user: User, conversation: Conversation, model: AIModel | None) -> Exchange | None:
+    """A new reply in place of the last one (None when there is no message to answer yet)."""
+
+    def restart() -> Exchange | None:
+        replaced, reply = replace_last_reply(conversation, model)
+        if reply is None:
+            return None
+        generation = generation_for(reply, user=user, model=model)
+        return Exchange(conversation, reply, generation, replaced_id=replaced)
+
+    return await database_sync_to_async(restart)()
+
+
+def mark_failed(reply: Message, error: str) -> None:
     """Mark a reply that never reached the metering as failed, so it does not stay 'streaming'."""
-    await Message.objects.filter(pk=reply.pk, status=Message.Status.STREAMING).aupdate(
+    Message.objects.filter(pk=reply.pk, status=Message.Status.STREAMING).update(
         status=Message.Status.FAILED, error=error
     )
+
+
+async def fail_reply(reply: Message, error: str) -> None:
+    await database_sync_to_async(mark_failed)(reply, error)

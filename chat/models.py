@@ -3,8 +3,6 @@ chat/catalogue/models.py and imported here so that Django registers it with the 
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
@@ -50,12 +48,18 @@ class Message(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.COMPLETE)
     error = models.TextField(blank=True)
     model = models.ForeignKey(AIModel, null=True, blank=True, on_delete=models.SET_NULL)
-    provider = models.CharField(max_length=20, blank=True)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
-    cost = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal(0))
-    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
-    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    # A reply's request id; its usage row (tokens, cost, provider, timings) is written under that id when the
+    # request settles, or never (refused before any upstream call). No database constraint: the id comes first.
+    usage = models.ForeignKey(
+        "billing.UsageRecord",
+        to_field="request_id",
+        db_column="request_id",
+        db_constraint=False,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -36,7 +36,7 @@ def _chat_page(request, conversation: Conversation | None):
     if conversation is None:
         messages, selected_model = Message.objects.none(), conversations.preferred_model(request.user)
     else:
-        messages = conversation.messages.select_related("model")
+        messages = conversation.messages.select_related("model", "usage")
         selected_model = conversation.model.slug if conversation.model else conversations.AUTO
     context = {
         "conversation": conversation,

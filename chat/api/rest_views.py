@@ -3,7 +3,6 @@ models and the caller's usage statistics."""
 
 from __future__ import annotations
 
-import contextlib
 from datetime import timedelta
 from decimal import Decimal
 
@@ -14,9 +13,8 @@ from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 
 from billing.models import UsageRecord
-from chat import conversations
-from chat.consumers import MAX_MESSAGE_CHARS
-from chat.gateway.generation import Generation
+from chat.catalogue.lookup import AUTO
+from chat.conversations import MAX_MESSAGE_CHARS, Exchange, start_exchange
 from chat.models import Conversation, Message
 
 from .auth import Caller, allowed_model, authenticate_request
@@ -57,6 +55,9 @@ async def _session_for(caller: Caller, session_id) -> Conversation:
 
 
 def _message_json(message: Message) -> dict:
+    """A message with its request's figures (zero where there are none: the user's, or a refused reply)."""
+    usage = message.usage
+    prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
     return {
         "id": message.pk,
         "role": message.role,
@@ -64,12 +65,8 @@ def _message_json(message: Message) -> dict:
         "status": message.status,
         "error": message.error or None,
         "model": message.model.slug if message.model else None,
-        "usage": {
-            "prompt_tokens": message.prompt_tokens,
-            "completion_tokens": message.completion_tokens,
-            "total_tokens": message.prompt_tokens + message.completion_tokens,
-        },
-        "cost_usd": message.cost,
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        "cost_usd": (usage.cost if usage else Decimal(0)).quantize(COST_PLACES),
         "created_at": message.created_at,
     }
 
@@ -84,8 +81,8 @@ def _session_json(conversation: Conversation) -> dict:
     }
 
 
-async def _start_exchange(request):
-    """Read the body, store the user's message and an empty reply: (generation, conversation, reply)."""
+async def _start_exchange(request) -> Exchange:
+    """Read the body, store the user's message and an empty reply, in the given session or a new one."""
     caller = await authenticate_request(request, allow_session=True)
     data = read_json_body(request)
     text = data.get("message")
@@ -93,51 +90,32 @@ async def _start_exchange(request):
         raise ApiError(400, "'message' is required: the text to send.", "missing_required_parameter", param="message")
     if len(text) > MAX_MESSAGE_CHARS:
         raise _bad(f"'message' is longer than {MAX_MESSAGE_CHARS} characters.", "message")
-    slug = data.get("model", conversations.AUTO)
+    slug = data.get("model", AUTO)
     if not isinstance(slug, str):
         raise _bad("'model' must be a string.", "model", "invalid_type")
     params = parse_params(data)
     model = await database_sync_to_async(allowed_model)(caller, slug)
-    if data.get("session_id") is not None:
-        conversation = await _session_for(caller, data["session_id"])
-    else:
-        conversation = await Conversation.objects.acreate(user=caller.user)
-    _, reply, _ = await database_sync_to_async(conversations.add_user_message)(conversation, text.strip(), model)
-    history = await database_sync_to_async(conversations.history_for)(conversation, reply)
-    generation = Generation(
+    conversation = await _session_for(caller, data["session_id"]) if data.get("session_id") is not None else None
+    return await start_exchange(
         user=caller.user,
-        model=model,
-        messages=history,
-        params=params,
-        api_key=caller.api_key,
         conversation=conversation,
-        reply=reply,
+        text=text.strip(),
+        model=model,
+        api_key=caller.api_key,
+        params=params,
     )
-    return generation, conversation, reply
-
-
-@contextlib.asynccontextmanager
-async def _failing_reply(reply: Message):
-    """A request refused before the generation recorded anything (a plan limit) leaves the stored
-    reply failed with the reason, not 'streaming' forever."""
-    try:
-        yield
-    except ApiError as error:
-        await conversations.fail_reply(reply, error.message)
-        raise
 
 
 async def _stored_reply(reply: Message) -> dict:
-    return _message_json(await Message.objects.select_related("model").aget(pk=reply.pk))
+    return _message_json(await Message.objects.select_related("model", "usage").aget(pk=reply.pk))
 
 
 @api_view("POST")
 async def chat_completion(request):
     """POST /api/v1/chat/completions: send a message in a session (new or given), get the stored reply."""
-    generation, conversation, reply = await _start_exchange(request)
-    async with _failing_reply(reply):
-        await complete(generation)
-    return JsonResponse({"session_id": conversation.pk, "message": await _stored_reply(reply)})
+    exchange = await _start_exchange(request)
+    await complete(exchange.generation)
+    return JsonResponse({"session_id": exchange.conversation.pk, "message": await _stored_reply(exchange.reply)})
 
 
 async def _exchange_events(stream, first: str, conversation: Conversation, reply: Message):
@@ -159,10 +137,9 @@ async def _exchange_events(stream, first: str, conversation: Conversation, reply
 @api_view("POST")
 async def chat_stream(request):
     """POST /api/v1/chat/stream: like chat/completions, the reply streamed as SSE `data: {json}` events."""
-    generation, conversation, reply = await _start_exchange(request)
-    async with _failing_reply(reply):
-        stream, first = await open_generation_stream(generation)
-    return sse_response(_exchange_events(stream, first, conversation, reply))
+    exchange = await _start_exchange(request)
+    stream, first = await open_generation_stream(exchange.generation)
+    return sse_response(_exchange_events(stream, first, exchange.conversation, exchange.reply))
 
 
 @api_view("GET")
@@ -204,7 +181,7 @@ async def session_detail(request, pk: int):
         conversation.title = title.strip()
         await conversation.asave(update_fields=["title", "updated_at"])
     session = _session_json(await Conversation.objects.select_related("model").aget(pk=conversation.pk))
-    session["messages"] = [_message_json(m) async for m in conversation.messages.select_related("model")]
+    session["messages"] = [_message_json(m) async for m in conversation.messages.select_related("model", "usage")]
     return JsonResponse(session)
 
 

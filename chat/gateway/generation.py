@@ -1,22 +1,27 @@
-"""One request to a model, from the chat page or the API: routed, streamed, metered exactly once."""
+"""One request to a model, from the chat page or the API: routed, streamed, metered exactly once.
+
+Each request has a request id, under which its usage row is written. The caller's own rows (the chat's
+reply) are the caller's: `on_finish` stores them, in the transaction that writes the usage row, or after
+a refusal (nothing recorded).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 from channels.db import database_sync_to_async
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 
+from accounts.models import ApiKey, User
 from billing import limits, metering
 from billing.models import UsageRecord
-from deploy import metrics
-
 from chat.catalogue import lookup as catalogue
 from chat.catalogue.models import AIModel
-from chat.models import Message
+from deploy import metrics
 
 from .providers.base import ProviderError
 from .router import RouteTrail, candidates_for, route_complete, route_stream
@@ -32,26 +37,28 @@ class Generation:
     def __init__(
         self,
         *,
-        user,
+        user: User,
         model: AIModel | None = None,
         messages: list[dict],
         params: dict | None = None,
-        api_key=None,
-        conversation=None,
-        reply: Message | None = None,
+        api_key: ApiKey | None = None,
         resolve_model: Callable[[catalogue.Catalogue], AIModel | None] | None = None,
+        request_id: uuid.UUID | None = None,
+        on_finish: Callable[[Generation, UsageRecord | None], None] | None = None,
     ):
         """`resolve_model`, instead of `model`: finds the requested model in the catalogue it is given
         (or raises the caller's error), in the admission's worker thread, so that the lookup costs no
-        thread hop of its own."""
+        thread hop of its own. `on_finish(generation, usage_record)`: sync, called once in a worker
+        thread when the request is over, inside the transaction writing its usage row (None when the
+        plan refused the request)."""
         self.user = user
         self.requested_model = model
         self.resolve_model = resolve_model
         self.messages = messages
         self.params = params or {}
         self.api_key = api_key
-        self.conversation = conversation
-        self.reply = reply
+        self.request_id = request_id or uuid.uuid4()
+        self.on_finish = on_finish
         self.trail = RouteTrail()
         self.parts: list[str] = []
         self.status = UsageRecord.Status.FAILED
@@ -107,8 +114,11 @@ class Generation:
         recorded), or reserves the worst case, which `settle` swaps for the real figures."""
         try:
             self.admission = await limits.admit_async(self._admit)
-        except limits.LimitExceeded as refusal:
-            metrics.LIMIT_REFUSALS.labels(refusal.code).inc()
+        except limits.LimitExceeded as exc:
+            metrics.LIMIT_REFUSALS.labels(exc.code).inc()
+            self.error = str(exc)
+            if self.on_finish is not None:
+                await database_sync_to_async(self.on_finish)(self, None)
             raise
         self.params = self.admission.params  # max_tokens clamped to the plan's cap
         return self.admission.candidates
@@ -149,15 +159,16 @@ class Generation:
 
     def _record(self, **figures) -> UsageRecord:
         close_old_connections()  # a long stream may have outlived the connection
-        return metering.record_usage(
-            user=self.user,
-            api_key=self.api_key,
-            conversation=self.conversation,
-            reply=self.reply,
-            trail=self.trail,
-            status=self.status,
-            reply_text=self.text,
-            error=self.error,
-            admission=self.admission,
-            **figures,
-        )
+        with transaction.atomic():
+            record = metering.record_usage(
+                request_id=self.request_id,
+                user=self.user,
+                api_key=self.api_key,
+                attempts=self.trail.attempts,
+                status=self.status,
+                admission=self.admission,
+                **figures,
+            )
+            if self.on_finish is not None:
+                self.on_finish(self, record)
+        return record

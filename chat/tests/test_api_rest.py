@@ -36,7 +36,8 @@ async def test_it_stores_an_exchange_in_a_new_session(api_client, catalogue, use
     roles = [(m.role, m.content) async for m in conversation.messages.all()]
     assert roles == [("user", "Say hello"), ("assistant", REPLY)]
     record = await UsageRecord.objects.aget()
-    assert (record.conversation_id, record.api_key_id) == (conversation.pk, issued[0].pk)
+    reply = await conversation.messages.aget(role="assistant")
+    assert (record.request_id, record.api_key_id) == (reply.usage_id, issued[0].pk)
 
 
 async def test_it_continues_a_session_with_its_history(api_client, catalogue, upstream):

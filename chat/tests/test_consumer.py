@@ -197,11 +197,11 @@ async def test_stop_keeps_the_partial_reply_meters_it_and_closes_upstream(chat_w
     assert reply.status == Message.Status.STOPPED
     assert reply.content and reply.content.startswith("Hello from")
     assert len(reply.content) < len("".join(REPLY_WORDS * 8))
-    records = await sync_to_async(list)(UsageRecord.objects.filter(conversation=conversation))
+    records = await sync_to_async(list)(UsageRecord.objects.filter(user_id=conversation.user_id))
     assert len(records) == 1
     assert records[0].status == UsageRecord.Status.STOPPED
     assert records[0].completion_tokens == count_text_tokens(reply.content) > 0
-    assert reply.completion_tokens == records[0].completion_tokens
+    assert reply.usage_id == records[0].request_id  # the reply finds its figures by its request id
     assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0)
     await communicator.disconnect()
 
@@ -217,10 +217,11 @@ async def test_disconnect_mid_stream_keeps_the_partial_reply_meters_it_once_and_
     assert reply.status == Message.Status.STOPPED
     assert reply.content.startswith("".join(delivered))
     await asyncio.sleep(0.5)  # nothing more gets written once the socket is gone
-    records = await sync_to_async(list)(UsageRecord.objects.filter(conversation=conversation))
+    records = await sync_to_async(list)(UsageRecord.objects.filter(user_id=conversation.user_id))
     assert len(records) == 1
     assert records[0].status == UsageRecord.Status.STOPPED
     assert records[0].completion_tokens == count_text_tokens(reply.content) > 0
+    assert reply.usage_id == records[0].request_id
 
 
 async def test_upstream_failure_mid_stream_keeps_the_partial_reply_and_shows_an_error(
@@ -237,7 +238,7 @@ async def test_upstream_failure_mid_stream_keeps_the_partial_reply_and_shows_an_
     assert reply.status == Message.Status.FAILED
     assert reply.content == "".join(REPLY_WORDS[:2])
     assert reply.error
-    record = await UsageRecord.objects.aget(conversation=conversation)
+    record = await UsageRecord.objects.aget(request_id=reply.usage_id)
     assert record.status == UsageRecord.Status.FAILED
     await communicator.disconnect()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from decimal import Decimal
 
 import pytest
@@ -11,6 +12,7 @@ import tiktoken
 
 from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
+from chat import conversations
 from chat.gateway.generation import Generation
 from chat.models import AIModel, Conversation, Message, Provider
 from chat.gateway.providers.base import ProviderError
@@ -59,16 +61,19 @@ def customer(user):
 
 @pytest.fixture
 def reply(customer):
+    """The empty reply to "Say hello" in a new conversation, as the chat stores it (with its request id)."""
     conversation = Conversation.objects.create(user=customer)
-    Message.objects.create(conversation=conversation, role=Message.Role.USER, content="Say hello")
-    return Message.objects.create(
-        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING
-    )
+    return conversations.add_user_message(conversation, "Say hello", None)[1]
 
 
 def generation_for(model: AIModel | None, reply: Message) -> Generation:
+    """The chat's generation for that reply: under its request id, the reply stored when it ends."""
     return Generation(
-        user=reply.conversation.user, model=model, messages=MESSAGES, conversation=reply.conversation, reply=reply
+        user=reply.conversation.user,
+        model=model,
+        messages=MESSAGES,
+        request_id=reply.usage_id,
+        on_finish=functools.partial(conversations.store_reply, reply),
     )
 
 
@@ -102,7 +107,7 @@ async def test_a_complete_stream_is_recorded_once_with_the_upstream_usage_and_ex
     # 11 x $0.15/1M + 6 x $0.60/1M
     assert record.cost == Decimal("0.00000525")
     assert (record.model_id, record.model_slug, record.provider) == (model.pk, model.slug, "openrouter")
-    assert record.conversation_id == reply.conversation_id
+    assert record.request_id == reply.usage_id
     assert record.ttft_ms is not None and record.latency_ms >= record.ttft_ms
     assert await attempts_of(record) == [("openrouter", model.slug, "ok", None)]
 
@@ -112,10 +117,10 @@ async def test_the_reply_message_gets_the_text_tokens_and_cost(make_model, reply
 
     await run(generation_for(model, reply))
 
-    await reply.arefresh_from_db()
+    reply = await Message.objects.select_related("usage").aget(pk=reply.pk)
     assert (reply.content, reply.status, reply.error) == (REPLY, "complete", "")
-    assert (reply.prompt_tokens, reply.completion_tokens, reply.cost) == (11, 6, Decimal("0.00000525"))
-    assert (reply.model_id, reply.provider) == (model.pk, "openrouter")
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.cost) == (11, 6, Decimal("0.00000525"))
+    assert (reply.model_id, reply.usage.provider) == (model.pk, "openrouter")
 
 
 async def test_a_fallback_is_recorded_with_every_attempt_and_priced_by_the_model_that_answered(make_model, reply):
@@ -174,7 +179,7 @@ async def test_a_mid_stream_failure_keeps_and_charges_the_partial_reply(make_mod
     await reply.arefresh_from_db()
     assert (reply.content, reply.status) == (partial, "failed")
     assert reply.error
-    assert (reply.completion_tokens, reply.cost) == (record.completion_tokens, record.cost)
+    assert reply.usage_id == record.request_id
 
 
 async def test_an_error_event_mid_stream_is_recorded_as_failed(make_model, reply):
@@ -198,7 +203,7 @@ async def test_a_failure_before_the_first_token_costs_nothing(make_model, reply)
     assert record.ttft_ms is None
     assert [a[2] for a in await attempts_of(record)] == ["http_500", "http_429"]
     await reply.arefresh_from_db()
-    assert (reply.content, reply.status, reply.cost) == ("", "failed", 0)
+    assert (reply.content, reply.status, reply.usage_id) == ("", "failed", record.request_id)
     assert "all providers failed" in reply.error
 
 
@@ -261,7 +266,7 @@ async def test_a_non_streamed_request_is_recorded_once(make_model, customer):
 
     record = await the_only_record()
     assert (record.status, record.prompt_tokens, record.completion_tokens) == ("complete", 11, 6)
-    assert record.conversation_id is None
+    assert not await Message.objects.filter(usage_id=record.request_id).aexists()
 
 
 async def test_a_failed_non_streamed_request_is_recorded_once(make_model, customer):

@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from billing.models import UsageRecord
 from chat.models import AIModel, Conversation, Message, Provider
 
 pytestmark = pytest.mark.django_db
@@ -278,16 +279,19 @@ def test_it_escapes_user_messages(logged_in, conversation):
 
 def test_it_shows_model_provider_tokens_and_cost_per_reply(logged_in, conversation, priced_model):
     Message.objects.create(conversation=conversation, role="user", content="Hi")
-    Message.objects.create(
-        conversation=conversation,
-        role="assistant",
-        content="Hello!",
+    usage = UsageRecord.objects.create(
+        user=conversation.user,
         model=priced_model,
+        model_slug=priced_model.slug,
         provider="openai_compat",
         prompt_tokens=1200,
         completion_tokens=345,
         cost=Decimal("0.000387"),
         ttft_ms=420,
+        status="complete",
+    )
+    Message.objects.create(
+        conversation=conversation, role="assistant", content="Hello!", model=priced_model, usage_id=usage.request_id
     )
     html = logged_in.get(conversation.get_absolute_url()).content.decode()
     assert '<span class="meta-model">Fake Priced</span>' in html
