@@ -6,7 +6,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("billing", "0006_usage_request_id"),
-        ("chat", "0002_reply_usage_by_request_id"),
+        ("chat", "0003_reply_usage_by_request_id"),
     ]
 
     operations = [

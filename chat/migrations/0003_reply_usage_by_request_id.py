@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
     """A reply no longer copies its usage figures: it keeps its request id and joins the usage row by it."""
 
     dependencies = [
-        ("chat", "0001_initial"),
+        ("chat", "0002_shared_link"),
         ("billing", "0006_usage_request_id"),
     ]
 
