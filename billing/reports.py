@@ -28,9 +28,12 @@ def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     )
 
 
-def records_between(user, start: date, end: date):
-    since, until = day_bounds(start, end)
+def records_in(user, since: datetime, until: datetime):
     return UsageRecord.objects.filter(user=user, created_at__gte=since, created_at__lt=until)
+
+
+def records_between(user, start: date, end: date):
+    return records_in(user, *day_bounds(start, end))
 
 
 def totals(records) -> dict:

@@ -15,8 +15,10 @@ from .models import Plan, Subscription, UsageRecord
 DEFAULT_PLAN = "free"
 
 
-def add_month(moment: datetime) -> datetime:
-    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+def add_month(moment: datetime, months: int = 1) -> datetime:
+    """The same day `months` months later (earlier when negative), or the month's last day."""
+    year, month = divmod(moment.year * 12 + moment.month - 1 + months, 12)
+    month += 1
     day = min(moment.day, calendar.monthrange(year, month)[1])
     return moment.replace(year=year, month=month, day=day)
 

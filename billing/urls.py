@@ -23,6 +23,7 @@ urlpatterns = [
 # Mounted at /usage/ and /ops/ (namespaces "usage" and "ops").
 usage_urlpatterns = [
     path("", views_usage.dashboard, name="dashboard"),
+    path("activity/", views_usage.activity, name="activity"),
     path("export.csv", views_usage.export_csv, name="export"),
 ]
 ops_urlpatterns = [

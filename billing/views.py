@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.mail import mail_admins
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -185,7 +186,13 @@ def enterprise(request):
     form = EnterpriseInquiryForm(request.POST or None, initial={"contact_email": request.user.email})
     if request.method == "POST" and form.is_valid():
         form.instance.user = request.user
-        form.save()
+        inquiry = form.save()
+        mail_admins(
+            f"Enterprise enquiry: {inquiry.company}",
+            f"{inquiry.company} ({inquiry.contact_email}, account {request.user.email}) writes:\n\n{inquiry.message}\n\n"
+            f"Listed in admin: {request.build_absolute_uri(reverse('admin:billing_enterpriseinquiry_changelist'))}\n",
+            fail_silently=True,
+        )
         messages.success(request, "Thank you: our team will write to you within two working days.")
         return redirect("billing:index")
     return render(request, "billing/enterprise.html", {"form": form}, status=422 if form.errors else 200)

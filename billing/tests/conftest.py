@@ -9,7 +9,7 @@ import pytest
 
 from accounts.api_keys import issue_key
 from aihub.testing import logged_in_client
-from billing.models import Plan
+from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
 from chat.gateway.generation import Generation
 from chat.models import AIModel, Provider
@@ -102,6 +102,33 @@ def make_key():
         return api_key
 
     return make
+
+
+def usage_row(
+    owner,
+    *,
+    when=None,
+    model="a/model",
+    provider="openrouter",
+    tokens=(10, 5),
+    cost="0.01",
+    api_key=None,
+    status="complete",
+) -> UsageRecord:
+    """A usage row as a finished request leaves it, dated `when` (now if not given)."""
+    row = UsageRecord.objects.create(
+        user=owner,
+        api_key=api_key,
+        model_slug=model,
+        provider=provider,
+        prompt_tokens=tokens[0],
+        completion_tokens=tokens[1],
+        cost=Decimal(cost),
+        status=status,
+    )
+    if when is not None:
+        UsageRecord.objects.filter(pk=row.pk).update(created_at=when)
+    return row
 
 
 def generation(owner, model, *, api_key=None, params=None, messages=SAY_HELLO) -> Generation:

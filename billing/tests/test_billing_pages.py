@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.core import mail
 from django.test import Client
 from django.utils import timezone
 
@@ -94,9 +95,13 @@ def test_it_refuses_changes_it_cannot_make(browser, free_user):
     assert "nothing to cancel" in browser.post("/billing/cancel/", follow=True).content.decode()
 
 
-def test_the_enterprise_form_is_stored(browser, free_user):
+def test_the_enterprise_form_is_stored_and_mailed_to_the_admins(settings, browser, free_user):
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    page = browser.get("/billing/enterprise/").content.decode()
+    assert 'id="enterprise-form"' in page and "css/billing.css" in page and 'value="fran@example.com"' in page
     bad = browser.post("/billing/enterprise/", {"company": "", "contact_email": "nope", "message": ""})
     assert bad.status_code == 422 and not EnterpriseInquiry.objects.exists()
+    assert 'class="field has-error"' in bad.content.decode() and "Enter a valid email address." in bad.content.decode()
     browser.post(
         "/billing/enterprise/",
         {
@@ -108,6 +113,8 @@ def test_the_enterprise_form_is_stored(browser, free_user):
     )
     inquiry = EnterpriseInquiry.objects.get()
     assert (inquiry.user, inquiry.company, inquiry.expected_monthly_tokens) == (free_user, "Acme", 500_000_000)
+    [message] = mail.outbox
+    assert message.to == ["ops@example.com"] and "Acme" in message.subject and "We need SSO." in message.body
 
 
 def test_pages_need_a_login():
@@ -116,7 +123,7 @@ def test_pages_need_a_login():
 
 
 def test_the_statement_lists_tokens_and_cost_by_model_as_a_page_and_csv(browser, free_user, other_user):
-    november = datetime(2026, 11, 10, tzinfo=dt_timezone.utc)
+    november = datetime(2026, 11, 10, tzinfo=UTC)
     for owner, model, cost in [
         (free_user, "a/model", "0.5"),
         (free_user, "a/model", "0.25"),
@@ -128,7 +135,7 @@ def test_the_statement_lists_tokens_and_cost_by_model_as_a_page_and_csv(browser,
         )
         UsageRecord.objects.filter(pk=record.pk).update(created_at=november)
     UsageRecord.objects.filter(
-        pk=UsageRecord.objects.create(user=free_user, model_slug="c/model", status="complete", cost=Decimal("7")).pk
+        pk=UsageRecord.objects.create(user=free_user, model_slug="c/model", status="complete", cost=Decimal(7)).pk
     ).update(created_at=november.replace(month=10))
     assert "November 2026" in browser.get("/billing/statements/").content.decode()
     page = browser.get("/billing/statements/2026-11/").content.decode()

@@ -3,6 +3,7 @@ approving it in the admin, and the usage dashboard drawing its charts from real 
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -112,4 +113,37 @@ def test_the_usage_dashboard_draws_its_charts_with_the_data(page):
     assert labels[0] == "Chat page" and labels[1].startswith("nightly job (ahk_")
     for canvas in ("tokens-chart", "cost-chart", "keys-chart"):
         assert page.evaluate(PAINTED_PIXELS, canvas) > 2000, f"{canvas} is blank"
+    assert page.problems == []
+
+
+def test_quick_ranges_charts_that_fill_their_cards_and_the_activity_log(page):
+    page.goto(f"{page.base}/usage/")
+    page.click("#range-7d")
+    page.wait_for_url("**/usage/?range=7d")
+    page.wait_for_function("() => window.Chart && Chart.getChart('tokens-chart') && Chart.getChart('keys-chart')")
+    assert page.get_attribute("#range-7d", "aria-current") == "true"
+    shown = page.text_content("#range-shown")
+    assert re.fullmatch(r"\d{1,2} [A-Z][a-z]{2} \d{4} – \d{1,2} [A-Z][a-z]{2} \d{4}", shown), shown
+    ticks = page.evaluate("() => Chart.getChart('tokens-chart').scales.x.ticks.map(t => t.label)")
+    assert len(ticks) == 7 and all(re.fullmatch(r"\d{1,2} [A-Z][a-z]{2}", t) for t in ticks), ticks
+    grid = page.locator(".chart-grid").bounding_box()
+    for canvas in ("tokens-chart", "cost-chart", "keys-chart"):
+        box = page.locator(f"#{canvas}").bounding_box()
+        card = page.locator(f".card:has(#{canvas})").bounding_box()
+        assert box["width"] > card["width"] - 60, f"{canvas} leaves its card empty"
+    wide = page.locator("#tokens-chart").bounding_box()
+    assert wide["width"] > grid["width"] - 60  # the daily chart spans the grid; no empty cell beside it
+
+    page.click("#activity-link")
+    page.wait_for_url("**/usage/activity/?range=7d")
+    rows = page.locator("#activity-log tbody tr")
+    assert rows.count() == 14
+    assert "API · nightly job" in page.text_content("#activity-log") and "Chat page" in page.text_content(
+        "#activity-log"
+    )
+    page.select_option("#id_source", "chat")
+    page.click("#log-filters button[type=submit]")
+    page.wait_for_url("**source=chat**")
+    assert rows.count() == 7 and "API ·" not in page.text_content("#activity-log tbody")
+    assert page.text_content("#log-totals").startswith("7 requests")
     assert page.problems == []

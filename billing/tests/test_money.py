@@ -11,8 +11,10 @@ from decimal import Decimal
 import pytest
 
 from billing import money
-from billing.models import Invoice, Plan, Subscription, UsageRecord
+from billing.models import Invoice, Plan, Subscription
 from billing.subscriptions import start_subscription
+
+from .conftest import usage_row
 
 pytestmark = pytest.mark.django_db
 
@@ -39,18 +41,8 @@ def test_one_rounding_rule_for_pages_and_files(amount, shown, written):
     assert money.plain(Decimal(amount)) == written
 
 
-def usage(owner, cost: str, *, when=NOVEMBER, model="a/model", tokens=(10, 5)):
-    row = UsageRecord.objects.create(
-        user=owner,
-        model_slug=model,
-        provider="openrouter",
-        prompt_tokens=tokens[0],
-        completion_tokens=tokens[1],
-        cost=Decimal(cost),
-        status="complete",
-    )
-    UsageRecord.objects.filter(pk=row.pk).update(created_at=when)
-    return row
+def usage(owner, cost: str, *, when=NOVEMBER, model="a/model"):
+    return usage_row(owner, cost=cost, when=when, model=model)
 
 
 def parse(text: str) -> list[dict]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -14,36 +13,18 @@ from accounts.api_keys import issue_key
 from aihub.testing import logged_in_client
 from billing.models import Plan, Subscription, UpstreamAttempt, UsageRecord
 
+from .conftest import usage_row
+
 pytestmark = pytest.mark.django_db
 
-DAY = datetime(2026, 11, 10, 12, tzinfo=dt_timezone.utc)
+DAY = datetime(2026, 11, 10, 12, tzinfo=UTC)
 
 
-def record(
-    owner,
-    *,
-    when=DAY,
-    model="a/model",
-    provider="openrouter",
-    tokens=(10, 5),
-    cost="0.01",
-    api_key=None,
-    status="complete",
-    attempts=("ok",),
-):
-    row = UsageRecord.objects.create(
-        user=owner,
-        api_key=api_key,
-        model_slug=model,
-        provider=provider,
-        prompt_tokens=tokens[0],
-        completion_tokens=tokens[1],
-        cost=Decimal(cost),
-        status=status,
-    )
-    UsageRecord.objects.filter(pk=row.pk).update(created_at=when)
+def record(owner, *, when=DAY, attempts=("ok",), **fields):
+    """A usage row (see usage_row) with the upstream attempts that served it."""
+    row = usage_row(owner, when=when, **fields)
     UpstreamAttempt.objects.bulk_create(
-        UpstreamAttempt(usage=row, provider=provider, model_slug=model, outcome=o) for o in attempts
+        UpstreamAttempt(usage=row, provider=row.provider, model_slug=row.model_slug, outcome=o) for o in attempts
     )
     return row
 
@@ -95,8 +76,8 @@ def test_the_dashboard_defaults_to_the_last_30_days_and_refuses_a_bad_range(logg
     response = logged_in.get("/usage/")
     data = chart_data(response)
     assert len(data["labels"]) == 30 and data["labels"][-1] == timezone.now().date().isoformat()
-    for day in (data["labels"][0], data["labels"][-1]):  # the chosen range is shown in the form
-        assert f'value="{day}"' in response.content.decode()
+    for day in (data["labels"][0], data["labels"][-1]):  # the chosen range is shown in the form, app format
+        assert f'value="{date.fromisoformat(day):%-d %b %Y}"' in response.content.decode()
     bad = dashboard(logged_in, "start=2026-11-12&end=2026-11-01")
     assert bad.status_code == 400 and b"The start date must come before the end date." in bad.content
     assert dashboard(logged_in, "start=2024-01-01&end=2026-11-01").status_code == 400
