@@ -220,7 +220,7 @@ def admit(
     *, user, api_key=None, model: AIModel | None, candidates: list[AIModel], messages: list[dict], params: dict
 ) -> Admission:
     """Refuse the request (LimitExceeded) or reserve its worst case. Sync: call through `admit_async`."""
-    prompt_tokens = count_prompt_tokens(messages)
+    prompt_tokens = count_prompt_tokens(messages, params.get("tools"))
     admission = _admit_unlimited(user, api_key, model, candidates, params, prompt_tokens)
     if admission is None:
         admission = _admit_locked(user, api_key, model, candidates, params, prompt_tokens)

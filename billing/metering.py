@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from decimal import Decimal
@@ -44,6 +45,7 @@ class AttemptFigures(Protocol):
     latency_ms: int
     error: str
 
+
 # OpenAI's chat format adds a few tokens per message and to prime the reply.
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_REPLY = 3
@@ -59,18 +61,30 @@ def count_text_tokens(text: str) -> int:
     return len(encoding().encode(text, disallowed_special=())) if text else 0
 
 
-def count_prompt_tokens(messages: list[dict]) -> int:
-    return TOKENS_PER_REPLY + sum(
-        TOKENS_PER_MESSAGE + count_text_tokens(m.get("role", "")) + count_text_tokens(m.get("content") or "")
-        for m in messages
+def _message_tokens(message: dict) -> int:
+    tokens = (
+        TOKENS_PER_MESSAGE
+        + count_text_tokens(message.get("role", ""))
+        + count_text_tokens(message.get("content") or "")
     )
+    for call in message.get("tool_calls") or ():  # what the model asked for is sent back as part of the prompt
+        tokens += count_text_tokens(call["function"]["name"]) + count_text_tokens(call["function"]["arguments"])
+    return tokens
 
 
-def measured_tokens(messages: list[dict], delivered_text: str, usage: ReportedUsage | None) -> tuple[int, int]:
+def count_prompt_tokens(messages: list[dict], tools: list[dict] | None = None) -> int:
+    """The messages' tokens, and the tool definitions' (sent with every request that offers them)."""
+    tool_tokens = count_text_tokens(json.dumps(tools)) if tools else 0
+    return TOKENS_PER_REPLY + tool_tokens + sum(_message_tokens(m) for m in messages)
+
+
+def measured_tokens(
+    messages: list[dict], delivered_text: str, usage: ReportedUsage | None, tools: list[dict] | None = None
+) -> tuple[int, int]:
     """The upstream's own counts where it gave them (an explicit 0 stays 0), else counted here."""
     reported_prompt = usage.prompt_tokens if usage is not None else None
     reported_completion = usage.completion_tokens if usage is not None else None
-    prompt = reported_prompt if reported_prompt is not None else count_prompt_tokens(messages)
+    prompt = reported_prompt if reported_prompt is not None else count_prompt_tokens(messages, tools)
     completion = reported_completion if reported_completion is not None else count_text_tokens(delivered_text)
     return prompt, completion
 

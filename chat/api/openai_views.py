@@ -11,6 +11,8 @@ import uuid
 from django.http import JsonResponse
 
 from chat.gateway.generation import Generation
+from chat.gateway.providers.base import SAMPLING_PARAMS, ToolCallDelta
+from chat.gateway.router import candidates_for, unsupported_param
 
 from .auth import allowed_model, authenticate_request
 from .model_list import model_list
@@ -43,7 +45,7 @@ def _served_slug(generation: Generation, requested: str) -> str:
 class CompletionChunks:
     """The SSE body of a streamed completion, starting from the first delta already received."""
 
-    def __init__(self, stream: GenerationStream, first_delta: str, chat: ChatRequest):
+    def __init__(self, stream: GenerationStream, first_delta: str | ToolCallDelta, chat: ChatRequest):
         self.stream = stream
         self.first_delta = first_delta
         self.chat = chat
@@ -77,12 +79,22 @@ class CompletionChunks:
         """chunk({"content": text}), byte for byte."""
         return self._text_head + json.dumps(text).encode() + self._text_tail
 
+    def delta_chunk(self, delta: str | ToolCallDelta) -> bytes:
+        if isinstance(delta, ToolCallDelta):
+            return self.chunk({"tool_calls": [delta.as_openai()]})
+        return self.text_chunk(delta)
+
+    def first_chunk(self) -> bytes:
+        if isinstance(self.first_delta, ToolCallDelta):
+            return self.chunk({"role": "assistant", "content": None, "tool_calls": [self.first_delta.as_openai()]})
+        return self.chunk({"role": "assistant", "content": self.first_delta})
+
     async def __aiter__(self):
         try:
-            yield self.chunk({"role": "assistant", "content": self.first_delta})
+            yield self.first_chunk()
             try:
                 async for delta in self.stream.deltas():
-                    yield self.text_chunk(delta)
+                    yield self.delta_chunk(delta)
             except Exception as exc:  # after the first byte nothing is retried: the client is told
                 error = failure_error(exc)
                 if error is None:
@@ -116,6 +128,9 @@ async def _stream_response(generation: Generation, chat: ChatRequest):
 
 async def _complete_response(generation: Generation, chat: ChatRequest) -> JsonResponse:
     text = await complete(generation)
+    message = {"role": "assistant", "content": text}
+    if generation.tool_calls:
+        message = {"role": "assistant", "content": text or None, "tool_calls": generation.tool_calls.as_openai()}
     return JsonResponse(
         {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -125,13 +140,35 @@ async def _complete_response(generation: Generation, chat: ChatRequest) -> JsonR
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "finish_reason": _finish_reason(generation),
                 }
             ],
             "usage": _usage(generation),
         }
     )
+
+
+def requested_model(caller, chat: ChatRequest, models):
+    """The model asked for, if the caller may use it and it takes the request's parameters: a 400 names
+    the first it cannot take (for 'auto': that no free model takes). Sync: in the admission's thread hop."""
+    model = allowed_model(caller, chat.model, models)
+    if model is not None:
+        refused = unsupported_param(model, chat.params)
+    elif not SAMPLING_PARAMS.issuperset(chat.params) and not candidates_for(None, models, chat.params):
+        free = candidates_for(None, models)
+        refused = unsupported_param(free[0], chat.params) if free else None
+    else:
+        refused = None
+    if refused is not None:
+        raise ApiError(
+            400,
+            f"'{refused}' is not supported by the model '{chat.model}'. GET /v1/models lists the models; "
+            "chat/api/README.md says which parameters each provider takes.",
+            "unsupported_parameter",
+            param=refused,
+        )
+    return model
 
 
 @api_view("POST")
@@ -142,7 +179,7 @@ async def chat_completions(request):
     # The model is looked up in the admission's thread hop (an unknown or forbidden one is still a 404 / 403).
     generation = Generation(
         user=caller.user,
-        resolve_model=functools.partial(allowed_model, caller, chat.model),
+        resolve_model=functools.partial(requested_model, caller, chat),
         messages=chat.messages,
         params=chat.params,
         api_key=caller.api_key,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from django.core.exceptions import RequestDataTooBig
@@ -10,10 +11,37 @@ from django.core.exceptions import RequestDataTooBig
 from .errors import ApiError
 
 MAX_BODY_BYTES = 1024 * 1024
-ROLES = ("system", "user", "assistant")
+# "developer" is OpenAI's newer name for "system": passed on as "system", which every provider knows.
+ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_STOP_SEQUENCES = 4
-# Refused rather than ignored: a client relying on them would silently get a plain text reply.
-UNSUPPORTED_PARAMS = ("tools", "functions", "tool_choice", "function_call")
+MAX_TOOLS = 128
+FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOOL_CHOICES = ("none", "auto", "required")
+RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+MAX_USER_CHARS = 256
+# Every request parameter this API reads itself or passes on (chat/api/README.md lists them). Any
+# other is refused with a 400 naming it rather than ignored: a client relying on it would silently
+# get something else.
+READ_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "n"})
+PASSED_PARAMS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "user",
+    }
+)
+HINTS = {"functions": " Use 'tools'.", "function_call": " Use 'tool_choice'."}
 
 
 @dataclass
@@ -72,7 +100,7 @@ def _integer(data: dict, name: str) -> int | None:
     return value
 
 
-def _text_of(content, index: int) -> str:
+def _text_of(content, where: str) -> str:
     """A message's content: a string, or a list of text parts (other parts are not supported)."""
     if content is None:
         return ""
@@ -82,18 +110,66 @@ def _text_of(content, index: int) -> str:
         texts = []
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise _bad(
-                    f"messages[{index}].content: only text parts are supported.",
-                    f"messages[{index}].content",
-                    "invalid_type",
-                )
+                raise _bad(f"{where}: only text parts are supported.", where, "invalid_type")
             texts.append(part["text"])
         return "".join(texts)
-    raise _bad(
-        f"messages[{index}].content must be a string or a list of text parts.",
-        f"messages[{index}].content",
-        "invalid_type",
-    )
+    raise _bad(f"{where} must be a string or a list of text parts.", where, "invalid_type")
+
+
+def _tool_calls_of(value, where: str) -> list[dict]:
+    """An assistant message's tool_calls, as OpenAI's shape: [{id, type: "function", function: {name, arguments}}]."""
+    if not isinstance(value, list) or not value:
+        raise _bad(f"{where} must be a non-empty list of tool calls.", where, "invalid_type")
+    calls = []
+    for index, call in enumerate(value):
+        at = f"{where}[{index}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if (
+            not isinstance(function, dict)
+            or not isinstance(call.get("id"), str)
+            or call.get("type", "function") != "function"
+            or not isinstance(function.get("name"), str)
+            or not isinstance(function.get("arguments"), str)
+        ):
+            raise _bad(
+                f"{at} must be {{id, type: 'function', function: {{name, arguments (a JSON string)}}}}.",
+                at,
+                "invalid_type",
+            )
+        calls.append(
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": function["name"], "arguments": function["arguments"]},
+            }
+        )
+    return calls
+
+
+def _message(message, index: int, asked: set[str]) -> dict:
+    """One message, checked; `asked` holds the ids of tool calls not answered yet."""
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise _bad(f"{where} must be an object.", where, "invalid_type")
+    role = message.get("role")
+    if role not in ROLES:
+        raise _bad(f"{where}.role must be one of {', '.join(ROLES)}.", f"{where}.role", "invalid_value")
+    content = _text_of(message.get("content"), f"{where}.content")
+    if role == "tool":
+        call_id = message.get("tool_call_id")
+        if not isinstance(call_id, str) or call_id not in asked:
+            raise _bad(
+                f"{where}.tool_call_id must be the id of a tool call of an earlier assistant message.",
+                f"{where}.tool_call_id",
+                "invalid_value",
+            )
+        asked.discard(call_id)
+        return {"role": "tool", "tool_call_id": call_id, "content": content}
+    if role == "assistant" and message.get("tool_calls") is not None:
+        calls = _tool_calls_of(message["tool_calls"], f"{where}.tool_calls")
+        asked.update(call["id"] for call in calls)
+        return {"role": "assistant", "content": content or None, "tool_calls": calls}
+    return {"role": "system" if role == "developer" else role, "content": content}
 
 
 def parse_messages(value) -> list[dict]:
@@ -103,17 +179,8 @@ def parse_messages(value) -> list[dict]:
         raise _bad("'messages' must be a list.", "messages", "invalid_type")
     if not value:
         raise _bad("'messages' must not be empty.", "messages", "invalid_value")
-    messages = []
-    for index, message in enumerate(value):
-        if not isinstance(message, dict):
-            raise _bad(f"messages[{index}] must be an object.", f"messages[{index}]", "invalid_type")
-        role = message.get("role")
-        if role not in ROLES:
-            raise _bad(
-                f"messages[{index}].role must be one of {', '.join(ROLES)}.", f"messages[{index}].role", "invalid_value"
-            )
-        messages.append({"role": role, "content": _text_of(message.get("content"), index)})
-    return messages
+    asked: set[str] = set()
+    return [_message(message, index, asked) for index, message in enumerate(value)]
 
 
 def parse_params(data: dict) -> dict:
@@ -134,6 +201,125 @@ def parse_params(data: dict) -> dict:
     return {name: value for name, value in params.items() if value is not None}
 
 
+def _tools(value) -> list[dict]:
+    if not isinstance(value, list) or not value or len(value) > MAX_TOOLS:
+        raise _bad(f"'tools' must be a list of 1 to {MAX_TOOLS} tools.", "tools", "invalid_type")
+    for index, tool in enumerate(value):
+        where = f"tools[{index}]"
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type") != "function":
+            raise _bad(f"{where} must be {{type: 'function', function: {{name, ...}}}}.", where, "invalid_type")
+        if not isinstance(function.get("name"), str) or not FUNCTION_NAME.match(function["name"]):
+            raise _bad(
+                f"{where}.function.name must be 1 to 64 letters, digits, '_' or '-'.",
+                f"{where}.function.name",
+                "invalid_value",
+            )
+        if not isinstance(function.get("description", ""), str):
+            raise _bad(
+                f"{where}.function.description must be a string.", f"{where}.function.description", "invalid_type"
+            )
+        if not isinstance(function.get("parameters", {}), dict):
+            raise _bad(
+                f"{where}.function.parameters must be a JSON Schema object.",
+                f"{where}.function.parameters",
+                "invalid_type",
+            )
+    return value
+
+
+def _tool_choice(value, tools: list[dict] | None):
+    if tools is None:
+        raise _bad("'tool_choice' is only allowed with 'tools'.", "tool_choice", "invalid_value")
+    if value in TOOL_CHOICES:
+        return value
+    function = value.get("function") if isinstance(value, dict) else None
+    names = {tool["function"]["name"] for tool in tools}
+    if not isinstance(function, dict) or value.get("type") != "function" or function.get("name") not in names:
+        raise _bad(
+            f"'tool_choice' must be one of {', '.join(TOOL_CHOICES)}, or {{type: 'function', function: {{name}}}} "
+            "naming one of the tools.",
+            "tool_choice",
+            "invalid_value",
+        )
+    return {"type": "function", "function": {"name": function["name"]}}
+
+
+def _response_format(value) -> dict:
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in RESPONSE_FORMATS:
+        raise _bad(
+            f"'response_format' must be {{type: {' | '.join(RESPONSE_FORMATS)}}}.", "response_format", "invalid_value"
+        )
+    if kind == "json_schema":
+        schema = value.get("json_schema")
+        if (
+            not isinstance(schema, dict)
+            or not isinstance(schema.get("name"), str)
+            or not isinstance(schema.get("schema", {}), dict)
+        ):
+            raise _bad(
+                "'response_format.json_schema' must be {name, schema (a JSON Schema object), strict?}.",
+                "response_format.json_schema",
+                "invalid_type",
+            )
+    return value
+
+
+def _logit_bias(value) -> dict:
+    if not isinstance(value, dict) or not all(
+        isinstance(token, str)
+        and token.isdigit()
+        and isinstance(bias, int | float)
+        and not isinstance(bias, bool)
+        and -100 <= bias <= 100
+        for token, bias in value.items()
+    ):
+        raise _bad("'logit_bias' must map token ids to numbers from -100 to 100.", "logit_bias", "invalid_value")
+    return value
+
+
+def parse_passed_params(data: dict) -> dict:
+    """The parameters beyond sampling that are passed on as they are (checked here): tools, tool_choice,
+    parallel_tool_calls, response_format, seed, presence_penalty, frequency_penalty, logit_bias, user."""
+    params = {
+        "presence_penalty": _number(data, "presence_penalty", -2, 2),
+        "frequency_penalty": _number(data, "frequency_penalty", -2, 2),
+    }
+    tools = _tools(data["tools"]) if data.get("tools") is not None else None
+    params["tools"] = tools
+    if data.get("tool_choice") is not None:
+        params["tool_choice"] = _tool_choice(data["tool_choice"], tools)
+    if data.get("parallel_tool_calls") is not None:
+        if not isinstance(data["parallel_tool_calls"], bool) or tools is None:
+            raise _bad(
+                "'parallel_tool_calls' must be a boolean, given with 'tools'.", "parallel_tool_calls", "invalid_value"
+            )
+        params["parallel_tool_calls"] = data["parallel_tool_calls"]
+    if data.get("response_format") is not None:
+        params["response_format"] = _response_format(data["response_format"])
+    seed = data.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise _bad("'seed' must be an integer.", "seed", "invalid_type")
+    params["seed"] = seed
+    if data.get("logit_bias") is not None:
+        params["logit_bias"] = _logit_bias(data["logit_bias"])
+    user = data.get("user")
+    if user is not None and (not isinstance(user, str) or len(user) > MAX_USER_CHARS):
+        raise _bad(f"'user' must be a string of up to {MAX_USER_CHARS} characters.", "user", "invalid_type")
+    params["user"] = user
+    return {name: value for name, value in params.items() if value is not None}
+
+
+def refuse_unknown_params(data: dict) -> None:
+    """A 400 naming the first parameter this API neither reads nor passes on. Left out, null or false
+    asks for nothing, so those are let through (some clients send `"logprobs": false` always)."""
+    for name, value in data.items():
+        if name in READ_PARAMS or name in PASSED_PARAMS or value is None or value is False:
+            continue
+        raise _bad(f"'{name}' is not supported by this API.{HINTS.get(name, '')}", name, "unsupported_parameter")
+
+
 def parse_chat_request(data: dict) -> ChatRequest:
     model = data.get("model")
     if model is None:
@@ -142,9 +328,7 @@ def parse_chat_request(data: dict) -> ChatRequest:
         )
     if not isinstance(model, str) or not model:
         raise _bad("'model' must be a non-empty string.", "model", "invalid_type")
-    for unsupported in UNSUPPORTED_PARAMS:
-        if data.get(unsupported):
-            raise _bad(f"'{unsupported}' is not supported by this API.", unsupported, "unsupported_parameter")
+    refuse_unknown_params(data)
     n = data.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
         raise _bad("Only n=1 is supported.", "n", "invalid_value")
@@ -161,5 +345,5 @@ def parse_chat_request(data: dict) -> ChatRequest:
         messages=parse_messages(data.get("messages")),
         stream=stream,
         include_usage=bool(options.get("include_usage")),
-        params=parse_params(data),
+        params={**parse_params(data), **parse_passed_params(data)},
     )

@@ -38,6 +38,12 @@ class AIModel(models.Model):
         "USD per 1M output tokens", max_digits=14, decimal_places=6, default=Decimal(0)
     )
     is_active = models.BooleanField(default=True)
+    # Where the provider passes tools / response_format on, not every model takes them: OpenRouter's
+    # list says which do (refresh_models); for other servers an operator may clear them in admin.
+    supports_tools = models.BooleanField(default=True, help_text="Takes tools (function calling).")
+    supports_response_format = models.BooleanField(
+        default=True, help_text="Takes response_format (JSON mode, JSON schema)."
+    )
     auto_priority = models.PositiveIntegerField(
         default=1000, help_text="Lower is tried first when the user picks 'auto' (free models only)."
     )

@@ -66,8 +66,16 @@ def refresh_openrouter() -> int:
         prices = _per_million(pricing.get("prompt")), _per_million(pricing.get("completion"))
         if None in prices:
             continue  # not offered (and deactivated if stored before): we could not charge for it
+        # Models listing their parameters say whether they take tools and response_format.
+        supported = item.get("supported_parameters")
+        capabilities = (
+            {"supports_tools": "tools" in supported, "supports_response_format": "response_format" in supported}
+            if isinstance(supported, list)
+            else {}
+        )
         rows.append(
             {
+                **capabilities,
                 "slug": item["id"],
                 "upstream_id": item["id"],
                 "name": item.get("name") or item["id"],

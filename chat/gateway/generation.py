@@ -23,7 +23,7 @@ from chat.catalogue import lookup as catalogue
 from chat.catalogue.models import AIModel
 from deploy import metrics
 
-from .providers.base import ProviderError
+from .providers.base import ProviderError, ToolCallDelta, ToolCalls
 from .router import RouteTrail, candidates_for, route_complete, route_stream
 
 
@@ -61,6 +61,7 @@ class Generation:
         self.on_finish = on_finish
         self.trail = RouteTrail()
         self.parts: list[str] = []
+        self.tool_calls = ToolCalls()  # only where the request offered tools
         self.status = UsageRecord.Status.FAILED
         self.error = ""
         self.usage_record: UsageRecord | None = None
@@ -71,8 +72,9 @@ class Generation:
     def text(self) -> str:
         return "".join(self.parts)
 
-    async def stream(self, on_delta: Callable[[str], Awaitable[None]]) -> None:
-        """Call on_delta for each piece of text. Raises ProviderError; cancellable at any await."""
+    async def stream(self, on_delta: Callable[[str | ToolCallDelta], Awaitable[None]]) -> None:
+        """Call on_delta for each piece of text (and of a tool call, where the request offered tools).
+        Raises ProviderError; cancellable at any await."""
         candidates = await self.admit()
         metrics.OPEN_STREAMS.inc()
         try:
@@ -81,7 +83,10 @@ class Generation:
                 deltas = route_stream(candidates, self.messages, self.params, self.trail)
                 async with contextlib.aclosing(deltas):
                     async for delta in deltas:
-                        self.parts.append(delta)
+                        if isinstance(delta, ToolCallDelta):
+                            self.tool_calls.add(delta)
+                        else:
+                            self.parts.append(delta)
                         await on_delta(delta)
         finally:
             metrics.OPEN_STREAMS.dec()
@@ -91,6 +96,8 @@ class Generation:
         async with self._metered():
             completion = await route_complete(candidates, self.messages, self.params, self.trail)
             self.parts.append(completion.text)
+            for call in completion.tool_calls:
+                self.tool_calls.add(call)
         return completion.text
 
     @contextlib.asynccontextmanager
@@ -131,7 +138,7 @@ class Generation:
             user=self.user,
             api_key=self.api_key,
             model=self.requested_model,
-            candidates=candidates_for(self.requested_model, models),
+            candidates=candidates_for(self.requested_model, models, self.params),
             messages=self.messages,
             params=self.params,
         )
@@ -141,11 +148,11 @@ class Generation:
             return
         model = self.trail.model
         end = self.trail.end  # only there when the upstream finished its reply
-        if end is None and not self.parts:
+        if end is None and not self.parts and not self.tool_calls:
             prompt_tokens = completion_tokens = 0  # nothing was delivered: nothing to charge
         else:
             prompt_tokens, completion_tokens = metering.measured_tokens(
-                self.messages, self.text, end.usage if end else None
+                self.messages, self.text + self.tool_calls.text(), end.usage if end else None, self.params.get("tools")
             )
         now = time.monotonic()
         self.usage_record = await database_sync_to_async(self._record)(

@@ -17,16 +17,42 @@ from chat.catalogue import lookup as catalogue
 from chat.catalogue.lookup import configured_providers, is_configured
 from chat.catalogue.models import AIModel, Provider
 
-from .providers.base import Completion, ProviderClient, ProviderError, StreamEnd
+from .providers.base import Completion, ProviderClient, ProviderError, StreamEnd, ToolCallDelta
 from .providers.gemini import GeminiProvider
+from .providers.local import LocalProvider  # llama_cpp itself is imported only when the local model runs
 from .providers.openai_compat import OpenAICompatProvider
+
+PROVIDER_CLASSES: dict[str, type[ProviderClient]] = {
+    Provider.OPENROUTER: OpenAICompatProvider,
+    Provider.GEMINI: GeminiProvider,
+    Provider.OPENAI_COMPAT: OpenAICompatProvider,
+    Provider.LOCAL: LocalProvider,
+}
+# Parameters a catalogue model may lack even where its provider passes them on: its flag says.
+MODEL_CAPABILITIES = {
+    "tools": "supports_tools",
+    "tool_choice": "supports_tools",
+    "parallel_tool_calls": "supports_tools",
+    "response_format": "supports_response_format",
+}
 
 
 @cache
 def _local_provider() -> ProviderClient:
-    from .providers.local import LocalProvider  # imports llama_cpp only when the local model is used
-
     return LocalProvider()
+
+
+def unsupported_param(model: AIModel, params: dict) -> str | None:
+    """The first of the request's parameters this model cannot take (by its provider or its catalogue
+    flags), or None when it takes them all."""
+    accepted = PROVIDER_CLASSES[model.provider].params
+    for name, value in params.items():
+        if value is None:
+            continue
+        capability = MODEL_CAPABILITIES.get(name)
+        if name not in accepted or (capability and not getattr(model, capability)):
+            return name
+    return None
 
 
 def get_provider(name: str) -> ProviderClient | None:
@@ -49,12 +75,16 @@ def get_provider(name: str) -> ProviderClient | None:
     return None
 
 
-def candidates_for(model: AIModel | None, models: catalogue.Catalogue | None = None) -> list[AIModel]:
+def candidates_for(
+    model: AIModel | None, models: catalogue.Catalogue | None = None, params: dict | None = None
+) -> list[AIModel]:
     """Models to try in order: the chosen one and its fallbacks, or for 'auto' (None) the free ones,
-    from `models` (the current catalogue when not given). Sync (it may query the catalogue): Generation
-    calls it in its admission's thread hop."""
+    from `models` (the current catalogue when not given); with `params`, only those that take them all.
+    Sync (it may query the catalogue): Generation calls it in its admission's thread hop."""
     available = configured_providers()
     models = models or catalogue.current()
+    if params:
+        return [m for m in candidates_for(model, models) if unsupported_param(m, params) is None]
     if model is None:
         free = [m for m in models.active_free() if m.provider in available]
         return sorted(free, key=lambda m: (m.auto_priority, available.index(m.provider), m.slug))
@@ -119,8 +149,8 @@ class RouteTrail:
 
 async def route_stream(
     candidates: list[AIModel], messages: list[dict], params: dict, trail: RouteTrail
-) -> AsyncIterator[str]:
-    """Yield the reply's text from the first candidate that starts answering."""
+) -> AsyncIterator[str | ToolCallDelta]:
+    """Yield the reply's text and tool call pieces from the first candidate that starts answering."""
     for model in candidates:
         provider = get_provider(model.provider)
         started = time.monotonic()

@@ -15,6 +15,11 @@ The requested model name picks the behaviour:
   thinking          (Gemini) a normal reply whose usage also counts 20 thinking tokens
   bad-event         an SSE event (or a whole reply) whose JSON is not an object
 
+Whatever the model: a request offering tools (OpenAI's `tools`, Gemini's function declarations)
+gets a call of the first tool with TOOL_ARGUMENTS (streamed in pieces, as OpenAI does), unless its
+last message is a tool result: then the reply is TOOL_ANSWER_PREFIX and that result. A request
+asking for JSON (`response_format`, Gemini's responseMimeType) gets JSON_REPLY.
+
 GET .../models lists LISTED_MODELS (OpenAI / OpenRouter format) or the Gemini list; a test may set
 `listed_models` to change what the next refresh sees (reset() restores the default). Any GET under
 /html/ answers 200 with an HTML page, like a captive portal or a misconfigured proxy.
@@ -35,6 +40,9 @@ REPLY_WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
 USAGE = {"prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17}
 GEMINI_USAGE = {"promptTokenCount": 11, "candidatesTokenCount": 6}
 GEMINI_THINKING_USAGE = {**GEMINI_USAGE, "thoughtsTokenCount": 20}
+TOOL_ARGUMENTS = '{"city": "Paris"}'
+TOOL_ANSWER_PREFIX = "The tool said: "
+JSON_REPLY = '{"reply": "Hello from the fake upstream."}'
 SLOW_DELAY = 0.2
 SLOW_CHUNKS = 50
 HANG_SECONDS = 30
@@ -52,6 +60,39 @@ LISTED_MODELS = [
         "pricing": {"prompt": "0", "completion": "0"},
     },
 ]
+
+
+def tool_call_asked(body: dict, gemini: bool) -> str | None:
+    """The name of the tool the fake calls for this request, or None (no tools, or answering a result)."""
+    if gemini:
+        declarations = [d for tool in body.get("tools") or [] for d in tool.get("functionDeclarations") or []]
+        last_parts = (body.get("contents") or [{}])[-1].get("parts") or []
+        answered = any("functionResponse" in part for part in last_parts)
+        return declarations[0]["name"] if declarations and not answered else None
+    tools = body.get("tools") or []
+    answered = (body.get("messages") or [{}])[-1].get("role") == "tool"
+    return tools[0]["function"]["name"] if tools and not answered else None
+
+
+def reply_words(model: str, body: dict, gemini: bool) -> list[str]:
+    """The text chunks of a reply (tool calls aside)."""
+    if gemini:
+        last_parts = (body.get("contents") or [{}])[-1].get("parts") or []
+        results = [
+            json.dumps(part["functionResponse"]["response"]) for part in last_parts if "functionResponse" in part
+        ]
+        wants_json = (body.get("generationConfig") or {}).get("responseMimeType") == "application/json"
+    else:
+        last = (body.get("messages") or [{}])[-1]
+        results = [last.get("content") or ""] if last.get("role") == "tool" else []
+        wants_json = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
+    if results:
+        return [TOOL_ANSWER_PREFIX, " ".join(results)]
+    if wants_json:
+        return [JSON_REPLY[:10], JSON_REPLY[10:]]
+    if model == "slow":
+        return REPLY_WORDS * (SLOW_CHUNKS // len(REPLY_WORDS))
+    return REPLY_WORDS
 
 
 class FakeUpstream:
@@ -148,28 +189,41 @@ class FakeUpstream:
                 if model == "bad-event":
                     send_json(self, 200, ["not", "an", "object"])
                     return
-                text = "".join(REPLY_WORDS)
+                tool = tool_call_asked(body, gemini)
+                text = "" if tool else "".join(reply_words(model, body, gemini))
                 if gemini:
                     usage = GEMINI_THINKING_USAGE if model == "thinking" else GEMINI_USAGE
+                    part = (
+                        {"functionCall": {"name": tool, "args": json.loads(TOOL_ARGUMENTS)}} if tool else {"text": text}
+                    )
                     send_json(
                         self,
                         200,
                         {
-                            "candidates": [
-                                {"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP"}
-                            ],
+                            "candidates": [{"content": {"parts": [part], "role": "model"}, "finishReason": "STOP"}],
                             "usageMetadata": usage,
                         },
                     )
                     return
+                message = {"role": "assistant", "content": text}
+                if tool:
+                    message = {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "call_fake_0",
+                                "type": "function",
+                                "function": {"name": tool, "arguments": TOOL_ARGUMENTS},
+                            }
+                        ],
+                    }
                 payload = {
                     "id": "chatcmpl-fake",
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": model,
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                    ],
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool else "stop"}],
                 }
                 if model != "no-usage":
                     payload["usage"] = (
@@ -184,13 +238,41 @@ class FakeUpstream:
                 self.wfile.write(f"data: {data}\n\n".encode())
                 self.wfile.flush()
 
+            def _stream_tool_call(self, model, tool, gemini):
+                """Gemini sends a call whole; OpenAI its id and name first, then the arguments in pieces."""
+                if gemini:
+                    call = {"functionCall": {"name": tool, "args": json.loads(TOOL_ARGUMENTS)}}
+                    self._event({"candidates": [{"content": {"parts": [call], "role": "model"}}]})
+                    return
+                first = {
+                    "index": 0,
+                    "id": "call_fake_0",
+                    "type": "function",
+                    "function": {"name": tool, "arguments": ""},
+                }
+                pieces = [first] + [
+                    {"index": 0, "function": {"arguments": TOOL_ARGUMENTS[i : i + 6]}}
+                    for i in range(0, len(TOOL_ARGUMENTS), 6)
+                ]
+                for index, piece in enumerate(pieces):
+                    delta = {"role": "assistant", "content": None} if index == 0 else {}
+                    self._event(
+                        {
+                            "id": "chatcmpl-fake",
+                            "object": "chat.completion.chunk",
+                            "model": model,
+                            "choices": [{"index": 0, "delta": {**delta, "tool_calls": [piece]}, "finish_reason": None}],
+                        }
+                    )
+
             def _stream(self, model, body, gemini):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
                 self.send_header("Connection", "close")  # the body ends when the socket closes
                 self.end_headers()
-                words = REPLY_WORDS * (SLOW_CHUNKS // len(REPLY_WORDS)) if model == "slow" else REPLY_WORDS
+                tool = tool_call_asked(body, gemini)
+                words = [] if tool else reply_words(model, body, gemini)
                 cut = int(model.rsplit("-", 1)[1]) if re.match(r"(drop|error|error502)-after-\d+$", model) else None
                 if model == "bad-event":
                     self._event(["not", "an", "object"])
@@ -217,6 +299,8 @@ class FakeUpstream:
                         )
                     if model == "slow":
                         time.sleep(SLOW_DELAY)
+                if tool:
+                    self._stream_tool_call(model, tool, gemini)
                 if gemini:
                     self._event(
                         {
@@ -232,7 +316,7 @@ class FakeUpstream:
                         "id": "chatcmpl-fake",
                         "object": "chat.completion.chunk",
                         "model": model,
-                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if tool else "stop"}],
                     }
                 )
                 include_usage = (body.get("stream_options") or {}).get("include_usage")

@@ -7,6 +7,7 @@ create_api_key. Everything the test checks crosses a real socket.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 from django.conf import settings
 
 from aihub.testing import start_daphne, stop_process, wait_until_healthy
-from chat.tests.fake_upstream import REPLY_WORDS, USAGE
+from chat.tests.fake_upstream import REPLY_WORDS, TOOL_ANSWER_PREFIX, TOOL_ARGUMENTS, USAGE
 
 REPLY = "".join(REPLY_WORDS)
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -38,6 +39,8 @@ start_subscription(user, Plan.objects.get(slug="enterprise"))
 for name in ("fake-model", "slow", "error-after-2"):
     AIModel.objects.create(slug="test/" + name, provider="openai_compat", upstream_id=name, name=name,
                            input_price_per_m=Decimal("1.50"), output_price_per_m=Decimal("2"))
+AIModel.objects.create(slug="test/gemini", provider="gemini", upstream_id="gemini-fake", name="gemini",
+                       input_price_per_m=Decimal("1.50"), output_price_per_m=Decimal("2"))
 """
 
 REVOKE_SCRIPT = """
@@ -63,7 +66,8 @@ def server_env(fake_upstream, tmp_path_factory):
         "OPENAI_COMPAT_BASE_URL": f"{fake_upstream.url}/v1",
         "OPENAI_COMPAT_API_KEY": "compat-test-key",
         "OPENROUTER_API_KEY": "",
-        "GEMINI_API_KEY": "",
+        "GEMINI_BASE_URL": f"{fake_upstream.url}/v1beta",
+        "GEMINI_API_KEY": "gemini-test-key",
         "LOCAL_MODEL_ENABLED": "0",
         "UPSTREAM_READ_TIMEOUT": "2",
     }
@@ -114,7 +118,7 @@ def sdk(server, new_key, fake_upstream):
 def test_the_sdk_lists_models(sdk):
     ids = [model.id for model in sdk.models.list()]
     assert ids[0] == "auto"
-    assert {"test/fake-model", "test/slow", "test/error-after-2"} <= set(ids)
+    assert {"test/fake-model", "test/slow", "test/error-after-2", "test/gemini"} <= set(ids)
     assert sdk.models.retrieve("test/fake-model").id == "test/fake-model"
 
 
@@ -136,6 +140,84 @@ def test_the_sdk_streams_with_a_usage_chunk(sdk):
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == USAGE["prompt_tokens"]
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+WEATHER_QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def _streamed_reply(stream) -> tuple[str, list[dict], str]:
+    """Text, tool calls and finish reason of a streamed reply, put together as an SDK user does."""
+    text, calls, finish = [], {}, None
+    for chunk in stream:
+        for choice in chunk.choices:
+            text.append(choice.delta.content or "")
+            for piece in choice.delta.tool_calls or []:
+                call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+                call["id"] = piece.id or call["id"]
+                call["name"] = (piece.function.name if piece.function else None) or call["name"]
+                call["arguments"] += (piece.function.arguments if piece.function else None) or ""
+            finish = choice.finish_reason or finish
+    tool_calls = [
+        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for _, c in sorted(calls.items())
+    ]
+    return "".join(text), tool_calls, finish
+
+
+@pytest.mark.parametrize("model", ["test/fake-model", "test/gemini"])
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "streamed"])
+def test_the_sdk_completes_a_tool_calling_round_trip(sdk, fake_upstream, model, stream):
+    """The model asks for the tool, the client runs it and sends the result, the model answers."""
+    asked = sdk.chat.completions.create(model=model, messages=WEATHER_QUESTION, tools=[WEATHER_TOOL], stream=stream)
+    if stream:
+        _, tool_calls, finish = _streamed_reply(asked)
+    else:
+        finish = asked.choices[0].finish_reason
+        tool_calls = [
+            call.model_dump(include={"id", "type", "function"}) for call in asked.choices[0].message.tool_calls
+        ]
+    assert finish == "tool_calls"
+    (call,) = tool_calls
+    assert call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == json.loads(TOOL_ARGUMENTS)
+
+    city = json.loads(call["function"]["arguments"])["city"]
+    messages = [
+        *WEATHER_QUESTION,
+        {"role": "assistant", "content": None, "tool_calls": tool_calls},
+        {"role": "tool", "tool_call_id": call["id"], "content": json.dumps({"city": city, "temperature_c": 21})},
+    ]
+    answer = sdk.chat.completions.create(model=model, messages=messages, tools=[WEATHER_TOOL], stream=stream)
+    if stream:
+        text, _, finish = _streamed_reply(answer)
+    else:
+        text, finish = answer.choices[0].message.content, answer.choices[0].finish_reason
+    assert finish == "stop"
+    assert text.startswith(TOOL_ANSWER_PREFIX) and "21" in text
+    sent = fake_upstream.requests[-1]["body"]
+    if model == "test/gemini":
+        assert sent["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
+    else:
+        assert sent["tools"] == [WEATHER_TOOL] and sent["messages"][-1]["tool_call_id"] == call["id"]
+
+
+def test_the_sdk_asks_for_json_and_names_a_parameter_it_cannot_have(sdk, fake_upstream):
+    completion = sdk.chat.completions.create(
+        model="test/fake-model", messages=HELLO, response_format={"type": "json_object"}
+    )
+    assert json.loads(completion.choices[0].message.content)
+    assert fake_upstream.requests[-1]["body"]["response_format"] == {"type": "json_object"}
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(model="test/fake-model", messages=HELLO, logprobs=True)
+    assert (refused.value.code, refused.value.param) == ("unsupported_parameter", "logprobs")
 
 
 def test_the_sdk_raises_the_apis_errors(sdk, server):

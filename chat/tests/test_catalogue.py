@@ -106,6 +106,18 @@ def test_a_model_with_a_variable_or_unreadable_price_is_not_offered(upstream):
     assert not AIModel.objects.get(slug="openrouter/auto").is_active
 
 
+def test_openrouters_supported_parameters_say_which_models_take_tools_and_json(upstream):
+    upstream.listed_models = [
+        {**LISTED_MODELS[0], "supported_parameters": ["temperature", "tools", "tool_choice"]},
+        {**LISTED_MODELS[1], "supported_parameters": ["temperature", "response_format"]},
+    ]
+    refresh("openrouter")
+
+    tools_only, json_only = AIModel.objects.get(slug="fake-model"), AIModel.objects.get(slug="fake-free:free")
+    assert (tools_only.supports_tools, tools_only.supports_response_format) == (True, False)
+    assert (json_only.supports_tools, json_only.supports_response_format) == (False, True)
+
+
 def test_openai_compatible_models_get_compat_slugs(upstream):
     refresh("openai_compat")
 

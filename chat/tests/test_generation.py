@@ -119,7 +119,11 @@ async def test_the_reply_message_gets_the_text_tokens_and_cost(make_model, reply
 
     reply = await Message.objects.select_related("usage").aget(pk=reply.pk)
     assert (reply.content, reply.status, reply.error) == (REPLY, "complete", "")
-    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.cost) == (11, 6, Decimal("0.00000525"))
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.cost) == (
+        11,
+        6,
+        Decimal("0.00000525"),
+    )
     assert (reply.model_id, reply.usage.provider) == (model.pk, "openrouter")
 
 

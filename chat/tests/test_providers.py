@@ -91,7 +91,7 @@ async def test_it_sends_no_authorization_without_a_key(upstream):
     assert "Authorization" not in upstream.requests[-1]["headers"]
 
 
-async def test_it_forwards_the_sampling_params_and_nothing_else(compat, upstream):
+async def test_it_forwards_the_openai_params_it_takes_and_nothing_else(compat, upstream):
     params = {
         "temperature": 0.2,
         "max_tokens": 64,
@@ -100,18 +100,21 @@ async def test_it_forwards_the_sampling_params_and_nothing_else(compat, upstream
         "user": "someone",
         "logit_bias": {"1": 5},
         "seed": None,
+        "logprobs": True,
     }
 
     await collect(compat, "fake-model", params)
 
     body = upstream.requests[-1]["body"]
-    assert {k: body[k] for k in ("temperature", "max_tokens", "top_p", "stop")} == {
+    assert {k: body[k] for k in ("temperature", "max_tokens", "top_p", "stop", "user", "logit_bias")} == {
         "temperature": 0.2,
         "max_tokens": 64,
         "top_p": 0.9,
         "stop": ["\n\n"],
+        "user": "someone",
+        "logit_bias": {"1": 5},
     }
-    assert not {"user", "logit_bias", "seed"} & body.keys()
+    assert not {"seed", "logprobs"} & body.keys()
 
 
 async def test_it_completes_without_streaming(compat, upstream):

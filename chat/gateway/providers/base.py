@@ -1,4 +1,5 @@
-"""The provider interface: stream() yields text deltas then one StreamEnd; complete() returns all."""
+"""The provider interface: stream() yields text deltas (and tool call fragments) then one StreamEnd;
+complete() returns all."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from dataclasses import dataclass
 
 import httpx
 
-# Parameters we pass on to every upstream; anything else in a request is not forwarded.
-FORWARDED_PARAMS = ("temperature", "max_tokens", "top_p", "stop")
+# Generation parameters every provider takes; each provider class lists all it takes in `params`
+# (the API refuses the others with a 400 naming them: never dropped on the way).
+SAMPLING_PARAMS = frozenset({"temperature", "max_tokens", "top_p", "stop"})
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,63 @@ class StreamEnd:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of one tool call, as OpenAI streams them: the first piece of call `index` carries its
+    id and function name, later ones more of its JSON arguments. A whole call is one piece."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    def as_openai(self) -> dict:
+        """This piece as an item of a streamed delta's `tool_calls`."""
+        call: dict = {"index": self.index}
+        if self.id is not None:
+            call["id"] = self.id
+            call["type"] = "function"
+        function = {"name": self.name} if self.name is not None else {}
+        function["arguments"] = self.arguments
+        call["function"] = function
+        return call
+
+
+class ToolCalls:
+    """Tool call pieces put together, in the order of their index."""
+
+    def __init__(self):
+        self._calls: dict[int, dict] = {}
+
+    def add(self, piece: ToolCallDelta) -> None:
+        call = self._calls.setdefault(piece.index, {"id": "", "name": "", "arguments": []})
+        call["id"] = piece.id or call["id"]
+        call["name"] = piece.name or call["name"]
+        call["arguments"].append(piece.arguments)
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def as_openai(self) -> list[dict]:
+        """The calls as OpenAI's message.tool_calls."""
+        return [
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": "".join(call["arguments"])},
+            }
+            for _, call in sorted(self._calls.items())
+        ]
+
+    def text(self) -> str:
+        """The names and arguments: what the model wrote, for counting its tokens."""
+        return "".join(call["name"] + "".join(call["arguments"]) for call in self._calls.values())
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
     end: StreamEnd
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 class ProviderError(Exception):
@@ -64,22 +120,28 @@ class ProviderClient(abc.ABC):
     """One upstream service. Implementations share the process-wide HTTP client."""
 
     name: str
+    # The request parameters this provider passes on (the catalogue may further narrow it per model).
+    params: frozenset[str] = SAMPLING_PARAMS
 
     @abc.abstractmethod
-    def stream(self, messages: list[dict], model: str, params: dict) -> AsyncIterator[str | StreamEnd]:
-        """Yield text deltas as they arrive, then exactly one StreamEnd. Raise ProviderError."""
+    def stream(self, messages: list[dict], model: str, params: dict) -> AsyncIterator[str | ToolCallDelta | StreamEnd]:
+        """Yield text deltas and tool call pieces as they arrive, then exactly one StreamEnd. Raise
+        ProviderError."""
 
     async def complete(self, messages: list[dict], model: str, params: dict) -> Completion:
         """The whole reply at once. By default gathered from stream(); HTTP providers override it."""
         parts: list[str] = []
+        calls: list[ToolCallDelta] = []
         end = StreamEnd(Usage())
         async for item in self.stream(messages, model, params):
             if isinstance(item, StreamEnd):
                 end = item
+            elif isinstance(item, ToolCallDelta):
+                calls.append(item)
             else:
                 parts.append(item)
-        return Completion("".join(parts), end)
+        return Completion("".join(parts), end, tuple(calls))
 
-
-def forwarded(params: dict) -> dict:
-    return {k: v for k, v in params.items() if k in FORWARDED_PARAMS and v is not None}
+    def forwarded(self, params: dict) -> dict:
+        """The request's parameters this provider takes, None meaning "not given"."""
+        return {k: v for k, v in params.items() if k in self.params and v is not None}

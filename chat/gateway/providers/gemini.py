@@ -1,49 +1,176 @@
-"""Google Gemini through its native API (streamGenerateContent with SSE)."""
+"""Google Gemini through its native API (streamGenerateContent with SSE).
+
+OpenAI's request is translated: tools become function declarations, tool_choice the function calling
+mode, response_format the response MIME type (and JSON schema); assistant tool calls become
+functionCall parts and tool results functionResponse parts. Function calls in the reply come back as
+ToolCallDelta, one whole call each.
+"""
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator
 
-from .base import Completion, ProviderClient, ProviderError, StreamEnd, Usage
+from .base import SAMPLING_PARAMS, Completion, ProviderClient, ProviderError, StreamEnd, ToolCallDelta, Usage
 from .sse import open_stream, post_json, sse_json
 
 # Gemini's finish reasons, in OpenAI's words.
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter"}
+# OpenAI's tool_choice words as Gemini's function calling modes.
+TOOL_CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+# Gemini has no logit_bias, no end-user id and no switch for parallel calls: those are refused.
+GEMINI_PARAMS = SAMPLING_PARAMS | {
+    "tools",
+    "tool_choice",
+    "response_format",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+}
+
+
+def _json_or_text(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _assistant_parts(message: dict) -> list[dict]:
+    parts = [{"text": message["content"]}] if message.get("content") else []
+    for call in message.get("tool_calls") or []:
+        arguments = _json_or_text(call["function"]["arguments"] or "{}")
+        parts.append({"functionCall": {"name": call["function"]["name"], "args": arguments}})
+    return parts
+
+
+def _tool_result_part(message: dict, names: dict[str, str]) -> dict:
+    """A tool message as a functionResponse: Gemini wants the function's name (OpenAI gives the call id)
+    and an object as the response."""
+    result = _json_or_text(message.get("content") or "")
+    return {
+        "functionResponse": {
+            "name": names.get(message["tool_call_id"], message["tool_call_id"]),
+            "response": result if isinstance(result, dict) else {"content": result},
+        }
+    }
+
+
+def gemini_contents(messages: list[dict]) -> list[dict]:
+    contents: list[dict] = []
+    names: dict[str, str] = {}  # tool call id -> function name
+    for message in messages:
+        role = message["role"]
+        if role == "system":
+            continue
+        if role == "assistant":
+            for call in message.get("tool_calls") or []:
+                names[call["id"]] = call["function"]["name"]
+            contents.append({"role": "model", "parts": _assistant_parts(message) or [{"text": ""}]})
+        elif role == "tool":
+            part = _tool_result_part(message, names)
+            # The results of one turn's calls go back together, in one content.
+            if contents and contents[-1].get("tool_results"):
+                contents[-1]["parts"].append(part)
+            else:
+                contents.append({"role": "user", "parts": [part], "tool_results": True})
+        else:
+            contents.append({"role": "user", "parts": [{"text": message["content"]}]})
+    for content in contents:
+        content.pop("tool_results", None)
+    return contents
+
+
+def _tool_config(choice) -> dict | None:
+    if isinstance(choice, str):
+        return {"functionCallingConfig": {"mode": TOOL_CHOICE_MODES[choice]}}
+    if isinstance(choice, dict):  # {"type": "function", "function": {"name": ...}}: that one function
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice["function"]["name"]]}}
+    return None
+
+
+def _response_format_config(response_format: dict | None) -> dict:
+    kind = (response_format or {}).get("type")
+    if kind == "json_object":
+        return {"responseMimeType": "application/json"}
+    if kind == "json_schema":
+        schema = response_format["json_schema"].get("schema") or {"type": "object"}
+        return {"responseMimeType": "application/json", "responseJsonSchema": schema}
+    return {}
 
 
 def gemini_request(messages: list[dict], params: dict) -> dict:
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    contents = [
-        {"role": "model" if m["role"] == "assistant" else "user", "parts": [{"text": m["content"]}]}
-        for m in messages
-        if m["role"] != "system"
-    ]
     config = {
         "temperature": params.get("temperature"),
         "topP": params.get("top_p"),
         "maxOutputTokens": params.get("max_tokens"),
         "stopSequences": [params["stop"]] if isinstance(params.get("stop"), str) else params.get("stop"),
+        "seed": params.get("seed"),
+        "presencePenalty": params.get("presence_penalty"),
+        "frequencyPenalty": params.get("frequency_penalty"),
+        **_response_format_config(params.get("response_format")),
     }
-    body: dict = {"contents": contents}
+    body: dict = {"contents": gemini_contents(messages)}
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}
     config = {k: v for k, v in config.items() if v is not None}
     if config:
         body["generationConfig"] = config
+    if params.get("tools"):
+        declarations = []
+        for tool in params["tools"]:
+            function = tool["function"]
+            declaration = {"name": function["name"], "description": function.get("description", "")}
+            if function.get("parameters"):
+                declaration["parametersJsonSchema"] = function["parameters"]
+            declarations.append(declaration)
+        body["tools"] = [{"functionDeclarations": declarations}]
+        tool_config = _tool_config(params.get("tool_choice"))
+        if tool_config:
+            body["toolConfig"] = tool_config
     return body
 
 
-def _parse(event: dict) -> tuple[str, str | None, Usage | None]:
-    if "error" in event:
-        error = event["error"]
-        raise ProviderError(f"upstream error: {error.get('message', error)}", outcome="stream_error")
-    text, finish = "", None
-    for candidate in event.get("candidates") or []:
-        text += "".join(part.get("text", "") for part in (candidate.get("content") or {}).get("parts") or [])
-        if candidate.get("finishReason"):
-            finish = FINISH_REASONS.get(candidate["finishReason"], candidate["finishReason"].lower())
-    meta = event.get("usageMetadata")
-    return text, finish, _usage(meta) if meta else None
+class _ReplyReader:
+    """Reads Gemini's reply events: text, function calls (numbered across events), finish and usage."""
+
+    def __init__(self):
+        self.calls = 0
+        self.finish: str | None = None
+        self.usage = Usage()
+
+    def read(self, event: dict) -> list[str | ToolCallDelta]:
+        if "error" in event:
+            error = event["error"]
+            raise ProviderError(f"upstream error: {error.get('message', error)}", outcome="stream_error")
+        items: list[str | ToolCallDelta] = []
+        for candidate in event.get("candidates") or []:
+            for part in (candidate.get("content") or {}).get("parts") or []:
+                if part.get("text"):
+                    items.append(part["text"])
+                elif "functionCall" in part:
+                    call = part["functionCall"]
+                    items.append(
+                        ToolCallDelta(
+                            index=self.calls,
+                            id=call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+                            name=call.get("name", ""),
+                            arguments=json.dumps(call.get("args") or {}),
+                        )
+                    )
+                    self.calls += 1
+            if candidate.get("finishReason"):
+                reason = candidate["finishReason"]
+                self.finish = FINISH_REASONS.get(reason, reason.lower())
+        if event.get("usageMetadata"):
+            self.usage = _usage(event["usageMetadata"])
+        return items
+
+    def finish_reason(self) -> str | None:
+        # Gemini ends a reply that calls functions with STOP; OpenAI's clients look for "tool_calls".
+        return "tool_calls" if self.calls and self.finish == "stop" else self.finish
 
 
 def _usage(meta: dict) -> Usage:
@@ -54,30 +181,33 @@ def _usage(meta: dict) -> Usage:
 
 class GeminiProvider(ProviderClient):
     name = "gemini"
+    params = GEMINI_PARAMS
 
     def __init__(self, base_url: str, api_key: str):
         self.base_url = base_url.rstrip("/")
         self.headers = {"x-goog-api-key": api_key}
 
-    async def stream(self, messages: list[dict], model: str, params: dict) -> AsyncIterator[str | StreamEnd]:
+    async def stream(
+        self, messages: list[dict], model: str, params: dict
+    ) -> AsyncIterator[str | ToolCallDelta | StreamEnd]:
         url = f"{self.base_url}/models/{model}:streamGenerateContent?alt=sse"
-        usage, finish = Usage(), None
+        reader = _ReplyReader()
         async with open_stream(url, json_body=gemini_request(messages, params), headers=self.headers) as r:
             async for event in sse_json(r):
                 if event is None:
                     continue
-                text, event_finish, event_usage = _parse(event)
-                if text:
-                    yield text
-                finish = event_finish or finish
-                usage = event_usage or usage
-        if finish is None:
+                for item in reader.read(event):
+                    yield item
+        if reader.finish is None:
             raise ProviderError("upstream stream ended before it was complete", outcome="connection_lost")
-        yield StreamEnd(usage, finish)
+        yield StreamEnd(reader.usage, reader.finish_reason())
 
     async def complete(self, messages: list[dict], model: str, params: dict) -> Completion:
         url = f"{self.base_url}/models/{model}:generateContent"
-        text, finish, usage = _parse(
-            await post_json(url, json_body=gemini_request(messages, params), headers=self.headers)
+        reader = _ReplyReader()
+        items = reader.read(await post_json(url, json_body=gemini_request(messages, params), headers=self.headers))
+        return Completion(
+            "".join(item for item in items if isinstance(item, str)),
+            StreamEnd(reader.usage, reader.finish_reason() or "stop"),
+            tuple(item for item in items if isinstance(item, ToolCallDelta)),
         )
-        return Completion(text, StreamEnd(usage or Usage(), finish or "stop"))

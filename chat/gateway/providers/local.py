@@ -15,7 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from .base import ProviderClient, ProviderError, StreamEnd, Usage, forwarded
+from .base import SAMPLING_PARAMS, ProviderClient, ProviderError, StreamEnd, Usage
 
 MODEL_ID = "smollm2-135m-instruct"
 DEFAULT_MAX_TOKENS = 512
@@ -33,6 +33,8 @@ _DONE = object()
 
 class LocalProvider(ProviderClient):
     name = "local"
+    # No tools and no response_format: llama.cpp's chat templates for this model have neither.
+    params = SAMPLING_PARAMS | {"seed", "presence_penalty", "frequency_penalty"}
 
     def __init__(self):
         self._llama = None
@@ -55,7 +57,7 @@ class LocalProvider(ProviderClient):
 
     def _generate(self, messages, params, emit, cancelled: threading.Event) -> None:
         """Runs in a worker thread: emit(text) per token, then emit(StreamEnd) or emit(exception)."""
-        params = forwarded(params)  # like the HTTP providers: known params, None meaning "not given"
+        params = self.forwarded(params)  # like the HTTP providers: known params, None meaning "not given"
         with self._generate_lock:
             if cancelled.is_set():
                 return
@@ -71,6 +73,9 @@ class LocalProvider(ProviderClient):
                     temperature=params.get("temperature", 0.7),
                     top_p=params.get("top_p", 0.95),
                     stop=params.get("stop"),
+                    seed=params.get("seed"),
+                    presence_penalty=params.get("presence_penalty", 0.0),
+                    frequency_penalty=params.get("frequency_penalty", 0.0),
                 )
                 for chunk in chunks:
                     if cancelled.is_set():

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from .base import Completion, ProviderClient, ProviderError, StreamEnd, Usage, forwarded
+from .base import SAMPLING_PARAMS, Completion, ProviderClient, ProviderError, StreamEnd, ToolCallDelta, Usage
 from .sse import open_stream, post_json, sse_json
+
+# Everything OpenAI's chat completions take that this API relays (see chat/api/README.md).
+OPENAI_PARAMS = SAMPLING_PARAMS | {
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "user",
+}
 
 
 def _usage(payload: dict | None) -> Usage:
@@ -30,7 +43,28 @@ def _stream_error(error) -> ProviderError:
     )
 
 
+def _tool_call_pieces(calls) -> list[ToolCallDelta]:
+    """Tool calls of a message or of a streamed delta (whole or in pieces) as ToolCallDelta."""
+    pieces = []
+    for position, call in enumerate(calls or []):
+        if not isinstance(call, dict):
+            raise ProviderError("upstream sent a tool call that is not an object", outcome="bad_response")
+        function = call.get("function") or {}
+        index = call.get("index", position)
+        pieces.append(
+            ToolCallDelta(
+                index=index if isinstance(index, int) else position,
+                id=call.get("id"),
+                name=function.get("name"),
+                arguments=function.get("arguments") or "",
+            )
+        )
+    return pieces
+
+
 class OpenAICompatProvider(ProviderClient):
+    params = OPENAI_PARAMS
+
     def __init__(self, name: str, base_url: str, api_key: str = "", extra_headers: dict | None = None):
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -38,13 +72,15 @@ class OpenAICompatProvider(ProviderClient):
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
 
-    async def stream(self, messages: list[dict], model: str, params: dict) -> AsyncIterator[str | StreamEnd]:
+    async def stream(
+        self, messages: list[dict], model: str, params: dict
+    ) -> AsyncIterator[str | ToolCallDelta | StreamEnd]:
         body = {
             "model": model,
             "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
-            **forwarded(params),
+            **self.forwarded(params),
         }
         usage, finish_reason, done = Usage(), None, False
         async with open_stream(f"{self.base_url}/chat/completions", json_body=body, headers=self.headers) as r:
@@ -55,9 +91,11 @@ class OpenAICompatProvider(ProviderClient):
                 if "error" in event:
                     raise _stream_error(event["error"])
                 for choice in event.get("choices") or []:
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        yield content
+                    delta = choice.get("delta") or {}
+                    if delta.get("content"):
+                        yield delta["content"]
+                    for piece in _tool_call_pieces(delta.get("tool_calls")):
+                        yield piece
                     finish_reason = choice.get("finish_reason") or finish_reason
                 if event.get("usage"):
                     usage = _usage(event["usage"])
@@ -66,7 +104,7 @@ class OpenAICompatProvider(ProviderClient):
         yield StreamEnd(usage, finish_reason or "stop")
 
     async def complete(self, messages: list[dict], model: str, params: dict) -> Completion:
-        body = {"model": model, "messages": messages, "stream": False, **forwarded(params)}
+        body = {"model": model, "messages": messages, "stream": False, **self.forwarded(params)}
         data = await post_json(f"{self.base_url}/chat/completions", json_body=body, headers=self.headers)
         if "error" in data:
             raise _stream_error(data["error"])
@@ -74,5 +112,9 @@ class OpenAICompatProvider(ProviderClient):
             choice = data["choices"][0]
         except (KeyError, IndexError, TypeError) as exc:
             raise ProviderError("upstream reply has no choices", outcome="bad_response", retryable=True) from exc
-        text = (choice.get("message") or {}).get("content") or ""
-        return Completion(text, StreamEnd(_usage(data.get("usage")), choice.get("finish_reason") or "stop"))
+        message = choice.get("message") or {}
+        return Completion(
+            message.get("content") or "",
+            StreamEnd(_usage(data.get("usage")), choice.get("finish_reason") or "stop"),
+            tuple(_tool_call_pieces(message.get("tool_calls"))),
+        )
