@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 
 import pytest
+from django.db import connection
 
-from aihub.testing import CHROMIUM, chromium_page, free_port, logged_in_client, session_key_for
+from aihub.testing import (
+    CHROMIUM,
+    chromium_page,
+    free_port,
+    logged_in_client,
+    session_key_for,
+    start_daphne,
+    stop_process,
+    wait_until_healthy,
+)
 from chat.tests.fake_upstream import FakeUpstream
 
 
@@ -65,6 +76,37 @@ def logged_in(user):
 def refused_url():
     """A base URL on 127.0.0.1 where nothing listens: connecting is refused."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def servers(upstream):
+    """Start daphne processes of aihub.asgi against the test database (PostgreSQL: a shared one), the
+    fake upstream as their OpenAI-compatible provider; `servers(count, redis_url)` gives their base URLs."""
+    started: list[tuple[subprocess.Popen, str]] = []
+
+    def start(count: int = 2, redis_url: str = "") -> list[str]:
+        db = connection.settings_dict
+        env = {
+            **os.environ,
+            "DEBUG": "1",
+            "REDIS_URL": redis_url,
+            "LOCAL_MODEL_ENABLED": "0",
+            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "OPENAI_COMPAT_BASE_URL": f"{upstream.url}/v1",
+            "OPENAI_COMPAT_API_KEY": "compat-test-key",
+            "OPENROUTER_API_KEY": "",
+            "GEMINI_API_KEY": "",
+            "LOG_LEVEL": "WARNING",
+        }
+        new = [start_daphne(env) for _ in range(count)]
+        started.extend(new)
+        for process, url in new:
+            wait_until_healthy(url, process)
+        return [url for _, url in new]
+
+    yield start
+    for process, _ in started:
+        stop_process(process)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,13 @@
-"""The chat socket: a user sends a message and the reply streams back as HTML fragments (htmx ws)."""
+"""The chat socket: a user sends a message and the reply streams back as HTML fragments (htmx ws).
+
+The socket only shows a reply: the reply is written detached from it (chat.replies) and reaches every
+socket on the conversation, in any process, through the channel layer. A socket that opens while a
+reply is being written asks its writer for the text so far, then follows the stream.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import json
 import logging
@@ -13,15 +17,17 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from accounts.signals import user_group
-from billing.limits import LimitExceeded
 
-from . import conversations
+from . import conversations, replies
 from .catalogue.lookup import UnknownModel, active_model
 from .conversations import MAX_MESSAGE_CHARS, Exchange
-from .gateway.providers.base import ProviderError
-from .models import Conversation, Message
+from .models import Conversation
 
 logger = logging.getLogger(__name__)
+
+# How long a socket waits for the writer of a reply marked as being written before it takes the reply
+# for abandoned (its process ended mid-reply).
+SNAPSHOT_TIMEOUT = 5.0
 
 # Close codes (4000-4999 are the application's own).
 CLOSE_UNAUTHENTICATED = 4401
@@ -32,7 +38,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     """The socket of one conversation, or (at /ws/chat/new/) of the one its first message creates."""
 
     conversation: Conversation | None = None
-    reply_task: asyncio.Task | None = None
 
     async def connect(self):
         user = self.scope["user"]
@@ -45,19 +50,87 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if conversation is None:  # someone else's, or gone: indistinguishable on purpose
                 await self.close(code=CLOSE_NOT_FOUND)
                 return
-            self.conversation = conversation
-        self.group = user_group(user.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Per reply: how much of its text this page shows, and deltas held back until the snapshot comes.
+        self.shown: dict[int, int] = {}
+        self.held: dict[int, list[dict]] = {}
+        self.watchdogs: list[asyncio.Task] = []
+        self.groups_joined = [user_group(user.pk)]
+        await self.channel_layer.group_add(self.groups_joined[0], self.channel_name)
         await self.accept()
+        if conversation_id is not None:
+            await self.follow(conversation)
+            await self.catch_up()
+
+    async def follow(self, conversation: Conversation):
+        self.conversation = conversation
+        group = replies.conversation_group(conversation.pk)
+        self.groups_joined.append(group)
+        await self.channel_layer.group_add(group, self.channel_name)
+
+    async def catch_up(self):
+        """Replies being written now: ask their writers for the text so far."""
+        for reply_id in await database_sync_to_async(conversations.streaming_reply_ids)(self.conversation):
+            self.held[reply_id] = []
+            await self.channel_layer.group_send(
+                replies.control_group(self.conversation.pk),
+                {"type": "reply.sync", "reply_id": reply_id, "reply_to": self.channel_name},
+            )
+            self.watchdogs.append(asyncio.create_task(self.give_up_unless_answered(self.conversation.pk, reply_id)))
+
+    async def give_up_unless_answered(self, conversation_id: int, reply_id: int):
+        await asyncio.sleep(SNAPSHOT_TIMEOUT)
+        if reply_id in self.held:
+            logger.warning("reply %s: no writer answered; taken for abandoned", reply_id)
+            await replies.give_up_on(conversation_id, reply_id)
 
     async def disconnect(self, code):
-        await self.stop_reply()
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        # The reply goes on without this socket.
+        for watchdog in getattr(self, "watchdogs", []):
+            watchdog.cancel()
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def session_logout(self, event):
-        await self.stop_reply()  # the user left: the reply is no longer theirs to receive
-        await self.close()
+        await self.close()  # the user left (their replies are stopped by the same event)
+
+    # Events from the channel layer (chat.replies).
+
+    async def reply_started(self, event):
+        self.shown[event["reply_id"]] = 0
+        await self.send(text_data=event["html"])
+
+    async def reply_delta(self, event):
+        reply_id = event["reply_id"]
+        if reply_id in self.held:
+            self.held[reply_id].append(event)
+            return
+        shown = self.shown.get(reply_id)
+        text = event["text"]
+        if shown is not None:  # text this page already has (from the snapshot) is not shown twice
+            text = text[max(0, shown - event["offset"]) :]
+            self.shown[reply_id] = max(shown, event["offset"] + len(event["text"]))
+        if text:
+            await self.send(text_data=f'<span id="reply-{reply_id}" hx-swap-oob="beforeend">{html.escape(text)}</span>')
+
+    async def reply_snapshot(self, event):
+        reply_id = event["reply_id"]
+        held = self.held.pop(reply_id, None)
+        if held is None:
+            return  # answered after this socket gave up on it, or asked twice
+        self.shown[reply_id] = len(event["text"])
+        await self.send(
+            text_data=f'<div class="content streaming" id="reply-{reply_id}" hx-swap-oob="outerHTML">'
+            f"{html.escape(event['text'])}</div>"
+        )
+        for delta in held:
+            await self.reply_delta(delta)
+
+    async def reply_ended(self, event):
+        self.shown.pop(event["reply_id"], None)
+        self.held.pop(event["reply_id"], None)
+        await self.send(text_data=event["html"])
+
+    # What the page sends.
 
     async def receive(self, text_data=None, bytes_data=None):
         try:
@@ -69,9 +142,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         action = data.get("action", "send")
         if action == "stop":
-            await self.stop_reply()
-        elif self.reply_task is not None and not self.reply_task.done():
-            await self.send_error("A reply is still being written. Stop it or wait for it to finish.")
+            if self.conversation is not None:
+                await replies.stop(self.conversation.pk)
         elif action == "send":
             await self.send_message(
                 str(data.get("message", "")), str(data.get("model", "")), str(data.get("draft", ""))
@@ -97,23 +169,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(str(exc))
             return
         new_conversation = self.conversation is None
-        exchange = await conversations.start_exchange(
-            user=self.scope["user"], conversation=self.conversation, text=text, model=model
-        )
-        self.conversation = exchange.conversation
-        fragments = render_to_string(
-            "chat/_exchange_start.html",
-            {
-                "user_message": exchange.user_message,
-                "reply": exchange.reply,
-                "conversation": self.conversation,
-                "title_changed": exchange.title_changed,
-                "new_conversation": new_conversation,
-            },
-        )
+        try:
+            exchange = await conversations.start_exchange(
+                user=self.scope["user"], conversation=self.conversation, text=text, model=model
+            )
+        except conversations.ReplyInProgress as exc:
+            await self.send_error(str(exc))
+            return
+        if new_conversation:
+            await self.follow(exchange.conversation)
         # Only now may the page empty its composer: a refused message stays there to be sent again.
-        await self.send(text_data=fragments + render_to_string("chat/_composer_ack.html", {"draft": draft}))
-        self.start_reply(exchange)
+        own = render_to_string("chat/_composer_ack.html", {"draft": draft})
+        if new_conversation:
+            own += render_to_string("chat/_conversation_created.html", {"conversation": self.conversation})
+        await self.send(text_data=own)
+        context = {
+            "user_message": exchange.user_message,
+            "reply": exchange.reply,
+            "conversation": self.conversation,
+            "title_changed": exchange.title_changed,
+        }
+        await self.start_reply(exchange, render_to_string("chat/_exchange_start.html", context))
 
     async def regenerate(self, model_slug: str):
         if self.conversation is None:
@@ -121,51 +197,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         try:
             model = await database_sync_to_async(active_model)(model_slug)
-        except UnknownModel as exc:
+            exchange = await conversations.restart_exchange(
+                user=self.scope["user"], conversation=self.conversation, model=model
+            )
+        except (UnknownModel, conversations.ReplyInProgress) as exc:
             await self.send_error(str(exc))
             return
-        exchange = await conversations.restart_exchange(
-            user=self.scope["user"], conversation=self.conversation, model=model
-        )
         if exchange is None:
             await self.send_error("There is no message to answer yet.")
             return
         context = {"replaced_id": exchange.replaced_id, "reply": exchange.reply}
-        await self.send(text_data=render_to_string("chat/_regenerate_start.html", context))
-        self.start_reply(exchange)
+        await self.start_reply(exchange, render_to_string("chat/_regenerate_start.html", context))
 
-    def start_reply(self, exchange: Exchange):
-        self.reply_task = asyncio.create_task(self.stream_reply(exchange))
-
-    async def stop_reply(self):
-        task, self.reply_task = self.reply_task, None
-        if task is not None and not task.done():
-            task.cancel()  # once: cancelling twice can leak the pooled upstream connection
-        if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def stream_reply(self, exchange: Exchange):
-        reply, generation = exchange.reply, exchange.generation
-        delta_prefix = f'<span id="reply-{reply.pk}" hx-swap-oob="beforeend">'
-        limit = None
-        try:
-            await generation.stream(lambda delta: self.send(text_data=delta_prefix + html.escape(delta) + "</span>"))
-        except ProviderError:
-            pass  # recorded on the reply by the generation; shown by the final fragment below
-        except LimitExceeded as exc:  # refused by the plan before any upstream call: the reply says why
-            limit = exc
-        except Exception:
-            logger.exception("reply %s failed", reply.pk)
-            await conversations.fail_reply(reply, "something went wrong on our side")
-        finally:
-            await self.send_final(reply, limit)
-
-    async def send_final(self, reply: Message, limit: LimitExceeded | None = None):
-        reply = await Message.objects.select_related("model", "usage").aget(pk=reply.pk)
-        context = {"reply": reply, "upgrade_url": limit.upgrade_url if limit else None}
-        with contextlib.suppress(Exception):  # the socket may be gone (disconnect): the reply is saved
-            await self.send(text_data=render_to_string("chat/_exchange_end.html", context))
+    async def start_reply(self, exchange: Exchange, start_html: str):
+        """Show the reply's start on every socket of the conversation, then have it written detached."""
+        reply = exchange.reply
+        await replies.broadcast(
+            self.conversation.pk, {"type": "reply.started", "reply_id": reply.pk, "html": start_html}
+        )
+        replies.start(exchange, user=self.scope["user"])
 
     async def send_error(self, text: str):
         await self.send(text_data=render_to_string("chat/_error.html", {"error": text}))

@@ -22,6 +22,19 @@ TITLE_CHARS = 60
 MAX_MESSAGE_CHARS = 32_000
 
 
+class ReplyInProgress(Exception):
+    def __init__(self):
+        super().__init__("A reply is still being written. Stop it or wait for it to finish.")
+
+
+def _one_reply_at_a_time(conversation: Conversation) -> None:
+    """Inside a transaction: the conversation's row is locked, so two tabs sending at once take turns,
+    and the second finds the first one's reply being written (a reply is per conversation, not per socket)."""
+    list(Conversation.objects.select_for_update().filter(pk=conversation.pk).values_list("pk", flat=True))
+    if conversation.messages.filter(status=Message.Status.STREAMING).exists():
+        raise ReplyInProgress
+
+
 def title_from(text: str) -> str:
     """A title from the first message: its first line, cut at a word boundary."""
     line = " ".join(text.split())
@@ -51,7 +64,9 @@ def start_conversation(user, text: str, model: AIModel | None):
 
 @transaction.atomic
 def add_user_message(conversation: Conversation, text: str, model: AIModel | None):
-    """Save the user's message and an empty reply to stream into. Returns (message, reply, title_changed)."""
+    """Save the user's message and an empty reply to stream into. Returns (message, reply, title_changed).
+    Raises ReplyInProgress."""
+    _one_reply_at_a_time(conversation)
     first = not conversation.messages.exists()
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
     reply = _new_reply(conversation, model)
@@ -66,7 +81,9 @@ def add_user_message(conversation: Conversation, text: str, model: AIModel | Non
 
 @transaction.atomic
 def replace_last_reply(conversation: Conversation, model: AIModel | None):
-    """Delete the last reply (if any) and start a new one. Returns (deleted reply id, new reply)."""
+    """Delete the last reply (if any) and start a new one. Returns (deleted reply id, new reply).
+    Raises ReplyInProgress."""
+    _one_reply_at_a_time(conversation)
     last = conversation.messages.order_by("-created_at", "-id").first()
     if last is None:
         return None, None
@@ -88,6 +105,10 @@ def _new_reply(conversation: Conversation, model: AIModel | None) -> Message:
     )
 
 
+def streaming_reply_ids(conversation: Conversation) -> list[int]:
+    return list(conversation.messages.filter(status=Message.Status.STREAMING).values_list("pk", flat=True))
+
+
 def history_for(conversation: Conversation, reply: Message) -> list[dict]:
     """The messages sent upstream for this reply: everything before it with text."""
     rows = conversation.messages.filter(id__lt=reply.pk).exclude(content="").values_list("role", "content")
@@ -100,11 +121,11 @@ def store_reply(reply: Message, generation: Generation, usage: UsageRecord | Non
     if usage is None:
         mark_failed(reply, generation.error)
         return
-    reply.content = generation.text
-    reply.status = generation.status
-    reply.error = generation.error
-    reply.model = generation.trail.model
-    reply.save(update_fields=["content", "status", "error", "model"])
+    # An update, not a save: a reply deleted with its conversation meanwhile (which stops it) is no error,
+    # and the usage row written in the same transaction stays.
+    Message.objects.filter(pk=reply.pk).update(
+        content=generation.text, status=generation.status, error=generation.error, model=generation.trail.model
+    )
     Conversation.objects.filter(pk=reply.conversation_id).update(updated_at=timezone.now())
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from asgiref.sync import async_to_sync
 from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef, Q
 from django.http import HttpResponse
@@ -8,7 +9,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import conversations
+from . import conversations, replies
 from .catalogue.lookup import models_by_provider
 from .forms import RenameForm
 from .models import Conversation, Message
@@ -36,7 +37,7 @@ def _chat_page(request, conversation: Conversation | None):
     if conversation is None:
         messages, selected_model = Message.objects.none(), conversations.preferred_model(request.user)
     else:
-        messages = conversation.messages.select_related("model", "usage")
+        messages = list(conversation.messages.select_related("model", "usage"))
         selected_model = conversation.model.slug if conversation.model else conversations.AUTO
     context = {
         "conversation": conversation,
@@ -45,6 +46,7 @@ def _chat_page(request, conversation: Conversation | None):
         "query": query,
         "model_groups": models_by_provider(),
         "selected_model": selected_model,
+        "writing": any(m.status == Message.Status.STREAMING for m in messages),
     }
     return render(request, "chat/conversation.html", context)
 
@@ -107,6 +109,7 @@ def rename(request, pk: int):
 def delete(request, pk: int):
     conversation = _get_conversation_for_user(request, pk)
     active = _is_open_in_page(request, conversation)
+    async_to_sync(replies.stop)(conversation.pk)  # its reply's usage is still recorded (metering)
     conversation.delete()
     if request.htmx:
         if active:

@@ -4,8 +4,6 @@ and the API refusing a spent quota, and 50 concurrent requests against a $1 budg
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import threading
 from decimal import Decimal
 
@@ -19,7 +17,7 @@ from django.test import AsyncClient
 
 from accounts.api_keys import issue_key
 from aihub.asgi import application
-from aihub.testing import session_cookie_header, start_daphne, stop_process, wait_until_healthy
+from aihub.testing import session_cookie_header
 from billing.limits import LimitExceeded
 from billing.models import Reservation, UsageRecord
 from chat.models import Conversation, Message
@@ -31,36 +29,6 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 needs_postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="several processes or threads need a shared PostgreSQL database"
 )
-
-
-@pytest.fixture
-def servers(upstream):
-    """Start two daphne processes of aihub.asgi against the test database; yield their base URLs."""
-    started: list[tuple[subprocess.Popen, str]] = []
-
-    def start(count: int = 2, redis_url: str = "") -> list[str]:
-        db = connection.settings_dict
-        env = {
-            **os.environ,
-            "DEBUG": "1",
-            "REDIS_URL": redis_url,
-            "LOCAL_MODEL_ENABLED": "0",
-            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "OPENAI_COMPAT_BASE_URL": f"{upstream.url}/v1",
-            "OPENAI_COMPAT_API_KEY": "compat-test-key",
-            "OPENROUTER_API_KEY": "",
-            "GEMINI_API_KEY": "",
-            "LOG_LEVEL": "WARNING",
-        }
-        new = [start_daphne(env) for _ in range(count)]
-        started.extend(new)
-        for process, url in new:
-            wait_until_healthy(url, process)
-        return [url for _, url in new]
-
-    yield start
-    for process, _ in started:
-        stop_process(process)
 
 
 async def fire(urls: list[str], raw_key: str, model_slug: str, count: int) -> list[httpx.Response]:

@@ -51,3 +51,18 @@ def two_message_chat(user):
     Message.objects.create(conversation=conversation, role="user", content="What is 2 + 2?")
     Message.objects.create(conversation=conversation, role="assistant", content="It is **4**.", model=model)
     return conversation
+
+
+@pytest.fixture
+async def replies_left_running():
+    """Replies are written detached from the socket that asked: those a test leaves running are stopped
+    (and their usage recorded) before its database goes away."""
+    import asyncio
+
+    from chat import replies
+
+    yield replies.running
+    tasks = list(replies.running.values())
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

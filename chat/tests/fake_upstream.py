@@ -10,6 +10,7 @@ The requested model name picks the behaviour:
   error-after-N     N chunks, then an SSE event with an "error" field
   error502-after-N  the same, the error carrying OpenRouter's HTTP-like code 502
   slow              chunks SLOW_DELAY apart (for stop / disconnect tests)
+  steady            REPLY_WORDS twice, SLOW_DELAY apart: a reply that completes in about 2.4 s
   no-usage          a normal reply without a usage chunk
   zero-usage        a normal reply whose usage says 0 and 0
   thinking          (Gemini) a normal reply whose usage also counts 20 thinking tokens
@@ -92,6 +93,8 @@ def reply_words(model: str, body: dict, gemini: bool) -> list[str]:
         return [JSON_REPLY[:10], JSON_REPLY[10:]]
     if model == "slow":
         return REPLY_WORDS * (SLOW_CHUNKS // len(REPLY_WORDS))
+    if model == "steady":
+        return REPLY_WORDS * 2
     return REPLY_WORDS
 
 
@@ -297,7 +300,7 @@ class FakeUpstream:
                                 "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
                             }
                         )
-                    if model == "slow":
+                    if model in ("slow", "steady"):
                         time.sleep(SLOW_DELAY)
                 if tool:
                     self._stream_tool_call(model, tool, gemini)

@@ -4,10 +4,14 @@ the real ASGI application (asgi_server) and the fake upstream."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
 
 import pytest
+from django.conf import settings
+from django.db import connection, connections
 
 from aihub.testing import chromium_page, session_key_for
+from billing.models import UsageRecord
 from chat.models import AIModel, Conversation, Provider
 
 pytestmark = [
@@ -22,8 +26,15 @@ PHONE = {"width": 390, "height": 844}
 
 def in_thread(query):
     """Run an ORM query from a test whose thread runs Playwright's event loop (where Django forbids it)."""
+
+    def run():
+        try:
+            return query()
+        finally:
+            connections.close_all()  # this thread's connection, or the test database outlives the test
+
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(query).result()
+        return pool.submit(run).result()
 
 
 @pytest.fixture
@@ -100,4 +111,82 @@ def test_three_new_chat_clicks_store_no_conversation(user, chat_page):
         page.locator("#message-input").wait_for()
     assert page.locator("#conversation-list").inner_text().strip() == "No conversations yet."
     assert in_thread(lambda: Conversation.objects.filter(user=user).count()) == 0
+    assert page.problems == []
+
+
+@pytest.fixture
+def steady_model(upstream):
+    """Replies in about 2.4 s (12 pieces 0.2 s apart)."""
+    return AIModel.objects.create(
+        slug="fake/steady", provider=Provider.OPENAI_COMPAT, upstream_id="steady", name="Steady"
+    )
+
+
+STEADY_TEXT = "Hello from the fake upstream." * 2
+REPLY = ".message.assistant .content"
+
+
+def send_and_see_it_start(page, text: str, model: str):
+    page.select_option("#model-select", model)
+    page.fill("#message-input", text)
+    page.press("#message-input", "Enter")
+    page.locator(".message.assistant .content.streaming:not(:empty)").wait_for()
+    page.wait_for_url(f"{page.base}/chat/*/")
+
+
+def test_a_reply_continues_through_a_reload_and_is_complete_after_it(steady_model, chat_page):
+    page = chat_page
+    open_new_chat(page)
+    send_and_see_it_start(page, "Take your time", "fake/steady")
+    page.reload()
+    # The reopened page shows the text so far and the reply still being written, then all of it.
+    page.wait_for_function(
+        "() => { const r = document.querySelector('.message.assistant .content.streaming');"
+        " return r && r.textContent.startsWith('Hello'); }"
+    )
+    assert page.locator("#chat-status.busy").count() == 1
+    page.locator(".message.assistant.status-complete").wait_for(timeout=10_000)
+    assert page.locator(REPLY).last.inner_text().strip() == STEADY_TEXT
+    assert page.locator("#send-button").is_visible()
+    assert page.problems == []
+
+
+def test_two_tabs_stream_one_reply(steady_model, chat_page):
+    first = chat_page
+    open_new_chat(first)
+    send_and_see_it_start(first, "Both of you", "fake/steady")
+    second = first.context.new_page()
+    second.problems = []
+    second.on("console", lambda m: m.type == "error" and second.problems.append(m.text))
+    second.goto(first.url)
+    for page in (first, second):
+        page.locator(".message.assistant.status-complete").wait_for(timeout=10_000)
+        assert page.locator(REPLY).last.inner_text().strip() == STEADY_TEXT
+    assert first.problems == [] and second.problems == []
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql" or not settings.REDIS_URL,
+    reason="two server processes need a shared PostgreSQL database and Redis as the channel layer",
+)
+def test_a_reload_served_by_the_other_process_shows_the_stream_and_stops_it(slow_model, servers, user, chat_page):
+    first, second = servers(2, settings.REDIS_URL)
+    page = chat_page  # its session cookie is for 127.0.0.1, whatever the port
+    page.goto(f"{first}/chat/")
+    page.wait_for_function("() => document.getElementById('connection-status').dataset.state === 'open'")
+    page.select_option("#model-select", "fake/slow")
+    page.fill("#message-input", "Tell me a long story")
+    page.press("#message-input", "Enter")
+    page.locator(".message.assistant .content.streaming:not(:empty)").wait_for()
+    page.wait_for_url(f"{first}/chat/*/")
+
+    page.goto(second + urlparse(page.url).path)  # the reload lands on the other process
+    streaming = "document.querySelector('.message.assistant .content.streaming')"
+    page.wait_for_function(f"() => {streaming} && {streaming}.textContent.startsWith('Hello from')")
+    so_far = page.evaluate(f"() => {streaming}.textContent.length")
+    page.wait_for_function(f"() => {streaming}.textContent.length > {so_far}")  # and it keeps coming
+    page.click("#stop-button")
+    page.locator(".badge.stopped", has_text="Stopped — partial reply kept").wait_for()
+    records = in_thread(lambda: list(UsageRecord.objects.filter(user=user).values_list("status", flat=True)))
+    assert records == [UsageRecord.Status.STOPPED]
     assert page.problems == []

@@ -19,7 +19,10 @@ from chat.models import AIModel, Conversation, Message, Provider
 from chat.tests.fake_upstream import REPLY_WORDS
 
 # serialized_rollback: the plans seeded by a migration come back after each flush.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.usefixtures("replies_left_running"),
+]
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 FINAL_MARK = 'class="chat-status"'  # the busy indicator switched off: the exchange is over
@@ -103,6 +106,15 @@ def deltas_of(frames: list[str], reply_id: int) -> list[str]:
     return [m.group(1) for m in (pattern.match(f) for f in frames) if m]
 
 
+async def receive_start(communicator) -> str:
+    """The fragment that starts an exchange on every socket of the conversation (the sender's own
+    acknowledgement comes before it)."""
+    frame = await communicator.receive_from()
+    while 'id="messages"' not in frame:
+        frame = await communicator.receive_from()
+    return frame
+
+
 def reply_id_in(start_frame: str) -> int:
     return int(re.search(r'id="reply-(\d+)"', start_frame).group(1))
 
@@ -136,7 +148,7 @@ async def test_it_accepts_the_owner(connect, conversation):
 async def test_it_saves_the_message_before_calling_upstream(chat_with, conversation, upstream):
     communicator = await chat_with("hang")
     await send(communicator, "Are you there?", "fake/hang")
-    start = await communicator.receive_from()
+    start = await receive_start(communicator)
     assert "Are you there?" in start
     assert await eventually(lambda: len(upstream.requests) == 1)
     # The upstream has the request and has not answered: the user's words are already stored.
@@ -151,7 +163,7 @@ async def test_it_saves_the_message_before_calling_upstream(chat_with, conversat
 async def test_it_streams_deltas_as_fragments_then_the_final_reply(chat_with, conversation, upstream):
     communicator = await chat_with("fake-model")
     await send(communicator, "Hi there", "fake/fake-model")
-    start = await communicator.receive_from()
+    start = await receive_start(communicator)
     reply_id = reply_id_in(start)
     assert 'id="conversation-heading"' in start  # the first message names the conversation
     frames = await receive_until_final(communicator)
@@ -170,11 +182,11 @@ async def test_it_streams_deltas_as_fragments_then_the_final_reply(chat_with, co
 async def test_it_removes_the_first_message_hint(chat_with, upstream):
     communicator = await chat_with("fake-model")
     await send(communicator, "Hi", "fake/fake-model")
-    start = await communicator.receive_from()
+    start = await receive_start(communicator)
     assert '<p id="chat-hint" hx-swap-oob="delete"></p>' in start
     await receive_until_final(communicator)
     await send(communicator, "Again", "fake/fake-model")
-    assert "chat-hint" not in await communicator.receive_from()
+    assert "chat-hint" not in await receive_start(communicator)
     await receive_until_final(communicator)
     await communicator.disconnect()
 
@@ -182,7 +194,7 @@ async def test_it_removes_the_first_message_hint(chat_with, upstream):
 async def stream_some_then(communicator, chunks: int = 2) -> tuple[int, list[str]]:
     """Send a message to the slow model and read the start fragment and a few deltas."""
     await send(communicator, "Tell me a long story", "fake/slow")
-    reply_id = reply_id_in(await communicator.receive_from())
+    reply_id = reply_id_in(await receive_start(communicator))
     frames = [await communicator.receive_from(timeout=5) for _ in range(chunks)]
     return reply_id, deltas_of(frames, reply_id)
 
@@ -206,22 +218,116 @@ async def test_stop_keeps_the_partial_reply_meters_it_and_closes_upstream(chat_w
     await communicator.disconnect()
 
 
-async def test_disconnect_mid_stream_keeps_the_partial_reply_meters_it_once_and_closes_upstream(
+async def test_a_reply_goes_on_after_its_socket_closes_is_saved_complete_and_metered_once(
     chat_with, conversation, upstream
 ):
-    communicator = await chat_with("slow")
-    reply_id, delivered = await stream_some_then(communicator, chunks=3)
-    await communicator.disconnect()
-    assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0)
+    communicator = await chat_with("steady")
+    await send(communicator, "Take your time", "fake/steady")
+    reply_id = reply_id_in(await receive_start(communicator))
+    await communicator.receive_from(timeout=5)  # a first delta: the reply is under way
+    await communicator.disconnect()  # the page is reloaded, closed or left
+    assert await eventually(lambda: Message.objects.get(pk=reply_id).status == Message.Status.COMPLETE, timeout=10)
     reply = await Message.objects.aget(pk=reply_id)
-    assert reply.status == Message.Status.STOPPED
-    assert reply.content.startswith("".join(delivered))
-    await asyncio.sleep(0.5)  # nothing more gets written once the socket is gone
+    assert reply.content == "".join(REPLY_WORDS * 2)
     records = await sync_to_async(list)(UsageRecord.objects.filter(user_id=conversation.user_id))
-    assert len(records) == 1
-    assert records[0].status == UsageRecord.Status.STOPPED
-    assert records[0].completion_tokens == count_text_tokens(reply.content) > 0
-    assert reply.usage_id == records[0].request_id
+    assert [r.status for r in records] == [UsageRecord.Status.COMPLETE]
+    assert records[0].completion_tokens > 0 and reply.usage_id == records[0].request_id
+
+
+async def test_a_socket_opened_mid_reply_shows_the_text_so_far_then_the_rest(
+    chat_with, connect, conversation, upstream
+):
+    first = await chat_with("steady")
+    await send(first, "Take your time", "fake/steady")
+    reply_id = reply_id_in(await receive_start(first))
+    await first.receive_from(timeout=5)
+    await first.receive_from(timeout=5)
+    await first.disconnect()
+    reopened, _, _ = await connect(conversation.pk)  # the reloaded page
+    snapshot = await reopened.receive_from(timeout=5)
+    so_far = re.match(
+        rf'^<div class="content streaming" id="reply-{reply_id}" hx-swap-oob="outerHTML">(.*)</div>$', snapshot, re.S
+    ).group(1)
+    assert len(so_far) >= len("Hello from")
+    frames = await receive_until_final(reopened)
+    assert so_far + "".join(deltas_of(frames, reply_id)) == "".join(REPLY_WORDS * 2)
+    assert "status-complete" in frames[-1]
+
+
+async def test_two_sockets_on_one_conversation_see_one_stream(chat_with, connect, conversation, upstream):
+    first = await chat_with("fake-model")
+    second, _, _ = await connect(conversation.pk)  # another tab
+    await send(first, "Hi both", "fake/fake-model")
+    for communicator in (first, second):
+        frames = await receive_until_final(communicator)
+        start = next(f for f in frames if 'id="messages"' in f)
+        assert "Hi both" in start
+        assert deltas_of(frames, reply_id_in(start)) == REPLY_WORDS
+    assert await sync_to_async(UsageRecord.objects.filter(user_id=conversation.user_id).count)() == 1
+
+
+async def test_stop_from_another_socket_stops_the_reply(chat_with, connect, conversation, upstream):
+    first = await chat_with("slow")
+    reply_id, _ = await stream_some_then(first)
+    second, _, _ = await connect(conversation.pk)
+    await second.send_json_to({"action": "stop"})
+    assert "Stopped — partial reply kept" in (await receive_until_final(second))[-1]
+    assert "Stopped — partial reply kept" in (await receive_until_final(first))[-1]
+    assert (await Message.objects.aget(pk=reply_id)).status == Message.Status.STOPPED
+    assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0)
+    assert await sync_to_async(UsageRecord.objects.filter(user_id=conversation.user_id).count)() == 1
+
+
+async def test_a_second_socket_cannot_send_while_the_first_ones_reply_is_written(
+    chat_with, connect, conversation, upstream
+):
+    first = await chat_with("slow")
+    await stream_some_then(first)
+    second, _, _ = await connect(conversation.pk)
+    await send(second, "Me too", "fake/slow")
+    frame = await second.receive_from()
+    while 'id="chat-error"' not in frame:
+        frame = await second.receive_from()
+    assert "A reply is still being written" in frame
+    assert not await sync_to_async(Message.objects.filter(content="Me too").exists)()
+
+
+async def test_deleting_the_conversation_stops_its_reply_and_keeps_the_usage_row(
+    chat_with, conversation, upstream, session_cookie, user
+):
+    communicator = await chat_with("slow")
+    await stream_some_then(communicator)
+    await communicator.disconnect()
+    response = await sync_to_async(session_cookie[0].post)(f"/chat/{conversation.pk}/delete/")
+    assert response.status_code == 302
+    assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0)
+    assert await eventually(lambda: UsageRecord.objects.filter(user=user).exists())
+    record = await UsageRecord.objects.aget(user=user)
+    assert record.status == UsageRecord.Status.STOPPED and record.completion_tokens > 0
+    assert not await sync_to_async(Conversation.objects.filter(pk=conversation.pk).exists)()
+
+
+async def test_logging_out_stops_a_reply_no_socket_shows(chat_with, conversation, upstream, session_cookie):
+    communicator = await chat_with("slow")
+    reply_id, _ = await stream_some_then(communicator)
+    await communicator.disconnect()
+    await sync_to_async(session_cookie[0].post)("/accounts/logout/")
+    assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0)
+    assert await eventually(lambda: Message.objects.get(pk=reply_id).status == Message.Status.STOPPED)
+
+
+async def test_a_reply_no_writer_answers_for_is_shown_as_interrupted(connect, conversation, monkeypatch):
+    from chat import consumers
+
+    monkeypatch.setattr(consumers, "SNAPSHOT_TIMEOUT", 0.3)
+    orphan = await Message.objects.acreate(conversation=conversation, role="assistant", status="streaming")
+    communicator, _, _ = await connect(conversation.pk)  # its process ended mid-reply: nothing answers
+    final = await communicator.receive_from(timeout=5)
+    assert f'id="message-{orphan.pk}"' in final and "interrupted" in final
+    orphan = await Message.objects.aget(pk=orphan.pk)
+    assert orphan.status == Message.Status.FAILED
+    await send(communicator, "Hello again", "auto")  # the conversation is free again
+    assert 'id="composer-ack"' in await communicator.receive_from()
 
 
 async def test_upstream_failure_mid_stream_keeps_the_partial_reply_and_shows_an_error(
@@ -229,7 +335,7 @@ async def test_upstream_failure_mid_stream_keeps_the_partial_reply_and_shows_an_
 ):
     communicator = await chat_with("drop-after-2")
     await send(communicator, "Hi", "fake/drop-after-2")
-    reply_id = reply_id_in(await communicator.receive_from())
+    reply_id = reply_id_in(await receive_start(communicator))
     frames = await receive_until_final(communicator)
     assert deltas_of(frames, reply_id) == REPLY_WORDS[:2]
     assert "The reply failed part-way" in frames[-1]
@@ -246,10 +352,10 @@ async def test_upstream_failure_mid_stream_keeps_the_partial_reply_and_shows_an_
 async def test_regenerate_replaces_the_last_reply(chat_with, conversation, upstream):
     communicator = await chat_with("fake-model")
     await send(communicator, "Hi", "fake/fake-model")
-    first_reply = reply_id_in(await communicator.receive_from())
+    first_reply = reply_id_in(await receive_start(communicator))
     await receive_until_final(communicator)
     await communicator.send_json_to({"action": "regenerate", "model": "fake/fake-model"})
-    start = await communicator.receive_from()
+    start = await receive_start(communicator)
     assert f'<article id="message-{first_reply}" hx-swap-oob="delete">' in start
     second_reply = reply_id_in(start)
     await receive_until_final(communicator)
@@ -310,7 +416,7 @@ async def test_an_idle_socket_stays_usable(chat_with, upstream):
     communicator = await chat_with("fake-model")
     await asyncio.sleep(6)
     await send(communicator, "Still there?", "fake/fake-model")
-    await communicator.receive_from()
+    await receive_start(communicator)
     assert "Hello from the fake upstream." in (await receive_until_final(communicator))[-1]
     await communicator.disconnect()
 
@@ -331,7 +437,7 @@ async def test_a_request_the_plan_refuses_fails_visibly_without_calling_upstream
     )
     assert (await communicator.connect())[0]
     await send(communicator, "Hi", "fake/priced")
-    reply_id = reply_id_in(await communicator.receive_from())
+    reply_id = reply_id_in(await receive_start(communicator))
     final = (await receive_until_final(communicator))[-1]
     assert "The reply failed" in final
     assert 'href="/billing/">See plans</a>' in final
@@ -361,11 +467,12 @@ async def test_the_first_message_of_a_new_chat_creates_the_conversation(connect,
     assert connected
     assert not await sync_to_async(Conversation.objects.filter(user=user).exists)()
     await communicator.send_json_to({"action": "send", "message": "Plan a trip to Lyon", "model": "fake/fake-model"})
-    start = await communicator.receive_from()
+    own = await communicator.receive_from()  # to this socket only, before the exchange starts
     conversation = await Conversation.objects.aget(user=user)
     assert conversation.title == "Plan a trip to Lyon"
-    assert f'<input type="hidden" id="active-conversation" name="active" value="{conversation.pk}"' in start
-    assert '<ul id="conversation-list" hx-swap-oob="afterbegin"><li id="conversation-' in start
+    assert f'<input type="hidden" id="active-conversation" name="active" value="{conversation.pk}"' in own
+    assert f'<ul id="conversation-list" hx-swap-oob="afterbegin"><li id="conversation-{conversation.pk}"' in own
+    start = await receive_start(communicator)
     assert '<p id="chat-hint" hx-swap-oob="delete"></p>' in start
     await receive_until_final(communicator)
     # The socket now belongs to that conversation: the next message joins it.

@@ -1,0 +1,134 @@
+"""Replies that outlive the socket. A reply is written by a task of its own in the process that took the
+message, not by the socket that asked for it: it keeps going when the page is reloaded, closed or left,
+and is saved as it completes (the Generation's metering). Everything about it travels through the
+channel layer, so that it reaches every process:
+
+- to the sockets showing the conversation (group `conversation_group`): reply.started, reply.delta
+  (each piece of text with its offset in the reply), reply.ended (the finished reply's HTML);
+- to the writer (its own channel, in `control_group` and the user's group): reply.stop, session.logout
+  (both stop it), reply.sync (answered with reply.snapshot, the text so far, to the socket that asked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.layers import get_channel_layer
+from django.template.loader import render_to_string
+
+from accounts.signals import user_group
+from billing.limits import LimitExceeded
+
+from . import conversations
+from .conversations import Exchange
+from .gateway.generation import Generation
+from .gateway.providers.base import ProviderError
+from .models import Message
+
+logger = logging.getLogger(__name__)
+
+STOP_EVENTS = {"reply.stop", "session.logout"}
+
+# The replies this process writes, by reply id (tests wait for them; nothing else should need to).
+running: dict[int, asyncio.Task] = {}
+
+
+def conversation_group(conversation_id: int) -> str:
+    return f"conversation-{conversation_id}"
+
+
+def control_group(conversation_id: int) -> str:
+    return f"reply-control-{conversation_id}"
+
+
+async def broadcast(conversation_id: int, event: dict) -> None:
+    await get_channel_layer().group_send(conversation_group(conversation_id), event)
+
+
+async def stop(conversation_id: int) -> None:
+    """Stop the reply being written in that conversation, in whichever process writes it."""
+    await get_channel_layer().group_send(control_group(conversation_id), {"type": "reply.stop"})
+
+
+def start(exchange: Exchange, *, user) -> asyncio.Task:
+    """Write the exchange's reply in a task of its own, detached from the caller (a socket that may close)."""
+    reply = exchange.reply
+    task = asyncio.create_task(_write(exchange, user), name=f"reply-{reply.pk}")
+    running[reply.pk] = task
+    task.add_done_callback(lambda _: running.pop(reply.pk, None))
+    return task
+
+
+async def _write(exchange: Exchange, user) -> None:
+    layer = get_channel_layer()
+    control = await layer.new_channel()
+    conversation_id, reply, generation = exchange.conversation.pk, exchange.reply, exchange.generation
+    groups = (control_group(conversation_id), user_group(user.pk))
+    for group in groups:
+        await layer.group_add(group, control)
+    generating = asyncio.create_task(_generate(generation, conversation_id, reply))
+    listening = asyncio.create_task(_listen(control, generating, generation, reply))
+    limit = None
+    try:
+        limit = await generating
+    finally:
+        listening.cancel()
+        for group in groups:
+            await layer.group_discard(group, control)
+        await announce_end(conversation_id, reply.pk, limit)
+
+
+async def _generate(generation: Generation, conversation_id: int, reply: Message) -> LimitExceeded | None:
+    """Stream the reply to the conversation's sockets. Returns the plan's refusal, if that is how it ended."""
+    written = 0
+
+    async def on_delta(delta: str) -> None:
+        nonlocal written
+        event = {"type": "reply.delta", "reply_id": reply.pk, "offset": written, "text": delta}
+        written += len(delta)
+        await broadcast(conversation_id, event)
+
+    try:
+        await generation.stream(on_delta)
+    except asyncio.CancelledError:
+        pass  # stopped: the generation recorded it as such
+    except ProviderError:
+        pass  # recorded on the reply by the generation; shown by the final fragment
+    except LimitExceeded as exc:  # refused by the plan before any upstream call: the reply says why
+        return exc
+    except Exception:
+        logger.exception("reply %s failed", reply.pk)
+        await conversations.fail_reply(reply, "something went wrong on our side")
+    return None
+
+
+async def _listen(control: str, generating: asyncio.Task, generation: Generation, reply: Message) -> None:
+    layer = get_channel_layer()
+    stopped = False
+    while True:
+        event = await layer.receive(control)
+        if event["type"] in STOP_EVENTS and not stopped:
+            stopped = True  # cancelled once: cancelling twice can leak the pooled upstream connection
+            generating.cancel()
+        elif event["type"] == "reply.sync" and event.get("reply_id") == reply.pk:
+            snapshot = {"type": "reply.snapshot", "reply_id": reply.pk, "text": generation.text}
+            await layer.send(event["reply_to"], snapshot)
+
+
+async def announce_end(conversation_id: int, reply_id: int, limit: LimitExceeded | None = None) -> None:
+    """Send the finished reply (as stored) to every socket showing the conversation."""
+    reply = await Message.objects.select_related("model", "usage").filter(pk=reply_id).afirst()
+    if reply is None:  # deleted with its conversation
+        return
+    context = {"reply": reply, "upgrade_url": limit.upgrade_url if limit else None}
+    await broadcast(
+        conversation_id,
+        {"type": "reply.ended", "reply_id": reply_id, "html": render_to_string("chat/_exchange_end.html", context)},
+    )
+
+
+async def give_up_on(conversation_id: int, reply_id: int) -> None:
+    """A reply no process answers for (its process ended while writing it): failed, and said so."""
+    await conversations.fail_reply(Message(pk=reply_id), "interrupted: the server restarted")
+    await announce_end(conversation_id, reply_id)
