@@ -209,3 +209,25 @@ def test_the_customer_portal_opens_for_cards_and_invoices(fake, browser, free_us
     assert response["Location"] == f"https://billing.stripe.test/p/session/{stripe_subscription['customer']}"
     [call] = fake.api_calls("POST", "/v1/billing_portal/sessions")
     assert call["form"]["return_url"] == "http://testserver/billing/"
+
+
+def test_keep_after_a_downgrade_puts_the_price_back_on_stripe(fake, browser, free_user):
+    stripe_subscription = buy(fake, browser, plan="pro")
+    path = f"/v1/subscriptions/{stripe_subscription['id']}"
+    browser.post("/billing/change/developer/")
+    browser.post("/billing/keep/")
+    restore = fake.api_calls("POST", path)[-1]["form"]
+    assert restore["items[0][price_data][unit_amount]"] == "9900" and restore["metadata[plan]"] == "pro"
+    assert restore["proration_behavior"] == "none"  # already paid for this period
+    assert all_handled(fake.send_events())
+    subscription = current_subscription(free_user)
+    assert (subscription.plan.slug, subscription.scheduled_plan) == ("pro", None)
+
+
+def test_the_subscription_created_before_the_checkout_event_arrives_starts_the_plan_once(fake, browser, free_user):
+    browser.post("/billing/change/developer/")
+    fake.pay_checkout()
+    fake.queued.sort(key=lambda event: event["type"] != "customer.subscription.created")  # out of order
+    assert [t for t, _, _ in fake.send_events()][0] == "customer.subscription.created"
+    assert Subscription.objects.filter(user=free_user, plan__slug="developer").count() == 1
+    assert current_subscription(free_user).stripe_subscription_id == next(iter(fake.subscriptions))
