@@ -63,6 +63,12 @@ def _matching(subscription_id: str, customer_id: str | None) -> Subscription | N
     return subscription
 
 
+def _mark_overdue(subscription: Subscription) -> None:
+    """Past due from the first failure on; not on Free (Stripe still retries after the grace period)."""
+    if subscription.payment_due_since is None and subscription.paid_through_stripe:
+        Subscription.objects.filter(pk=subscription.pk).update(payment_due_since=timezone.now())
+
+
 def _start_paid_plan(user, plan: Plan, customer_id: str, subscription_id: str) -> None:
     """A first purchase: `plan` starts now (Stripe's billing period starts with it), tied to the ids."""
     subscription = current_subscription(user)
@@ -123,8 +129,7 @@ class StripeWebhook:
             self.on_customer_subscription_deleted(stripe_subscription)
             return
         if status in OVERDUE:
-            if subscription.payment_due_since is None:
-                Subscription.objects.filter(pk=subscription.pk).update(payment_due_since=timezone.now())
+            _mark_overdue(subscription)
             return
         if status in LIVE and subscription.payment_due_since is not None:
             Subscription.objects.filter(pk=subscription.pk).update(payment_due_since=None)
@@ -169,8 +174,8 @@ class StripeWebhook:
         """Past due: a banner, Stripe retries; Free when the grace period passes unpaid."""
         self._record(invoice)
         subscription = _matching(_invoice_subscription_id(invoice), invoice.get("customer"))
-        if subscription is not None and subscription.payment_due_since is None:
-            Subscription.objects.filter(pk=subscription.pk).update(payment_due_since=timezone.now())
+        if subscription is not None:
+            _mark_overdue(subscription)
 
     @staticmethod
     def _record(invoice: dict) -> None:

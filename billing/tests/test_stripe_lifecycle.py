@@ -169,6 +169,9 @@ def test_a_failed_renewal_shows_a_banner_then_moves_to_free_after_the_grace_peri
     page = browser.get("/billing/").content.decode()
     assert 'id="plan-name">Free<' in page and 'id="payment-overdue"' not in page
     assert current_subscription(free_user).stripe_subscription_id == stripe_subscription["id"]
+    fake.renew(stripe_subscription["id"], paid=False)  # Stripe keeps retrying: no banner about Free
+    assert all_handled(fake.send_events())
+    assert 'id="payment-overdue"' not in browser.get("/billing/").content.decode()
 
     fake.recover(stripe_subscription["id"])  # Stripe's retry succeeds later: the plan comes back
     assert all_handled(fake.send_events())
