@@ -108,17 +108,21 @@ def pending_request(user) -> PlanRequest | None:
 
 
 def request_plan(user, plan: Plan, *, review_url: str) -> PlanRequest:
-    """Ask an operator for `plan` (replacing an earlier pending request); ADMINS are mailed."""
+    """Ask an operator for `plan` (replacing an earlier pending request for another plan); ADMINS are
+    mailed once per request."""
     subscription, kind = check_change(user, plan)
     if kind != UPGRADE or upgrade_route(subscription, plan) != REQUEST:
         raise PlanChangeRefused(f"The {plan.name} plan is not assigned on request here.")
+    pending = pending_request(user)
+    if pending is not None and pending.plan_id == plan.pk:
+        return pending  # asked again: nothing new for the operators
     try:
         with transaction.atomic():
             plan_request, _ = PlanRequest.objects.update_or_create(
                 user=user, status=PlanRequest.Status.PENDING, defaults={"plan": plan}
             )
     except IntegrityError:  # a second request of the same person at the same moment
-        plan_request = PlanRequest.objects.get(user=user, status=PlanRequest.Status.PENDING)
+        return PlanRequest.objects.get(user=user, status=PlanRequest.Status.PENDING)
     # fail_silently: a mail server that is down must not lose the request (it is in admin anyway).
     mail_admins(
         f"Plan request: {user.email} asks for {plan.name}",

@@ -57,6 +57,8 @@ def test_a_request_is_stored_for_the_admin_and_mailed_to_the_admins(settings, br
     [message] = mail.outbox
     assert message.to == ["ops@example.com"] and "fran@example.com asks for Pro" in message.subject
     assert "http://testserver/admin/billing/planrequest/" in message.body
+    browser.post("/billing/request/pro/")  # asked again: still one request, no second mail
+    assert PlanRequest.objects.count() == 1 and len(mail.outbox) == 1
 
 
 def test_without_admins_the_request_is_kept_and_nobody_is_mailed(settings, browser):
