@@ -225,3 +225,12 @@ BILLING_PAYMENT_GRACE_DAYS = env.int("BILLING_PAYMENT_GRACE_DAYS", default=7)
 # Operators mailed about plan requests and Enterprise enquiries (comma-separated addresses).
 ADMINS = [(address, address) for address in env.list("ADMINS", default=[])]
 SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+
+# Web search ("Search the web" in the composer, GET /api/v1/search). WEB_SEARCH_BACKEND picks
+# "searxng" or "brave"; unset, whichever is configured (SearXNG first); neither: no web search.
+WEB_SEARCH_BACKEND = env.str("WEB_SEARCH_BACKEND", default="")
+SEARXNG_URL = env.str("SEARXNG_URL", default="")
+BRAVE_SEARCH_API_KEY = env.str("BRAVE_SEARCH_API_KEY", default="")
+BRAVE_SEARCH_BASE_URL = env.str("BRAVE_SEARCH_BASE_URL", default="https://api.search.brave.com/res/v1")
+WEB_SEARCH_TIMEOUT = env.float("WEB_SEARCH_TIMEOUT", default=8.0)
+WEB_SEARCH_RESULTS = env.int("WEB_SEARCH_RESULTS", default=5)

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Plan(models.Model):
@@ -32,6 +33,9 @@ class Plan(models.Model):
         null=True, blank=True, help_text="Cap on max_tokens per request; larger requests are clamped."
     )
     free_models_only = models.BooleanField(default=False)
+    monthly_search_quota = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Web searches per month; empty means unlimited."
+    )
     sort_order = models.PositiveSmallIntegerField(default=0)
     is_public = models.BooleanField(default=True)
 
@@ -134,6 +138,30 @@ class UsageRecord(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class SearchRecord(models.Model):
+    """One row per web search (the chat's "Search the web" or GET /api/v1/search), whatever its outcome."""
+
+    class Status(models.TextChoices):
+        COMPLETE = "complete"
+        FAILED = "failed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="search_records")
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    backend = models.CharField(max_length=30)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    results = models.PositiveSmallIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "created_at"], name="search_user_time")]
+
+    def __str__(self):
+        return f"{self.backend} search ({self.status})"
 
 
 class UpstreamAttempt(models.Model):

@@ -146,14 +146,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await replies.stop(self.conversation.pk)
         elif action == "send":
             await self.send_message(
-                str(data.get("message", "")), str(data.get("model", "")), str(data.get("draft", ""))
+                str(data.get("message", "")),
+                str(data.get("model", "")),
+                str(data.get("draft", "")),
+                web_search=str(data.get("web_search", "")) in ("on", "true", "1"),
             )
         elif action == "regenerate":
             await self.regenerate(str(data.get("model", "")))
         else:
             await self.send_error(f"Unknown action: {action}")
 
-    async def send_message(self, text: str, model_slug: str, draft: str = ""):
+    async def send_message(self, text: str, model_slug: str, draft: str = "", *, web_search: bool = False):
         text = text.strip()
         if not text:
             await self.send_error("Write a message first.")
@@ -189,7 +192,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "conversation": self.conversation,
             "title_changed": exchange.title_changed,
         }
-        await self.start_reply(exchange, render_to_string("chat/_exchange_start.html", context))
+        await self.start_reply(
+            exchange, render_to_string("chat/_exchange_start.html", context), search_query=text if web_search else None
+        )
 
     async def regenerate(self, model_slug: str):
         if self.conversation is None:
@@ -209,13 +214,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         context = {"replaced_id": exchange.replaced_id, "reply": exchange.reply}
         await self.start_reply(exchange, render_to_string("chat/_regenerate_start.html", context))
 
-    async def start_reply(self, exchange: Exchange, start_html: str):
+    async def start_reply(self, exchange: Exchange, start_html: str, search_query: str | None = None):
         """Show the reply's start on every socket of the conversation, then have it written detached."""
         reply = exchange.reply
         await replies.broadcast(
             self.conversation.pk, {"type": "reply.started", "reply_id": reply.pk, "html": start_html}
         )
-        replies.start(exchange, user=self.scope["user"])
+        replies.start(exchange, user=self.scope["user"], search_query=search_query)
 
     async def send_error(self, text: str):
         await self.send(text_data=render_to_string("chat/_error.html", {"error": text}))

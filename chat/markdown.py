@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import nh3
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
@@ -60,3 +62,28 @@ def render_markdown(text: str) -> str:
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )
+
+
+_TAG_OR_CITATION = re.compile(r"(<[^>]*>)|\[(\d{1,2})\]")
+_NO_LINKS_INSIDE = ("a", "code", "pre")
+
+
+def cite_sources(html: str, sources: list[dict]) -> str:
+    """[n] in the text of sanitised HTML becomes a link to source n (not inside links or code)."""
+    depth = 0
+
+    def replace(match: re.Match) -> str:
+        nonlocal depth
+        tag = match.group(1)
+        if tag:
+            name = tag.strip("</> ").split(" ")[0].lower()
+            if name in _NO_LINKS_INSIDE:
+                depth += -1 if tag.startswith("</") else 1
+            return tag
+        number = int(match.group(2))
+        if depth or not 1 <= number <= len(sources):
+            return match.group(0)
+        url = escapeHtml(sources[number - 1]["url"])
+        return f'<a class="citation" href="{url}" rel="noopener noreferrer nofollow" target="_blank">[{number}]</a>'
+
+    return _TAG_OR_CITATION.sub(replace, html)

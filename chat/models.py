@@ -60,6 +60,10 @@ class Message(models.Model):
         on_delete=models.DO_NOTHING,
         related_name="+",
     )
+    sources = models.JSONField(
+        default=list, blank=True, help_text="Web search results given to the model: [{title, url, snippet}]."
+    )
+    search_note = models.CharField(max_length=500, blank=True, help_text="Why a requested web search is missing.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -25,6 +25,7 @@ from .conversations import Exchange
 from .gateway.generation import Generation
 from .gateway.providers.base import ProviderError
 from .models import Message
+from .web_sources import add_web_sources
 
 logger = logging.getLogger(__name__)
 
@@ -51,23 +52,24 @@ async def stop(conversation_id: int) -> None:
     await get_channel_layer().group_send(control_group(conversation_id), {"type": "reply.stop"})
 
 
-def start(exchange: Exchange, *, user) -> asyncio.Task:
-    """Write the exchange's reply in a task of its own, detached from the caller (a socket that may close)."""
+def start(exchange: Exchange, *, user, search_query: str | None = None) -> asyncio.Task:
+    """Write the exchange's reply in a task of its own, detached from the caller (a socket that may close);
+    with a search query, the web is searched first and the results given to the model (web_sources.py)."""
     reply = exchange.reply
-    task = asyncio.create_task(_write(exchange, user), name=f"reply-{reply.pk}")
+    task = asyncio.create_task(_write(exchange, user, search_query), name=f"reply-{reply.pk}")
     running[reply.pk] = task
     task.add_done_callback(lambda _: running.pop(reply.pk, None))
     return task
 
 
-async def _write(exchange: Exchange, user) -> None:
+async def _write(exchange: Exchange, user, search_query: str | None) -> None:
     layer = get_channel_layer()
     control = await layer.new_channel()
     conversation_id, reply, generation = exchange.conversation.pk, exchange.reply, exchange.generation
     groups = (control_group(conversation_id), user_group(user.pk))
     for group in groups:
         await layer.group_add(group, control)
-    generating = asyncio.create_task(_generate(generation, conversation_id, reply))
+    generating = asyncio.create_task(_generate(generation, conversation_id, reply, search_query))
     listening = asyncio.create_task(_listen(control, generating, generation, reply))
     limit = None
     try:
@@ -79,7 +81,9 @@ async def _write(exchange: Exchange, user) -> None:
         await announce_end(conversation_id, reply.pk, limit)
 
 
-async def _generate(generation: Generation, conversation_id: int, reply: Message) -> LimitExceeded | None:
+async def _generate(
+    generation: Generation, conversation_id: int, reply: Message, search_query: str | None = None
+) -> LimitExceeded | None:
     """Stream the reply to the conversation's sockets. Returns the plan's refusal, if that is how it ended."""
     written = 0
 
@@ -90,6 +94,10 @@ async def _generate(generation: Generation, conversation_id: int, reply: Message
         await broadcast(conversation_id, event)
 
     try:
+        if search_query:
+            generation.messages = await add_web_sources(
+                user=generation.user, reply=reply, query=search_query, history=generation.messages
+            )
         await generation.stream(on_delta)
     except asyncio.CancelledError:
         pass  # stopped: the generation recorded it as such

@@ -36,6 +36,7 @@ def message_record(message: Message) -> dict:
         "model": message.model.slug if message.model else None,
         "model_name": message.model.name if message.model else None,
         "created_at": message.created_at.isoformat(),
+        "sources": message.sources,
     }
 
 
@@ -61,6 +62,7 @@ def share_snapshot(conversation: Conversation) -> list[dict]:
             "status": m["status"],
             "model_name": m["model_name"],
             "created_at": m["created_at"],
+            "sources": m["sources"],
         }
         for m in conversation_record(conversation)["messages"]
     ]
@@ -74,6 +76,9 @@ def to_markdown(record: dict) -> str:
         if message["role"] == "assistant" and message.get("model_name"):
             heading += f" ({message['model_name']})"
         lines += [f"## {heading}", "", f"*{message['created_at']}*", "", message["content"], ""]
+        if message.get("sources"):
+            lines += ["Sources:", ""]
+            lines += [f"{n}. [{s['title']}]({s['url']})" for n, s in enumerate(message["sources"], 1)] + [""]
         if message.get("status") in ("stopped", "failed"):
             lines += [f"*(reply {message['status']})*", ""]
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import docs_views, openai_views, rest_views
+from . import docs_views, openai_views, rest_views, search_views
 from .decorators import unknown_endpoint
 
 # Mounted at /v1: the OpenAI-compatible API.
@@ -19,6 +19,7 @@ rest_urlpatterns = [
     path("sessions/<int:pk>", rest_views.session_detail, name="api_session"),
     path("models", rest_views.models, name="api_models"),
     path("stats", rest_views.stats, name="api_stats"),
+    path("search", search_views.web_search, name="api_search"),
     path("<path:path>", unknown_endpoint),
 ]
 

@@ -5,7 +5,8 @@ from django.utils.safestring import mark_safe
 
 from billing import money
 from chat.catalogue.models import Provider
-from chat.markdown import render_markdown
+from chat.gateway.search import configured_backend
+from chat.markdown import cite_sources, render_markdown
 
 register = template.Library()
 
@@ -13,6 +14,17 @@ register = template.Library()
 @register.filter
 def markdown(text):
     return mark_safe(render_markdown(text))  # sanitised by render_markdown
+
+
+@register.filter
+def cite(html, sources):
+    """A reply's [1], [2]... as links to its web sources (html: the output of `markdown`)."""
+    return mark_safe(cite_sources(html, sources)) if sources else html
+
+
+@register.simple_tag
+def web_search_available() -> bool:
+    return configured_backend() is not None
 
 
 @register.filter

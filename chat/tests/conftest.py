@@ -66,3 +66,15 @@ async def replies_left_running():
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.fixture
+def searxng(settings):
+    """A fake SearXNG on 127.0.0.1, configured as the web search backend (a 1 s timeout)."""
+    from chat.tests.fake_searxng import FakeSearch
+
+    with FakeSearch() as fake:
+        settings.WEB_SEARCH_BACKEND = "searxng"
+        settings.SEARXNG_URL = fake.url
+        settings.WEB_SEARCH_TIMEOUT = 1.0
+        yield fake

@@ -15,6 +15,7 @@ The requested model name picks the behaviour:
   zero-usage        a normal reply whose usage says 0 and 0
   thinking          (Gemini) a normal reply whose usage also counts 20 thinking tokens
   bad-event         an SSE event (or a whole reply) whose JSON is not an object
+  cites-sources     a reply citing web sources [1] and [2] (CITING_WORDS)
 
 Whatever the model: a request offering tools (OpenAI's `tools`, Gemini's function declarations)
 gets a call of the first tool with TOOL_ARGUMENTS (streamed in pieces, as OpenAI does), unless its
@@ -38,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from aihub.testing import send_json
 
 REPLY_WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
+CITING_WORDS = ["Alba roses", " take half shade [1]", " and some climbers", " a north wall [2]."]
 USAGE = {"prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17}
 GEMINI_USAGE = {"promptTokenCount": 11, "candidatesTokenCount": 6}
 GEMINI_THINKING_USAGE = {**GEMINI_USAGE, "thoughtsTokenCount": 20}
@@ -95,6 +97,8 @@ def reply_words(model: str, body: dict, gemini: bool) -> list[str]:
         return REPLY_WORDS * (SLOW_CHUNKS // len(REPLY_WORDS))
     if model == "steady":
         return REPLY_WORDS * 2
+    if model == "cites-sources":
+        return CITING_WORDS
     return REPLY_WORDS
 
 
