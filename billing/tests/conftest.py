@@ -12,7 +12,7 @@ from aihub.testing import logged_in_client
 from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
 from chat.gateway.generation import Generation
-from chat.models import AIModel, Provider
+from chat.catalogue.models import AIModel, Provider
 
 from .fake_stripe import FakeStripe
 

