@@ -1,10 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.db.models import Count, F, Sum
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from billing.models import UsageRecord
+from billing.models import UsageRecord, usage_figures
 
 from . import api_keys
 from .models import ApiKey, User
@@ -64,11 +63,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(
-                usage_requests=Count("usage_records"),
-                usage_tokens=Sum(F("usage_records__prompt_tokens") + F("usage_records__completion_tokens")),
-                usage_cost=Sum("usage_records__cost"),
-            )
+            .annotate(**usage_figures(("requests", "tokens", "cost"), through="usage_records__", prefix="usage_"))
         )
 
     def has_add_permission(self, request):
@@ -80,20 +75,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.display(ordering="usage_tokens")
     def tokens(self, obj):
-        return obj.usage_tokens or 0
+        return obj.usage_tokens
 
     @admin.display(ordering="usage_cost", description="cost (USD)")
     def cost(self, obj):
-        return obj.usage_cost or 0
+        return obj.usage_cost
 
     @admin.display(description="usage (all time)")
     def usage(self, obj):
-        rows = (
-            UsageRecord.objects.filter(api_key=obj)
-            .values("model_slug")
-            .annotate(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")), cost=Sum("cost"))
-            .order_by("-cost", "model_slug")
-        )
+        rows = UsageRecord.objects.filter(api_key=obj).by_model().order_by("-cost", "model_slug")
         link = format_html(
             '<a href="{}?api_key__id__exact={}">All usage records of this key</a>',
             reverse("admin:billing_usagerecord_changelist"),

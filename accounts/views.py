@@ -1,10 +1,9 @@
 from django.contrib import messages
-from django.db.models import Count, Sum
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from billing.models import UsageRecord
-from billing.subscriptions import current_subscription, period_usage
+from billing.subscriptions import current_subscription
 from chat.models import SharedLink
 
 from .preference_forms import ChatPreferencesForm
@@ -27,26 +26,15 @@ def chat_preferences(request):
 
 def _profile_page(request, preferences_form, status=200):
     subscription = current_subscription(request.user)
-    since = subscription.current_period_start
-    by_model = (
-        UsageRecord.objects.filter(user=request.user, created_at__gte=since)
-        .values("model_slug")
-        .annotate(
-            requests=Count("id"),
-            prompt_tokens=Sum("prompt_tokens"),
-            completion_tokens=Sum("completion_tokens"),
-            cost=Sum("cost"),
-        )
-        .order_by("-cost", "model_slug")
-    )
+    this_period = UsageRecord.objects.filter(user=request.user).between(subscription.current_period_start)
     return render(
         request,
         "accounts/profile.html",
         {
             "subscription": subscription,
             "plan": subscription.plan,
-            "usage": period_usage(request.user, since),
-            "by_model": by_model,
+            "usage": this_period.totals(),
+            "by_model": this_period.by_model().order_by("-cost", "model_slug"),
             "preferences_form": preferences_form,
             "shared_links": SharedLink.objects.filter(conversation__user=request.user),
         },

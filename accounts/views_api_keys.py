@@ -6,14 +6,13 @@ from datetime import datetime, time
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count, DecimalField, F, IntegerField, Q, Sum, Value
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from billing.models import UsageRecord
-from billing.subscriptions import current_subscription, period_usage
+from billing.models import UsageRecord, usage_figures
+from billing.subscriptions import current_subscription
 
 from . import api_keys
 from .api_key_forms import ApiKeyForm
@@ -29,19 +28,8 @@ def _get_api_key_for_user(request, pk: int) -> ApiKey:
 def _keys_with_period_usage(user, since):
     """The user's keys, each annotated with this period's tokens and cost (one query)."""
     in_period = Q(usage_records__created_at__gte=since)
-    return ApiKey.objects.filter(user=user).annotate(
-        period_requests=Count("usage_records", filter=in_period),
-        period_tokens=Coalesce(
-            Sum(F("usage_records__prompt_tokens") + F("usage_records__completion_tokens"), filter=in_period),
-            Value(0),
-            output_field=IntegerField(),
-        ),
-        period_cost=Coalesce(
-            Sum("usage_records__cost", filter=in_period),
-            Value(0),
-            output_field=DecimalField(max_digits=14, decimal_places=8),
-        ),
-    )
+    figures = usage_figures(("requests", "tokens", "cost"), through="usage_records__", prefix="period_", filter=in_period)
+    return ApiKey.objects.filter(user=user).annotate(**figures)
 
 
 def _at_midnight(day) -> datetime | None:
@@ -107,23 +95,7 @@ def api_key_detail(request, pk: int):
     subscription = current_subscription(request.user)
     since = subscription.current_period_start
     records = UsageRecord.objects.filter(user=request.user, api_key=api_key)
-    in_period = records.filter(created_at__gte=since)
-    by_model = (
-        in_period.values("model_slug")
-        .annotate(
-            requests=Count("id"),
-            prompt_tokens=Sum("prompt_tokens"),
-            completion_tokens=Sum("completion_tokens"),
-            cost=Sum("cost"),
-        )
-        .order_by("-cost", "model_slug")
-    )
-    by_day = (
-        in_period.annotate(day=TruncDate("created_at"))
-        .values("day")
-        .annotate(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")), cost=Sum("cost"))
-        .order_by("-day")
-    )
+    in_period = records.between(since)
     page = Paginator(
         records.only(
             "created_at",
@@ -145,9 +117,9 @@ def api_key_detail(request, pk: int):
             "api_key": api_key,
             "subscription": subscription,
             "now": timezone.now(),
-            "usage": period_usage(request.user, since, api_key=api_key),
-            "by_model": by_model,
-            "by_day": by_day,
+            "usage": in_period.totals(),
+            "by_model": in_period.by_model().order_by("-cost", "model_slug"),
+            "by_day": in_period.by_day().order_by("-day"),
             "page": page,
             "allowed_models": api_key.allowed_models.order_by("slug"),
         },

@@ -33,7 +33,7 @@ from decimal import Decimal
 
 from channels.db import database_sync_to_async
 from django.db import transaction
-from django.db.models import Count, F, Q, Subquery, Sum
+from django.db.models import Count, Q, Subquery, Sum
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -206,13 +206,9 @@ def _used_this_period(subscription, user, api_key, budget: Decimal | None) -> di
     plan, since = subscription.plan, subscription.current_period_start
     used = {"tokens": 0, "cost": Decimal(0), "key_cost": Decimal(0)}
     if plan.monthly_token_quota is not None or plan.monthly_credit_quota is not None:
-        totals = UsageRecord.objects.filter(user=user, created_at__gte=since).aggregate(
-            total_tokens=Sum(F("prompt_tokens") + F("completion_tokens")), total_cost=Sum("cost")
-        )
-        used.update(tokens=totals["total_tokens"] or 0, cost=totals["total_cost"] or Decimal(0))
+        used.update(UsageRecord.objects.filter(user=user).between(since).totals("tokens", "cost"))
     if budget is not None:
-        key_cost = UsageRecord.objects.filter(api_key=api_key, created_at__gte=since).aggregate(total=Sum("cost"))
-        used["key_cost"] = key_cost["total"] or Decimal(0)
+        used["key_cost"] = UsageRecord.objects.filter(api_key=api_key).between(since).totals("cost")["cost"]
     return used
 
 

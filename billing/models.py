@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Count, F, Q, Sum, Value
+from django.db.models.functions import Coalesce, TruncDate, TruncMonth
 from django.utils import timezone
 
 
@@ -100,6 +104,61 @@ class Subscription(models.Model):
         return None
 
 
+# The usage figures, by one name each wherever they are shown or checked.
+FIGURES = ("requests", "input_tokens", "output_tokens", "tokens", "cost")
+COST_FIELD = models.DecimalField(max_digits=14, decimal_places=8)
+
+
+def usage_figures(
+    names: Iterable[str] = FIGURES, *, through: str = "", prefix: str = "", filter: Q | None = None
+) -> dict:
+    """The figures as aggregates over usage rows (0, not None, over none): on UsageRecord rows, or on
+    another model's rows `through` its relation ("usage_records__"), named `prefix` + figure."""
+    expressions = {
+        "requests": Count(f"{through}id", filter=filter),
+        # input_tokens, not prompt_tokens: annotating a field's own name would hide the field.
+        "input_tokens": Coalesce(Sum(f"{through}prompt_tokens", filter=filter), 0),
+        "output_tokens": Coalesce(Sum(f"{through}completion_tokens", filter=filter), 0),
+        "tokens": Coalesce(Sum(F(f"{through}prompt_tokens") + F(f"{through}completion_tokens"), filter=filter), 0),
+        "cost": Coalesce(Sum(f"{through}cost", filter=filter), Value(Decimal(0)), output_field=COST_FIELD),
+    }
+    return {prefix + name: expressions[name] for name in names}
+
+
+class UsageRecordQuerySet(models.QuerySet):
+    """Usage rows and their figures, summed in the database: the one way the app totals usage."""
+
+    def between(self, since: datetime, until: datetime | None = None) -> UsageRecordQuerySet:
+        rows = self.filter(created_at__gte=since)
+        return rows.filter(created_at__lt=until) if until is not None else rows
+
+    def totals(self, *names: str) -> dict:
+        """The figures over all these rows (all of them, or the ones named)."""
+        return self.order_by().aggregate(**usage_figures(names or FIGURES))
+
+    def grouped(self, *fields: str, names: Iterable[str] = FIGURES) -> models.QuerySet:
+        """One row per value of `fields`, with the figures (unordered: order_by what the page needs)."""
+        return self.values(*fields).annotate(**usage_figures(names)).order_by()
+
+    def by_model(self) -> models.QuerySet:
+        return self.grouped("model_slug")
+
+    def by_day(self) -> models.QuerySet:
+        return self.annotate(day=TruncDate("created_at")).grouped("day")
+
+    def by_month(self) -> models.QuerySet:
+        return self.annotate(month=TruncMonth("created_at")).grouped("month")
+
+    def by_key(self) -> models.QuerySet:
+        return self.grouped("api_key_id", "api_key__name", "api_key__prefix")
+
+    def by_provider(self) -> models.QuerySet:
+        return self.grouped("provider")
+
+    def by_user(self) -> models.QuerySet:
+        return self.grouped("user_id")
+
+
 class UsageRecord(models.Model):
     """One row per request to a model, from the chat page or the API. `request_id` is the request's own id:
     at most one row per request, and whatever else the request left (a chat reply) finds its figures by it."""
@@ -124,6 +183,8 @@ class UsageRecord(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = UsageRecordQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

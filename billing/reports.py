@@ -1,22 +1,16 @@
-"""Usage figures summed in the database: per day, per model, per API key, per month, per provider."""
+"""Usage reports: the figures of UsageRecord's queryset (billing/models.py) shaped for the usage
+dashboard, statements and the operator overview."""
 
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from datetime import timezone as dt_timezone
 
-from django.db.models import Count, F, Q, Sum, Value
-from django.db.models.functions import Coalesce, TruncDate, TruncMonth
+from django.db.models import Count, Q
+from django.db.models.functions import TruncDate, TruncMonth
 
-from .models import Invoice, Subscription, UpstreamAttempt, UsageRecord
+from .models import Invoice, Subscription, UpstreamAttempt, UsageRecord, UsageRecordQuerySet
 
-TOTALS = dict(
-    requests=Count("id"),
-    input_tokens=Coalesce(Sum("prompt_tokens"), 0),  # not "prompt_tokens": that would hide the field
-    output_tokens=Coalesce(Sum("completion_tokens"), 0),
-    tokens=Coalesce(Sum(F("prompt_tokens") + F("completion_tokens")), 0),
-    cost=Coalesce(Sum("cost"), Value(0), output_field=UsageRecord._meta.get_field("cost")),
-)
 CHAT_PAGE = "Chat page"
 
 
@@ -28,24 +22,20 @@ def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     )
 
 
-def records_in(user, since: datetime, until: datetime):
-    return UsageRecord.objects.filter(user=user, created_at__gte=since, created_at__lt=until)
+def records_in(user, since: datetime, until: datetime) -> UsageRecordQuerySet:
+    return UsageRecord.objects.filter(user=user).between(since, until)
 
 
-def records_between(user, start: date, end: date):
+def records_between(user, start: date, end: date) -> UsageRecordQuerySet:
     return records_in(user, *day_bounds(start, end))
 
 
-def totals(records) -> dict:
-    return records.aggregate(**TOTALS)
+def by_model(records: UsageRecordQuerySet) -> list[dict]:
+    return list(records.by_model().order_by("-tokens", "model_slug"))
 
 
-def by_model(records) -> list[dict]:
-    return list(records.values("model_slug").annotate(**TOTALS).order_by("-tokens", "model_slug"))
-
-
-def by_api_key(records) -> list[dict]:
-    rows = records.values("api_key_id", "api_key__name", "api_key__prefix").annotate(**TOTALS).order_by("-tokens")
+def by_api_key(records: UsageRecordQuerySet) -> list[dict]:
+    rows = records.by_key().order_by("-tokens")
     return [
         {**row, "label": f"{row['api_key__name']} ({row['api_key__prefix']}…)" if row["api_key_id"] else CHAT_PAGE}
         for row in rows
@@ -55,17 +45,9 @@ def by_api_key(records) -> list[dict]:
 def daily(records, start: date, end: date) -> dict:
     """Per day (every day of the range, zeros included): tokens and cost, and tokens per model."""
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
-    per_day = {
-        row["day"]: row
-        for row in records.annotate(day=TruncDate("created_at")).values("day").annotate(**TOTALS).order_by("day")
-    }
+    per_day = {row["day"]: row for row in records.by_day()}
     per_model: dict[str, dict[date, int]] = {}
-    for row in (
-        records.annotate(day=TruncDate("created_at"))
-        .values("day", "model_slug")
-        .annotate(tokens=TOTALS["tokens"])
-        .order_by()
-    ):
+    for row in records.annotate(day=TruncDate("created_at")).grouped("day", "model_slug", names=["tokens"]):
         per_model.setdefault(row["model_slug"] or "unknown", {})[row["day"]] = row["tokens"]
     return {
         "labels": [d.isoformat() for d in days],
@@ -82,20 +64,13 @@ def export_rows(records):
     """Per day, model and API key: the rows of the usage CSV."""
     return (
         records.annotate(day=TruncDate("created_at"))
-        .values("day", "model_slug", "provider", "api_key__name", "api_key__prefix")
-        .annotate(**TOTALS)
+        .grouped("day", "model_slug", "provider", "api_key__name", "api_key__prefix")
         .order_by("day", "model_slug", "api_key__name")
     )
 
 
 def statement_months(user) -> list[dict]:
-    return list(
-        UsageRecord.objects.filter(user=user)
-        .annotate(month=TruncMonth("created_at"))
-        .values("month")
-        .annotate(**TOTALS)
-        .order_by("-month")
-    )
+    return list(UsageRecord.objects.filter(user=user).by_month().order_by("-month"))
 
 
 def _next_month(month: date) -> date:
@@ -136,10 +111,9 @@ def provider_health(since: datetime) -> list[dict]:
     """Per provider: requests, tokens, cost (usage rows) and upstream attempts with their error rate."""
     usage = {
         row["provider"]: row
-        for row in UsageRecord.objects.filter(created_at__gte=since)
-        .values("provider")
-        .annotate(**TOTALS, failed=Count("id", filter=Q(status=UsageRecord.Status.FAILED)))
-        .order_by()
+        for row in UsageRecord.objects.between(since)
+        .by_provider()
+        .annotate(failed=Count("id", filter=Q(status=UsageRecord.Status.FAILED)))
     }
     attempts = {
         row["provider"]: row

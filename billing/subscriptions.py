@@ -7,10 +7,9 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Sum
 from django.utils import timezone
 
-from .models import Plan, Subscription, UsageRecord
+from .models import Plan, Subscription
 
 DEFAULT_PLAN = "free"
 
@@ -93,18 +92,3 @@ def _bring_up_to_date(subscription: Subscription) -> Subscription:
         start_subscription(subscription.user, Plan.objects.get(slug=DEFAULT_PLAN), now=now)
     return _active(subscription.user_id)
 
-
-def period_usage(user, since: datetime, api_key=None) -> dict:
-    """Requests, tokens and cost since a moment, summed in the database."""
-    records = UsageRecord.objects.filter(user=user, created_at__gte=since)
-    if api_key is not None:
-        records = records.filter(api_key=api_key)
-    totals = records.aggregate(
-        requests=Count("id"),
-        prompt_tokens=Sum("prompt_tokens"),
-        completion_tokens=Sum("completion_tokens"),
-        cost=Sum("cost"),
-    )
-    totals = {k: v or 0 for k, v in totals.items()}
-    totals["total_tokens"] = totals["prompt_tokens"] + totals["completion_tokens"]
-    return totals

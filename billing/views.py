@@ -11,8 +11,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from . import plan_changes, stripe_api
 from .forms import EnterpriseInquiryForm
-from .models import Plan
-from .subscriptions import current_subscription, period_usage
+from .models import Plan, UsageRecord
+from .subscriptions import current_subscription
 
 
 def _share(used, limit) -> int | None:
@@ -28,7 +28,7 @@ def _share(used, limit) -> int | None:
 def index(request):
     subscription = current_subscription(request.user)
     plan = subscription.plan
-    usage = period_usage(request.user, subscription.current_period_start)
+    usage = UsageRecord.objects.filter(user=request.user).between(subscription.current_period_start).totals()
     plans = list(Plan.objects.filter(is_public=True))
     kinds = [(p, plan_changes.kind_of_change(subscription, p)) for p in plans]
     return render(
@@ -38,7 +38,7 @@ def index(request):
             "subscription": subscription,
             "plan": plan,
             "usage": usage,
-            "token_share": _share(usage["total_tokens"], plan.monthly_token_quota),
+            "token_share": _share(usage["tokens"], plan.monthly_token_quota),
             "credit_share": _share(usage["cost"], plan.monthly_credit_quota),
             "plans": [
                 (p, kind, plan_changes.upgrade_route(subscription, p) if kind == plan_changes.UPGRADE else None)

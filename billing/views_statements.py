@@ -37,7 +37,7 @@ def _statement(user, first: date) -> dict:
         "plans": reports.month_plans(user, first),
         "invoices": reports.month_invoices(user, first),
         "rows": reports.by_model(records),
-        "totals": reports.totals(records),
+        "totals": records.totals(),
     }
 
 

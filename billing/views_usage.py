@@ -50,7 +50,7 @@ def dashboard(request):
         "billing/usage.html",
         {
             **context,
-            "totals": reports.totals(records),
+            "totals": records.totals(),
             "by_model": reports.by_model(records),
             "by_key": by_key,
             "chart": {
@@ -88,7 +88,7 @@ def activity(request):
     return render(
         request,
         "billing/activity.html",
-        {**context, "filters": filters, "filtered": filters.active, "page": page, "log_totals": reports.totals(log)},
+        {**context, "filters": filters, "filtered": filters.active, "page": page, "log_totals": log.totals()},
     )
 
 

@@ -185,7 +185,7 @@ def test_the_detail_page_shows_the_keys_usage_by_model_and_day(logged_in, user):
     other, _ = api_keys.issue_key(user, "other")
     record_usage(other, 7, 7, "1")
     response = logged_in.get(f"/account/api-keys/{api_key.pk}/")
-    assert response.context["usage"]["total_tokens"] == 165
+    assert response.context["usage"]["tokens"] == 165
     assert [row["requests"] for row in response.context["by_model"]] == [2]
     assert [row["tokens"] for row in response.context["by_day"]] == [165]
     assert len(response.context["page"]) == 2

@@ -7,8 +7,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 from channels.db import database_sync_to_async
-from django.db.models import Count, F, Sum
-from django.db.models.functions import TruncDate
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 
@@ -199,24 +197,27 @@ async def stats(request):
     days = _int_query(request, "days", 30, 1, MAX_STATS_DAYS)
     until = timezone.now()
     since = (until - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    records = UsageRecord.objects.filter(user=caller.user, created_at__gte=since)
-    figures = {
-        "requests": Count("id"),
-        "prompt_tokens": Sum("prompt_tokens"),
-        "completion_tokens": Sum("completion_tokens"),
-        "cost_usd": Sum("cost"),
+    records = UsageRecord.objects.filter(user=caller.user).between(since)
+    totals = await database_sync_to_async(records.totals)()
+    by_model = [row async for row in records.by_model().order_by("model_slug")]
+    by_day = [row async for row in records.by_day().order_by("day")]
+    return JsonResponse(
+        {
+            "since": since,
+            "until": until,
+            "totals": _stats_json(totals),
+            "by_model": [{"model": row["model_slug"], **_stats_json(row)} for row in by_model],
+            "by_day": [{"day": row["day"], **_stats_json(row)} for row in by_day],
+        }
+    )
+
+
+def _stats_json(figures: dict) -> dict:
+    """The usage figures under the API's names (OpenAI's token names, cost in USD)."""
+    return {
+        "requests": figures["requests"],
+        "prompt_tokens": figures["input_tokens"],
+        "completion_tokens": figures["output_tokens"],
+        "total_tokens": figures["tokens"],
+        "cost_usd": Decimal(figures["cost"]).quantize(COST_PLACES),  # same figure on every database
     }
-    totals = await records.aaggregate(**figures)
-    by_model = [row async for row in records.values("model_slug").annotate(**figures).order_by("model_slug")]
-    by_day = [
-        row
-        async for row in records.annotate(day=TruncDate("created_at")).values("day").annotate(**figures).order_by("day")
-    ]
-    for row in [totals, *by_model, *by_day]:
-        for name in figures:
-            row[name] = row[name] or 0
-        row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
-        row["cost_usd"] = Decimal(row["cost_usd"]).quantize(COST_PLACES)  # same figure on every database
-    for row in by_model:
-        row["model"] = row.pop("model_slug")
-    return JsonResponse({"since": since, "until": until, "totals": totals, "by_model": by_model, "by_day": by_day})
