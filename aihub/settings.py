@@ -36,6 +36,29 @@ if IS_DEPLOYED and (SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50 or SEC
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Browser apps on these origins may call /v1 and /api/v1 with an API key; none by default. No
+# credentials: a cross-origin request never carries the session cookie's authority.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/(v1|api/v1)/"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "authorization",
+    "content-type",
+    "last-event-id",
+    # What the official openai JavaScript package sends from a browser.
+    "openai-organization",
+    "openai-project",
+    "x-stainless-arch",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+)
+CORS_EXPOSE_HEADERS = ("Retry-After",)
 
 INSTALLED_APPS = [
     "daphne",
@@ -48,6 +71,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "channels",
+    "corsheaders",
     "django_htmx",
     "template_partials",
     "allauth",
@@ -60,6 +84,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "deploy.middleware.ProbeMiddleware",
+    # Before the rest: it answers CORS preflights of the APIs before anything else can refuse them.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

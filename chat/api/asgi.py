@@ -4,12 +4,13 @@ Under ASGI Django runs each hook of a classic middleware (process_request, proce
 process_response) in a worker thread: with the site's middleware that is about fifteen thread
 hops per request. /v1 callers are authenticated by API key alone (its views never read the
 session, the logged-in user, CSRF tokens or messages), so its requests skip that middleware.
-The security headers, the HTTPS redirect and CommonMiddleware's checks still apply, called on
-the event loop: those hooks do no I/O.
+The CORS headers (and preflight answers), the security headers, the HTTPS redirect and
+CommonMiddleware's checks still apply, called on the event loop: those hooks do no I/O.
 """
 
 from __future__ import annotations
 
+from corsheaders.middleware import CorsMiddleware
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.middleware.clickjacking import XFrameOptionsMiddleware
@@ -17,8 +18,6 @@ from django.middleware.common import CommonMiddleware
 from django.middleware.security import SecurityMiddleware
 
 PREFIX = "/v1/"
-# Outermost first, in the order of settings.MIDDLEWARE.
-MIDDLEWARE = [SecurityMiddleware, CommonMiddleware, XFrameOptionsMiddleware]
 
 
 def in_loop(middleware_class):
@@ -34,6 +33,10 @@ def in_loop(middleware_class):
     return InLoop
 
 
+# Outermost first, in the order of settings.MIDDLEWARE. CorsMiddleware is async itself.
+MIDDLEWARE = [CorsMiddleware, in_loop(SecurityMiddleware), in_loop(CommonMiddleware), in_loop(XFrameOptionsMiddleware)]
+
+
 class ApiHandler(ASGIHandler):
     def load_middleware(self, is_async=False):
         self._view_middleware = []
@@ -41,7 +44,7 @@ class ApiHandler(ASGIHandler):
         self._exception_middleware = []
         handler = convert_exception_to_response(self._get_response_async)
         for middleware in reversed(MIDDLEWARE):
-            handler = convert_exception_to_response(in_loop(middleware)(handler))
+            handler = convert_exception_to_response(middleware(handler))
         self._middleware_chain = handler
 
 

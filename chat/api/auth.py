@@ -36,6 +36,16 @@ def _bearer_token(request) -> str | None:
     return token.strip()
 
 
+def from_own_page(request) -> bool:
+    """Whether the browser says this request comes from one of this site's own pages (or was typed in):
+    Sec-Fetch-Site where it sends it, else an Origin equal to this site's. Neither: not shown to be."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    return origin is not None and origin == f"{request.scheme}://{request.get_host()}"
+
+
 def _csrf_refusal(request):
     """What CsrfViewMiddleware would answer for this request; None when it passes."""
     check = CsrfViewMiddleware(lambda r: None)
@@ -43,9 +53,12 @@ def _csrf_refusal(request):
     return check.process_view(request, None, (), {})
 
 
-async def authenticate_request(request, *, allow_session: bool = False) -> Caller:
+async def authenticate_request(request, *, allow_session: bool = False, spends: bool = False) -> Caller:
     """The caller, or ApiError 401 (403 for a session request failing CSRF). API views are csrf_exempt:
-    a Bearer key is not sent by browsers on their own, so CSRF is checked here for sessions only."""
+    a Bearer key is not sent by browsers on their own, so CSRF is checked here for sessions only.
+
+    `spends`: a GET that starts a generation (EventSource can only GET) escapes the CSRF check, so
+    the session is taken for it only from this site's own pages (`from_own_page`)."""
     if "Authorization" in request.headers:
         token = _bearer_token(request)
         if token is None:
@@ -61,6 +74,13 @@ async def authenticate_request(request, *, allow_session: bool = False) -> Calle
             if request.method not in SAFE_METHODS and _csrf_refusal(request) is not None:
                 raise ApiError(
                     403, "CSRF verification failed: send the X-CSRFToken header with session auth.", "csrf_failed"
+                )
+            if spends and request.method in SAFE_METHODS and not from_own_page(request):
+                raise ApiError(
+                    403,
+                    "The session is accepted here only from this site's own pages: send "
+                    "'Authorization: Bearer <API key>' instead.",
+                    "cross_site_session",
                 )
             return Caller(user=user)
     raise ApiError(401, "Missing API key: send 'Authorization: Bearer <API key>'.", "missing_api_key")

@@ -79,10 +79,27 @@ def _session_json(conversation: Conversation) -> dict:
     }
 
 
+def _query_exchange(request) -> dict:
+    """GET /api/v1/chat/stream's query (EventSource can only GET): prompt, model, session_id."""
+    if not request.GET.get("prompt", "").strip():
+        raise ApiError(400, "'prompt' is required: the text to send.", "missing_required_parameter", param="prompt")
+    data = {"message": request.GET["prompt"], "model": request.GET.get("model", AUTO)}
+    if "session_id" in request.GET:
+        if not request.GET["session_id"].isdigit():
+            raise _bad("'session_id' must be an integer.", "session_id", "invalid_type")
+        data["session_id"] = int(request.GET["session_id"])
+    return data
+
+
 async def _start_exchange(request) -> Exchange:
-    """Read the body, store the user's message and an empty reply, in the given session or a new one."""
-    caller = await authenticate_request(request, allow_session=True)
-    data = read_json_body(request)
+    """Read the body (or a GET's query), store the user's message and an empty reply, in the given
+    session or a new one."""
+    if request.method == "GET":
+        caller = await authenticate_request(request, allow_session=True, spends=True)
+        data = _query_exchange(request)
+    else:
+        caller = await authenticate_request(request, allow_session=True)
+        data = read_json_body(request)
     text = data.get("message")
     if not isinstance(text, str) or not text.strip():
         raise ApiError(400, "'message' is required: the text to send.", "missing_required_parameter", param="message")
@@ -116,34 +133,67 @@ async def chat_completion(request):
     return JsonResponse({"session_id": exchange.conversation.pk, "message": await _stored_reply(exchange.reply)})
 
 
-async def _exchange_events(stream, first: str, conversation: Conversation, reply: Message):
+async def _exchange_events(stream, first: str, conversation: Conversation, reply: Message, event_id: int | None):
     try:
-        yield sse_event({"type": "start", "session_id": conversation.pk, "message_id": reply.pk})
+        yield sse_event({"type": "start", "session_id": conversation.pk, "message_id": reply.pk}, event_id)
         if first:
-            yield sse_event({"type": "delta", "content": first})
+            yield sse_event({"type": "delta", "content": first}, event_id)
         try:
             async for delta in stream.deltas():
-                yield sse_event({"type": "delta", "content": delta})
+                yield sse_event({"type": "delta", "content": delta}, event_id)
         except Exception:  # stored on the reply by the generation; reported in the final event
             pass
-        yield sse_event({"type": "end", "session_id": conversation.pk, "message": await _stored_reply(reply)})
-        yield sse_event("[DONE]")
+        end = {"type": "end", "session_id": conversation.pk, "message": await _stored_reply(reply)}
+        yield sse_event(end, event_id)
+        yield sse_event("[DONE]", event_id)
     finally:
         await stream.close()
 
 
-@api_view("POST")
+@api_view("GET", "POST")
 async def chat_stream(request):
-    """POST /api/v1/chat/stream: like chat/completions, the reply streamed as SSE `data: {json}` events."""
+    """POST /api/v1/chat/stream: like chat/completions, the reply streamed as SSE `data: {json}` events.
+    GET ?prompt=&model=&session_id= is the same for EventSource; its events carry the reply's id."""
+    if request.method == "GET" and "Last-Event-ID" in request.headers:
+        # An EventSource reconnecting after the stream ended: 204 tells it to stop, rather than send
+        # the prompt again.
+        return HttpResponse(status=204)
     exchange = await _start_exchange(request)
     stream, first = await open_generation_stream(exchange.generation)
-    return sse_response(_exchange_events(stream, first, exchange.conversation, exchange.reply))
+    event_id = exchange.reply.pk if request.method == "GET" else None
+    return sse_response(_exchange_events(stream, first, exchange.conversation, exchange.reply, event_id))
 
 
-@api_view("GET")
+def _title(data: dict) -> str:
+    title = data.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise ApiError(400, "'title' is required: a non-empty string.", "missing_required_parameter", param="title")
+    if len(title.strip()) > TITLE_CHARS:
+        raise _bad(f"'title' is longer than {TITLE_CHARS} characters.", "title")
+    return title.strip()
+
+
+async def _new_session(request, caller: Caller) -> JsonResponse:
+    """POST /api/v1/sessions {"title"?, "model"?}: an empty session, to send messages in later."""
+    data = read_json_body(request) if request.body else {}
+    conversation = Conversation(user=caller.user)
+    if data.get("title") is not None:
+        conversation.title = _title(data)
+    slug = data.get("model", AUTO)
+    if not isinstance(slug, str):
+        raise _bad("'model' must be a string.", "model", "invalid_type")
+    conversation.model = await database_sync_to_async(allowed_model)(caller, slug)
+    await conversation.asave()
+    return JsonResponse({**_session_json(conversation), "messages": []}, status=201)
+
+
+@api_view("GET", "POST")
 async def session_list(request):
-    """GET /api/v1/sessions?page=N&per_page=M: the caller's conversations, most recent first."""
+    """GET /api/v1/sessions?page=N&per_page=M: the caller's conversations, most recent first.
+    POST: a new session."""
     caller = await authenticate_request(request, allow_session=True)
+    if request.method == "POST":
+        return await _new_session(request, caller)
     per_page = _int_query(request, "per_page", SESSIONS_PER_PAGE, 1, MAX_SESSIONS_PER_PAGE)
     page = _int_query(request, "page", 1, 1, 10**9)
     sessions = Conversation.objects.filter(user=caller.user).select_related("model")
@@ -171,12 +221,7 @@ async def session_detail(request, pk: int):
         await conversation.adelete()
         return HttpResponse(status=204)
     if request.method == "PATCH":
-        title = read_json_body(request).get("title")
-        if not isinstance(title, str) or not title.strip():
-            raise ApiError(400, "'title' is required: a non-empty string.", "missing_required_parameter", param="title")
-        if len(title.strip()) > TITLE_CHARS:
-            raise _bad(f"'title' is longer than {TITLE_CHARS} characters.", "title")
-        conversation.title = title.strip()
+        conversation.title = _title(read_json_body(request))
         await conversation.asave(update_fields=["title", "updated_at"])
     session = _session_json(await Conversation.objects.select_related("model").aget(pk=conversation.pk))
     session["messages"] = [_message_json(m) async for m in conversation.messages.select_related("model", "usage")]

@@ -76,9 +76,11 @@ def sse_response(chunks) -> StreamingHttpResponse:
     return response
 
 
-def sse_event(payload: dict | str) -> bytes:
+def sse_event(payload: dict | str, event_id: int | None = None) -> bytes:
+    """One event; with an id, a browser's EventSource sends it back as Last-Event-ID when it reconnects."""
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), cls=DjangoJSONEncoder)
-    return f"data: {data}\n\n".encode()
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}data: {data}\n\n".encode()
 
 
 async def complete(generation: Generation) -> str:

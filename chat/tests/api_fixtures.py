@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import httpx
 import pytest
 from django.test import AsyncClient
 
@@ -97,3 +98,10 @@ def sse_events(body: bytes) -> list:
 
 async def streamed_body(response) -> bytes:
     return b"".join([part async for part in response.streaming_content])
+
+
+def served(app=None) -> httpx.AsyncClient:
+    """A client of the served ASGI application (aihub.asgi: /v1 through its own handler), or of `app`."""
+    from aihub.asgi import application
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app or application), base_url="http://testserver")

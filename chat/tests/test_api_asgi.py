@@ -3,20 +3,14 @@ site's security headers and HTTPS redirect; every other path through the full mi
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
-from aihub.asgi import application
 from billing.models import UsageRecord
 from chat.api.asgi import ApiHandler
-from chat.tests.api_fixtures import catalogue, issued  # noqa: F401
+from chat.tests.api_fixtures import catalogue, issued, served  # noqa: F401
 from chat.tests.fake_upstream import REPLY_WORDS
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
-
-
-def served(app=application) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
 
 
 async def test_it_answers_v1_with_the_security_headers_and_no_session(catalogue, issued):
