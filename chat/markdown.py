@@ -7,6 +7,10 @@ import re
 import nh3
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import get_lexer_by_name
+from pygments.util import ClassNotFound
 
 # html=False: any HTML the model writes is shown as text, never parsed as markup.
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable(["table", "strikethrough"])
@@ -22,6 +26,30 @@ def _image_as_link(renderer, tokens, idx, options, env) -> str:
 
 
 _md.add_render_rule("image", _image_as_link)
+
+# Highlighted here, on the server: code reads the same without JavaScript. Short class names on spans;
+# their colours are in static/css/code.css.
+_code_formatter = HtmlFormatter(nowrap=True)
+
+
+def _code_block(renderer, tokens, idx, options, env) -> str:
+    """A fenced code block: its language as a label, a copy button (static/js/copy.js), highlighted code."""
+    token = tokens[idx]
+    language = token.info.split(maxsplit=1)[0] if token.info.strip() else ""
+    try:
+        lexer = get_lexer_by_name(language) if language else None
+    except ClassNotFound:
+        lexer = None
+    code = highlight(token.content, lexer, _code_formatter) if lexer else escapeHtml(token.content)
+    language_class = f' class="language-{escapeHtml(language)}"' if language else ""
+    return (
+        f'<div class="code-block"><div class="code-head"><span class="code-lang">{escapeHtml(language or "text")}'
+        '</span><button type="button" class="copy-code" data-copy-code>Copy</button></div>'
+        f"<pre><code{language_class}>{code}</code></pre></div>\n"
+    )
+
+
+_md.add_render_rule("fence", _code_block)
 
 _ALLOWED_TAGS = {
     "p",
@@ -50,8 +78,20 @@ _ALLOWED_TAGS = {
     "tr",
     "th",
     "td",
+    "div",
+    "span",
+    "button",
 }
-_ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "th": {"style"}, "td": {"style"}, "ol": {"start"}}
+_ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "code": {"class"},
+    "th": {"style"},
+    "td": {"style"},
+    "ol": {"start"},
+    "div": {"class"},
+    "span": {"class"},
+    "button": {"type", "class", "data-copy-code"},
+}
 
 
 def render_markdown(text: str) -> str:

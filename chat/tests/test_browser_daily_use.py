@@ -46,7 +46,11 @@ def slow_model(upstream):
 def chat_page(request, asgi_server, chromium_path, user):
     """A logged-in page at a laptop's and at a phone's size; `page.base` is the server."""
     with chromium_page(
-        chromium_path, viewport=request.param, base_url=asgi_server, session_key=session_key_for(user)
+        chromium_path,
+        viewport=request.param,
+        base_url=asgi_server,
+        session_key=session_key_for(user),
+        permissions=("clipboard-read", "clipboard-write"),
     ) as page:
         yield page
 
@@ -189,4 +193,38 @@ def test_a_reload_served_by_the_other_process_shows_the_stream_and_stops_it(slow
     page.locator(".badge.stopped", has_text="Stopped — partial reply kept").wait_for()
     records = in_thread(lambda: list(UsageRecord.objects.filter(user=user).values_list("status", flat=True)))
     assert records == [UsageRecord.Status.STOPPED]
+    assert page.problems == []
+
+
+CODE = 'def greet(name):\n    return f"Hello {name} <3"\n'
+
+
+@pytest.fixture
+def chat_with_code(user):
+    """A conversation whose reply holds a Python code block."""
+    from chat.models import Message
+
+    conversation = Conversation.objects.create(user=user, title="Code")
+    Message.objects.create(conversation=conversation, role="user", content="Write a greeting function")
+    Message.objects.create(conversation=conversation, role="assistant", content=f"Here:\n\n```python\n{CODE}```\n")
+    return conversation
+
+
+def test_a_code_block_is_highlighted_and_copy_puts_its_text_on_the_clipboard(chat_with_code, chat_page):
+    page = chat_page
+    page.goto(f"{page.base}/chat/{chat_with_code.pk}/")
+    block = page.locator(".message.assistant .code-block")
+    assert block.locator(".code-lang").inner_text() == "python"
+    keyword = block.locator("pre span.k", has_text="def")
+    assert keyword.count() == 1
+    assert keyword.evaluate("e => getComputedStyle(e).color") != block.locator("pre").evaluate(
+        "e => getComputedStyle(e).color"
+    )  # coloured unlike plain code
+    block.locator("button.copy-code").click()
+    page.wait_for_function("async () => (await navigator.clipboard.readText()).length > 0")
+    assert page.evaluate("navigator.clipboard.readText()") == CODE
+    assert block.locator("button.copy-code").inner_text() == "Copied"
+
+    page.locator(".message.user .message-tools button").click()  # every message has its copy button
+    page.wait_for_function("async () => (await navigator.clipboard.readText()) === 'Write a greeting function'")
     assert page.problems == []

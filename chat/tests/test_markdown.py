@@ -7,9 +7,20 @@ import pytest
 from chat.markdown import render_markdown
 
 
-def test_it_renders_code_blocks_with_their_language():
+def test_it_highlights_code_blocks_under_a_language_label_with_a_copy_button():
     html = render_markdown("```js\nconst a = 1 < 2;\n```")
-    assert html == '<pre><code class="language-js">const a = 1 &lt; 2;\n</code></pre>\n'
+    assert html.startswith(
+        '<div class="code-block"><div class="code-head"><span class="code-lang">js</span>'
+        '<button type="button" class="copy-code" data-copy-code="">Copy</button></div>'
+        '<pre><code class="language-js"><span class="kd">const</span>'
+    )
+    assert '<span class="o">&lt;</span>' in html  # highlighted, and still escaped
+
+
+def test_code_in_an_unknown_language_is_shown_plain_under_its_label():
+    html = render_markdown("```klingon\nqaStaH <nuq>\n```")
+    assert '<span class="code-lang">klingon</span>' in html
+    assert '<pre><code class="language-klingon">qaStaH &lt;nuq&gt;\n</code></pre>' in html
 
 
 def test_it_renders_lists_tables_emphasis_and_links():

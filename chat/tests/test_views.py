@@ -262,12 +262,16 @@ def test_it_renders_replies_as_inert_markdown(logged_in, conversation):
     collector = ElementCollector()
     collector.feed(article)
     tags = {tag for tag, _ in collector.tags}
-    assert tags <= {"article", "div", "p", "a", "pre", "code", "footer", "span"}
+    assert tags <= {"article", "div", "p", "a", "pre", "code", "footer", "span", "button"}
     assert not [name for _, attrs in collector.tags for name in attrs if name.startswith("on")]
     assert not [a for tag, a in collector.tags if tag == "a" and "javascript" in (a.get("href") or "")]
-    assert [a for tag, a in collector.tags if tag == "div"] == [{"class": "content markdown"}]
+    divs = [a["class"] for tag, a in collector.tags if tag == "div"]
+    assert divs == ["content markdown", "code-block", "code-head", "message-tools"]  # the page's own, no others
+    buttons = [a for tag, a in collector.tags if tag == "button"]
+    assert [b.get("type") for b in buttons] == ["button", "button"]  # the two copy buttons, inert
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in article  # the model's words are shown, not run
-    assert '<pre><code class="language-python">print("&lt;b&gt;hi&lt;/b&gt;")' in article
+    code = article[article.index('<pre><code class="language-python">') :]
+    assert re.sub(r"<[^>]+>", "", code[: code.index("</pre>")]).startswith('print("&lt;b&gt;hi&lt;/b&gt;")')
 
 
 def test_it_escapes_user_messages(logged_in, conversation):
