@@ -5,8 +5,8 @@ from decimal import Decimal
 from django import forms
 from django.utils import timezone
 
-from chat.models import AIModel
 from chat.catalogue.lookup import configured_providers
+from chat.models import AIModel
 
 
 class ApiKeyForm(forms.Form):

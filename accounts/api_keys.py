@@ -6,30 +6,26 @@ made-up key is refused by its checksum before any database or cache lookup. Only
 the whole key is stored, with a short prefix to show in lists.
 
 With Redis (REDIS_URL), lookups are cached per process for a short while. Every revocation (or
-other change to a key) bumps a generation counter in Redis, which each request reads: a process
-drops cached entries of an older generation, so a revoked key is refused by every server process
+other change to a key) bumps a shared version (aihub/shared_state.py), which each request reads: a
+process drops cached entries of an older version, so a revoked key is refused by every server process
 on its next request. Without Redis the cache is per process only, so nothing is cached: each
 request reads the key's row (one indexed query).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
 import string
 import time
-import weakref
 import zlib
 from datetime import datetime
 
-import redis.asyncio
-from django.conf import settings
-from django.core.cache import cache, caches
-from django.core.cache.backends.redis import RedisCache
 from django.db import transaction
 from django.utils import timezone
+
+from aihub import shared_state
 
 from .models import ApiKey
 
@@ -40,7 +36,7 @@ LOOKUP_PREFIX_CHARS = len(KEY_PREFIX) + 8
 KEY_LENGTH = len(KEY_PREFIX) + SECRET_CHARS + CHECKSUM_CHARS
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
-GENERATION_CACHE_KEY = "api_keys:generation"
+VERSION_CACHE_KEY = "api_keys:version"
 CACHE_SECONDS = 60.0
 CACHE_MAX_ENTRIES = 10_000
 
@@ -106,8 +102,7 @@ def issue_key(
 
 def keys_changed() -> None:
     """Tell every process that cached key lookups are stale (after revoking or editing keys)."""
-    cache.add(GENERATION_CACHE_KEY, 0, timeout=None)
-    cache.incr(GENERATION_CACHE_KEY)
+    shared_state.bump(VERSION_CACHE_KEY)
 
 
 def revoke(queryset) -> int:
@@ -117,7 +112,7 @@ def revoke(queryset) -> int:
     return count
 
 
-# hash -> (generation it was read under, monotonic time it was read, the key with its user)
+# hash -> (version it was read under, monotonic time it was read, the key with its user)
 _cached: dict[str, tuple[int, float, ApiKey]] = {}
 
 
@@ -128,33 +123,16 @@ async def _load(hashed: str) -> ApiKey | None:
     return api_key
 
 
-_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
-
-
-async def _generation() -> int:
-    """The shared generation counter. Read from Redis directly with an async client (one round trip,
-    no worker thread); Django's cache stores integers unpickled, so the value is the number itself."""
-    backend = caches["default"]
-    if not isinstance(backend, RedisCache):
-        return backend.get(GENERATION_CACHE_KEY, 0)  # in-process memory: nothing to wait for
-    loop = asyncio.get_running_loop()
-    client = _redis_clients.get(loop)
-    if client is None:  # clients are bound to their event loop
-        client = _redis_clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL)
-    value = await client.get(backend.make_and_validate_key(GENERATION_CACHE_KEY))
-    return int(value) if value is not None else 0
-
-
 async def authenticate(raw_key: str) -> ApiKey:
     """The usable key for this secret, its user loaded and `allowed_model_ids` set. Raises KeyRefused."""
     if not is_well_formed(raw_key):
         raise KeyRefused("invalid_api_key", "Incorrect API key provided.")
     hashed = hash_key(raw_key)
-    shared = bool(settings.REDIS_URL)
-    generation = await _generation() if shared else None
+    shared = shared_state.redis_configured()
+    version = await shared_state.aversion(VERSION_CACHE_KEY) if shared else None
     entry = _cached.get(hashed) if shared else None
     now = time.monotonic()
-    if entry is not None and entry[0] == generation and now - entry[1] < CACHE_SECONDS:
+    if entry is not None and entry[0] == version and now - entry[1] < CACHE_SECONDS:
         api_key = entry[2]
     else:
         api_key = await _load(hashed)
@@ -163,8 +141,8 @@ async def authenticate(raw_key: str) -> ApiKey:
         if shared:
             if len(_cached) >= CACHE_MAX_ENTRIES:
                 _cached.clear()
-            # Tagged with the generation read before the lookup: a revocation racing it stays visible.
-            _cached[hashed] = (generation, now, api_key)
+            # Tagged with the version read before the lookup: a revocation racing it stays visible.
+            _cached[hashed] = (version, now, api_key)
     if api_key.revoked_at is not None:
         raise KeyRefused("revoked_api_key", "This API key has been revoked.")
     if api_key.expires_at is not None and api_key.expires_at <= timezone.now():

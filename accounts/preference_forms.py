@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django import forms
 
-from chat.models import AIModel
 from chat.catalogue.lookup import configured_providers
+from chat.models import AIModel
 
 from .models import User
 

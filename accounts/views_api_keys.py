@@ -28,7 +28,9 @@ def _get_api_key_for_user(request, pk: int) -> ApiKey:
 def _keys_with_period_usage(user, since):
     """The user's keys, each annotated with this period's tokens and cost (one query)."""
     in_period = Q(usage_records__created_at__gte=since)
-    figures = usage_figures(("requests", "tokens", "cost"), through="usage_records__", prefix="period_", filter=in_period)
+    figures = usage_figures(
+        ("requests", "tokens", "cost"), through="usage_records__", prefix="period_", filter=in_period
+    )
     return ApiKey.objects.filter(user=user).annotate(**figures)
 
 

@@ -15,10 +15,10 @@ import platform
 import random
 import re
 import statistics
+import sys
 import time
 from datetime import timedelta
 from decimal import Decimal
-import sys
 from pathlib import Path
 
 import django
@@ -136,7 +136,7 @@ class Command(BaseCommand):
             batch = 5000
             for offset in range(0, rows, batch):
                 records = []
-                for n in range(offset, min(rows, offset + batch)):
+                for _n in range(offset, min(rows, offset + batch)):
                     prompt, completion = rng.randint(10, 4000), rng.randint(1, 2000)
                     records.append(
                         UsageRecord(

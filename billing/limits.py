@@ -28,8 +28,9 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import transaction
@@ -38,12 +39,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from accounts.models import ApiKey
+from accounts.models import ApiKey, User
 from chat.catalogue.models import AIModel
 
 from . import ratelimit
 from .metering import count_prompt_tokens
-from .models import Reservation, Subscription, UsageRecord
+from .models import Plan, Reservation, Subscription, UsageRecord
 from .subscriptions import current_subscription
 
 # A reservation left by a process that died mid-request stops counting after this long.
@@ -71,7 +72,7 @@ class Admission:
     """A request let through: the models it may use, its parameters (clamped) and its reservation."""
 
     candidates: list[AIModel]
-    params: dict
+    params: dict[str, Any]
     reservation_id: int | None = None
     reserved_tokens: int = 0
     reserved_cost: Decimal = field(default_factory=Decimal)
@@ -81,7 +82,7 @@ def _upgrade_hint() -> str:
     return f"upgrade your plan at {reverse('billing:index')}"
 
 
-def allowed_candidates(plan, requested: AIModel | None, candidates: list[AIModel]) -> list[AIModel]:
+def allowed_candidates(plan: Plan, requested: AIModel | None, candidates: list[AIModel]) -> list[AIModel]:
     """The plan's model policy: free-only plans may not pick a paid model, nor fall back to one."""
     if not plan.free_models_only:
         return candidates
@@ -95,7 +96,9 @@ def allowed_candidates(plan, requested: AIModel | None, candidates: list[AIModel
     return [m for m in candidates if m.is_free]
 
 
-def output_allowance(plan, params: dict, prompt_tokens: int, candidates: list[AIModel]) -> tuple[int, dict]:
+def output_allowance(
+    plan: Plan, params: dict[str, Any], prompt_tokens: int, candidates: list[AIModel]
+) -> tuple[int, dict[str, Any]]:
     """The most output tokens this request may produce, and the params with max_tokens set to it.
 
     A max_tokens above the plan's cap is clamped to the cap (not refused); without max_tokens the
@@ -111,13 +114,16 @@ def output_allowance(plan, params: dict, prompt_tokens: int, candidates: list[AI
     return max(1, max(room)) if room else DEFAULT_OUTPUT_ALLOWANCE, params
 
 
-def _refuse_over_quota(subscription, reserved: dict, used: dict, tokens: int, cost: Decimal) -> None:
+def _refuse_over_quota(
+    subscription: Subscription, reserved: dict[str, Any], used: dict[str, Any], tokens: int, cost: Decimal
+) -> None:
     plan = subscription.plan
     renews = date_format(subscription.current_period_end, "j M Y")
     if plan.monthly_token_quota is not None and used["tokens"] + reserved["tokens"] + tokens > plan.monthly_token_quota:
         raise LimitExceeded(
             f"This request would go over your {plan.name} plan's monthly quota of {plan.monthly_token_quota:,} "
-            f"tokens ({used['tokens']:,} used this period). It renews on {renews}. {_upgrade_hint().capitalize()} for more.",
+            f"tokens ({used['tokens']:,} used this period). It renews on {renews}. "
+            f"{_upgrade_hint().capitalize()} for more.",
             code="insufficient_quota",
         )
     if plan.monthly_credit_quota is not None and used["cost"] + reserved["cost"] + cost > plan.monthly_credit_quota:
@@ -130,7 +136,12 @@ def _refuse_over_quota(subscription, reserved: dict, used: dict, tokens: int, co
 
 
 def _refuse_over_budget(
-    api_key, budget: Decimal | None, reserved: dict, used: dict, cost: Decimal, subscription
+    api_key: ApiKey | None,
+    budget: Decimal | None,
+    reserved: dict[str, Any],
+    used: dict[str, Any],
+    cost: Decimal,
+    subscription: Subscription,
 ) -> None:
     if budget is not None and used["key_cost"] + reserved["key_cost"] + cost > budget:
         raise LimitExceeded(
@@ -141,12 +152,12 @@ def _refuse_over_budget(
         )
 
 
-def _user_key(user) -> str:
+def _user_key(user: User) -> str:
     # Joined-at is part of the key because ids are reused when a database is recreated (tests, restores).
     return f"user:{user.pk}.{int(user.date_joined.timestamp())}"
 
 
-def rate_limits(plan, user, api_key, tokens: int) -> list[ratelimit.Limit]:
+def rate_limits(plan: Plan, user: User, api_key: ApiKey | None, tokens: int) -> list[ratelimit.Limit]:
     """Requests and tokens per minute for the account as a whole and, for API calls, for the key."""
     owners = [_user_key(user)] + ([f"key:{api_key.prefix}"] if api_key is not None else [])
     limits = []
@@ -158,7 +169,7 @@ def rate_limits(plan, user, api_key, tokens: int) -> list[ratelimit.Limit]:
     return limits
 
 
-def _take_rate(plan, user, api_key, tokens: int) -> None:
+def _take_rate(plan: Plan, user: User, api_key: ApiKey | None, tokens: int) -> None:
     if plan.tokens_per_minute and tokens > plan.tokens_per_minute:
         raise LimitExceeded(
             f"This request needs up to {tokens:,} tokens, more than the {plan.name} plan's "
@@ -178,7 +189,7 @@ def _take_rate(plan, user, api_key, tokens: int) -> None:
         )
 
 
-def _reserved(user, api_key, now) -> dict:
+def _reserved(user: User, api_key: ApiKey | None, now: datetime) -> dict[str, Any]:
     """What the user's requests in flight hold: how many, their tokens and cost, and the key's part.
     Expired reservations (left by a process that died) do not count, and are deleted when there are any."""
     live = Q(expires_at__gt=now)
@@ -200,7 +211,9 @@ def _reserved(user, api_key, now) -> dict:
     }
 
 
-def _used_this_period(subscription, user, api_key, budget: Decimal | None) -> dict:
+def _used_this_period(
+    subscription: Subscription, user: User, api_key: ApiKey | None, budget: Decimal | None
+) -> dict[str, Any]:
     """Tokens and spend recorded this period, summed only where a limit needs them: an unlimited
     plan and a key without a budget cost no query over the usage rows."""
     plan, since = subscription.plan, subscription.current_period_start
@@ -213,7 +226,13 @@ def _used_this_period(subscription, user, api_key, budget: Decimal | None) -> di
 
 
 def admit(
-    *, user, api_key=None, model: AIModel | None, candidates: list[AIModel], messages: list[dict], params: dict
+    *,
+    user: User,
+    api_key: ApiKey | None = None,
+    model: AIModel | None,
+    candidates: list[AIModel],
+    messages: list[dict[str, Any]],
+    params: dict[str, Any],
 ) -> Admission:
     """Refuse the request (LimitExceeded) or reserve its worst case. Sync: call through `admit_async`."""
     prompt_tokens = count_prompt_tokens(messages, params.get("tools"))
@@ -226,7 +245,9 @@ def admit(
     return admission
 
 
-def _worst_case(plan, model, candidates, params, prompt_tokens) -> Admission:
+def _worst_case(
+    plan: Plan, model: AIModel | None, candidates: list[AIModel], params: dict[str, Any], prompt_tokens: int
+) -> Admission:
     """The plan's model policy and max_tokens cap applied, and the request's most tokens and cost."""
     candidates = allowed_candidates(plan, model, candidates)
     output_tokens, params = output_allowance(plan, params, prompt_tokens, candidates)
@@ -236,7 +257,7 @@ def _worst_case(plan, model, candidates, params, prompt_tokens) -> Admission:
     )
 
 
-def _has_nothing_to_reserve(plan) -> bool:
+def _has_nothing_to_reserve(plan: Plan) -> bool:
     """No limit of the plan counts requests in flight, tokens or spend (as the limits below read them)."""
     return (
         plan.monthly_token_quota is None
@@ -247,7 +268,14 @@ def _has_nothing_to_reserve(plan) -> bool:
     )
 
 
-def _admit_unlimited(user, api_key, model, candidates, params, prompt_tokens) -> Admission | None:
+def _admit_unlimited(
+    user: User,
+    api_key: ApiKey | None,
+    model: AIModel | None,
+    candidates: list[AIModel],
+    params: dict[str, Any],
+    prompt_tokens: int,
+) -> Admission | None:
     """Admission without lock or reservation where neither the plan nor the key limits anything: one
     query (the subscription, its plan and the key's budget read afresh). None when the locked path
     must decide: a limit to hold, no subscription yet, or a period to roll (or a payment overdue)."""
@@ -267,7 +295,16 @@ def _admit_unlimited(user, api_key, model, candidates, params, prompt_tokens) ->
 
 
 @transaction.atomic
-def _admit_locked(user, api_key, model, candidates, params, prompt_tokens, *, rolled=False) -> Admission | None:
+def _admit_locked(
+    user: User,
+    api_key: ApiKey | None,
+    model: AIModel | None,
+    candidates: list[AIModel],
+    params: dict[str, Any],
+    prompt_tokens: int,
+    *,
+    rolled: bool = False,
+) -> Admission | None:
     """`admit` under the subscription's row lock; None (nothing done) when there is no subscription
     yet or its period is over, unless `current_subscription` has just seen to that."""
     now = timezone.now()

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 from decimal import Decimal
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 import tiktoken
 from django.db import transaction
@@ -61,7 +61,7 @@ def count_text_tokens(text: str) -> int:
     return len(encoding().encode(text, disallowed_special=())) if text else 0
 
 
-def _message_tokens(message: dict) -> int:
+def _message_tokens(message: dict[str, Any]) -> int:
     tokens = (
         TOKENS_PER_MESSAGE
         + count_text_tokens(message.get("role", ""))
@@ -72,14 +72,17 @@ def _message_tokens(message: dict) -> int:
     return tokens
 
 
-def count_prompt_tokens(messages: list[dict], tools: list[dict] | None = None) -> int:
+def count_prompt_tokens(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> int:
     """The messages' tokens, and the tool definitions' (sent with every request that offers them)."""
     tool_tokens = count_text_tokens(json.dumps(tools)) if tools else 0
     return TOKENS_PER_REPLY + tool_tokens + sum(_message_tokens(m) for m in messages)
 
 
 def measured_tokens(
-    messages: list[dict], delivered_text: str, usage: ReportedUsage | None, tools: list[dict] | None = None
+    messages: list[dict[str, Any]],
+    delivered_text: str,
+    usage: ReportedUsage | None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> tuple[int, int]:
     """The upstream's own counts where it gave them (an explicit 0 stays 0), else counted here."""
     reported_prompt = usage.prompt_tokens if usage is not None else None

@@ -22,6 +22,8 @@ from functools import cache
 from django.conf import settings
 from django.db import transaction
 
+from aihub import shared_state
+
 from .models import RateLimitBucket
 
 PERIOD_SECONDS = 60.0
@@ -43,7 +45,7 @@ def take(limits: list[Limit]) -> float:
     """Use one request's allowance of every limit, or none. Returns 0, or the seconds to wait."""
     if not limits:
         return 0.0
-    if settings.REDIS_URL:
+    if shared_state.redis_configured():
         return _take_redis(limits)
     return _take_database(limits)
 

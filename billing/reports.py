@@ -3,8 +3,7 @@ dashboard, statements and the operator overview."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.db.models import Count, Q
 from django.db.models.functions import TruncDate, TruncMonth
@@ -17,8 +16,8 @@ CHAT_PAGE = "Chat page"
 def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     """UTC datetimes from the start of `start` to the start of the day after `end`."""
     return (
-        datetime.combine(start, time.min, tzinfo=dt_timezone.utc),
-        datetime.combine(end + timedelta(days=1), time.min, tzinfo=dt_timezone.utc),
+        datetime.combine(start, time.min, tzinfo=UTC),
+        datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC),
     )
 
 

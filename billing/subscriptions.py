@@ -91,4 +91,3 @@ def _bring_up_to_date(subscription: Subscription) -> Subscription:
     if overdue_since is not None and now >= overdue_since + payment_grace():
         start_subscription(subscription.user, Plan.objects.get(slug=DEFAULT_PLAN), now=now)
     return _active(subscription.user_id)
-

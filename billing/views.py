@@ -189,7 +189,8 @@ def enterprise(request):
         inquiry = form.save()
         mail_admins(
             f"Enterprise enquiry: {inquiry.company}",
-            f"{inquiry.company} ({inquiry.contact_email}, account {request.user.email}) writes:\n\n{inquiry.message}\n\n"
+            f"{inquiry.company} ({inquiry.contact_email}, account {request.user.email}) writes:\n\n"
+            f"{inquiry.message}\n\n"
             f"Listed in admin: {request.build_absolute_uri(reverse('admin:billing_enterpriseinquiry_changelist'))}\n",
             fail_silently=True,
         )

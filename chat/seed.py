@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from .catalogue.lookup import catalogue_changed
-from .models import AIModel, Provider
 from .gateway.providers.local import CONTEXT_TOKENS, MODEL_ID
+from .models import AIModel, Provider
 
 SEED_MODELS = [
     # slug, provider, upstream id, name, $/1M in, $/1M out, auto priority, context

@@ -10,6 +10,8 @@ import time
 from django.conf import settings
 from django.db import connection
 
+from aihub import shared_state
+
 
 def _database() -> None:
     with connection.cursor() as cursor:
@@ -29,7 +31,7 @@ def _redis() -> None:
 def readiness() -> dict[str, dict]:
     """Each dependency's check: {"status": "ok" | "failing", "ms": ..., "error": ...}."""
     checks = {"database": _database}
-    if settings.REDIS_URL:
+    if shared_state.redis_configured():
         checks["redis"] = _redis
     results = {}
     for name, check in checks.items():

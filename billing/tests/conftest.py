@@ -11,8 +11,8 @@ from accounts.api_keys import issue_key
 from aihub.testing import logged_in_client
 from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
-from chat.gateway.generation import Generation
 from chat.catalogue.models import AIModel, Provider
+from chat.gateway.generation import Generation
 
 from .fake_stripe import FakeStripe
 

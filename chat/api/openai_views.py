@@ -15,9 +15,9 @@ from chat.gateway.providers.base import SAMPLING_PARAMS, ToolCallDelta
 from chat.gateway.router import candidates_for, unsupported_param
 
 from .auth import allowed_model, authenticate_request
-from .model_list import model_list
 from .decorators import api_view
 from .errors import ApiError, failure_error
+from .model_list import model_list
 from .streaming import GenerationStream, complete, open_generation_stream, sse_event, sse_response
 from .validation import ChatRequest, parse_chat_request, read_json_body
 

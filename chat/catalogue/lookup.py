@@ -13,16 +13,14 @@ so nothing is kept: each lookup is a query, as before (and likewise inside a tra
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache as cache_per_process
 from itertools import groupby
 
-import redis
 from django.conf import settings
-from django.core.cache import cache, caches
 from django.db import transaction
-
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
+
+from aihub import shared_state
 
 from .models import AIModel, Provider
 
@@ -57,15 +55,10 @@ def models_by_provider() -> list[tuple[str, list[AIModel]]]:
     return [(Provider(provider).label, list(group)) for provider, group in groupby(ordered, key=lambda m: m.provider)]
 
 
-def _bump_version() -> None:
-    cache.add(VERSION_CACHE_KEY, 0, timeout=None)
-    cache.incr(VERSION_CACHE_KEY)
-
-
 def catalogue_changed() -> None:
     """Tell every process its copy of the catalogue is stale. After the commit: a process reloading
     in between would otherwise keep the old rows under the new version."""
-    transaction.on_commit(_bump_version)
+    transaction.on_commit(lambda: shared_state.bump(VERSION_CACHE_KEY))
 
 
 @receiver(post_save, sender=AIModel)
@@ -112,26 +105,14 @@ Catalogue = LiveCatalogue | CatalogueCopy
 _copy: CatalogueCopy | None = None
 
 
-@cache_per_process
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
-
-
-def _version() -> int:
-    """The shared version, read from Redis directly: a quarter of the CPU of Django's cache.get (which
-    builds a client per call). Django's cache stores integers unpickled, so the value is the number."""
-    value = _redis().get(caches["default"].make_and_validate_key(VERSION_CACHE_KEY))
-    return int(value) if value is not None else 0
-
-
 def current() -> Catalogue:
     """The catalogue to read for this request (read it once per request). Sync: one Redis round trip,
     plus one query after a change."""
     global _copy
     # Rows read inside a transaction may yet be rolled back: such a read is not kept.
-    if not settings.REDIS_URL or transaction.get_connection().in_atomic_block:
+    if not shared_state.redis_configured() or transaction.get_connection().in_atomic_block:
         return LiveCatalogue()
-    version = _version()
+    version = shared_state.version(VERSION_CACHE_KEY)
     if _copy is None or _copy.version != version:
         # Tagged with the version read before loading: a change racing the load is reloaded next time.
         _copy = CatalogueCopy(version, {m.pk: m for m in AIModel.objects.all()})

@@ -12,6 +12,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import close_old_connections, transaction
@@ -39,8 +40,8 @@ class Generation:
         *,
         user: User,
         model: AIModel | None = None,
-        messages: list[dict],
-        params: dict | None = None,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any] | None = None,
         api_key: ApiKey | None = None,
         resolve_model: Callable[[catalogue.Catalogue], AIModel | None] | None = None,
         request_id: uuid.UUID | None = None,

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 
@@ -42,7 +43,7 @@ def _local_provider() -> ProviderClient:
     return LocalProvider()
 
 
-def unsupported_param(model: AIModel, params: dict) -> str | None:
+def unsupported_param(model: AIModel, params: dict[str, Any]) -> str | None:
     """The first of the request's parameters this model cannot take (by its provider or its catalogue
     flags), or None when it takes them all."""
     accepted = PROVIDER_CLASSES[model.provider].params
@@ -76,7 +77,7 @@ def get_provider(name: str) -> ProviderClient | None:
 
 
 def candidates_for(
-    model: AIModel | None, models: catalogue.Catalogue | None = None, params: dict | None = None
+    model: AIModel | None, models: catalogue.Catalogue | None = None, params: dict[str, Any] | None = None
 ) -> list[AIModel]:
     """Models to try in order: the chosen one and its fallbacks, or for 'auto' (None) the free ones,
     from `models` (the current catalogue when not given); with `params`, only those that take them all.
@@ -148,7 +149,7 @@ class RouteTrail:
 
 
 async def route_stream(
-    candidates: list[AIModel], messages: list[dict], params: dict, trail: RouteTrail
+    candidates: list[AIModel], messages: list[dict[str, Any]], params: dict[str, Any], trail: RouteTrail
 ) -> AsyncIterator[str | ToolCallDelta]:
     """Yield the reply's text and tool call pieces from the first candidate that starts answering."""
     for model in candidates:
@@ -179,7 +180,7 @@ async def route_stream(
 
 
 async def route_complete(
-    candidates: list[AIModel], messages: list[dict], params: dict, trail: RouteTrail
+    candidates: list[AIModel], messages: list[dict[str, Any]], params: dict[str, Any], trail: RouteTrail
 ) -> Completion:
     for model in candidates:
         provider = get_provider(model.provider)

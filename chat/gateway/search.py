@@ -10,6 +10,7 @@ import abc
 import asyncio
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import httpx
 from channels.db import database_sync_to_async
@@ -29,7 +30,7 @@ class SearchResult:
     url: str
     snippet: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -57,11 +58,11 @@ class SearchBackend(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def request(self, query: str, count: int) -> tuple[str, dict, dict]:
+    def request(self, query: str, count: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """The URL, query parameters and headers of one search."""
 
     @abc.abstractmethod
-    def results(self, data: dict) -> list[SearchResult]:
+    def results(self, data: dict[str, Any]) -> list[SearchResult]:
         """The results in a decoded answer."""
 
     async def search(self, query: str, count: int) -> list[SearchResult]:
@@ -158,7 +159,7 @@ async def web_search(*, user, query: str, api_key=None) -> list[SearchResult]:
         await asyncio.shield(record)  # a cancelled search is still recorded once
 
 
-def sources_prompt(results: list[dict]) -> str:
+def sources_prompt(results: list[dict[str, Any]]) -> str:
     """The system message that hands the results to the model as numbered sources."""
     lines = [
         (

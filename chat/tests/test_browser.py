@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from aihub.testing import chromium_page
-from chat.models import AIModel, Provider
 from chat.gateway.providers.local import CONTEXT_TOKENS, MODEL_ID
+from chat.models import AIModel, Provider
 
 pytestmark = [
     pytest.mark.browser,

@@ -14,9 +14,8 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from billing.models import UsageRecord
-from chat.catalogue.lookup import LiveCatalogue, active_model, current
+from chat.catalogue.lookup import LiveCatalogue, UnknownModel, active_model, current
 from chat.catalogue.sync import refresh_gemini, refresh_openai_compat
-from chat.catalogue.lookup import UnknownModel
 from chat.models import AIModel, Provider
 from chat.tests.api_fixtures import api_client, catalogue, issued  # noqa: F401
 

@@ -14,8 +14,8 @@ from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
 from chat import conversations
 from chat.gateway.generation import Generation
-from chat.models import AIModel, Conversation, Message, Provider
 from chat.gateway.providers.base import ProviderError
+from chat.models import AIModel, Conversation, Message, Provider
 from chat.tests.fake_upstream import REPLY_WORDS
 
 # serialized_rollback: the plans a new user subscribes to come from a data migration.

@@ -15,10 +15,10 @@ from django.conf import settings
 from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
 from chat.gateway.generation import Generation
-from chat.models import AIModel, Provider
 from chat.gateway.providers.base import StreamEnd
 from chat.gateway.providers.local import MODEL_ID
 from chat.gateway.router import get_provider
+from chat.models import AIModel, Provider
 
 pytestmark = pytest.mark.slow
 

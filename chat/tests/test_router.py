@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 from channels.db import database_sync_to_async
 
-from chat.models import AIModel, Provider
 from chat.gateway.providers.base import ProviderError
 from chat.gateway.router import NoProviderAvailable, RouteTrail, candidates_for, route_complete, route_stream
+from chat.models import AIModel, Provider
 from chat.tests.fake_upstream import REPLY_WORDS
 
 # serialized_rollback like every transactional test here: a plain flush would break the next one's reload.

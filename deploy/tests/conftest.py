@@ -18,7 +18,9 @@ PRODUCTION_SECRET_KEY = secrets.token_urlsafe(50)
 
 def tool(name: str) -> str:
     """The path of a program (nginx, prometheus), or a skip (a failure with REQUIRE_DEPLOY_TOOLS=1)."""
-    found = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None
+    )
     if found:
         return found
     if os.environ.get("REQUIRE_DEPLOY_TOOLS") == "1":

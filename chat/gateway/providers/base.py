@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -38,9 +39,9 @@ class ToolCallDelta:
     name: str | None = None
     arguments: str = ""
 
-    def as_openai(self) -> dict:
+    def as_openai(self) -> dict[str, Any]:
         """This piece as an item of a streamed delta's `tool_calls`."""
-        call: dict = {"index": self.index}
+        call: dict[str, Any] = {"index": self.index}
         if self.id is not None:
             call["id"] = self.id
             call["type"] = "function"
@@ -54,7 +55,7 @@ class ToolCalls:
     """Tool call pieces put together, in the order of their index."""
 
     def __init__(self):
-        self._calls: dict[int, dict] = {}
+        self._calls: dict[int, dict[str, Any]] = {}
 
     def add(self, piece: ToolCallDelta) -> None:
         call = self._calls.setdefault(piece.index, {"id": "", "name": "", "arguments": []})
@@ -65,7 +66,7 @@ class ToolCalls:
     def __bool__(self) -> bool:
         return bool(self._calls)
 
-    def as_openai(self) -> list[dict]:
+    def as_openai(self) -> list[dict[str, Any]]:
         """The calls as OpenAI's message.tool_calls."""
         return [
             {
@@ -124,11 +125,13 @@ class ProviderClient(abc.ABC):
     params: frozenset[str] = SAMPLING_PARAMS
 
     @abc.abstractmethod
-    def stream(self, messages: list[dict], model: str, params: dict) -> AsyncIterator[str | ToolCallDelta | StreamEnd]:
+    def stream(
+        self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]
+    ) -> AsyncIterator[str | ToolCallDelta | StreamEnd]:
         """Yield text deltas and tool call pieces as they arrive, then exactly one StreamEnd. Raise
         ProviderError."""
 
-    async def complete(self, messages: list[dict], model: str, params: dict) -> Completion:
+    async def complete(self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]) -> Completion:
         """The whole reply at once. By default gathered from stream(); HTTP providers override it."""
         parts: list[str] = []
         calls: list[ToolCallDelta] = []
@@ -142,6 +145,6 @@ class ProviderClient(abc.ABC):
                 parts.append(item)
         return Completion("".join(parts), end, tuple(calls))
 
-    def forwarded(self, params: dict) -> dict:
+    def forwarded(self, params: dict[str, Any]) -> dict[str, Any]:
         """The request's parameters this provider takes, None meaning "not given"."""
         return {k: v for k, v in params.items() if k in self.params and v is not None}

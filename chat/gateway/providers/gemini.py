@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from .base import SAMPLING_PARAMS, Completion, ProviderClient, ProviderError, StreamEnd, ToolCallDelta, Usage
 from .sse import open_stream, post_json, sse_json
@@ -37,7 +38,7 @@ def _json_or_text(text: str):
         return text
 
 
-def _assistant_parts(message: dict) -> list[dict]:
+def _assistant_parts(message: dict[str, Any]) -> list[dict[str, Any]]:
     parts = [{"text": message["content"]}] if message.get("content") else []
     for call in message.get("tool_calls") or []:
         arguments = _json_or_text(call["function"]["arguments"] or "{}")
@@ -45,7 +46,7 @@ def _assistant_parts(message: dict) -> list[dict]:
     return parts
 
 
-def _tool_result_part(message: dict, names: dict[str, str]) -> dict:
+def _tool_result_part(message: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     """A tool message as a functionResponse: Gemini wants the function's name (OpenAI gives the call id)
     and an object as the response."""
     result = _json_or_text(message.get("content") or "")
@@ -57,8 +58,8 @@ def _tool_result_part(message: dict, names: dict[str, str]) -> dict:
     }
 
 
-def gemini_contents(messages: list[dict]) -> list[dict]:
-    contents: list[dict] = []
+def gemini_contents(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool call id -> function name
     for message in messages:
         role = message["role"]
@@ -82,7 +83,7 @@ def gemini_contents(messages: list[dict]) -> list[dict]:
     return contents
 
 
-def _tool_config(choice) -> dict | None:
+def _tool_config(choice) -> dict[str, Any] | None:
     if isinstance(choice, str):
         return {"functionCallingConfig": {"mode": TOOL_CHOICE_MODES[choice]}}
     if isinstance(choice, dict):  # {"type": "function", "function": {"name": ...}}: that one function
@@ -90,7 +91,7 @@ def _tool_config(choice) -> dict | None:
     return None
 
 
-def _response_format_config(response_format: dict | None) -> dict:
+def _response_format_config(response_format: dict[str, Any] | None) -> dict[str, Any]:
     kind = (response_format or {}).get("type")
     if kind == "json_object":
         return {"responseMimeType": "application/json"}
@@ -100,7 +101,7 @@ def _response_format_config(response_format: dict | None) -> dict:
     return {}
 
 
-def gemini_request(messages: list[dict], params: dict) -> dict:
+def gemini_request(messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     config = {
         "temperature": params.get("temperature"),
@@ -112,7 +113,7 @@ def gemini_request(messages: list[dict], params: dict) -> dict:
         "frequencyPenalty": params.get("frequency_penalty"),
         **_response_format_config(params.get("response_format")),
     }
-    body: dict = {"contents": gemini_contents(messages)}
+    body: dict[str, Any] = {"contents": gemini_contents(messages)}
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}
     config = {k: v for k, v in config.items() if v is not None}
@@ -141,7 +142,7 @@ class _ReplyReader:
         self.finish: str | None = None
         self.usage = Usage()
 
-    def read(self, event: dict) -> list[str | ToolCallDelta]:
+    def read(self, event: dict[str, Any]) -> list[str | ToolCallDelta]:
         if "error" in event:
             error = event["error"]
             raise ProviderError(f"upstream error: {error.get('message', error)}", outcome="stream_error")
@@ -173,7 +174,7 @@ class _ReplyReader:
         return "tool_calls" if self.calls and self.finish == "stop" else self.finish
 
 
-def _usage(meta: dict) -> Usage:
+def _usage(meta: dict[str, Any]) -> Usage:
     """Thinking tokens are billed as output, so they count as completion tokens."""
     output = [meta[k] for k in ("candidatesTokenCount", "thoughtsTokenCount") if meta.get(k) is not None]
     return Usage(meta.get("promptTokenCount"), sum(output) if output else None)
@@ -188,7 +189,7 @@ class GeminiProvider(ProviderClient):
         self.headers = {"x-goog-api-key": api_key}
 
     async def stream(
-        self, messages: list[dict], model: str, params: dict
+        self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]
     ) -> AsyncIterator[str | ToolCallDelta | StreamEnd]:
         url = f"{self.base_url}/models/{model}:streamGenerateContent?alt=sse"
         reader = _ReplyReader()
@@ -202,7 +203,7 @@ class GeminiProvider(ProviderClient):
             raise ProviderError("upstream stream ended before it was complete", outcome="connection_lost")
         yield StreamEnd(reader.usage, reader.finish_reason())
 
-    async def complete(self, messages: list[dict], model: str, params: dict) -> Completion:
+    async def complete(self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]) -> Completion:
         url = f"{self.base_url}/models/{model}:generateContent"
         reader = _ReplyReader()
         items = reader.read(await post_json(url, json_body=gemini_request(messages, params), headers=self.headers))

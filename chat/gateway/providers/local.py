@@ -12,6 +12,7 @@ import atexit
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -95,7 +96,9 @@ class LocalProvider(ProviderClient):
             except Exception as exc:  # reported on the event loop side as a provider failure
                 emit(ProviderError(f"local model failed: {exc}", outcome="local_error"))
 
-    async def stream(self, messages: list[dict], model: str, params: dict) -> AsyncIterator[str | StreamEnd]:
+    async def stream(
+        self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]
+    ) -> AsyncIterator[str | StreamEnd]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from .base import SAMPLING_PARAMS, Completion, ProviderClient, ProviderError, StreamEnd, ToolCallDelta, Usage
 from .sse import open_stream, post_json, sse_json
@@ -21,7 +22,7 @@ OPENAI_PARAMS = SAMPLING_PARAMS | {
 }
 
 
-def _usage(payload: dict | None) -> Usage:
+def _usage(payload: dict[str, Any] | None) -> Usage:
     payload = payload or {}
     return Usage(payload.get("prompt_tokens"), payload.get("completion_tokens"))
 
@@ -65,7 +66,7 @@ def _tool_call_pieces(calls) -> list[ToolCallDelta]:
 class OpenAICompatProvider(ProviderClient):
     params = OPENAI_PARAMS
 
-    def __init__(self, name: str, base_url: str, api_key: str = "", extra_headers: dict | None = None):
+    def __init__(self, name: str, base_url: str, api_key: str = "", extra_headers: dict[str, Any] | None = None):
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.headers = {**(extra_headers or {})}
@@ -73,7 +74,7 @@ class OpenAICompatProvider(ProviderClient):
             self.headers["Authorization"] = f"Bearer {api_key}"
 
     async def stream(
-        self, messages: list[dict], model: str, params: dict
+        self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]
     ) -> AsyncIterator[str | ToolCallDelta | StreamEnd]:
         body = {
             "model": model,
@@ -103,7 +104,7 @@ class OpenAICompatProvider(ProviderClient):
             raise ProviderError("upstream stream ended before it was complete", outcome="connection_lost")
         yield StreamEnd(usage, finish_reason or "stop")
 
-    async def complete(self, messages: list[dict], model: str, params: dict) -> Completion:
+    async def complete(self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]) -> Completion:
         body = {"model": model, "messages": messages, "stream": False, **self.forwarded(params)}
         data = await post_json(f"{self.base_url}/chat/completions", json_body=body, headers=self.headers)
         if "error" in data:

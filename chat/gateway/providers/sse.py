@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 
@@ -13,7 +14,7 @@ from .http import get_client
 
 
 @asynccontextmanager
-async def open_stream(url: str, *, json_body: dict, headers: dict) -> AsyncIterator[httpx.Response]:
+async def open_stream(url: str, *, json_body: dict[str, Any], headers: dict[str, Any]) -> AsyncIterator[httpx.Response]:
     """POST and yield the streaming response once its status is known to be 2xx.
 
     Leaving the block (normally, by an error or by cancellation) closes the upstream connection.
@@ -28,7 +29,7 @@ async def open_stream(url: str, *, json_body: dict, headers: dict) -> AsyncItera
         raise ProviderError.from_transport(exc) from exc
 
 
-async def post_json(url: str, *, json_body: dict, headers: dict) -> dict:
+async def post_json(url: str, *, json_body: dict[str, Any], headers: dict[str, Any]) -> dict[str, Any]:
     try:
         response = await get_client().post(url, json=json_body, headers=headers)
     except httpx.TransportError as exc:
@@ -44,7 +45,7 @@ async def post_json(url: str, *, json_body: dict, headers: dict) -> dict:
     return data
 
 
-async def sse_json(response: httpx.Response) -> AsyncIterator[dict | None]:
+async def sse_json(response: httpx.Response) -> AsyncIterator[dict[str, Any] | None]:
     """Yield each `data:` payload as JSON; None for the OpenAI end marker `[DONE]`."""
     try:
         async for line in response.aiter_lines():
