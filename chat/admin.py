@@ -6,7 +6,7 @@ from .models import AIModel, Conversation, Message, SharedLink
 @admin.register(AIModel)
 class AIModelAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "provider", "input_price_per_m", "output_price_per_m", "is_active", "auto_priority"]
-    list_filter = ["provider", "is_active", "supports_tools", "supports_response_format"]
+    list_filter = ["provider", "kind", "is_active", "supports_tools", "supports_response_format"]
     search_fields = ["slug", "name", "upstream_id"]
     list_editable = ["is_active", "auto_priority"]
     autocomplete_fields = ["fallback"]

@@ -5,12 +5,22 @@ from __future__ import annotations
 from decimal import Decimal
 
 from .catalogue.lookup import catalogue_changed
-from .gateway.providers.local import CONTEXT_TOKENS, MODEL_ID
+from .gateway.providers.local import CONTEXT_TOKENS, EMBEDDING_MAX_TOKENS, EMBEDDING_MODEL_ID, MODEL_ID
 from .models import AIModel, Provider
 
 SEED_MODELS = [
     # slug, provider, upstream id, name, $/1M in, $/1M out, auto priority, context
     ("local/smollm2-135m-instruct", Provider.LOCAL, MODEL_ID, "SmolLM2 135M Instruct", "0", "0", 900, CONTEXT_TOKENS),
+    (
+        "local/all-minilm-l6-v2",
+        Provider.LOCAL,
+        EMBEDDING_MODEL_ID,
+        "all-MiniLM-L6-v2 (embeddings, 384 dimensions)",
+        "0",
+        "0",
+        1000,
+        EMBEDDING_MAX_TOKENS,
+    ),
     (
         "meta-llama/llama-3.3-70b-instruct:free",
         Provider.OPENROUTER,
@@ -74,6 +84,9 @@ SEED_MODELS = [
     ),
 ]
 
+# Models for POST /v1/embeddings only (every other seed model is a chat model).
+SEED_EMBEDDING_MODELS = {"local/all-minilm-l6-v2"}
+
 # OpenRouter → Gemini: the same model family served directly by Google when OpenRouter fails.
 SEED_FALLBACKS = {
     "google/gemini-2.0-flash-001": "gemini/gemini-2.0-flash",
@@ -95,6 +108,7 @@ def seed_catalogue() -> int:
                 input_price_per_m=Decimal(price_in),
                 output_price_per_m=Decimal(price_out),
                 auto_priority=priority,
+                kind=AIModel.Kind.EMBEDDING if slug in SEED_EMBEDDING_MODELS else AIModel.Kind.CHAT,
             ),
         )
         if created:

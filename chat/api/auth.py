@@ -86,8 +86,9 @@ async def authenticate_request(request, *, allow_session: bool = False, spends: 
     raise ApiError(401, "Missing API key: send 'Authorization: Bearer <API key>'.", "missing_api_key")
 
 
-def allowed_model(caller: Caller, slug: str, models: catalogue.Catalogue | None = None):
-    """The catalogue model (None for 'auto'): 404 when unknown, 403 when the key may not use it. Sync."""
+def allowed_model(caller: Caller, slug: str, models: catalogue.Catalogue | None = None, kind: str = "chat"):
+    """The catalogue model (None for 'auto'): 404 when unknown, 403 when the key may not use it, 400
+    when it is not of this kind (a chat model for embeddings, or the other way round). Sync."""
     try:
         model = catalogue.active_model(slug, models)
     except UnknownModel:
@@ -98,4 +99,7 @@ def allowed_model(caller: Caller, slug: str, models: catalogue.Catalogue | None 
         raise ApiError(
             403, f"This API key is not allowed to use the model '{slug}'.", "model_not_allowed", param="model"
         )
+    if (model.kind if model is not None else "chat") != kind:
+        where = "POST /v1/embeddings" if kind == "embedding" else "chat completions"
+        raise ApiError(400, f"The model '{slug}' is not for {where}.", "wrong_model_kind", param="model")
     return model

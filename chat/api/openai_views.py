@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
+import struct
 import time
 import uuid
 
 from django.http import JsonResponse
 
+from chat.gateway.embeddings import EmbeddingJob
 from chat.gateway.generation import Generation
 from chat.gateway.providers.base import SAMPLING_PARAMS, ToolCallDelta
-from chat.gateway.router import candidates_for, unsupported_param
+from chat.gateway.router import PROVIDER_CLASSES, candidates_for, unsupported_param
 
 from .auth import allowed_model, authenticate_request
 from .decorators import api_view
 from .errors import ApiError, failure_error
 from .model_list import model_list
 from .streaming import GenerationStream, complete, open_generation_stream, sse_event, sse_response
-from .validation import ChatRequest, parse_chat_request, read_json_body
+from .validation import ChatRequest, EmbeddingRequest, parse_chat_request, parse_embedding_request, read_json_body
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +190,59 @@ async def chat_completions(request):
     if chat.stream:
         return await _stream_response(generation, chat)
     return await _complete_response(generation, chat)
+
+
+def _embedding_json(vector: list[float], encoding_format: str):
+    """A vector as OpenAI sends it: floats, or base64 of little-endian float32 (the openai SDKs ask for it)."""
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+def embedding_model(caller, asked: EmbeddingRequest, models):
+    """The embedding model asked for, if the caller may use it and its provider takes the request's
+    parameters (a 400 names the first it cannot). Sync: in the admission's thread hop."""
+    model = allowed_model(caller, asked.model, models, kind="embedding")
+    for name in asked.params:
+        if name not in PROVIDER_CLASSES[model.provider].embedding_params:
+            raise ApiError(
+                400, f"'{name}' is not supported by the model '{asked.model}'.", "unsupported_parameter", param=name
+            )
+    return model
+
+
+@api_view("POST")
+async def embeddings(request):
+    """POST /v1/embeddings"""
+    caller = await authenticate_request(request)
+    asked: EmbeddingRequest = parse_embedding_request(read_json_body(request))
+    job = EmbeddingJob(
+        user=caller.user,
+        api_key=caller.api_key,
+        resolve_model=functools.partial(embedding_model, caller, asked),
+        texts=asked.texts,
+        params=asked.params,
+    )
+    try:
+        vectors = await job.run()
+    except Exception as exc:
+        error = failure_error(exc)
+        if error is None:
+            raise
+        raise error from None
+    tokens = job.usage_record.prompt_tokens
+    data = [
+        {"object": "embedding", "index": index, "embedding": _embedding_json(vector, asked.encoding_format)}
+        for index, vector in enumerate(vectors)
+    ]
+    return JsonResponse(
+        {
+            "object": "list",
+            "data": data,
+            "model": job.model.slug,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
 
 
 @api_view("GET")

@@ -6,6 +6,7 @@ from .decorators import unknown_endpoint
 # Mounted at /v1: the OpenAI-compatible API.
 openai_urlpatterns = [
     path("chat/completions", openai_views.chat_completions, name="v1_chat_completions"),
+    path("embeddings", openai_views.embeddings, name="v1_embeddings"),
     path("models", openai_views.models, name="v1_models"),
     path("models/<path:model_id>", openai_views.model_detail, name="v1_model"),
     path("<path:path>", unknown_endpoint),

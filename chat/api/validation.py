@@ -347,3 +347,55 @@ def parse_chat_request(data: dict) -> ChatRequest:
         include_usage=bool(options.get("include_usage")),
         params={**parse_params(data), **parse_passed_params(data)},
     )
+
+
+MAX_EMBEDDING_INPUTS = 2048
+ENCODING_FORMATS = ("float", "base64")
+EMBEDDING_PARAMS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+
+
+@dataclass
+class EmbeddingRequest:
+    model: str
+    texts: list[str]
+    encoding_format: str = "float"
+    params: dict = field(default_factory=dict)
+
+
+def parse_embedding_request(data: dict) -> EmbeddingRequest:
+    """POST /v1/embeddings: `input` a string or a list of strings (token arrays are refused), `dimensions`
+    and `user` passed on where the provider takes them, `encoding_format` float or base64."""
+    for name, value in data.items():
+        if name not in EMBEDDING_PARAMS and value is not None and value is not False:
+            raise _bad(f"'{name}' is not supported by this API.", name, "unsupported_parameter")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("'model' is required: an embedding model id from /v1/models.", "model", "missing_required_parameter")
+    texts = data.get("input")
+    if isinstance(texts, str):
+        texts = [texts]
+    if (
+        not isinstance(texts, list)
+        or not 1 <= len(texts) <= MAX_EMBEDDING_INPUTS
+        or not all(isinstance(text, str) and text for text in texts)
+    ):
+        raise _bad(
+            f"'input' must be a non-empty string or a list of 1 to {MAX_EMBEDDING_INPUTS} of them "
+            "(token arrays are not supported).",
+            "input",
+            "invalid_value",
+        )
+    encoding = data.get("encoding_format") or "float"
+    if encoding not in ENCODING_FORMATS:
+        raise _bad("'encoding_format' must be float or base64.", "encoding_format", "invalid_value")
+    params = {"dimensions": _integer(data, "dimensions")}
+    user = data.get("user")
+    if user is not None and (not isinstance(user, str) or len(user) > MAX_USER_CHARS):
+        raise _bad(f"'user' must be a string of up to {MAX_USER_CHARS} characters.", "user", "invalid_type")
+    params["user"] = user
+    return EmbeddingRequest(
+        model=model,
+        texts=texts,
+        encoding_format=encoding,
+        params={name: value for name, value in params.items() if value is not None},
+    )

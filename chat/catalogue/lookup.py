@@ -50,7 +50,7 @@ def configured_providers() -> list[str]:
 
 def models_by_provider() -> list[tuple[str, list[AIModel]]]:
     available = configured_providers()
-    models = AIModel.objects.active().filter(provider__in=available)
+    models = AIModel.objects.active().chat().filter(provider__in=available)
     ordered = sorted(models, key=lambda m: (available.index(m.provider), not m.is_free, m.name))
     return [(Provider(provider).label, list(group)) for provider, group in groupby(ordered, key=lambda m: m.provider)]
 
@@ -77,7 +77,8 @@ class LiveCatalogue:
         return AIModel.objects.filter(pk=pk).first()
 
     def active_free(self) -> list[AIModel]:
-        return list(AIModel.objects.active().free())
+        """The free chat models: those 'auto' picks from."""
+        return list(AIModel.objects.active().chat().free())
 
 
 @dataclass
@@ -97,7 +98,7 @@ class CatalogueCopy:
         return self.by_pk.get(pk)
 
     def active_free(self) -> list[AIModel]:
-        return [m for m in self.by_slug.values() if m.is_free]
+        return [m for m in self.by_slug.values() if m.is_free and m.kind == AIModel.Kind.CHAT]
 
 
 Catalogue = LiveCatalogue | CatalogueCopy

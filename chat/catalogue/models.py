@@ -18,12 +18,19 @@ class AIModelQuerySet(models.QuerySet):
     def active(self):
         return self.filter(is_active=True)
 
+    def chat(self):
+        return self.filter(kind=AIModel.Kind.CHAT)
+
     def free(self):
         return self.filter(input_price_per_m=0, output_price_per_m=0)
 
 
 class AIModel(models.Model):
     """One model of the catalogue, as one provider serves it."""
+
+    class Kind(models.TextChoices):
+        CHAT = "chat"
+        EMBEDDING = "embedding", "Embedding (POST /v1/embeddings only)"
 
     slug = models.CharField(max_length=200, unique=True, help_text="Public id used by the API and the model picker.")
     provider = models.CharField(max_length=20, choices=Provider.choices)
@@ -38,6 +45,7 @@ class AIModel(models.Model):
         "USD per 1M output tokens", max_digits=14, decimal_places=6, default=Decimal(0)
     )
     is_active = models.BooleanField(default=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHAT)
     # Where the provider passes tools / response_format on, not every model takes them: OpenRouter's
     # list says which do (refresh_models); for other servers an operator may clear them in admin.
     supports_tools = models.BooleanField(default=True, help_text="Takes tools (function calling).")

@@ -22,6 +22,9 @@ gets a call of the first tool with TOOL_ARGUMENTS (streamed in pieces, as OpenAI
 last message is a tool result: then the reply is TOOL_ANSWER_PREFIX and that result. A request
 asking for JSON (`response_format`, Gemini's responseMimeType) gets JSON_REPLY.
 
+POST .../embeddings (OpenAI) and .../models/<m>:batchEmbedContents (Gemini) answer fake_vector(text)
+for each input (`dimensions` / outputDimensionality long); OpenAI's usage counts one token a word.
+
 GET .../models lists LISTED_MODELS (OpenAI / OpenRouter format) or the Gemini list; a test may set
 `listed_models` to change what the next refresh sees (reset() restores the default). Any GET under
 /html/ answers 200 with an HTML page, like a captive portal or a misconfigured proxy.
@@ -102,6 +105,18 @@ def reply_words(model: str, body: dict, gemini: bool) -> list[str]:
     return REPLY_WORDS
 
 
+EMBEDDING_DIMENSIONS = 4
+
+
+def fake_vector(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A vector that depends on the text (so tests can tell which input got which), exact in float32."""
+    return [float(len(text)), float(sum(map(ord, text)) % 97), 0.5, -1.0][:dimensions] + [0.25] * (dimensions - 4)
+
+
+def embedding_tokens(texts: list[str]) -> int:
+    return sum(len(text.split()) for text in texts)
+
+
 class FakeUpstream:
     def __init__(self):
         self.requests: list[dict] = []
@@ -171,6 +186,8 @@ class FakeUpstream:
                 stream = gemini.group(2) == "streamGenerateContent" if gemini else bool(body.get("stream"))
                 with upstream._lock:
                     upstream.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                if self._embeddings(body):
+                    return
                 if model.startswith("fail-"):
                     status = int(model.split("-")[1])
                     send_json(self, status, {"error": {"message": f"fake failure {status}"}})
@@ -191,6 +208,34 @@ class FakeUpstream:
                 finally:
                     with upstream._lock:
                         upstream.open_streams -= 1
+
+            def _embeddings(self, body) -> bool:
+                """Answer an embeddings request (True), or leave the request to the chat answers."""
+                if self.path.endswith("/embeddings"):
+                    if body["model"].startswith("fail-"):
+                        send_json(self, 500, {"error": {"message": "fake failure 500"}})
+                        return True
+                    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                    size = body.get("dimensions") or EMBEDDING_DIMENSIONS
+                    data = [
+                        {"object": "embedding", "index": i, "embedding": fake_vector(t, size)}
+                        for i, t in enumerate(texts)
+                    ]
+                    data.reverse()  # OpenAI does not promise the order: the index says
+                    tokens = embedding_tokens(texts)
+                    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+                    send_json(self, 200, {"object": "list", "data": data, "model": body["model"], "usage": usage})
+                    return True
+                if self.path.endswith(":batchEmbedContents"):
+                    vectors = [
+                        fake_vector(
+                            r["content"]["parts"][0]["text"], r.get("outputDimensionality") or EMBEDDING_DIMENSIONS
+                        )
+                        for r in body["requests"]
+                    ]
+                    send_json(self, 200, {"embeddings": [{"values": v} for v in vectors]})
+                    return True
+                return False
 
             def _complete(self, model, body, gemini):
                 if model == "bad-event":

@@ -226,7 +226,7 @@ async def test_it_answers_429_when_the_keys_budget_is_spent(catalogue, user, ups
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize("path", ["/v1/embeddings", "/api/v1/nothing/here"])
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/api/v1/nothing/here"])
 async def test_it_answers_unknown_endpoints_in_the_apis_shape(api_client, path):
     response = await api_client.post(path, {})
     assert_error(response, 404, "unknown_endpoint")

@@ -22,7 +22,14 @@ import pytest
 from django.conf import settings
 
 from aihub.testing import start_daphne, stop_process, wait_until_healthy
-from chat.tests.fake_upstream import REPLY_WORDS, TOOL_ANSWER_PREFIX, TOOL_ARGUMENTS, USAGE
+from chat.tests.fake_upstream import (
+    REPLY_WORDS,
+    TOOL_ANSWER_PREFIX,
+    TOOL_ARGUMENTS,
+    USAGE,
+    embedding_tokens,
+    fake_vector,
+)
 
 REPLY = "".join(REPLY_WORDS)
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -41,6 +48,8 @@ for name in ("fake-model", "slow", "error-after-2"):
                            input_price_per_m=Decimal("1.50"), output_price_per_m=Decimal("2"))
 AIModel.objects.create(slug="test/gemini", provider="gemini", upstream_id="gemini-fake", name="gemini",
                        input_price_per_m=Decimal("1.50"), output_price_per_m=Decimal("2"))
+AIModel.objects.create(slug="test/embed", provider="openai_compat", upstream_id="fake-embed", name="embed",
+                       kind="embedding", input_price_per_m=Decimal("0.02"))
 """
 
 REVOKE_SCRIPT = """
@@ -218,6 +227,23 @@ def test_the_sdk_asks_for_json_and_names_a_parameter_it_cannot_have(sdk, fake_up
     with pytest.raises(openai.BadRequestError) as refused:
         sdk.chat.completions.create(model="test/fake-model", messages=HELLO, logprobs=True)
     assert (refused.value.code, refused.value.param) == ("unsupported_parameter", "logprobs")
+
+
+def test_the_sdk_gets_embeddings_from_the_upstream_and_they_are_metered(server, new_key, fake_upstream):
+    raw = new_key("embeddings")
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=raw, max_retries=0)
+    texts = ["The quick brown fox", "jumps"]
+    before = _requests_so_far(server, raw)
+
+    result = client.embeddings.create(model="test/embed", input=texts)  # the SDK asks for base64
+
+    assert [item.embedding for item in result.data] == [fake_vector(text) for text in texts]
+    assert result.usage.prompt_tokens == embedding_tokens(texts)
+    assert fake_upstream.requests[-1]["path"] == "/v1/embeddings"
+    after = _requests_so_far(server, raw)
+    assert after["requests"] == before["requests"] + 1
+    assert after["prompt_tokens"] - before["prompt_tokens"] == embedding_tokens(texts)
+    assert after["completion_tokens"] == before["completion_tokens"]
 
 
 def test_the_sdk_raises_the_apis_errors(sdk, server):

