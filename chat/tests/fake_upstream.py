@@ -390,3 +390,10 @@ class FakeUpstream:
                 self._event("[DONE]")
 
         return Handler
+
+
+if __name__ == "__main__":
+    # For checks outside pytest (CI's container check): serve until killed, print the URL.
+    server = FakeUpstream().start()
+    print(server.url, flush=True)
+    server.thread.join()
