@@ -11,6 +11,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from aihub.body_limit import BodyLimit  # noqa: E402
 from chat.api.asgi import ApiHandler, is_api_request  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from deploy.metrics import HttpMetrics  # noqa: E402
@@ -25,7 +26,7 @@ async def http_app(scope, receive, send):
 
 application = ProtocolTypeRouter(
     {
-        "http": HttpMetrics(http_app),
+        "http": HttpMetrics(BodyLimit(http_app)),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -189,8 +189,17 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Uploads (chat attachments) go through Django's storage API: local files under MEDIA_ROOT by default,
+# any other storage by setting, e.g. an S3-compatible store with django-storages:
+# UPLOAD_STORAGE_BACKEND=storages.backends.s3.S3Storage
+# UPLOAD_STORAGE_OPTIONS={"bucket_name": "aihub", "endpoint_url": "https://s3.example.com", "querystring_auth": true}
+# They are never served from MEDIA_URL: only through chat's authorised view (no public URL).
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "data" / "uploads")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {
+        "BACKEND": env.str("UPLOAD_STORAGE_BACKEND", default="django.core.files.storage.FileSystemStorage"),
+        "OPTIONS": env.json("UPLOAD_STORAGE_OPTIONS", default={}),
+    },
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG
@@ -229,6 +238,8 @@ GEMINI_API_KEY = env.str("GEMINI_API_KEY", default="")
 GEMINI_BASE_URL = env.str("GEMINI_BASE_URL", default="https://generativelanguage.googleapis.com/v1beta")
 OPENAI_COMPAT_BASE_URL = env.str("OPENAI_COMPAT_BASE_URL", default="")
 OPENAI_COMPAT_API_KEY = env.str("OPENAI_COMPAT_API_KEY", default="")
+# The OpenAI-compatible server's models that take images (ids as its /models lists them, e.g. llava).
+OPENAI_COMPAT_VISION_MODELS = env.list("OPENAI_COMPAT_VISION_MODELS", default=[])
 # Order in which providers are tried when a model's own provider fails before its first token.
 PROVIDER_CHAIN = env.list("PROVIDER_CHAIN", default=["openrouter", "gemini", "openai_compat", "local"])
 LOCAL_MODEL_ENABLED = env.bool("LOCAL_MODEL_ENABLED", default=True)
@@ -251,6 +262,15 @@ BILLING_PAYMENT_GRACE_DAYS = env.int("BILLING_PAYMENT_GRACE_DAYS", default=7)
 # Operators mailed about plan requests and Enterprise enquiries (comma-separated addresses).
 ADMINS = [(address, address) for address in env.list("ADMINS", default=[])]
 SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+
+# Request bodies: the APIs take images inline (data: URLs), so their bodies may be this large; any body
+# larger than its path's limit is refused at the ASGI edge (aihub/body_limit.py) before Django reads it.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=16 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+# Uploads (chat attachments): the largest file any plan allows; each plan has its own limit below it.
+UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
+# Other pages (forms): Django's own default.
+PAGE_MAX_BODY_BYTES = env.int("PAGE_MAX_BODY_BYTES", default=2_621_440)
 
 # Web search ("Search the web" in the composer, GET /api/v1/search). WEB_SEARCH_BACKEND picks
 # "searxng" or "brave"; unset, whichever is configured (SearXNG first); neither: no web search.

@@ -3,7 +3,7 @@ from django.urls import include, path
 
 from billing.urls import ops_urlpatterns, usage_urlpatterns
 from chat.api.urls import docs_urlpatterns, openai_urlpatterns, rest_urlpatterns
-from chat.views_share import shared_conversation
+from chat.views_share import shared_attachment, shared_conversation
 
 from . import views
 
@@ -15,6 +15,7 @@ urlpatterns = [
     path("account/", include("accounts.urls")),
     path("chat/", include("chat.urls")),
     path("s/<str:token>/", shared_conversation, name="shared_conversation"),
+    path("s/<str:token>/files/<int:pk>/", shared_attachment, name="shared_attachment"),
     path("billing/", include("billing.urls")),
     path("usage/", include((usage_urlpatterns, "usage"))),
     path("ops/", include((ops_urlpatterns, "ops"))),

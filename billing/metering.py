@@ -13,6 +13,7 @@ import tiktoken
 from django.db import transaction
 
 from accounts.models import ApiKey, User
+from aihub.message_content import IMAGE_TOKENS, image_urls, text_of
 from chat.catalogue.models import AIModel
 
 from .models import Reservation, UpstreamAttempt, UsageRecord
@@ -65,7 +66,8 @@ def _message_tokens(message: dict[str, Any]) -> int:
     tokens = (
         TOKENS_PER_MESSAGE
         + count_text_tokens(message.get("role", ""))
-        + count_text_tokens(message.get("content") or "")
+        + count_text_tokens(text_of(message.get("content")))
+        + IMAGE_TOKENS * len(image_urls(message.get("content")))
     )
     for call in message.get("tool_calls") or ():  # what the model asked for is sent back as part of the prompt
         tokens += count_text_tokens(call["function"]["name"]) + count_text_tokens(call["function"]["arguments"])

@@ -40,6 +40,13 @@ class Plan(models.Model):
     monthly_search_quota = models.PositiveIntegerField(
         null=True, blank=True, help_text="Web searches per month; empty means unlimited."
     )
+    max_upload_bytes = models.PositiveIntegerField(
+        default=5 * 1024 * 1024, help_text="Largest file a chat upload may be (never above UPLOAD_MAX_BYTES)."
+    )
+    max_files_per_message = models.PositiveSmallIntegerField(default=3)
+    upload_storage_bytes = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="All of a user's stored uploads together; empty means unlimited."
+    )
     sort_order = models.PositiveSmallIntegerField(default=0)
     is_public = models.BooleanField(default=True)
 

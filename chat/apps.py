@@ -5,4 +5,5 @@ class ChatConfig(AppConfig):
     name = "chat"
 
     def ready(self):
+        from chat import attachments  # noqa: F401  (deletes an attachment's file with its row)
         from chat.catalogue import lookup  # noqa: F401  (connects the catalogue's change signals)

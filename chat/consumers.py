@@ -18,7 +18,7 @@ from django.template.loader import render_to_string
 
 from accounts.signals import user_group
 
-from . import conversations, replies
+from . import attachments, conversations, replies
 from .catalogue.lookup import UnknownModel, active_model
 from .conversations import MAX_MESSAGE_CHARS, Exchange
 from .models import Conversation
@@ -32,6 +32,13 @@ SNAPSHOT_TIMEOUT = 5.0
 # Close codes (4000-4999 are the application's own).
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+
+
+def _id_list(value) -> list[str]:
+    """Attachment ids as the composer sends them: one, several, or none."""
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -150,13 +157,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 str(data.get("model", "")),
                 str(data.get("draft", "")),
                 web_search=str(data.get("web_search", "")) in ("on", "true", "1"),
+                attachment_ids=_id_list(data.get("attachments")),
             )
         elif action == "regenerate":
             await self.regenerate(str(data.get("model", "")))
         else:
             await self.send_error(f"Unknown action: {action}")
 
-    async def send_message(self, text: str, model_slug: str, draft: str = "", *, web_search: bool = False):
+    async def send_message(
+        self, text: str, model_slug: str, draft: str = "", *, web_search: bool = False, attachment_ids=()
+    ):
         text = text.strip()
         if not text:
             await self.send_error("Write a message first.")
@@ -171,10 +181,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except UnknownModel as exc:
             await self.send_error(str(exc))
             return
+        try:
+            files = await database_sync_to_async(attachments.to_send)(self.scope["user"], attachment_ids, model)
+        except attachments.UploadRefused as exc:  # nothing stored: the message stays in the composer
+            await self.send_error(str(exc))
+            return
         new_conversation = self.conversation is None
         try:
             exchange = await conversations.start_exchange(
-                user=self.scope["user"], conversation=self.conversation, text=text, model=model
+                user=self.scope["user"], conversation=self.conversation, text=text, model=model, files=files
             )
         except conversations.ReplyInProgress as exc:
             await self.send_error(str(exc))
@@ -192,9 +207,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "conversation": self.conversation,
             "title_changed": exchange.title_changed,
         }
-        await self.start_reply(
-            exchange, render_to_string("chat/_exchange_start.html", context), search_query=text if web_search else None
-        )
+        # In a worker thread: the user's message lists its attachments (a query).
+        start_html = await database_sync_to_async(render_to_string)("chat/_exchange_start.html", context)
+        await self.start_reply(exchange, start_html, search_query=text if web_search else None)
 
     async def regenerate(self, model_slug: str):
         if self.conversation is None:

@@ -14,9 +14,10 @@ from django.utils import timezone
 from accounts.models import ApiKey, User
 from billing.models import UsageRecord
 
+from . import attachments
 from .catalogue.lookup import AUTO
 from .gateway.generation import Generation
-from .models import AIModel, Conversation, Message
+from .models import AIModel, Attachment, Conversation, Message
 
 TITLE_CHARS = 60
 MAX_MESSAGE_CHARS = 32_000
@@ -111,8 +112,9 @@ def streaming_reply_ids(conversation: Conversation) -> list[int]:
 
 def history_for(conversation: Conversation, reply: Message) -> list[dict]:
     """The messages sent upstream for this reply: everything before it with text."""
-    rows = conversation.messages.filter(id__lt=reply.pk).exclude(content="").values_list("role", "content")
-    return [{"role": role, "content": content} for role, content in rows]
+    rows = list(conversation.messages.filter(id__lt=reply.pk).exclude(content="").values_list("id", "role", "content"))
+    history = [{"role": role, "content": content} for _, role, content in rows]
+    return attachments.with_attachments(history, [pk for pk, _, _ in rows], reply.model)
 
 
 def store_reply(reply: Message, generation: Generation, usage: UsageRecord | None) -> None:
@@ -164,6 +166,7 @@ async def start_exchange(
     model: AIModel | None,
     api_key: ApiKey | None = None,
     params: dict | None = None,
+    files: list[Attachment] = (),
 ) -> Exchange:
     """Save the user's message (before any upstream call: whatever happens next, their words are kept) and
     an empty reply, in a new conversation when none is given; with the generation that will write the reply.
@@ -176,6 +179,7 @@ async def start_exchange(
         else:
             started = conversation
             user_message, reply, title_changed = add_user_message(conversation, text, model)
+        attachments.attach(files, user_message)  # before the history is read for the generation
         generation = generation_for(reply, user=user, model=model, api_key=api_key, params=params)
         return Exchange(started, reply, generation, user_message, title_changed)
 

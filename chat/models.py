@@ -3,13 +3,15 @@ chat/catalogue/models.py and imported here so that Django registers it with the 
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
 from chat.catalogue.models import AIModel, Provider
 
-__all__ = ["AIModel", "Conversation", "Message", "Provider", "SharedLink"]
+__all__ = ["AIModel", "Attachment", "Conversation", "Message", "Provider", "SharedLink"]
 
 
 class Conversation(models.Model):
@@ -91,3 +93,39 @@ class SharedLink(models.Model):
 
     def get_absolute_url(self):
         return reverse("shared_conversation", args=[self.token])
+
+
+def attachment_path(attachment: "Attachment", filename: str) -> str:
+    """A random name under the owner's folder: nothing of the uploaded name, nothing guessable."""
+    return f"attachments/{attachment.user_id}/{uuid.uuid4().hex}"
+
+
+class Attachment(models.Model):
+    """A file sent with a message: a document (its text goes to the model) or an image (an image part,
+    for models that take images). Uploaded before the message is sent (`message` empty until then);
+    deleted with its message, so with its conversation (the stored file too: chat/attachments.py)."""
+
+    class Kind(models.TextChoices):
+        DOCUMENT = "document"
+        IMAGE = "image"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="attachments")
+    file = models.FileField(upload_to=attachment_path, max_length=200)
+    name = models.CharField(max_length=255, help_text="The name it was uploaded with (shown, never used as a path).")
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveIntegerField()
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    text = models.TextField(blank=True, help_text="A document's text, as given to the model.")
+    tokens = models.PositiveIntegerField(default=0, help_text="What it adds to a request's prompt.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["user", "message"], name="attachment_user_message")]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("chat:attachment", args=[self.pk])

@@ -87,6 +87,15 @@ SEED_MODELS = [
 # Models for POST /v1/embeddings only (every other seed model is a chat model).
 SEED_EMBEDDING_MODELS = {"local/all-minilm-l6-v2"}
 
+# The seed models that take images (refresh_models brings OpenRouter's own word on it).
+SEED_VISION_MODELS = {
+    "google/gemini-2.0-flash-exp:free",
+    "openai/gpt-4o-mini",
+    "google/gemini-2.0-flash-001",
+    "gemini/gemini-2.0-flash",
+    "gemini/gemini-2.0-flash-lite",
+}
+
 # OpenRouter → Gemini: the same model family served directly by Google when OpenRouter fails.
 SEED_FALLBACKS = {
     "google/gemini-2.0-flash-001": "gemini/gemini-2.0-flash",
@@ -109,6 +118,7 @@ def seed_catalogue() -> int:
                 output_price_per_m=Decimal(price_out),
                 auto_priority=priority,
                 kind=AIModel.Kind.EMBEDDING if slug in SEED_EMBEDDING_MODELS else AIModel.Kind.CHAT,
+                supports_images=slug in SEED_VISION_MODELS,
             ),
         )
         if created:

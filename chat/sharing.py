@@ -25,7 +25,7 @@ def new_share_token() -> str:
 
 
 def _messages(conversation: Conversation):
-    return conversation.messages.select_related("model")
+    return conversation.messages.select_related("model").prefetch_related("attachments")
 
 
 def message_record(message: Message) -> dict:
@@ -37,6 +37,7 @@ def message_record(message: Message) -> dict:
         "model_name": message.model.name if message.model else None,
         "created_at": message.created_at.isoformat(),
         "sources": message.sources,
+        "attachments": [{"id": a.pk, "name": a.name, "kind": a.kind} for a in message.attachments.all()],
     }
 
 
@@ -63,6 +64,7 @@ def share_snapshot(conversation: Conversation) -> list[dict]:
             "model_name": m["model_name"],
             "created_at": m["created_at"],
             "sources": m["sources"],
+            "attachments": m["attachments"],
         }
         for m in conversation_record(conversation)["messages"]
     ]
@@ -76,12 +78,19 @@ def to_markdown(record: dict) -> str:
         if message["role"] == "assistant" and message.get("model_name"):
             heading += f" ({message['model_name']})"
         lines += [f"## {heading}", "", f"*{message['created_at']}*", "", message["content"], ""]
+        if message.get("attachments"):
+            lines += ["Attached: " + ", ".join(a["name"] for a in message["attachments"]), ""]
         if message.get("sources"):
             lines += ["Sources:", ""]
             lines += [f"{n}. [{s['title']}]({s['url']})" for n, s in enumerate(message["sources"], 1)] + [""]
         if message.get("status") in ("stopped", "failed"):
             lines += [f"*(reply {message['status']})*", ""]
     return "\n".join(lines)
+
+
+def shared_attachment_ids(link) -> set[int]:
+    """The attachments a share link shows (those of its snapshot's messages)."""
+    return {a["id"] for m in link.snapshot for a in m.get("attachments", [])}
 
 
 def export_filename(conversation: Conversation, extension: str) -> str:
@@ -91,7 +100,7 @@ def export_filename(conversation: Conversation, extension: str) -> str:
 def user_archive(user) -> bytes:
     """All of a user's conversations as one ZIP: each as Markdown and as JSON (two queries in all)."""
     conversations = Conversation.objects.filter(user=user).prefetch_related(
-        Prefetch("messages", queryset=Message.objects.select_related("model"))
+        Prefetch("messages", queryset=Message.objects.select_related("model").prefetch_related("attachments"))
     )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_share
+from . import views, views_attachments, views_share
 
 app_name = "chat"
 
@@ -14,6 +14,9 @@ urlpatterns = [
     path("<int:pk>/export.md", views_share.export_markdown, name="export_markdown"),
     path("<int:pk>/export.json", views_share.export_json, name="export_json"),
     path("export.zip", views_share.export_all, name="export_all"),
+    path("attachments/", views_attachments.upload, name="upload"),
+    path("attachments/<int:pk>/", views_attachments.attachment, name="attachment"),
+    path("attachments/<int:pk>/remove/", views_attachments.remove, name="remove_attachment"),
     path("<int:pk>/share/", views_share.share, name="share"),
     path("shares/<int:pk>/revoke/", views_share.revoke_share, name="revoke_share"),
 ]

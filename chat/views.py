@@ -37,7 +37,7 @@ def _chat_page(request, conversation: Conversation | None):
     if conversation is None:
         messages, selected_model = Message.objects.none(), conversations.preferred_model(request.user)
     else:
-        messages = list(conversation.messages.select_related("model", "usage"))
+        messages = list(conversation.messages.select_related("model", "usage").prefetch_related("attachments"))
         selected_model = conversation.model.slug if conversation.model else conversations.AUTO
     context = {
         "conversation": conversation,

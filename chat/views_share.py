@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from . import sharing
-from .models import Conversation, SharedLink
+from .models import Attachment, Conversation, SharedLink
+from .views_attachments import file_response
 
 # Share pages and exports are the user's words: not for search engines, not cached by proxies.
 NOINDEX = "noindex, nofollow, noarchive"
@@ -70,6 +71,18 @@ def revoke_share(request, pk: int):
     if request.htmx:
         return HttpResponse("")
     return redirect("profile")
+
+
+@login_not_required
+@require_GET
+def shared_attachment(request, token: str, pk: int):
+    """A file of a shared conversation, while its link lives (and only those its snapshot shows)."""
+    link = get_object_or_404(SharedLink, token=token)
+    if pk not in sharing.shared_attachment_ids(link):
+        raise Http404
+    response = file_response(get_object_or_404(Attachment, pk=pk, message__conversation=link.conversation))
+    response["X-Robots-Tag"] = NOINDEX
+    return response
 
 
 @login_not_required

@@ -22,7 +22,14 @@ from .decorators import api_view
 from .errors import ApiError, failure_error
 from .model_list import model_list
 from .streaming import GenerationStream, complete, open_generation_stream, sse_event, sse_response
-from .validation import ChatRequest, EmbeddingRequest, parse_chat_request, parse_embedding_request, read_json_body
+from .validation import (
+    ChatRequest,
+    EmbeddingRequest,
+    image_part_paths,
+    parse_chat_request,
+    parse_embedding_request,
+    read_json_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +178,26 @@ def requested_model(caller, chat: ChatRequest, models):
             "unsupported_parameter",
             param=refused,
         )
+    _refuse_images_for_text_only(model, chat, models)
     return model
+
+
+def _refuse_images_for_text_only(model, chat: ChatRequest, models) -> None:
+    """A request with image parts needs a model that takes images ('auto': a free one that does)."""
+    images = image_part_paths(chat.messages)
+    if not images:
+        return
+    takes_images = (
+        model.supports_images if model is not None else any(m.supports_images for m in candidates_for(None, models))
+    )
+    if not takes_images:
+        raise ApiError(
+            400,
+            f"{images[0]} is an image, and the model '{chat.model}' takes text only. Send text only, or pick a "
+            "model that takes images.",
+            "model_not_multimodal",
+            param=images[0],
+        )
 
 
 @api_view("POST")

@@ -6,11 +6,16 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+
+from aihub.message_content import IMAGE_TYPES, image_part, split_data_url
 
 from .errors import ApiError
 
-MAX_BODY_BYTES = 1024 * 1024
+# Images come inline (data: URLs): a body may be large. Bigger ones are refused at the ASGI edge
+# (aihub/body_limit.py) before anything reads them.
+MAX_BODY_BYTES = settings.API_MAX_BODY_BYTES
 # "developer" is OpenAI's newer name for "system": passed on as "system", which every provider knows.
 ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_STOP_SEQUENCES = 4
@@ -100,20 +105,55 @@ def _integer(data: dict, name: str) -> int | None:
     return value
 
 
-def _text_of(content, where: str) -> str:
-    """A message's content: a string, or a list of text parts (other parts are not supported)."""
+def _image_part(part: dict, where: str) -> dict:
+    """An image part: its url a data: URL of a PNG, JPEG, WebP or GIF image, or an https: address."""
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str):
+        raise _bad(f"{where}.image_url must be {{url: a data: URL or an https: address}}.", where, "invalid_type")
+    inline = split_data_url(url) if url.startswith("data:") else None
+    if url.startswith("data:") and (inline is None or inline[0] not in IMAGE_TYPES):
+        raise _bad(
+            f"{where}: a data: URL must hold a base64 image of type {', '.join(IMAGE_TYPES)}.", where, "invalid_value"
+        )
+    if not inline and not url.startswith("https://"):
+        raise _bad(f"{where}: an image URL must be a data: URL or an https: address.", where, "invalid_value")
+    return image_part(url)
+
+
+def _text_of(content, where: str, images: bool = False):
+    """A message's content: a string, or a list of text parts, joined; with `images` (user messages),
+    a list that holds image parts stays a list of parts."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        texts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise _bad(f"{where}: only text parts are supported.", where, "invalid_type")
-            texts.append(part["text"])
-        return "".join(texts)
+        parts = []
+        for index, part in enumerate(content):
+            at = f"{where}[{index}]"
+            if images and isinstance(part, dict) and part.get("type") == "image_url":
+                parts.append(_image_part(part, at))
+            elif not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kinds = "text and image_url parts are" if images else "only text parts are"
+                raise _bad(f"{at}: {kinds} supported here.", at, "invalid_type")
+            else:
+                parts.append({"type": "text", "text": part["text"]})
+        if any(part["type"] == "image_url" for part in parts):
+            return parts
+        return "".join(part["text"] for part in parts)
     raise _bad(f"{where} must be a string or a list of text parts.", where, "invalid_type")
+
+
+def image_part_paths(messages: list[dict]) -> list[str]:
+    """Where the request's image parts are ("messages[0].content[1]"), to name them in an error."""
+    return [
+        f"messages[{i}].content[{j}]"
+        for i, message in enumerate(messages)
+        if isinstance(message.get("content"), list)
+        for j, part in enumerate(message["content"])
+        if part["type"] == "image_url"
+    ]
 
 
 def _tool_calls_of(value, where: str) -> list[dict]:
@@ -154,7 +194,7 @@ def _message(message, index: int, asked: set[str]) -> dict:
     role = message.get("role")
     if role not in ROLES:
         raise _bad(f"{where}.role must be one of {', '.join(ROLES)}.", f"{where}.role", "invalid_value")
-    content = _text_of(message.get("content"), f"{where}.content")
+    content = _text_of(message.get("content"), f"{where}.content", images=role == "user")
     if role == "tool":
         call_id = message.get("tool_call_id")
         if not isinstance(call_id, str) or call_id not in asked:

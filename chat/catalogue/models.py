@@ -49,6 +49,10 @@ class AIModel(models.Model):
     # Where the provider passes tools / response_format on, not every model takes them: OpenRouter's
     # list says which do (refresh_models); for other servers an operator may clear them in admin.
     supports_tools = models.BooleanField(default=True, help_text="Takes tools (function calling).")
+    # Images (uploads in the chat, image parts on /v1) go only to models that take them: OpenRouter's list
+    # says which (input_modalities), Gemini's models all do, an OpenAI-compatible server's are named in
+    # OPENAI_COMPAT_VISION_MODELS or flagged in admin.
+    supports_images = models.BooleanField(default=False, help_text="Takes images (image parts).")
     supports_response_format = models.BooleanField(
         default=True, help_text="Takes response_format (JSON mode, JSON schema)."
     )

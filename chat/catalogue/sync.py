@@ -73,6 +73,9 @@ def refresh_openrouter() -> int:
             if isinstance(supported, list)
             else {}
         )
+        modalities = (item.get("architecture") or {}).get("input_modalities")
+        if isinstance(modalities, list):
+            capabilities["supports_images"] = "image" in modalities
         rows.append(
             {
                 **capabilities,
@@ -93,7 +96,12 @@ def refresh_openai_compat() -> int:
     data = _get(f"{settings.OPENAI_COMPAT_BASE_URL.rstrip('/')}/models", headers)
     rows = [
         # A self-hosted server costs nothing per token; an operator can set prices in admin.
-        {"slug": f"compat/{item['id']}", "upstream_id": item["id"], "name": item["id"]}
+        {
+            "slug": f"compat/{item['id']}",
+            "upstream_id": item["id"],
+            "name": item["id"],
+            "supports_images": item["id"] in settings.OPENAI_COMPAT_VISION_MODELS,
+        }
         for item in data.get("data", [])
     ]
     return _store(Provider.OPENAI_COMPAT, rows)
@@ -106,7 +114,7 @@ def refresh_gemini() -> int:
     for item in data.get("models", []):
         upstream_id = item.get("name", "").removeprefix("models/")
         updated += AIModel.objects.filter(provider=Provider.GEMINI, upstream_id=upstream_id).update(
-            context_length=item.get("inputTokenLimit"), is_active=True
+            context_length=item.get("inputTokenLimit"), is_active=True, supports_images=True
         )
     catalogue_changed()  # a queryset update sends no signal
     return updated

@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 from django.db import close_old_connections, transaction
 
 from accounts.models import ApiKey, User
+from aihub.message_content import has_images
 from billing import limits, metering
 from billing.models import UsageRecord
 from chat.catalogue import lookup as catalogue
@@ -135,11 +136,14 @@ class Generation:
         models = catalogue.current()
         if self.resolve_model is not None:
             self.requested_model = self.resolve_model(models)
+        candidates = candidates_for(self.requested_model, models, self.params)
+        if has_images(self.messages):  # images only go to models that take them (fallbacks included)
+            candidates = [m for m in candidates if m.supports_images]
         return limits.admit(
             user=self.user,
             api_key=self.api_key,
             model=self.requested_model,
-            candidates=candidates_for(self.requested_model, models, self.params),
+            candidates=candidates,
             messages=self.messages,
             params=self.params,
         )

@@ -13,6 +13,7 @@ from accounts.api_keys import generate_key, issue_key, revoke
 from accounts.models import ApiKey
 from billing.models import Plan
 from billing.subscriptions import start_subscription
+from chat.api.validation import MAX_BODY_BYTES
 from chat.tests.api_fixtures import KeyClient, api_client, catalogue, issued  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -153,7 +154,7 @@ async def test_it_refuses_n_other_than_one(api_client, catalogue, n):
 
 
 async def test_it_refuses_an_oversized_body(api_client, catalogue, upstream):
-    huge = {**OK_BODY, "messages": [{"role": "user", "content": "x" * (1024 * 1024 + 1)}]}
+    huge = {**OK_BODY, "messages": [{"role": "user", "content": "x" * (MAX_BODY_BYTES + 1)}]}
     assert_error(await api_client.post("/v1/chat/completions", huge), 413, "request_too_large", "invalid_request_error")
     assert upstream.requests == []
 

@@ -47,7 +47,9 @@ for name in ("fake-model", "slow", "error-after-2"):
     AIModel.objects.create(slug="test/" + name, provider="openai_compat", upstream_id=name, name=name,
                            input_price_per_m=Decimal("1.50"), output_price_per_m=Decimal("2"))
 AIModel.objects.create(slug="test/gemini", provider="gemini", upstream_id="gemini-fake", name="gemini",
-                       input_price_per_m=Decimal("1.50"), output_price_per_m=Decimal("2"))
+                       input_price_per_m=Decimal("1.50"), output_price_per_m=Decimal("2"), supports_images=True)
+AIModel.objects.create(slug="test/vision", provider="openai_compat", upstream_id="vision-model", name="vision",
+                       supports_images=True)
 AIModel.objects.create(slug="test/embed", provider="openai_compat", upstream_id="fake-embed", name="embed",
                        kind="embedding", input_price_per_m=Decimal("0.02"))
 """
@@ -244,6 +246,46 @@ def test_the_sdk_gets_embeddings_from_the_upstream_and_they_are_metered(server, 
     assert after["requests"] == before["requests"] + 1
     assert after["prompt_tokens"] - before["prompt_tokens"] == embedding_tokens(texts)
     assert after["completion_tokens"] == before["completion_tokens"]
+
+
+# A 1x1 PNG.
+PNG_DATA_URL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+LOOK = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": PNG_DATA_URL}},
+        ],
+    }
+]
+
+
+def test_the_sdk_sends_an_image_part_that_the_upstream_receives(sdk, fake_upstream):
+    completion = sdk.chat.completions.create(model="test/vision", messages=LOOK)
+    assert completion.choices[0].message.content == REPLY
+    assert fake_upstream.requests[-1]["body"]["messages"] == LOOK
+
+
+def test_an_image_part_reaches_gemini_as_inline_data(sdk, fake_upstream):
+    sdk.chat.completions.create(model="test/gemini", messages=LOOK)
+    parts = fake_upstream.requests[-1]["body"]["contents"][0]["parts"]
+    assert parts[0] == {"text": "What is in this picture?"}
+    assert parts[1]["inlineData"] == {"mimeType": "image/png", "data": PNG_DATA_URL.split(",", 1)[1]}
+
+
+def test_a_text_only_model_refuses_an_image_part_naming_it(sdk, fake_upstream):
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(model="test/fake-model", messages=LOOK)
+    assert (refused.value.code, refused.value.param) == ("model_not_multimodal", "messages[0].content[1]")
+    assert "takes text only" in refused.value.message
+    with pytest.raises(openai.BadRequestError) as bad_url:
+        sdk.chat.completions.create(
+            model="test/vision",
+            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}]}],
+        )
+    assert bad_url.value.param == "messages[0].content[0]"
+    assert fake_upstream.requests == []
 
 
 def test_the_sdk_raises_the_apis_errors(sdk, server):

@@ -9,9 +9,12 @@ ToolCallDelta, one whole call each.
 from __future__ import annotations
 
 import json
+import mimetypes
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+
+from aihub.message_content import split_data_url
 
 from .base import (
     SAMPLING_PARAMS,
@@ -67,6 +70,25 @@ def _tool_result_part(message: dict[str, Any], names: dict[str, str]) -> dict[st
     }
 
 
+def _user_parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Text and images (OpenAI's image parts as inline data, or as file data for an https: address)."""
+    if not isinstance(content, list):
+        return [{"text": content}]
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        if part.get("type") == "image_url":
+            url = part["image_url"]["url"]
+            inline = split_data_url(url)
+            if inline:
+                parts.append({"inlineData": {"mimeType": inline[0], "data": inline[1]}})
+            else:
+                mime = mimetypes.guess_type(url.split("?")[0])[0] or "image/jpeg"
+                parts.append({"fileData": {"mimeType": mime, "fileUri": url}})
+        else:
+            parts.append({"text": part.get("text", "")})
+    return parts
+
+
 def gemini_contents(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool call id -> function name
@@ -86,7 +108,7 @@ def gemini_contents(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else:
                 contents.append({"role": "user", "parts": [part], "tool_results": True})
         else:
-            contents.append({"role": "user", "parts": [{"text": message["content"]}]})
+            contents.append({"role": "user", "parts": _user_parts(message["content"])})
     for content in contents:
         content.pop("tool_results", None)
     return contents
