@@ -4,12 +4,14 @@ and POST /api/v1/sessions. The browser itself runs them in test_api_browser.py."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from billing.models import UsageRecord
-from chat.models import Conversation, Message
+from chat.models import AIModel, Conversation, Message, Provider
 from chat.tests.api_fixtures import api_client, catalogue, issued, served, sse_events, streamed_body  # noqa: F401
 from chat.tests.fake_upstream import REPLY_WORDS
 
@@ -208,3 +210,26 @@ async def test_a_new_session_by_session_login_must_pass_csrf(user, catalogue):
         "/api/v1/sessions", "{}", content_type="application/json", headers={"X-CSRFToken": token}
     )
     assert accepted.status_code == 201
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_a_stream_outliving_its_view_still_settles_its_reply_and_usage(catalogue, issued, method):
+    """Through the served application and its whole middleware chain: the reply (about 2.4 s) is
+    stored and metered after the view has long returned its streaming response."""
+    await AIModel.objects.acreate(
+        slug="test/steady", provider=Provider.OPENAI_COMPAT, upstream_id="steady", name="Steady"
+    )
+    headers = {"Authorization": f"Bearer {issued[1]}"}
+    asked = {"message": "Say hello", "model": "test/steady"}
+    async with served() as client:
+        if method == "POST":
+            response = await client.post("/api/v1/chat/stream", json=asked, headers=headers, timeout=30)
+        else:
+            query = {"prompt": asked["message"], "model": asked["model"]}
+            response = await client.get("/api/v1/chat/stream", params=query, headers=headers, timeout=30)
+    data = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: ")]
+    end = json.loads(data[-2])
+    assert end["type"] == "end"
+    assert (end["message"]["status"], end["message"]["content"]) == ("complete", REPLY * 2)
+    record = await UsageRecord.objects.aget()
+    assert (record.status, record.completion_tokens) == ("complete", 6)
