@@ -51,30 +51,3 @@ def two_message_chat(user):
     Message.objects.create(conversation=conversation, role="user", content="What is 2 + 2?")
     Message.objects.create(conversation=conversation, role="assistant", content="It is **4**.", model=model)
     return conversation
-
-
-@pytest.fixture
-async def replies_left_running():
-    """Replies are written detached from the socket that asked: those a test leaves running are stopped
-    (and their usage recorded) before its database goes away."""
-    import asyncio
-
-    from chat import replies
-
-    yield replies.running
-    tasks = list(replies.running.values())
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-@pytest.fixture
-def searxng(settings):
-    """A fake SearXNG on 127.0.0.1, configured as the web search backend (a 1 s timeout)."""
-    from chat.tests.fake_searxng import FakeSearch
-
-    with FakeSearch() as fake:
-        settings.WEB_SEARCH_BACKEND = "searxng"
-        settings.SEARXNG_URL = fake.url
-        settings.WEB_SEARCH_TIMEOUT = 1.0
-        yield fake
