@@ -42,6 +42,9 @@ class User(AbstractUser):
         related_name="+",
         help_text="The model a new chat starts with; empty means the model of the last chat.",
     )
+    custom_instructions = models.TextField(
+        blank=True, help_text="Sent first with every chat request, before the conversation's own system prompt."
+    )
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []

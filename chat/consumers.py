@@ -158,6 +158,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 str(data.get("draft", "")),
                 web_search=str(data.get("web_search", "")) in ("on", "true", "1"),
                 attachment_ids=_id_list(data.get("attachments")),
+                system_prompt=str(data["system_prompt"]).strip() if "system_prompt" in data else None,
             )
         elif action == "regenerate":
             await self.regenerate(str(data.get("model", "")))
@@ -165,11 +166,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(f"Unknown action: {action}")
 
     async def send_message(
-        self, text: str, model_slug: str, draft: str = "", *, web_search: bool = False, attachment_ids=()
+        self,
+        text: str,
+        model_slug: str,
+        draft: str = "",
+        *,
+        web_search: bool = False,
+        attachment_ids=(),
+        system_prompt: str | None = None,
     ):
         text = text.strip()
         if not text:
             await self.send_error("Write a message first.")
+            return
+        if system_prompt is not None and len(system_prompt) > conversations.MAX_SYSTEM_PROMPT_CHARS:
+            await self.send_error(
+                f"That system prompt is too long ({len(system_prompt)} characters; "
+                f"the limit is {conversations.MAX_SYSTEM_PROMPT_CHARS})."
+            )
             return
         if len(text) > MAX_MESSAGE_CHARS:
             await self.send_error(
@@ -189,7 +203,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         new_conversation = self.conversation is None
         try:
             exchange = await conversations.start_exchange(
-                user=self.scope["user"], conversation=self.conversation, text=text, model=model, files=files
+                user=self.scope["user"],
+                conversation=self.conversation,
+                text=text,
+                model=model,
+                files=files,
+                system_prompt=system_prompt,
             )
         except conversations.ReplyInProgress as exc:
             await self.send_error(str(exc))

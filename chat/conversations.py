@@ -21,6 +21,7 @@ from .models import AIModel, Attachment, Conversation, Message
 
 TITLE_CHARS = 60
 MAX_MESSAGE_CHARS = 32_000
+MAX_SYSTEM_PROMPT_CHARS = 8_000
 
 
 class ReplyInProgress(Exception):
@@ -117,6 +118,14 @@ def history_for(conversation: Conversation, reply: Message) -> list[dict]:
     return attachments.with_attachments(history, [pk for pk, _, _ in rows], reply.model)
 
 
+def instructions_for(conversation: Conversation) -> list[dict]:
+    """The system message sent first: the owner's custom instructions, then the conversation's system prompt
+    (read now: either may have changed since the socket opened)."""
+    custom = User.objects.filter(pk=conversation.user_id).values_list("custom_instructions", flat=True).first()
+    text = "\n\n".join(part.strip() for part in (custom or "", conversation.system_prompt) if part.strip())
+    return [{"role": "system", "content": text}] if text else []
+
+
 def store_reply(reply: Message, generation: Generation, usage: UsageRecord | None) -> None:
     """The reply as its request left it: called by the generation when the request is over, in the
     transaction that writes its usage row, or with no row when the plan refused it."""
@@ -138,7 +147,7 @@ def generation_for(
     return Generation(
         user=user,
         model=model,
-        messages=history_for(reply.conversation, reply),
+        messages=instructions_for(reply.conversation) + history_for(reply.conversation, reply),
         params=params,
         api_key=api_key,
         request_id=reply.usage_id,
@@ -167,10 +176,12 @@ async def start_exchange(
     api_key: ApiKey | None = None,
     params: dict | None = None,
     files: list[Attachment] = (),
+    system_prompt: str | None = None,
 ) -> Exchange:
     """Save the user's message (before any upstream call: whatever happens next, their words are kept) and
     an empty reply, in a new conversation when none is given; with the generation that will write the reply.
-    A refusal by the plan leaves the reply failed with the reason (store_reply)."""
+    A refusal by the plan leaves the reply failed with the reason (store_reply). A system prompt, when given,
+    becomes the conversation's."""
 
     def start() -> Exchange:
         if conversation is None:
@@ -180,6 +191,9 @@ async def start_exchange(
             started = conversation
             user_message, reply, title_changed = add_user_message(conversation, text, model)
         attachments.attach(files, user_message)  # before the history is read for the generation
+        if system_prompt is not None and system_prompt != started.system_prompt:
+            started.system_prompt = system_prompt
+            Conversation.objects.filter(pk=started.pk).update(system_prompt=system_prompt)
         generation = generation_for(reply, user=user, model=model, api_key=api_key, params=params)
         return Exchange(started, reply, generation, user_message, title_changed)
 

@@ -18,6 +18,7 @@ class Conversation(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200, default="New chat")
     model = models.ForeignKey(AIModel, null=True, blank=True, on_delete=models.SET_NULL)
+    system_prompt = models.TextField(blank=True, help_text="Sent first with every request of this conversation.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

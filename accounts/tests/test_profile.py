@@ -88,3 +88,13 @@ def test_it_refuses_a_default_model_outside_the_catalogue(logged_in, user, compa
     assert "Select a valid choice" in response.content.decode()
     user.refresh_from_db()
     assert user.default_model is None
+
+
+def test_it_saves_custom_instructions(logged_in, user):
+    response = logged_in.post("/account/chat-preferences/", {"default_model": "", "custom_instructions": "Be brief."})
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.custom_instructions == "Be brief."
+    assert "Be brief." in logged_in.get("/account/").content.decode()
+    too_long = logged_in.post("/account/chat-preferences/", {"default_model": "", "custom_instructions": "x" * 8001})
+    assert too_long.status_code == 422

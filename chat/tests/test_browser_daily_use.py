@@ -228,3 +228,25 @@ def test_a_code_block_is_highlighted_and_copy_puts_its_text_on_the_clipboard(cha
     page.locator(".message.user .message-tools button").click()  # every message has its copy button
     page.wait_for_function("async () => (await navigator.clipboard.readText()) === 'Write a greeting function'")
     assert page.problems == []
+
+
+@pytest.fixture
+def quick_model(upstream):
+    return AIModel.objects.create(slug="fake/quick", provider=Provider.OPENAI_COMPAT, upstream_id="quick", name="Quick")
+
+
+def test_the_system_prompt_reaches_the_upstream_and_stays_with_the_chat(quick_model, upstream, chat_page):
+    page = chat_page
+    open_new_chat(page)
+    page.select_option("#model-select", "fake/quick")
+    page.click(".system-prompt summary")
+    page.fill("#system-prompt", "Answer like a pirate.")
+    page.fill("#message-input", "Where is the treasure?")
+    page.press("#message-input", "Enter")
+    page.locator(".message.assistant.status-complete").wait_for()
+    received = upstream.requests[-1]["body"]["messages"]  # what the fake upstream was sent
+    assert received[0] == {"role": "system", "content": "Answer like a pirate."}
+    assert received[-1] == {"role": "user", "content": "Where is the treasure?"}
+    page.reload()
+    assert page.input_value("#system-prompt") == "Answer like a pirate."
+    assert page.problems == []

@@ -15,14 +15,12 @@ from aihub.asgi import application
 from aihub.testing import logged_in_client, session_cookie_header
 from billing.metering import count_text_tokens
 from billing.models import UsageRecord
+from chat import replies
 from chat.models import AIModel, Conversation, Message, Provider
 from chat.tests.fake_upstream import REPLY_WORDS
 
 # serialized_rollback: the plans seeded by a migration come back after each flush.
-pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
-    pytest.mark.usefixtures("replies_left_running"),
-]
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 FINAL_MARK = 'class="chat-status"'  # the busy indicator switched off: the exchange is over
@@ -65,6 +63,12 @@ async def connect(session_cookie):
     for communicator in opened:
         if not communicator.future.done():
             await communicator.disconnect()
+    # Replies are written detached from the socket that asked: those a test leaves running are stopped (and
+    # their usage recorded) before its database goes away.
+    left_running = list(replies.running.values())
+    for task in left_running:
+        task.cancel()
+    await asyncio.gather(*left_running, return_exceptions=True)
 
 
 @pytest.fixture
@@ -511,3 +515,37 @@ async def test_the_end_of_a_reply_clears_the_error_banner(chat_with, upstream):
     await communicator.send_json_to({"action": "stop"})
     final = (await receive_until_final(communicator))[-1]
     assert '<div id="chat-error" class="chat-error" role="alert" hx-swap-oob="outerHTML"></div>' in final
+
+
+async def test_custom_instructions_and_the_system_prompt_reach_the_upstream_first(
+    chat_with, conversation, user, upstream
+):
+    user.custom_instructions = "I am a chemist."
+    await user.asave()
+    communicator = await chat_with("fake-model")
+    await communicator.send_json_to(
+        {"action": "send", "message": "Hi", "model": "fake/fake-model", "system_prompt": " Answer in French. "}
+    )
+    await receive_until_final(communicator)
+    messages = upstream.requests[-1]["body"]["messages"]
+    assert messages[0] == {"role": "system", "content": "I am a chemist.\n\nAnswer in French."}
+    assert messages[1] == {"role": "user", "content": "Hi"}
+    assert (await Conversation.objects.aget(pk=conversation.pk)).system_prompt == "Answer in French."
+    # The prompt is kept for the next messages; a message without the field leaves it as it is.
+    await send(communicator, "Again", "fake/fake-model")
+    await receive_until_final(communicator)
+    assert upstream.requests[-1]["body"]["messages"][0]["content"].endswith("Answer in French.")
+
+
+async def test_without_instructions_no_system_message_is_sent(chat_with, upstream):
+    communicator = await chat_with("fake-model")
+    await send(communicator, "Hi", "fake/fake-model")
+    await receive_until_final(communicator)
+    assert [m["role"] for m in upstream.requests[-1]["body"]["messages"]] == ["user"]
+
+
+async def test_an_oversized_system_prompt_is_refused_visibly(chat_with, conversation, upstream):
+    communicator = await chat_with("fake-model")
+    await communicator.send_json_to({"action": "send", "message": "Hi", "model": "auto", "system_prompt": "x" * 8001})
+    assert "That system prompt is too long (8001 characters; the limit is 8000)." in await communicator.receive_from()
+    assert not await sync_to_async(Message.objects.filter(conversation=conversation).exists)()

@@ -1,0 +1,15 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("chat", "0005_message_sources"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="conversation",
+            name="system_prompt",
+            field=models.TextField(blank=True, help_text="Sent first with every request of this conversation."),
+        ),
+    ]
