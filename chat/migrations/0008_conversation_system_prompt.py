@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0005_message_sources"),
+        ("chat", "0007_attachments_and_images"),
     ]
 
     operations = [
