@@ -14,16 +14,16 @@ import json
 
 from django.conf import settings
 
-UPLOAD_PATH = "/chat/attachments/"
+UPLOAD_PATHS = ("/chat/attachments/", "/api/v1/files")
 # Room for the multipart envelope around the file (boundaries, headers, the other fields).
 MULTIPART_OVERHEAD = 64 * 1024
 
 
 def limit_for(path: str) -> int:
+    if path in UPLOAD_PATHS:
+        return settings.UPLOAD_MAX_BYTES + MULTIPART_OVERHEAD
     if path.startswith(("/v1/", "/api/")):
         return settings.API_MAX_BODY_BYTES
-    if path == UPLOAD_PATH:
-        return settings.UPLOAD_MAX_BYTES + MULTIPART_OVERHEAD
     return settings.PAGE_MAX_BODY_BYTES
 
 

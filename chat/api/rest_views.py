@@ -16,6 +16,7 @@ from chat.conversations import MAX_MESSAGE_CHARS, Exchange, start_exchange
 from chat.models import Conversation, Message
 
 from .auth import Caller, allowed_model, authenticate_request
+from .file_views import files_to_send
 from .decorators import api_view
 from .errors import ApiError
 from .model_list import model_list
@@ -111,6 +112,7 @@ async def _start_exchange(request) -> Exchange:
     params = parse_params(data)
     model = await database_sync_to_async(allowed_model)(caller, slug)
     conversation = await _session_for(caller, data["session_id"]) if data.get("session_id") is not None else None
+    files = await files_to_send(caller, data.get("attachments"), model)
     return await start_exchange(
         user=caller.user,
         conversation=conversation,
@@ -118,6 +120,7 @@ async def _start_exchange(request) -> Exchange:
         model=model,
         api_key=caller.api_key,
         params=params,
+        files=files,
     )
 
 

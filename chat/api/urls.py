@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import docs_views, openai_views, rest_views, search_views
+from . import docs_views, file_views, openai_views, rest_views, search_views
 from .decorators import unknown_endpoint
 
 # Mounted at /v1: the OpenAI-compatible API.
@@ -21,6 +21,7 @@ rest_urlpatterns = [
     path("models", rest_views.models, name="api_models"),
     path("stats", rest_views.stats, name="api_stats"),
     path("search", search_views.web_search, name="api_search"),
+    path("files", file_views.upload_file, name="api_files"),
     path("<path:path>", unknown_endpoint),
 ]
 
