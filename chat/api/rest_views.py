@@ -16,9 +16,9 @@ from chat.conversations import MAX_MESSAGE_CHARS, Exchange, start_exchange
 from chat.models import Conversation, Message
 
 from .auth import Caller, allowed_model, authenticate_request
-from .file_views import files_to_send
 from .decorators import api_view
 from .errors import ApiError
+from .file_views import files_to_send
 from .model_list import model_list
 from .streaming import complete, open_generation_stream, sse_event, sse_response
 from .validation import parse_params, read_json_body
