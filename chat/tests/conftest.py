@@ -51,3 +51,15 @@ def two_message_chat(user):
     Message.objects.create(conversation=conversation, role="user", content="What is 2 + 2?")
     Message.objects.create(conversation=conversation, role="assistant", content="It is **4**.", model=model)
     return conversation
+
+
+@pytest.fixture
+def searxng(settings):
+    """A fake SearXNG on 127.0.0.1, configured as the web search backend (a 1 s timeout)."""
+    from chat.tests.fake_searxng import FakeSearch
+
+    with FakeSearch() as fake:
+        settings.WEB_SEARCH_BACKEND = "searxng"
+        settings.SEARXNG_URL = fake.url
+        settings.WEB_SEARCH_TIMEOUT = 1.0
+        yield fake
