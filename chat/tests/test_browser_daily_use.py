@@ -250,3 +250,47 @@ def test_the_system_prompt_reaches_the_upstream_and_stays_with_the_chat(quick_mo
     page.reload()
     assert page.input_value("#system-prompt") == "Answer like a pirate."
     assert page.problems == []
+
+
+@pytest.fixture
+def phone_page(asgi_server, chromium_path, user):
+    with chromium_page(chromium_path, viewport=PHONE, base_url=asgi_server, session_key=session_key_for(user)) as page:
+        yield page
+
+
+def test_the_phone_drawer_closes_on_a_tap_beside_it_its_close_button_and_escape(phone_page):
+    page = phone_page
+    open_new_chat(page)
+    sidebar = page.locator("#sidebar")
+
+    def drawer_is_open() -> bool:
+        return page.evaluate("document.body.classList.contains('sidebar-open')")
+
+    for close in ("backdrop", "button", "escape"):
+        page.click("#sidebar-toggle")
+        page.wait_for_function("document.body.classList.contains('sidebar-open')")
+        assert page.locator("#sidebar-toggle").get_attribute("aria-expanded") == "true"
+        page.wait_for_timeout(200)  # the slide-in
+        assert sidebar.bounding_box()["x"] == 0
+        if close == "backdrop":
+            page.mouse.click(370, 400)  # beside the drawer (300 px wide)
+        elif close == "button":
+            page.click("#drawer-close")
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_function("!document.body.classList.contains('sidebar-open')")
+        assert not drawer_is_open()
+    assert page.problems == []
+
+
+@pytest.mark.parametrize("link, path", [("Usage", "/usage/"), ("API keys", "/account/api-keys/"), ("Billing", "/billing/")])
+def test_every_page_is_reached_from_a_phone_and_fits_its_width(link, path, phone_page):
+    page = phone_page
+    open_new_chat(page)
+    assert not page.locator(".topbar nav a.secondary").first.is_visible()  # no room for them all
+    page.click("#account-menu summary")
+    page.locator("#account-menu .account-menu-items a", has_text=link).click()
+    page.wait_for_url(f"{page.base}{path}")
+    page.wait_for_load_state("networkidle")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # tables and charts fit
+    assert page.problems == []

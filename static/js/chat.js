@@ -33,7 +33,9 @@
     }
   });
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && busy() && !event.defaultPrevented) stopForm.requestSubmit();
+    if (event.key !== "Escape" || event.defaultPrevented) return;
+    if (drawerOpen()) setDrawer(false);  // the drawer first: Escape closes what is on top
+    else if (busy()) stopForm.requestSubmit();
   });
 
   // Each send carries a draft number; the server echoes it in #composer-ack when it has stored the
@@ -79,9 +81,15 @@
     connection.textContent = code === 4401 ? "Your session has ended: log in again."
       : code === 4404 ? "This conversation is not available." : "Connection lost: reconnecting…";
   });
-  sidebarToggle.addEventListener("click", () => {
-    sidebarToggle.setAttribute("aria-expanded", document.body.classList.toggle("sidebar-open"));
-  });
+  // On a phone the sidebar is a drawer: ☰ opens it; its close button, a tap beside it or Escape close it.
+  const setDrawer = (open) => {
+    document.body.classList.toggle("sidebar-open", open);
+    sidebarToggle.setAttribute("aria-expanded", open);
+  };
+  const drawerOpen = () => document.body.classList.contains("sidebar-open");
+  sidebarToggle.addEventListener("click", () => setDrawer(!drawerOpen()));
+  document.getElementById("drawer-close").addEventListener("click", () => { setDrawer(false); sidebarToggle.focus(); });
+  document.getElementById("drawer-backdrop").addEventListener("click", () => setDrawer(false));
   const showModelInfo = () => { modelInfo.textContent = modelSelect.selectedOptions[0]?.dataset.info || ""; };
   modelSelect.addEventListener("change", showModelInfo);
   showModelInfo();
