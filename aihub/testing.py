@@ -104,14 +104,16 @@ def chromium_page(
     base_url: str | None = None,
     session_key: str | None = None,
     permissions: tuple[str, ...] = (),
+    ignore_https_errors: bool = False,
 ) -> Iterator:
     """A page of headless Chromium that collects its problems (console errors, page errors, responses
-    of 4xx/5xx) in `page.problems`; with a session key it is logged in on base_url (`page.base`)."""
+    of 4xx/5xx) in `page.problems`; with a session key it is logged in on base_url (`page.base`).
+    ignore_https_errors: for a server with a self-signed certificate."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable_path, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport=viewport)
+        context = browser.new_context(viewport=viewport, ignore_https_errors=ignore_https_errors)
         if permissions:
             context.grant_permissions(list(permissions), origin=base_url)
         if session_key:
