@@ -42,6 +42,13 @@ class User(AbstractUser):
         related_name="+",
         help_text="The model a new chat starts with; empty means the model of the last chat.",
     )
+
+    class Theme(models.TextChoices):
+        SYSTEM = "system", "Auto (as the device)"
+        DARK = "dark", "Dark"
+        LIGHT = "light", "Light"
+
+    theme = models.CharField(max_length=10, choices=Theme.choices, default=Theme.SYSTEM)
     custom_instructions = models.TextField(
         blank=True, help_text="Sent first with every chat request, before the conversation's own system prompt."
     )

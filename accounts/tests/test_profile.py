@@ -98,3 +98,19 @@ def test_it_saves_custom_instructions(logged_in, user):
     assert "Be brief." in logged_in.get("/account/").content.decode()
     too_long = logged_in.post("/account/chat-preferences/", {"default_model": "", "custom_instructions": "x" * 8001})
     assert too_long.status_code == 422
+
+
+def test_the_theme_button_cycles_auto_dark_light_and_goes_back(logged_in, user):
+    assert "data-theme" not in logged_in.get("/chat/").content.decode()[:200]  # auto: as the device
+    response = logged_in.post("/account/theme/", {"next": "/usage/"})
+    assert response.status_code == 302 and response["Location"] == "/usage/"
+    user.refresh_from_db()
+    assert user.theme == "dark"
+    assert '<html lang="en" data-theme="dark">' in logged_in.get("/chat/").content.decode()
+    logged_in.post("/account/theme/", {"next": "/chat/"})
+    user.refresh_from_db()
+    assert user.theme == "light"
+    response = logged_in.post("/account/theme/", {"next": "https://evil.example/"})
+    assert response["Location"] == "/account/"  # never off the site
+    user.refresh_from_db()
+    assert user.theme == "system"

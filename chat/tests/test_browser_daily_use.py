@@ -283,7 +283,9 @@ def test_the_phone_drawer_closes_on_a_tap_beside_it_its_close_button_and_escape(
     assert page.problems == []
 
 
-@pytest.mark.parametrize("link, path", [("Usage", "/usage/"), ("API keys", "/account/api-keys/"), ("Billing", "/billing/")])
+@pytest.mark.parametrize(
+    "link, path", [("Usage", "/usage/"), ("API keys", "/account/api-keys/"), ("Billing", "/billing/")]
+)
 def test_every_page_is_reached_from_a_phone_and_fits_its_width(link, path, phone_page):
     page = phone_page
     open_new_chat(page)
@@ -293,4 +295,34 @@ def test_every_page_is_reached_from_a_phone_and_fits_its_width(link, path, phone
     page.wait_for_url(f"{page.base}{path}")
     page.wait_for_load_state("networkidle")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # tables and charts fit
+    assert page.problems == []
+
+
+def background_of(page) -> str:
+    return page.evaluate("getComputedStyle(document.body).backgroundColor")
+
+
+LIGHT_BG, DARK_BG = "rgb(246, 247, 249)", "rgb(17, 19, 24)"
+
+
+def test_dark_mode_follows_the_device_then_the_saved_choice_charts_included(chat_page):
+    page = chat_page
+    page.emulate_media(color_scheme="dark")
+    open_new_chat(page)
+    assert background_of(page) == DARK_BG  # auto: as the device
+    page.emulate_media(color_scheme="light")
+    assert background_of(page) == LIGHT_BG
+    with page.expect_navigation():
+        page.click("#theme-switch")  # auto -> dark, saved
+    assert background_of(page) == DARK_BG
+    page.goto(f"{page.base}/usage/")
+    page.wait_for_load_state("networkidle")
+    assert background_of(page) == DARK_BG
+    assert page.evaluate("Chart.defaults.color") == "#a0a6b3"  # the charts' text in the dark theme's colour
+    with page.expect_navigation():
+        page.click("#theme-switch")  # dark -> light, even on a dark device
+    page.emulate_media(color_scheme="dark")
+    page.wait_for_load_state("networkidle")
+    assert background_of(page) == LIGHT_BG
+    assert page.evaluate("Chart.defaults.color") == "#6b7080"
     assert page.problems == []

@@ -1,6 +1,10 @@
 // Draws the usage dashboard's charts from the JSON the page embeds (#usage-data).
 (function () {
   const data = JSON.parse(document.getElementById("usage-data").textContent);
+  // Axis text and grid lines in the page's colours (light or dark theme).
+  const page = getComputedStyle(document.documentElement);
+  Chart.defaults.color = page.getPropertyValue("--muted").trim();
+  Chart.defaults.borderColor = page.getPropertyValue("--line").trim();
   const palette = ["#3b5bdb", "#f08c00", "#2f9e44", "#c2255c", "#7048e8", "#1098ad", "#e8590c", "#5c940d"];
   const common = { responsive: true, maintainAspectRatio: false, animation: false };
   // Days come as ISO dates; shown in the app's format ("9 Nov", "9 Nov 2026" in tooltips).
