@@ -10,7 +10,7 @@ from functools import cache
 from typing import Any, Protocol
 
 import tiktoken
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from accounts.models import ApiKey, User
 from aihub.message_content import IMAGE_TOKENS, image_urls, text_of
@@ -94,7 +94,6 @@ def measured_tokens(
     return prompt, completion
 
 
-@transaction.atomic(savepoint=False)  # its own transaction, or a part of the caller's
 def record_usage(
     *,
     request_id: uuid.UUID,
@@ -109,12 +108,52 @@ def record_usage(
     api_key: ApiKey | None = None,
     admission: Admitted | None = None,
 ) -> UsageRecord:
-    """Write the request's usage row and its upstream attempts, from plain figures.
+    """Write the request's usage row and its upstream attempts, from plain figures, and release its
+    reservation, in one transaction of their own (a savepoint inside a caller's).
 
-    With an admission (billing.limits), its reservation (if any) is released in the same transaction, and
-    the charge is never more than the worst case reserved for it: budgets then hold exactly. A second row
-    for the same request id is refused by the database (IntegrityError).
+    With an admission (billing.limits), the charge is never more than the worst case reserved for it: budgets
+    then hold exactly. Settling a request twice (a retry, a sweeper, a second caller) is a no-op: the row
+    already written under its request id is returned, and nothing else changes.
     """
+    settled = UsageRecord.objects.filter(request_id=request_id).first()
+    if settled is not None:
+        return settled
+    try:
+        with transaction.atomic():
+            return _write_usage(
+                request_id=request_id,
+                user=user,
+                model=model,
+                attempts=attempts,
+                status=status,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                ttft_ms=ttft_ms,
+                latency_ms=latency_ms,
+                api_key=api_key,
+                admission=admission,
+            )
+    except IntegrityError:  # settled meanwhile by another caller (the row is unique on the request id)
+        settled = UsageRecord.objects.filter(request_id=request_id).first()
+        if settled is None:
+            raise
+        return settled
+
+
+def _write_usage(
+    *,
+    request_id: uuid.UUID,
+    user: User,
+    model: AIModel | None,
+    attempts: Iterable[AttemptFigures],
+    status: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    ttft_ms: int | None,
+    latency_ms: int,
+    api_key: ApiKey | None,
+    admission: Admitted | None,
+) -> UsageRecord:
     cost = model.cost(prompt_tokens, completion_tokens) if model else Decimal(0)
     if admission is not None:
         cost = min(cost, admission.reserved_cost)

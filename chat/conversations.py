@@ -127,13 +127,12 @@ def instructions_for(conversation: Conversation) -> list[dict]:
 
 
 def store_reply(reply: Message, generation: Generation, usage: UsageRecord | None) -> None:
-    """The reply as its request left it: called by the generation when the request is over, in the
-    transaction that writes its usage row, or with no row when the plan refused it."""
+    """The reply as its request left it: called by the generation when the request is over, after its
+    usage row is committed, or with no row when the plan refused it."""
     if usage is None:
         mark_failed(reply, generation.error)
         return
-    # An update, not a save: a reply deleted with its conversation meanwhile (which stops it) is no error,
-    # and the usage row written in the same transaction stays.
+    # An update, not a save: a reply deleted meanwhile (with its conversation, or replaced) is no error.
     Message.objects.filter(pk=reply.pk).update(
         content=generation.text, status=generation.status, error=generation.error, model=generation.trail.model
     )

@@ -13,6 +13,7 @@ from django.utils import timezone
 from billing.models import UsageRecord
 from chat.catalogue.lookup import AUTO
 from chat.conversations import MAX_MESSAGE_CHARS, Exchange, start_exchange
+from chat.gateway.generation import Generation
 from chat.models import Conversation, Message
 
 from .auth import Caller, allowed_model, authenticate_request
@@ -124,8 +125,14 @@ async def _start_exchange(request) -> Exchange:
     )
 
 
-async def _stored_reply(reply: Message) -> dict:
-    return _message_json(await Message.objects.select_related("model", "usage").aget(pk=reply.pk))
+async def _stored_reply(reply: Message, generation: Generation) -> dict:
+    """The reply as stored; one deleted meanwhile (with its session) as its request left it, with its usage."""
+    stored = await Message.objects.select_related("model", "usage").filter(pk=reply.pk).afirst()
+    if stored is None:
+        stored = reply
+        stored.content, stored.status, stored.error = generation.text, generation.status, generation.error
+        stored.model, stored.usage = generation.trail.model or reply.model, generation.usage_record
+    return _message_json(stored)
 
 
 @api_view("POST")
@@ -133,7 +140,9 @@ async def chat_completion(request):
     """POST /api/v1/chat/completions: send a message in a session (new or given), get the stored reply."""
     exchange = await _start_exchange(request)
     await complete(exchange.generation)
-    return JsonResponse({"session_id": exchange.conversation.pk, "message": await _stored_reply(exchange.reply)})
+    return JsonResponse(
+        {"session_id": exchange.conversation.pk, "message": await _stored_reply(exchange.reply, exchange.generation)}
+    )
 
 
 async def _exchange_events(stream, first: str, conversation: Conversation, reply: Message, event_id: int | None):
@@ -146,7 +155,7 @@ async def _exchange_events(stream, first: str, conversation: Conversation, reply
                 yield sse_event({"type": "delta", "content": delta}, event_id)
         except Exception:  # stored on the reply by the generation; reported in the final event
             pass
-        end = {"type": "end", "session_id": conversation.pk, "message": await _stored_reply(reply)}
+        end = {"type": "end", "session_id": conversation.pk, "message": await _stored_reply(reply, stream.generation)}
         yield sse_event(end, event_id)
         yield sse_event("[DONE]", event_id)
     finally:

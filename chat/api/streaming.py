@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 from collections.abc import AsyncIterator
 
@@ -26,7 +27,10 @@ class GenerationStream:
     def __init__(self, generation: Generation):
         self.generation = generation
         self._queue: asyncio.Queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._run())
+        # A context of its own: the view may run under async_to_sync (a sync middleware in the chain), whose
+        # thread executor quits when the view returns; a task inheriting it could then not reach the database
+        # to settle (the reply left streaming, no usage row, the reservation kept).
+        self._task = asyncio.create_task(self._run(), context=contextvars.Context())
 
     async def _run(self) -> None:
         try:

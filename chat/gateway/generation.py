@@ -1,14 +1,15 @@
 """One request to a model, from the chat page or the API: routed, streamed, metered exactly once.
 
 Each request has a request id, under which its usage row is written. The caller's own rows (the chat's
-reply) are the caller's: `on_finish` stores them, in the transaction that writes the usage row, or after
-a refusal (nothing recorded).
+reply) are the caller's: `on_finish` stores them after the usage row is committed (in a transaction of
+their own, so that nothing they do can lose the row), or after a refusal (nothing recorded).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,8 @@ from deploy import metrics
 
 from .providers.base import ProviderError, ToolCallDelta, ToolCalls
 from .router import RouteTrail, candidates_for, route_complete, route_stream
+
+logger = logging.getLogger(__name__)
 
 
 def _ms(seconds: float) -> int:
@@ -51,7 +54,7 @@ class Generation:
         """`resolve_model`, instead of `model`: finds the requested model in the catalogue it is given
         (or raises the caller's error), in the admission's worker thread, so that the lookup costs no
         thread hop of its own. `on_finish(generation, usage_record)`: sync, called once in a worker
-        thread when the request is over, inside the transaction writing its usage row (None when the
+        thread when the request is over, after its usage row is committed (None when the
         plan refused the request)."""
         self.user = user
         self.requested_model = model
@@ -171,16 +174,21 @@ class Generation:
 
     def _record(self, **figures) -> UsageRecord:
         close_old_connections()  # a long stream may have outlived the connection
-        with transaction.atomic():
-            record = metering.record_usage(
-                request_id=self.request_id,
-                user=self.user,
-                api_key=self.api_key,
-                attempts=self.trail.attempts,
-                status=self.status,
-                admission=self.admission,
-                **figures,
-            )
-            if self.on_finish is not None:
-                self.on_finish(self, record)
+        # Usage first, committed on its own: whatever then happens to the caller's rows (a reply deleted
+        # with its conversation, replaced by a regeneration), the request is metered and its reservation freed.
+        record = metering.record_usage(
+            request_id=self.request_id,
+            user=self.user,
+            api_key=self.api_key,
+            attempts=self.trail.attempts,
+            status=self.status,
+            admission=self.admission,
+            **figures,
+        )
+        if self.on_finish is not None:
+            try:
+                with transaction.atomic():
+                    self.on_finish(self, record)
+            except Exception:  # the caller's rows only: the usage row above is kept
+                logger.exception("request %s: storing its result failed after it was metered", self.request_id)
         return record

@@ -4,11 +4,14 @@ session login with CSRF, and the schema and docs pages."""
 from __future__ import annotations
 
 import html
+import json
 from datetime import timedelta
 from decimal import Decimal
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 from django.test import AsyncClient
 from django.utils import timezone
 
@@ -262,3 +265,28 @@ async def test_a_free_plan_gets_403_for_a_paid_model(catalogue, user, issued):
     )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "model_not_allowed"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a server process needs a shared PostgreSQL database")
+def test_deleting_a_session_mid_stream_ends_the_stream_with_one_usage_row_and_no_reservation(catalogue, user, servers):
+    from accounts.api_keys import issue_key
+    from billing.models import Reservation
+
+    [url] = servers(1)
+    headers = {"Authorization": f"Bearer {issue_key(user, 'pro key')[1]}"}  # Pro: the request is reserved
+    body = {"message": "Tell me a story", "model": "test/slow"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        with client.stream("POST", "/api/v1/chat/stream", json=body) as response:
+            lines = response.iter_lines()
+            head = [next(lines) for _ in range(6)]  # the start event and a delta
+            session_id = json.loads(head[0].removeprefix("data: "))["session_id"]
+            assert Reservation.objects.filter(user=user).count() == 1
+            assert client.delete(f"/api/v1/sessions/{session_id}").status_code == 204
+            events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]  # the stream ends
+    end = events[-1]
+    assert end["type"] == "end" and end["message"]["status"] == "complete"
+    records = list(UsageRecord.objects.filter(user=user))
+    assert len(records) == 1 and records[0].status == UsageRecord.Status.COMPLETE
+    assert end["message"]["usage"]["completion_tokens"] == records[0].completion_tokens > 0
+    assert not Reservation.objects.filter(user=user).exists()
+    assert not Conversation.objects.filter(pk=session_id).exists()

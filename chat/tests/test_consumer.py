@@ -14,7 +14,7 @@ from django.conf import settings
 from aihub.asgi import application
 from aihub.testing import logged_in_client, session_cookie_header
 from billing.metering import count_text_tokens
-from billing.models import UsageRecord
+from billing.models import Reservation, UsageRecord
 from chat import replies
 from chat.models import AIModel, Conversation, Message, Provider
 from chat.tests.fake_upstream import REPLY_WORDS
@@ -300,15 +300,42 @@ async def test_deleting_the_conversation_stops_its_reply_and_keeps_the_usage_row
     chat_with, conversation, upstream, session_cookie, user
 ):
     communicator = await chat_with("slow")
-    await stream_some_then(communicator)
+    reply_id, _ = await stream_some_then(communicator)
+    request_id = (await Message.objects.aget(pk=reply_id)).usage_id
+    assert await Reservation.objects.filter(user=user).acount() == 1  # the reply holds its reservation
     await communicator.disconnect()
     response = await sync_to_async(session_cookie[0].post)(f"/chat/{conversation.pk}/delete/")
     assert response.status_code == 302
     assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0)
     assert await eventually(lambda: UsageRecord.objects.filter(user=user).exists())
-    record = await UsageRecord.objects.aget(user=user)
-    assert record.status == UsageRecord.Status.STOPPED and record.completion_tokens > 0
+    await asyncio.gather(*replies.running.values())  # the writer is done: nothing more will be written
+    records = await sync_to_async(list)(UsageRecord.objects.filter(user=user))
+    assert [(r.request_id, r.status) for r in records] == [(request_id, UsageRecord.Status.STOPPED)]
+    assert records[0].completion_tokens > 0
+    assert not await Reservation.objects.filter(user=user).aexists()  # the user can chat again at once
     assert not await sync_to_async(Conversation.objects.filter(pk=conversation.pk).exists)()
+
+
+async def test_regenerate_from_a_second_socket_mid_reply_leaves_one_usage_row_and_no_reservation(
+    chat_with, connect, conversation, upstream, user
+):
+    first = await chat_with("steady")
+    await send(first, "Take your time", "fake/steady")
+    reply_id = reply_id_in(await receive_start(first))
+    await first.receive_from(timeout=5)
+    second, _, _ = await connect(conversation.pk)  # another tab presses Regenerate meanwhile
+    await second.send_json_to({"action": "regenerate", "model": "fake/steady"})
+    frame = await second.receive_from()
+    while 'id="chat-error"' not in frame:
+        frame = await second.receive_from()
+    assert "A reply is still being written" in frame
+    assert "status-complete" in (await receive_until_final(first))[-1]  # the reply went on, untouched
+    await asyncio.gather(*replies.running.values())
+    reply = await Message.objects.aget(pk=reply_id)
+    assert reply.status == Message.Status.COMPLETE and reply.content == "".join(REPLY_WORDS * 2)
+    records = await sync_to_async(list)(UsageRecord.objects.filter(user=user))
+    assert [(r.request_id, r.status) for r in records] == [(reply.usage_id, UsageRecord.Status.COMPLETE)]
+    assert not await Reservation.objects.filter(user=user).aexists()
 
 
 async def test_logging_out_stops_a_reply_no_socket_shows(chat_with, conversation, upstream, session_cookie):

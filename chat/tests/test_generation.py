@@ -292,3 +292,29 @@ async def test_auto_without_any_reachable_model_is_recorded_as_failed(customer, 
     assert caught.value.outcome == "no_provider"
     record = await the_only_record()
     assert (record.status, record.model_id, record.model_slug) == ("failed", None, "")
+
+
+async def test_settling_twice_is_a_no_op_and_keeps_the_first_row(make_model, reply):
+    model = await make_model("fake-model")
+    generation = generation_for(model, reply)
+    await run(generation)
+    again = generation_for(model, reply)  # a second settler of the same request (a retry, a sweeper)
+    again.status = UsageRecord.Status.FAILED
+    await again.settle()
+    assert again.usage_record.pk == generation.usage_record.pk
+    assert [r.status async for r in UsageRecord.objects.all()] == [UsageRecord.Status.COMPLETE]
+
+
+async def test_the_usage_row_is_kept_when_storing_the_callers_rows_fails(make_model, reply, customer):
+    def store_then_fail(generation, usage):
+        conversations.store_reply(reply, generation, usage)
+        raise RuntimeError("the caller's rows could not be stored")
+
+    model = await make_model("fake-model")
+    generation = generation_for(model, reply)
+    generation.on_finish = store_then_fail
+    await run(generation)
+    record = await UsageRecord.objects.aget(request_id=reply.usage_id)
+    assert record.status == UsageRecord.Status.COMPLETE and record.completion_tokens > 0
+    # the caller's own transaction was rolled back, the ledger's was not
+    assert (await Message.objects.aget(pk=reply.pk)).status == Message.Status.STREAMING
