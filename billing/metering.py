@@ -115,9 +115,6 @@ def record_usage(
     then hold exactly. Settling a request twice (a retry, a sweeper, a second caller) is a no-op: the row
     already written under its request id is returned, and nothing else changes.
     """
-    settled = UsageRecord.objects.filter(request_id=request_id).first()
-    if settled is not None:
-        return settled
     try:
         with transaction.atomic():
             return _write_usage(
@@ -133,7 +130,7 @@ def record_usage(
                 api_key=api_key,
                 admission=admission,
             )
-    except IntegrityError:  # settled meanwhile by another caller (the row is unique on the request id)
+    except IntegrityError:  # settled already (the row is unique on the request id): all of this rolled back
         settled = UsageRecord.objects.filter(request_id=request_id).first()
         if settled is None:
             raise
