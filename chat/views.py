@@ -101,7 +101,7 @@ def rename(request, pk: int):
         return HttpResponse(context["rename_error"], status=422)
     form.save()
     if request.htmx:
-        return render(request, "chat/_conversation_item.html", context)
+        return render(request, "chat/_renamed.html", context)
     return redirect(conversation)
 
 

@@ -326,3 +326,16 @@ def test_dark_mode_follows_the_device_then_the_saved_choice_charts_included(chat
     assert background_of(page) == LIGHT_BG
     assert page.evaluate("Chart.defaults.color") == "#6b7080"
     assert page.problems == []
+
+
+def test_a_rename_updates_the_heading_and_the_tab_title_at_once(chat_with_code, chat_page):
+    page = chat_page
+    page.goto(f"{page.base}/chat/{chat_with_code.pk}/")
+    show_sidebar(page)
+    item = page.locator(f"#conversation-{chat_with_code.pk}")
+    item.locator("summary").click()  # the ⋯ menu, shown on touch screens too
+    item.locator("input[name=title]").fill("Greeting helpers")
+    item.locator("button", has_text="Rename").click()
+    page.locator("#conversation-heading", has_text="Greeting helpers").wait_for()
+    page.wait_for_function("document.title === 'Greeting helpers · AI Hub'")
+    assert page.problems == []

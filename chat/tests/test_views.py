@@ -153,6 +153,21 @@ def test_it_renames_a_conversation(logged_in, conversation):
     assert conversation.title == "Trip to Rome"
 
 
+def test_renaming_the_open_conversation_updates_its_heading_and_the_tab_title(logged_in, conversation, other_user):
+    other = Conversation.objects.create(user=conversation.user, title="Another")
+    html = logged_in.post(
+        f"/chat/{conversation.pk}/rename/",
+        {"title": "Trip to Rome", "active": conversation.pk},
+        headers={"HX-Request": "true"},
+    ).content.decode()
+    assert "<title>Trip to Rome · AI Hub</title>" in html
+    assert '<h2 id="conversation-heading" hx-swap-oob="outerHTML">Trip to Rome</h2>' in html
+    html = logged_in.post(
+        f"/chat/{other.pk}/rename/", {"title": "Elsewhere", "active": conversation.pk}, headers={"HX-Request": "true"}
+    ).content.decode()
+    assert "<title>" not in html and "conversation-heading" not in html  # another one: only its sidebar item
+
+
 def test_it_refuses_an_empty_title(logged_in, conversation):
     response = logged_in.post(f"/chat/{conversation.pk}/rename/", {"title": "   "}, headers={"HX-Request": "true"})
     assert response.status_code == 422
