@@ -339,3 +339,23 @@ def test_a_rename_updates_the_heading_and_the_tab_title_at_once(chat_with_code, 
     page.locator("#conversation-heading", has_text="Greeting helpers").wait_for()
     page.wait_for_function("document.title === 'Greeting helpers · AI Hub'")
     assert page.problems == []
+
+
+def test_question_mark_lists_the_shortcuts_and_escape_closes_the_list(chat_page):
+    page = chat_page
+    open_new_chat(page)
+    page.locator("#message-input").type("?")  # typed in the message: just a character
+    assert not page.locator("#shortcuts").is_visible()
+    page.locator("#message-input").fill("")
+    page.locator("#conversation-heading").click()  # out of the composer
+    page.keyboard.press("?")
+    dialog = page.locator("#shortcuts")
+    dialog.wait_for()
+    assert "Shift + Enter" in dialog.inner_text() and "Stop the reply" in dialog.inner_text()
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    page.click("#shortcuts-button")  # the same list by mouse or keyboard focus
+    dialog.wait_for()
+    page.click("#shortcuts-close")
+    dialog.wait_for(state="hidden")
+    assert page.problems == []

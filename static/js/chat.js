@@ -32,8 +32,18 @@
       if (input.value.trim() && !busy()) composer.requestSubmit();
     }
   });
+  // "?" lists the shortcuts, "/" goes to the search (neither while typing).
+  const shortcuts = document.getElementById("shortcuts");
+  const search = document.querySelector(".sidebar .search");
+  document.getElementById("shortcuts-button").addEventListener("click", () => shortcuts.showModal());
   document.addEventListener("keydown", (event) => {
-    if (event.key !== "Escape" || event.defaultPrevented) return;
+    const typing = event.target.closest("input, textarea, select, [contenteditable]");
+    if (typing || event.ctrlKey || event.metaKey || event.altKey || shortcuts.open) return;
+    if (event.key === "?") { event.preventDefault(); shortcuts.showModal(); }
+    else if (event.key === "/") { event.preventDefault(); if (window.innerWidth <= 760) setDrawer(true); search.focus(); }
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.defaultPrevented || shortcuts.open) return;
     if (drawerOpen()) setDrawer(false);  // the drawer first: Escape closes what is on top
     else if (busy()) stopForm.requestSubmit();
   });
