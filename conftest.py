@@ -19,6 +19,7 @@ from aihub.testing import (
     stop_process,
     wait_until_healthy,
 )
+from chat.gateway import breaker
 from chat.tests.fake_upstream import FakeUpstream
 
 
@@ -40,6 +41,10 @@ def upstream(fake_upstream, settings):
     settings.GEMINI_BASE_URL = f"{fake_upstream.url}/v1beta"
     settings.GEMINI_API_KEY = "gemini-test-key"
     settings.UPSTREAM_READ_TIMEOUT = 1.0
+    # Tests of fallback count each attempt: no retries unless a test turns them on (test_retries.py),
+    # and no breaker state left by an earlier test.
+    settings.UPSTREAM_RETRIES = 0
+    breaker.reset_all()
     return fake_upstream
 
 

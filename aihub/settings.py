@@ -248,6 +248,16 @@ LOCAL_MODEL_THREADS = env.int("LOCAL_MODEL_THREADS", default=1)
 UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=5.0)
 # Longest silence tolerated between two chunks (and before the first) of an upstream reply.
 UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=60.0)
+# Before the first token, a retryable failure is retried on the same model this many times, with
+# jittered backoff (BACKOFF x 2^n at most), while the BUDGET (seconds per model) lasts; then fallback.
+UPSTREAM_RETRIES = env.int("UPSTREAM_RETRIES", default=2)
+UPSTREAM_RETRY_BUDGET = env.float("UPSTREAM_RETRY_BUDGET", default=4.0)
+UPSTREAM_RETRY_BACKOFF = env.float("UPSTREAM_RETRY_BACKOFF", default=0.25)
+# Circuit breakers (chat/gateway/breaker.py): after this many consecutive failures a provider (or
+# model) is skipped for the cooldown (seconds), then one request probes it.
+BREAKER_FAILURES = env.int("BREAKER_FAILURES", default=5)
+BREAKER_COOLDOWN = env.float("BREAKER_COOLDOWN", default=30.0)
+BREAKER_PROBE_TIMEOUT = env.int("BREAKER_PROBE_TIMEOUT", default=30)
 
 # Payments. Both set: upgrades go through Stripe Checkout and take effect on its signed webhook;
 # otherwise an operator assigns plans in admin.

@@ -117,7 +117,7 @@ def provider_health(since: datetime) -> list[dict]:
     attempts = {
         row["provider"]: row
         for row in UpstreamAttempt.objects.filter(usage__created_at__gte=since)
-        .exclude(outcome="cancelled")
+        .exclude(outcome__in=["cancelled", "breaker_open"])  # neither is the upstream's failure
         .values("provider")
         .annotate(attempts=Count("id"), errors=Count("id", filter=~Q(outcome="ok")))
         .order_by()

@@ -1,4 +1,5 @@
-"""The operator overview (staff only): requests, tokens, cost and error rate per provider."""
+"""The operator overview (staff only): requests, tokens, cost and error rate per provider, and the
+providers' circuit breakers now."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
+
+from chat.gateway import breaker
 
 from . import reports
 
@@ -24,5 +27,6 @@ def overview(request):
                 ("Last 24 hours", reports.provider_health(now - timedelta(hours=24))),
                 ("Last 30 days", reports.provider_health(now - timedelta(days=30))),
             ],
+            "breakers": breaker.snapshot(),
         },
     )

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.urls import Resolver404, resolve
 from prometheus_client import REGISTRY as PROCESS_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -43,15 +44,45 @@ OPEN_STREAMS = Gauge("aihub_open_streams", "Model replies streaming now", multip
 LIMIT_REFUSALS = Counter("aihub_limit_refusals", "Requests refused by plan limits", ["code"])
 
 
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class BreakerCollector:
+    """aihub_provider_breaker_state, read at scrape time from the breakers' shared state (Redis), so
+    every replica reports the same: each provider always, a model while its breaker is not closed."""
+
+    def collect(self):
+        from chat.gateway import breaker
+
+        family = GaugeMetricFamily(
+            "aihub_provider_breaker_state",
+            "Circuit breaker of a provider (model empty) or one model: 0 closed, 1 half-open, 2 open",
+            labels=["provider", "model"],
+        )
+        for state in breaker.snapshot():
+            family.add_metric([state.provider, state.model], BREAKER_STATES[state.state])
+        yield family
+
+
 @cache
 def _registry() -> CollectorRegistry:
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return PROCESS_REGISTRY
-    from prometheus_client import multiprocess
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
 
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = CollectorRegistry()
+        registry.register(_ProcessMetrics())
+    registry.register(BreakerCollector())
     return registry
+
+
+class _ProcessMetrics:
+    """This process's own metrics (prometheus-client's default registry), inside the one we expose."""
+
+    def collect(self):
+        return PROCESS_REGISTRY.collect()
 
 
 def exposition() -> tuple[bytes, str]:
@@ -126,7 +157,7 @@ def generation_settled(record, attempts) -> None:
     COST.labels(model, provider).inc(float(record.cost))
     previous = None
     for attempt in attempts:
-        if attempt.outcome not in ("ok", "cancelled"):
+        if attempt.outcome not in ("ok", "cancelled", "breaker_open"):
             UPSTREAM_ERRORS.labels(attempt.provider, attempt.outcome).inc()
         if previous is not None:
             if previous.model_slug == attempt.model_slug:

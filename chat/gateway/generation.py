@@ -26,6 +26,7 @@ from chat.catalogue import lookup as catalogue
 from chat.catalogue.models import AIModel
 from deploy import metrics
 
+from . import breaker
 from .providers.base import ProviderError, ToolCallDelta, ToolCalls
 from .router import RouteTrail, candidates_for, route_complete, route_stream
 
@@ -71,6 +72,7 @@ class Generation:
         self.error = ""
         self.usage_record: UsageRecord | None = None
         self.admission: limits.Admission | None = None
+        self.tried_models: dict[str, AIModel] = {}
         self.started = time.monotonic()
 
     @property
@@ -142,11 +144,16 @@ class Generation:
         candidates = candidates_for(self.requested_model, models, self.params)
         if has_images(self.messages):  # images only go to models that take them (fallbacks included)
             candidates = [m for m in candidates if m.supports_images]
+        passage = breaker.admit(candidates)
+        for model in passage.skipped:
+            self.trail.skip(model)
+        self.trail.probes = passage.probes
+        self.tried_models = {model.slug: model for model in passage.allowed}
         return limits.admit(
             user=self.user,
             api_key=self.api_key,
             model=self.requested_model,
-            candidates=candidates,
+            candidates=passage.allowed,
             messages=self.messages,
             params=self.params,
         )
@@ -174,6 +181,7 @@ class Generation:
 
     def _record(self, **figures) -> UsageRecord:
         close_old_connections()  # a long stream may have outlived the connection
+        breaker.record(self.trail.attempts, self.tried_models)
         # Usage first, committed on its own: whatever then happens to the caller's rows (a reply deleted
         # with its conversation, replaced by a regeneration), the request is metered and its reservation freed.
         record = metering.record_usage(

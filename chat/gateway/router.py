@@ -1,11 +1,16 @@
 """The service router: which providers serve a model, and falling back between them.
 
-Fallback happens only before the first token (connection error, timeout, 429, 5xx). Once text
-has reached the caller, a failure is reported as it is: switching then would repeat or mix text.
+Before the first token, a retryable failure (connection error, timeout, 429, 5xx) is first retried on
+the same model with jittered exponential backoff, while the retry budget lasts (a 429's Retry-After
+is waited for only if it fits in it); then the router falls back to the next candidate. Candidates
+whose circuit breaker is open are skipped (breaker.py). Once text has reached the caller, a failure
+is reported as it is: switching then would repeat or mix text.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,6 +23,7 @@ from chat.catalogue import lookup as catalogue
 from chat.catalogue.lookup import configured_providers, is_configured
 from chat.catalogue.models import AIModel, Provider
 
+from . import breaker
 from .providers.base import Completion, ProviderClient, ProviderError, StreamEnd, ToolCallDelta
 from .providers.gemini import GeminiProvider
 from .providers.local import LocalProvider  # llama_cpp itself is imported only when the local model runs
@@ -108,6 +114,7 @@ class Attempt:
     latency_ms: int
     http_status: int | None = None
     error: str = ""
+    retryable: bool = False
 
 
 class NoProviderAvailable(ProviderError):
@@ -125,6 +132,7 @@ class RouteTrail:
     model: AIModel | None = None
     end: StreamEnd | None = None
     first_token_at: float | None = None
+    probes: frozenset[str] = frozenset()  # slugs of half-open breakers this request probes: one attempt
 
     def record(self, model: AIModel, started: float, error: ProviderError | None = None) -> None:
         self.attempts.append(
@@ -135,7 +143,14 @@ class RouteTrail:
                 http_status=error.http_status if error else None,
                 latency_ms=round((time.monotonic() - started) * 1000),
                 error=str(error) if error else "",
+                retryable=bool(error and error.retryable),
             )
+        )
+
+    def skip(self, model: AIModel) -> None:
+        """A candidate not tried: its breaker is open."""
+        self.attempts.append(
+            Attempt(model.provider, model.slug, breaker.SKIPPED, 0, error="skipped: the provider keeps failing")
         )
 
     def give_up(self) -> NoProviderAvailable:
@@ -148,34 +163,61 @@ class RouteTrail:
         )
 
 
+class Retries:
+    """The retry budget of one candidate: how long to wait before trying it again, or None."""
+
+    def __init__(self, single_attempt: bool = False):
+        self.left = 0 if single_attempt else settings.UPSTREAM_RETRIES
+        self.deadline = time.monotonic() + settings.UPSTREAM_RETRY_BUDGET
+        self.done = 0
+
+    def delay(self, error: ProviderError) -> float | None:
+        if not error.retryable or self.left <= 0:
+            return None
+        # Full jitter: spreads the retries of many callers hit by the same outage.
+        wait = random.uniform(0, settings.UPSTREAM_RETRY_BACKOFF * 2**self.done)
+        if error.retry_after is not None:
+            wait = error.retry_after + random.uniform(0, settings.UPSTREAM_RETRY_BACKOFF)
+        if time.monotonic() + wait >= self.deadline:
+            return None  # a long Retry-After, or no budget left: fall back instead
+        self.left -= 1
+        self.done += 1
+        return wait
+
+
 async def route_stream(
     candidates: list[AIModel], messages: list[dict[str, Any]], params: dict[str, Any], trail: RouteTrail
 ) -> AsyncIterator[str | ToolCallDelta]:
     """Yield the reply's text and tool call pieces from the first candidate that starts answering."""
     for model in candidates:
         provider = get_provider(model.provider)
-        started = time.monotonic()
         trail.model = model
-        delivered = False
-        try:
-            async for item in provider.stream(messages, model.upstream_id, params):
-                if isinstance(item, StreamEnd):
-                    trail.end = item
-                    continue
-                if not delivered:
-                    delivered = True
-                    trail.first_token_at = time.monotonic()
-                yield item
-        except ProviderError as exc:
-            trail.record(model, started, exc)
-            if delivered or not exc.retryable:
+        retries = Retries(single_attempt=model.slug in trail.probes)
+        while True:
+            started = time.monotonic()
+            delivered = False
+            try:
+                async for item in provider.stream(messages, model.upstream_id, params):
+                    if isinstance(item, StreamEnd):
+                        trail.end = item
+                        continue
+                    if not delivered:
+                        delivered = True
+                        trail.first_token_at = time.monotonic()
+                    yield item
+            except ProviderError as exc:
+                trail.record(model, started, exc)
+                if delivered or not exc.retryable:
+                    raise
+                if (wait := retries.delay(exc)) is None:
+                    break  # the next candidate
+                await asyncio.sleep(wait)
+                continue
+            except BaseException:  # cancelled by the caller (Stop, disconnect): still on the trail
+                trail.record(model, started, CANCELLED)
                 raise
-            continue
-        except BaseException:  # cancelled by the caller (Stop, disconnect): still on the trail
-            trail.record(model, started, CANCELLED)
-            raise
-        trail.record(model, started)
-        return
+            trail.record(model, started)
+            return
     raise trail.give_up()
 
 
@@ -184,20 +226,25 @@ async def route_complete(
 ) -> Completion:
     for model in candidates:
         provider = get_provider(model.provider)
-        started = time.monotonic()
         trail.model = model
-        try:
-            completion = await provider.complete(messages, model.upstream_id, params)
-        except ProviderError as exc:
-            trail.record(model, started, exc)
-            if not exc.retryable:
+        retries = Retries(single_attempt=model.slug in trail.probes)
+        while True:
+            started = time.monotonic()
+            try:
+                completion = await provider.complete(messages, model.upstream_id, params)
+            except ProviderError as exc:
+                trail.record(model, started, exc)
+                if not exc.retryable:
+                    raise
+                if (wait := retries.delay(exc)) is None:
+                    break
+                await asyncio.sleep(wait)
+                continue
+            except BaseException:  # the caller went away while the upstream was answering
+                trail.record(model, started, CANCELLED)
                 raise
-            continue
-        except BaseException:  # the caller went away while the upstream was answering
-            trail.record(model, started, CANCELLED)
-            raise
-        trail.record(model, started)
-        trail.end = completion.end
-        trail.first_token_at = time.monotonic()
-        return completion
+            trail.record(model, started)
+            trail.end = completion.end
+            trail.first_token_at = time.monotonic()
+            return completion
     raise trail.give_up()

@@ -16,6 +16,9 @@ The requested model name picks the behaviour:
   thinking          (Gemini) a normal reply whose usage also counts 20 thinking tokens
   bad-event         an SSE event (or a whole reply) whose JSON is not an object
   cites-sources     a reply citing web sources [1] and [2] (CITING_WORDS)
+  flaky-N           HTTP 503 for the first N requests of that model (since reset()), then a normal reply
+  ratelimited-S     HTTP 429 with "Retry-After: S" every time
+  outage            HTTP 502 while `outage` is True (a test switches it), a normal reply otherwise
 
 Whatever the model: a request offering tools (OpenAI's `tools`, Gemini's function declarations)
 gets a call of the first tool with TOOL_ARGUMENTS (streamed in pieces, as OpenAI does), unless its
@@ -123,6 +126,8 @@ class FakeUpstream:
         self.disconnects = 0
         self.open_streams = 0
         self.listed_models = list(LISTED_MODELS)
+        self.served: dict[str, int] = {}  # requests per model name since reset()
+        self.outage = False
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -143,6 +148,8 @@ class FakeUpstream:
             self.requests.clear()
             self.disconnects = 0
             self.listed_models = list(LISTED_MODELS)
+            self.served.clear()
+            self.outage = False
 
     def wait_for(self, predicate, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -186,6 +193,21 @@ class FakeUpstream:
                 stream = gemini.group(2) == "streamGenerateContent" if gemini else bool(body.get("stream"))
                 with upstream._lock:
                     upstream.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                    upstream.served[model] = served = upstream.served.get(model, 0) + 1
+                if re.match(r"flaky-\d+$", model) and served <= int(model.split("-")[1]):
+                    send_json(self, 503, {"error": {"message": f"fake failure {served}"}})
+                    return
+                if model.startswith("ratelimited-"):
+                    self.send_response(429)
+                    self.send_header("Retry-After", model.split("-")[1])
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+                    return
+                if model == "outage" and upstream.outage:
+                    send_json(self, 502, {"error": {"message": "fake outage"}})
+                    return
                 if self._embeddings(body):
                     return
                 if model.startswith("fail-"):

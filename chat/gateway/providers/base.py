@@ -4,6 +4,8 @@ complete() returns all."""
 from __future__ import annotations
 
 import abc
+import datetime
+import email.utils
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -100,20 +102,30 @@ class Embeddings:
 class ProviderError(Exception):
     """An upstream failed. `retryable` errors let the router try the next provider."""
 
-    def __init__(self, message: str, *, outcome: str, http_status: int | None = None, retryable: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        outcome: str,
+        http_status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.outcome = outcome
         self.http_status = http_status
         self.retryable = retryable
+        self.retry_after = retry_after  # seconds, from the upstream's Retry-After header
 
     @classmethod
-    def from_status(cls, status: int, body: str) -> ProviderError:
+    def from_status(cls, status: int, body: str, headers: httpx.Headers | None = None) -> ProviderError:
         retryable = status == 429 or status >= 500
         return cls(
             f"upstream answered HTTP {status}: {body[:300]}",
             outcome=f"http_{status}",
             http_status=status,
             retryable=retryable,
+            retry_after=_seconds(headers.get("Retry-After")) if headers else None,
         )
 
     @classmethod
@@ -123,6 +135,23 @@ class ProviderError(Exception):
         if isinstance(exc, httpx.ConnectError):
             return cls(f"cannot connect to upstream: {exc}", outcome="connect_error", retryable=True)
         return cls(f"upstream connection lost: {exc or type(exc).__name__}", outcome="connection_lost", retryable=True)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """Retry-After as seconds from now: a number of seconds or an HTTP date; None if absent or bad."""
+    if not retry_after:
+        return None
+    try:
+        return max(0.0, float(retry_after))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(retry_after)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 class ProviderClient(abc.ABC):

@@ -23,7 +23,7 @@ async def open_stream(url: str, *, json_body: dict[str, Any], headers: dict[str,
         async with get_client().stream("POST", url, json=json_body, headers=headers) as response:
             if response.status_code >= 400:
                 body = (await response.aread()).decode(errors="replace")
-                raise ProviderError.from_status(response.status_code, body)
+                raise ProviderError.from_status(response.status_code, body, response.headers)
             yield response
     except httpx.TransportError as exc:
         raise ProviderError.from_transport(exc) from exc
@@ -35,7 +35,7 @@ async def post_json(url: str, *, json_body: dict[str, Any], headers: dict[str, A
     except httpx.TransportError as exc:
         raise ProviderError.from_transport(exc) from exc
     if response.status_code >= 400:
-        raise ProviderError.from_status(response.status_code, response.text)
+        raise ProviderError.from_status(response.status_code, response.text, response.headers)
     try:
         data = response.json()
     except ValueError as exc:

@@ -1,0 +1,166 @@
+"""Circuit breakers: a provider (or one of its models) that keeps failing is skipped for a while.
+
+After BREAKER_FAILURES consecutive failures before the first token, the breaker opens: requests skip
+it (and fall back) for BREAKER_COOLDOWN seconds. Then it is half-open: one request may try it (the
+probe, one attempt, no retries); its success closes the breaker, its failure opens it again.
+Connection errors and timeouts count against the whole provider; HTTP errors (429, 5xx) and broken
+replies against the one model.
+
+The state lives in Django's cache: Redis when REDIS_URL is set, so every process sees the same
+breakers; each process's memory otherwise. The calls are synchronous: Generation makes them in the
+thread hops it already has (admission, settlement), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+
+from chat.catalogue.models import AIModel
+
+# Failures of the provider as a whole; any other retryable failure is the model's.
+PROVIDER_WIDE = {"connect_error", "timeout"}
+PREFIX = "breaker:"
+SKIPPED = "breaker_open"
+
+
+def provider_scope(provider: str) -> str:
+    return provider
+
+
+def model_scope(model: AIModel) -> str:
+    return f"{model.provider}:{model.slug}"
+
+
+def _keys(scope: str) -> tuple[str, str, str]:
+    return f"{PREFIX}{scope}:failures", f"{PREFIX}{scope}:open_until", f"{PREFIX}{scope}:probe"
+
+
+def _state(open_until: float | None, now: float) -> str:
+    if open_until is None:
+        return "closed"
+    return "open" if now < open_until else "half_open"
+
+
+@dataclass(frozen=True)
+class Passage:
+    """Which candidates a request may try: the others are skipped; a probe gets one attempt."""
+
+    allowed: list[AIModel]
+    skipped: list[AIModel]
+    probes: frozenset[str]  # slugs
+
+
+def admit(candidates: list[AIModel]) -> Passage:
+    """Filter a request's candidates by their breakers (one cache read for all of them)."""
+    if not candidates:
+        return Passage([], [], frozenset())
+    scopes = {model.slug: (provider_scope(model.provider), model_scope(model)) for model in candidates}
+    wanted = {_keys(scope)[1] for pair in scopes.values() for scope in pair}
+    open_until = cache.get_many(list(wanted))
+    now = time.time()
+    allowed, skipped, probes = [], [], set()
+    for model in candidates:
+        states = {scope: _state(open_until.get(_keys(scope)[1]), now) for scope in scopes[model.slug]}
+        if "open" in states.values():
+            skipped.append(model)
+            continue
+        half_open = [scope for scope, state in states.items() if state == "half_open"]
+        # One probe at a time across every process: the first to take the probe key tries it.
+        if half_open and not all(
+            cache.add(_keys(scope)[2], now, timeout=settings.BREAKER_PROBE_TIMEOUT) for scope in half_open
+        ):
+            skipped.append(model)
+            continue
+        if half_open:
+            probes.add(model.slug)
+        allowed.append(model)
+    return Passage(allowed, skipped, frozenset(probes))
+
+
+def record(attempts, models: dict[str, AIModel]) -> None:
+    """After a request: each attempt's outcome moves its breakers (successes close them)."""
+    for attempt in attempts:
+        model = models.get(attempt.model_slug)
+        if model is None or attempt.outcome in ("cancelled", SKIPPED):
+            continue
+        if attempt.outcome == "ok":
+            _close(provider_scope(model.provider))
+            _close(model_scope(model))
+        elif attempt.retryable:
+            wide = attempt.outcome in PROVIDER_WIDE
+            _failed(provider_scope(model.provider) if wide else model_scope(model))
+
+
+def _close(scope: str) -> None:
+    cache.delete_many(list(_keys(scope)))
+
+
+def _failed(scope: str) -> None:
+    failures_key, open_until_key, probe_key = _keys(scope)
+    cooldown = settings.BREAKER_COOLDOWN
+    cache.add(failures_key, 0, timeout=max(cooldown * 10, 600))
+    failures = cache.incr(failures_key)
+    was = _state(cache.get(open_until_key), time.time())
+    if failures >= settings.BREAKER_FAILURES or was == "half_open":
+        # Kept well past the cooldown: its expiry marks the end of half-open, not of the cooldown.
+        cache.set(open_until_key, time.time() + cooldown, timeout=max(cooldown * 10, 600))
+        cache.delete(probe_key)
+
+
+def reset_all() -> None:
+    """Close every breaker now (an operator after fixing a provider; tests between each other)."""
+    if settings.REDIS_URL:
+        client = cache._cache.get_client(write=True)
+        keys = list(client.scan_iter(match=cache.make_key(f"{PREFIX}*"), count=1000))
+        if keys:
+            client.delete(*keys)
+    else:
+        cache.clear()  # this process's memory: the only place breakers live without Redis
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    provider: str
+    model: str  # "" for the provider as a whole
+    state: str  # closed | half_open | open
+    failures: int
+    reopens_in: float | None  # seconds until half-open, while open
+
+    @property
+    def label(self) -> str:
+        return self.state.replace("_", "-")
+
+
+def snapshot(models: list[AIModel] | None = None) -> list[BreakerState]:
+    """Every configured provider's breaker, and those of models that are not closed (for /ops/ and
+    /metrics: one row per provider always, one per model only while it is failing)."""
+    from chat.catalogue.lookup import configured_providers
+
+    providers = configured_providers()
+    if models is None:
+        models = list(AIModel.objects.active().filter(provider__in=providers).only("slug", "provider"))
+    scopes = [(provider, "", provider_scope(provider)) for provider in providers]
+    scopes += [(model.provider, model.slug, model_scope(model)) for model in models]
+    values = cache.get_many([key for _, _, scope in scopes for key in _keys(scope)[:2]])
+    now = time.time()
+    states = []
+    for provider, slug, scope in scopes:
+        failures_key, open_until_key, _ = _keys(scope)
+        open_until = values.get(open_until_key)
+        state = _state(open_until, now)
+        if slug and state == "closed":
+            continue
+        states.append(
+            BreakerState(
+                provider=provider,
+                model=slug,
+                state=state,
+                failures=values.get(failures_key) or 0,
+                reopens_in=round(open_until - now, 1) if state == "open" else None,
+            )
+        )
+    return states
