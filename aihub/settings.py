@@ -240,6 +240,9 @@ OPENAI_COMPAT_BASE_URL = env.str("OPENAI_COMPAT_BASE_URL", default="")
 OPENAI_COMPAT_API_KEY = env.str("OPENAI_COMPAT_API_KEY", default="")
 # The OpenAI-compatible server's models that take images (ids as its /models lists them, e.g. llava).
 OPENAI_COMPAT_VISION_MODELS = env.list("OPENAI_COMPAT_VISION_MODELS", default=[])
+# Fernet key(s) encrypting the keys of providers added in the admin; comma-separated, the first
+# encrypts (rotation: put the new key first). Generate: Fernet.generate_key().
+PROVIDER_KEYS_SECRET = env.str("PROVIDER_KEYS_SECRET", default="")
 # Order in which providers are tried when a model's own provider fails before its first token.
 PROVIDER_CHAIN = env.list("PROVIDER_CHAIN", default=["openrouter", "gemini", "openai_compat", "local"])
 LOCAL_MODEL_ENABLED = env.bool("LOCAL_MODEL_ENABLED", default=True)

@@ -1,6 +1,57 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 
-from .models import AIModel, Conversation, Message, SharedLink
+from .catalogue.provider_keys import ProviderKeysUnavailable
+from .catalogue.sync import CatalogueError, refresh_endpoint
+from .models import AIModel, Conversation, Message, ProviderEndpoint, SharedLink
+
+
+class ProviderEndpointForm(forms.ModelForm):
+    base_url = forms.URLField(assume_scheme="https", max_length=500, help_text=ProviderEndpoint.base_url.field.help_text)
+    api_key = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Stored encrypted (PROVIDER_KEYS_SECRET), never shown again. Leave empty to keep the current one.",
+    )
+    remove_api_key = forms.BooleanField(required=False, help_text="Remove the stored key.")
+
+    class Meta:
+        model = ProviderEndpoint
+        fields = ["name", "kind", "base_url", "is_active"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("api_key"):
+            try:
+                self.instance.set_api_key(cleaned["api_key"])
+            except ProviderKeysUnavailable as exc:
+                self.add_error("api_key", str(exc))
+        elif cleaned.get("remove_api_key"):
+            self.instance.set_api_key("")
+        return cleaned
+
+
+@admin.register(ProviderEndpoint)
+class ProviderEndpointAdmin(admin.ModelAdmin):
+    form = ProviderEndpointForm
+    list_display = ["name", "kind", "base_url", "is_active", "has_key", "updated_at"]
+    list_filter = ["kind", "is_active"]
+    actions = ["import_models"]
+
+    @admin.display(boolean=True, description="key")
+    def has_key(self, endpoint):
+        return bool(endpoint.api_key_encrypted)
+
+    @admin.action(description="Import the models these providers list")
+    def import_models(self, request, queryset):
+        for endpoint in queryset:
+            try:
+                count = refresh_endpoint(endpoint)
+            except (CatalogueError, ProviderKeysUnavailable) as exc:
+                self.message_user(request, f"{endpoint.name}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{endpoint.name}: {count} models imported as {endpoint.name}/...")
 
 
 @admin.register(AIModel)

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-from chat.catalogue.models import AIModel, Provider
+from chat.catalogue.models import AIModel, Provider, ProviderEndpoint  # noqa: F401 (registered here)
 
 __all__ = ["AIModel", "Attachment", "Conversation", "Message", "Provider", "SharedLink"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from chat.catalogue.lookup import AUTO, configured_providers
+from chat.catalogue.lookup import AUTO, reachable_models
 from chat.catalogue.models import AIModel
 
 MILLION = Decimal(1_000_000)
@@ -42,7 +42,7 @@ AUTO_ENTRY = {
 
 async def model_list(caller) -> dict:
     """Active models this server can reach that the caller may use, plus 'auto'."""
-    models = AIModel.objects.active().filter(provider__in=configured_providers()).order_by("slug")
+    models = reachable_models().order_by("slug")
     data = [model_entry(model) async for model in models if caller.may_use(model)]
     if caller.may_use(None):
         data.insert(0, AUTO_ENTRY)

@@ -17,12 +17,13 @@ from itertools import groupby
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from aihub import shared_state
 
-from .models import AIModel, Provider
+from .models import AIModel, Provider, ProviderEndpoint
 
 VERSION_CACHE_KEY = "catalogue:version"
 AUTO = "auto"
@@ -43,16 +44,31 @@ def is_configured(provider: str) -> bool:
     return bool(needs.get(provider))
 
 
+def reachable_models():
+    """The active models of the providers this server can reach, as a lazy queryset (one query when
+    evaluated, so async code may iterate it)."""
+    from_environment = [name for name in settings.PROVIDER_CHAIN if is_configured(name)]
+    added = ProviderEndpoint.objects.filter(is_active=True).values("name")
+    return AIModel.objects.active().filter(Q(provider__in=from_environment) | Q(provider__in=added))
+
+
 def configured_providers() -> list[str]:
-    """The providers this server can reach, in the order of settings.PROVIDER_CHAIN."""
-    return [name for name in settings.PROVIDER_CHAIN if is_configured(name)]
+    """The providers this server can reach: those set in the environment in the order of
+    settings.PROVIDER_CHAIN, then the active ones added in the admin. Sync (one query)."""
+    added = ProviderEndpoint.objects.filter(is_active=True).values_list("name", flat=True)
+    return [name for name in settings.PROVIDER_CHAIN if is_configured(name)] + list(added)
 
 
 def models_by_provider() -> list[tuple[str, list[AIModel]]]:
     available = configured_providers()
     models = AIModel.objects.active().chat().filter(provider__in=available)
     ordered = sorted(models, key=lambda m: (available.index(m.provider), not m.is_free, m.name))
-    return [(Provider(provider).label, list(group)) for provider, group in groupby(ordered, key=lambda m: m.provider)]
+    return [(provider_label(provider), list(group)) for provider, group in groupby(ordered, key=lambda m: m.provider)]
+
+
+def provider_label(name: str) -> str:
+    """'openai_compat' -> 'OpenAI-compatible'; a provider added in the admin (or gone) by its name."""
+    return Provider(name).label if name in Provider.values else name
 
 
 def catalogue_changed() -> None:

@@ -14,6 +14,54 @@ class Provider(models.TextChoices):
     LOCAL = "local", "Local (CPU)"
 
 
+class ProviderEndpoint(models.Model):
+    """A provider an operator added in the admin: any number of OpenAI-compatible servers, OpenRouter or
+    Gemini accounts, each under its own name, which is its models' provider and their slugs' prefix.
+    Its key is stored encrypted (provider_keys.py). The providers set in the environment still work."""
+
+    class Kind(models.TextChoices):
+        OPENAI_COMPAT = "openai_compat", "OpenAI-compatible (Ollama, vLLM, LM Studio...)"
+        OPENROUTER = "openrouter", "OpenRouter"
+        GEMINI = "gemini", "Google Gemini"
+
+    name = models.SlugField(
+        max_length=20, unique=True, help_text="Short, e.g. 'lab-vllm': its models are '<name>/<model id>'."
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    base_url = models.URLField(
+        max_length=500, help_text="e.g. http://10.0.0.5:8000/v1, https://openrouter.ai/api/v1, "
+        "https://generativelanguage.googleapis.com/v1beta"
+    )
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "provider"
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        if self.name in Provider.values:
+            raise ValidationError({"name": "This name belongs to a provider set in the environment."})
+
+    @property
+    def api_key(self) -> str:
+        from .provider_keys import decrypt
+
+        return decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    def set_api_key(self, plain: str) -> None:
+        from .provider_keys import encrypt
+
+        self.api_key_encrypted = encrypt(plain) if plain else ""
+
+
 class AIModelQuerySet(models.QuerySet):
     def active(self):
         return self.filter(is_active=True)
@@ -33,7 +81,9 @@ class AIModel(models.Model):
         EMBEDDING = "embedding", "Embedding (POST /v1/embeddings only)"
 
     slug = models.CharField(max_length=200, unique=True, help_text="Public id used by the API and the model picker.")
-    provider = models.CharField(max_length=20, choices=Provider.choices)
+    provider = models.CharField(
+        max_length=20, help_text="openrouter, gemini, openai_compat, local, or the name of a provider added here."
+    )
     upstream_id = models.CharField(max_length=200, help_text="The id the provider knows the model by.")
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 
 from .lookup import catalogue_changed
-from .models import AIModel, Provider
+from .models import AIModel, Provider, ProviderEndpoint
 
 MILLION = Decimal(1_000_000)
 
@@ -56,10 +56,15 @@ def _store(provider: str, rows: list[dict]) -> int:
 
 
 def refresh_openrouter() -> int:
-    data = _get(
-        f"{settings.OPENROUTER_BASE_URL.rstrip('/')}/models",
-        {"Authorization": f"Bearer {settings.OPENROUTER_API_KEY}"} if settings.OPENROUTER_API_KEY else {},
-    )
+    return _refresh_openrouter(settings.OPENROUTER_BASE_URL, settings.OPENROUTER_API_KEY, Provider.OPENROUTER, "")
+
+
+def _bearer(api_key: str) -> dict:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _refresh_openrouter(base_url: str, api_key: str, provider: str, slug_prefix: str) -> int:
+    data = _get(f"{base_url.rstrip('/')}/models", _bearer(api_key))
     rows = []
     for item in data.get("data", []):
         pricing = item.get("pricing") or {}
@@ -79,7 +84,7 @@ def refresh_openrouter() -> int:
         rows.append(
             {
                 **capabilities,
-                "slug": item["id"],
+                "slug": slug_prefix + item["id"],
                 "upstream_id": item["id"],
                 "name": item.get("name") or item["id"],
                 "description": (item.get("description") or "")[:2000],
@@ -88,23 +93,39 @@ def refresh_openrouter() -> int:
                 "output_price_per_m": prices[1],
             }
         )
-    return _store(Provider.OPENROUTER, rows)
+    return _store(provider, rows)
 
 
 def refresh_openai_compat() -> int:
-    headers = {"Authorization": f"Bearer {settings.OPENAI_COMPAT_API_KEY}"} if settings.OPENAI_COMPAT_API_KEY else {}
-    data = _get(f"{settings.OPENAI_COMPAT_BASE_URL.rstrip('/')}/models", headers)
+    return _refresh_openai_compat(
+        settings.OPENAI_COMPAT_BASE_URL, settings.OPENAI_COMPAT_API_KEY, Provider.OPENAI_COMPAT, "compat/"
+    )
+
+
+def _refresh_openai_compat(base_url: str, api_key: str, provider: str, slug_prefix: str) -> int:
+    data = _get(f"{base_url.rstrip('/')}/models", _bearer(api_key))
     rows = [
         # A self-hosted server costs nothing per token; an operator can set prices in admin.
         {
-            "slug": f"compat/{item['id']}",
+            "slug": slug_prefix + item["id"],
             "upstream_id": item["id"],
             "name": item["id"],
             "supports_images": item["id"] in settings.OPENAI_COMPAT_VISION_MODELS,
         }
         for item in data.get("data", [])
     ]
-    return _store(Provider.OPENAI_COMPAT, rows)
+    return _store(provider, rows)
+
+
+def refresh_endpoint(endpoint: ProviderEndpoint) -> int:
+    """The models a provider added in the admin lists, as '<its name>/<model id>'. Gemini's list has
+    no prices: its models are added in the admin, with theirs."""
+    prefix = f"{endpoint.name}/"
+    if endpoint.kind == ProviderEndpoint.Kind.OPENROUTER:
+        return _refresh_openrouter(endpoint.base_url, endpoint.api_key, endpoint.name, prefix)
+    if endpoint.kind == ProviderEndpoint.Kind.OPENAI_COMPAT:
+        return _refresh_openai_compat(endpoint.base_url, endpoint.api_key, endpoint.name, prefix)
+    return 0
 
 
 def refresh_gemini() -> int:

@@ -28,7 +28,7 @@ from deploy import metrics
 
 from . import breaker
 from .providers.base import ProviderError, ToolCallDelta, ToolCalls
-from .router import RouteTrail, candidates_for, route_complete, route_stream
+from .router import RouteTrail, candidates_for, clients_for, route_complete, route_stream
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ class Generation:
         for model in passage.skipped:
             self.trail.skip(model)
         self.trail.probes = passage.probes
+        self.trail.clients = clients_for(passage.allowed)
         self.tried_models = {model.slug: model for model in passage.allowed}
         return limits.admit(
             user=self.user,

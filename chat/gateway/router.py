@@ -21,7 +21,7 @@ from django.conf import settings
 
 from chat.catalogue import lookup as catalogue
 from chat.catalogue.lookup import configured_providers, is_configured
-from chat.catalogue.models import AIModel, Provider
+from chat.catalogue.models import AIModel, Provider, ProviderEndpoint
 
 from . import breaker
 from .providers.base import Completion, ProviderClient, ProviderError, StreamEnd, ToolCallDelta
@@ -52,7 +52,8 @@ def _local_provider() -> ProviderClient:
 def unsupported_param(model: AIModel, params: dict[str, Any]) -> str | None:
     """The first of the request's parameters this model cannot take (by its provider or its catalogue
     flags), or None when it takes them all."""
-    accepted = PROVIDER_CLASSES[model.provider].params
+    # A provider added in the admin (not in the table) is taken as OpenAI-compatible here.
+    accepted = PROVIDER_CLASSES.get(model.provider, OpenAICompatProvider).params
     for name, value in params.items():
         if value is None:
             continue
@@ -63,7 +64,11 @@ def unsupported_param(model: AIModel, params: dict[str, Any]) -> str | None:
 
 
 def get_provider(name: str) -> ProviderClient | None:
-    """The configured provider of that name, or None when it is not set up here."""
+    """The configured provider of that name, or None when it is not set up here. Sync: a provider
+    added in the admin is read from the database (Generation resolves its clients at admission)."""
+    if name not in Provider.values:
+        endpoint = ProviderEndpoint.objects.filter(name=name, is_active=True).first()
+        return endpoint_client(endpoint) if endpoint else None
     if not is_configured(name):
         return None
     if name == Provider.OPENROUTER:
@@ -80,6 +85,18 @@ def get_provider(name: str) -> ProviderClient | None:
     if name == Provider.LOCAL:
         return _local_provider()
     return None
+
+
+def endpoint_client(endpoint: ProviderEndpoint) -> ProviderClient:
+    if endpoint.kind == ProviderEndpoint.Kind.GEMINI:
+        return GeminiProvider(endpoint.base_url, endpoint.api_key, name=endpoint.name)
+    headers = {"X-Title": "AI Hub"} if endpoint.kind == ProviderEndpoint.Kind.OPENROUTER else None
+    return OpenAICompatProvider(endpoint.name, endpoint.base_url, endpoint.api_key, extra_headers=headers)
+
+
+def clients_for(candidates: list[AIModel]) -> dict[str, ProviderClient]:
+    """The client of each candidate's provider, resolved where the database may be read."""
+    return {name: client for name in {m.provider for m in candidates} if (client := get_provider(name))}
 
 
 def candidates_for(
@@ -133,6 +150,10 @@ class RouteTrail:
     end: StreamEnd | None = None
     first_token_at: float | None = None
     probes: frozenset[str] = frozenset()  # slugs of half-open breakers this request probes: one attempt
+    clients: dict[str, ProviderClient] = field(default_factory=dict)  # by provider name, from admission
+
+    def client(self, model: AIModel) -> ProviderClient:
+        return self.clients.get(model.provider) or get_provider(model.provider)
 
     def record(self, model: AIModel, started: float, error: ProviderError | None = None) -> None:
         self.attempts.append(
@@ -190,7 +211,7 @@ async def route_stream(
 ) -> AsyncIterator[str | ToolCallDelta]:
     """Yield the reply's text and tool call pieces from the first candidate that starts answering."""
     for model in candidates:
-        provider = get_provider(model.provider)
+        provider = trail.client(model)
         trail.model = model
         retries = Retries(single_attempt=model.slug in trail.probes)
         while True:
@@ -225,7 +246,7 @@ async def route_complete(
     candidates: list[AIModel], messages: list[dict[str, Any]], params: dict[str, Any], trail: RouteTrail
 ) -> Completion:
     for model in candidates:
-        provider = get_provider(model.provider)
+        provider = trail.client(model)
         trail.model = model
         retries = Retries(single_attempt=model.slug in trail.probes)
         while True:

@@ -4,7 +4,7 @@ from django import template
 from django.utils.safestring import mark_safe
 
 from billing import money
-from chat.catalogue.models import Provider
+from chat.catalogue import lookup
 from chat.gateway.search import configured_backend
 from chat.markdown import cite_sources, render_markdown
 
@@ -44,5 +44,4 @@ def usd_per_m(amount):
 
 @register.filter
 def provider_label(name):
-    """'openai_compat' -> 'OpenAI-compatible'; a provider no longer known is shown as stored."""
-    return Provider(name).label if name in Provider.values else name
+    return lookup.provider_label(name)

@@ -212,11 +212,11 @@ def _usage(meta: dict[str, Any]) -> Usage:
 
 
 class GeminiProvider(ProviderClient):
-    name = "gemini"
     params = GEMINI_PARAMS
     embedding_params = frozenset({"dimensions"})
 
-    def __init__(self, base_url: str, api_key: str):
+    def __init__(self, base_url: str, api_key: str, name: str = "gemini"):
+        self.name = name
         self.base_url = base_url.rstrip("/")
         self.headers = {"x-goog-api-key": api_key}
 

@@ -1,6 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from chat.catalogue.sync import REFRESHERS, CatalogueError
+from chat.catalogue.models import ProviderEndpoint
+from chat.catalogue.provider_keys import ProviderKeysUnavailable
+from chat.catalogue.sync import REFRESHERS, CatalogueError, refresh_endpoint
 
 
 class Command(BaseCommand):
@@ -9,9 +11,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--provider",
-            choices=sorted(REFRESHERS),
             action="append",
-            help="Only this provider (repeatable). Default: every configured one.",
+            help="Only this provider (repeatable; also one added in the admin). Default: every configured one.",
         )
 
     def handle(self, *args, provider=None, **options):
@@ -29,5 +30,13 @@ class Command(BaseCommand):
                 self.stderr.write(f"{name}: {exc}")
                 continue
             self.stdout.write(f"{name}: {count} models")
+        for endpoint in ProviderEndpoint.objects.filter(is_active=True):
+            if provider and endpoint.name not in provider:
+                continue
+            try:
+                self.stdout.write(f"{endpoint.name}: {refresh_endpoint(endpoint)} models")
+            except (CatalogueError, ProviderKeysUnavailable) as exc:
+                failed = True
+                self.stderr.write(f"{endpoint.name}: {exc}")
         if failed:
             raise CommandError("some providers could not be refreshed")
