@@ -6,7 +6,9 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0001_initial'),
+        # Both 0002s (added at the same time by two changes): this is also their merge.
+        ('chat', '0002_reply_usage_by_request_id'),
+        ('chat', '0002_shared_link'),
     ]
 
     operations = [
