@@ -24,13 +24,16 @@ from billing import limits, metering
 from billing.models import UsageRecord
 from chat.catalogue import lookup as catalogue
 from chat.catalogue.models import AIModel
-from deploy import metrics
+from deploy import logs, metrics
 
 from . import breaker
 from .providers.base import ProviderError, ToolCallDelta, ToolCalls
 from .router import RouteTrail, candidates_for, clients_for, route_complete, route_stream
 
 logger = logging.getLogger(__name__)
+
+
+log = logging.getLogger("aihub.requests")
 
 
 def _ms(seconds: float) -> int:
@@ -82,6 +85,7 @@ class Generation:
     async def stream(self, on_delta: Callable[[str | ToolCallDelta], Awaitable[None]]) -> None:
         """Call on_delta for each piece of text (and of a tool call, where the request offered tools).
         Raises ProviderError; cancellable at any await."""
+        logs.request_id.set(str(self.request_id))  # in our log lines and sent upstream
         candidates = await self.admit()
         metrics.OPEN_STREAMS.inc()
         try:
@@ -99,6 +103,7 @@ class Generation:
             metrics.OPEN_STREAMS.dec()
 
     async def complete(self) -> str:
+        logs.request_id.set(str(self.request_id))  # in our log lines and sent upstream
         candidates = await self.admit()
         async with self._metered():
             completion = await route_complete(candidates, self.messages, self.params, self.trail)
@@ -179,6 +184,21 @@ class Generation:
             latency_ms=_ms(now - self.started),
         )
         metrics.generation_settled(self.usage_record, self.trail.attempts)
+        record = self.usage_record
+        log.info(
+            "model request %s",
+            record.status,
+            extra={
+                "model": record.model_slug,
+                "provider": record.provider,
+                "prompt_tokens": record.prompt_tokens,
+                "completion_tokens": record.completion_tokens,
+                "cost": str(record.cost),
+                "ttft_ms": record.ttft_ms,
+                "latency_ms": record.latency_ms,
+                "attempts": [f"{a.model_slug}: {a.outcome}" for a in self.trail.attempts],
+            },
+        )
 
     def _record(self, **figures) -> UsageRecord:
         close_old_connections()  # a long stream may have outlived the connection

@@ -9,8 +9,16 @@ from typing import Any
 
 import httpx
 
+from deploy.logs import request_id
+
 from .base import ProviderError
 from .http import get_client
+
+
+def _with_request_id(headers: dict) -> dict:
+    """The request's id (the usage row's) goes upstream too, to find one request in both logs."""
+    current = request_id.get()
+    return {**headers, "X-Request-ID": current} if current else headers
 
 
 @asynccontextmanager
@@ -20,7 +28,7 @@ async def open_stream(url: str, *, json_body: dict[str, Any], headers: dict[str,
     Leaving the block (normally, by an error or by cancellation) closes the upstream connection.
     """
     try:
-        async with get_client().stream("POST", url, json=json_body, headers=headers) as response:
+        async with get_client().stream("POST", url, json=json_body, headers=_with_request_id(headers)) as response:
             if response.status_code >= 400:
                 body = (await response.aread()).decode(errors="replace")
                 raise ProviderError.from_status(response.status_code, body, response.headers)
@@ -31,7 +39,7 @@ async def open_stream(url: str, *, json_body: dict[str, Any], headers: dict[str,
 
 async def post_json(url: str, *, json_body: dict[str, Any], headers: dict[str, Any]) -> dict[str, Any]:
     try:
-        response = await get_client().post(url, json=json_body, headers=headers)
+        response = await get_client().post(url, json=json_body, headers=_with_request_id(headers))
     except httpx.TransportError as exc:
         raise ProviderError.from_transport(exc) from exc
     if response.status_code >= 400:
