@@ -47,7 +47,7 @@ def free_port() -> int:
 def fresh_database() -> str:
     url = urlsplit(DATABASE_URL)
     name = f"{url.path.lstrip('/')}_image_check"
-    with psycopg.connect(DATABASE_URL, autocommit=True) as admin:
+    with psycopg.connect(url._replace(path="/postgres").geturl(), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.execute(f'CREATE DATABASE "{name}"')
     return url._replace(path=f"/{name}").geturl()
@@ -92,7 +92,9 @@ def main() -> None:
         for name in names:
             run("docker", "rm", "-f", name, check=False)
         for name, port, extra in zip(names, ports, [[], ["--read-only", "--tmpfs", "/tmp"]], strict=True):
-            environment = [arg for key, value in {**settings, "PORT": str(port)}.items() for arg in ("-e", f"{key}={value}")]
+            environment = [
+                arg for key, value in {**settings, "PORT": str(port)}.items() for arg in ("-e", f"{key}={value}")
+            ]
             run("docker", "run", "-d", "--name", name, "--network", "host", *extra, *environment, IMAGE)
         log("two replicas started at once on an empty database (the second with a read-only root)")
         urls = [f"http://127.0.0.1:{port}" for port in ports]
@@ -141,7 +143,9 @@ def main() -> None:
 
         user = run("docker", "exec", names[0], "id", "-u").stdout.strip()
         assert user == "10001", user
-        compilers = run("docker", "run", "--rm", "--entrypoint", "sh", IMAGE, "-c", "command -v gcc cc c++ cmake", check=False)
+        compilers = run(
+            "docker", "run", "--rm", "--entrypoint", "sh", IMAGE, "-c", "command -v gcc cc c++ cmake", check=False
+        )
         assert compilers.stdout.strip() == "", compilers.stdout
         log("runs as uid 10001; no gcc, cc, c++ or cmake in the image")
 

@@ -5,6 +5,7 @@ conftest.py."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -50,18 +51,41 @@ def start_daphne(env: dict[str, str], log: IO | int = subprocess.DEVNULL) -> tup
     return process, f"http://127.0.0.1:{port}"
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen | None = None, seconds: float = 30) -> None:
-    """Wait until GET {url}/healthz answers 200; fail when the process has exited or after `seconds`."""
+def wait_until_healthy(
+    url: str, process: subprocess.Popen | None = None, seconds: float = 30, path: str = "/healthz"
+) -> None:
+    """Wait until GET {url}{path} answers 200; fail when the process has exited or after `seconds`.
+    (Certificates are not checked: test servers make their own.)"""
     deadline = time.monotonic() + seconds
     while True:
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1, verify=False).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         assert process is None or process.poll() is None, f"the server at {url} exited"
         assert time.monotonic() < deadline, f"the server at {url} did not start"
         time.sleep(0.1)
+
+
+def app_env(upstream_url: str | None = None, **overrides: str) -> dict[str, str]:
+    """The environment of an app process (start_daphne) on the test database, the local model off, the
+    fake upstream at `upstream_url` as the OpenAI-compatible provider; `overrides` on top."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DEBUG": "1",
+        "LOCAL_MODEL_ENABLED": "0",
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "OPENROUTER_API_KEY": "",
+        "GEMINI_API_KEY": "",
+        "LOG_LEVEL": "WARNING",
+    }
+    if upstream_url:
+        env["OPENAI_COMPAT_BASE_URL"] = f"{upstream_url}/v1"
+    return {**env, **overrides}
 
 
 def stop_process(process: subprocess.Popen) -> None:

@@ -7,7 +7,9 @@ from .models import AIModel, Conversation, Message, ProviderEndpoint, SharedLink
 
 
 class ProviderEndpointForm(forms.ModelForm):
-    base_url = forms.URLField(assume_scheme="https", max_length=500, help_text=ProviderEndpoint.base_url.field.help_text)
+    base_url = forms.URLField(
+        assume_scheme="https", max_length=500, help_text=ProviderEndpoint.base_url.field.help_text
+    )
     api_key = forms.CharField(
         required=False,
         strip=True,

@@ -29,8 +29,9 @@ class ProviderEndpoint(models.Model):
     )
     kind = models.CharField(max_length=20, choices=Kind.choices)
     base_url = models.URLField(
-        max_length=500, help_text="e.g. http://10.0.0.5:8000/v1, https://openrouter.ai/api/v1, "
-        "https://generativelanguage.googleapis.com/v1beta"
+        max_length=500,
+        help_text="e.g. http://10.0.0.5:8000/v1, https://openrouter.ai/api/v1, "
+        "https://generativelanguage.googleapis.com/v1beta",
     )
     api_key_encrypted = models.TextField(blank=True, editable=False)
     is_active = models.BooleanField(default=True)

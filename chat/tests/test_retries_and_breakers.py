@@ -15,7 +15,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from aihub.testing import logged_in_client, start_daphne, stop_process, wait_until_healthy
+from aihub.testing import app_env, logged_in_client, start_daphne, stop_process, wait_until_healthy
 from billing.models import UpstreamAttempt, UsageRecord
 from chat.catalogue.models import AIModel, Provider
 from chat.tests.api_fixtures import api_client, catalogue, issued  # noqa: F401
@@ -178,20 +178,7 @@ def two_processes(upstream, catalogue):
     failures for 2 seconds."""
     if connection.vendor != "postgresql" or not os.environ.get("REDIS_URL"):
         pytest.skip("two processes need the shared PostgreSQL database and Redis")
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DEBUG": "1",
-        "LOCAL_MODEL_ENABLED": "0",
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "OPENAI_COMPAT_BASE_URL": f"{upstream.url}/v1",
-        "OPENROUTER_API_KEY": "",
-        "GEMINI_API_KEY": "",
-        "UPSTREAM_RETRIES": "0",
-        "BREAKER_FAILURES": "2",
-        "BREAKER_COOLDOWN": "2",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = app_env(upstream.url, UPSTREAM_RETRIES="0", BREAKER_FAILURES="2", BREAKER_COOLDOWN="2")
     started = [start_daphne(env) for _ in range(2)]
     for process, url in started:
         wait_until_healthy(url, process)

@@ -4,7 +4,6 @@ live app; every series the Grafana dashboard queries must exist there (Grafana i
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -17,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 
 from accounts.api_keys import issue_key
-from aihub.testing import free_port, start_daphne, stop_process, wait_until_healthy
+from aihub.testing import app_env, free_port, start_daphne, stop_process, wait_until_healthy
 from billing.models import Plan
 from billing.subscriptions import start_subscription
 from chat.models import AIModel, Provider
@@ -26,7 +25,9 @@ from .conftest import tool
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
-    pytest.mark.skipif(connection.vendor != "postgresql", reason="the app process needs the shared PostgreSQL database"),
+    pytest.mark.skipif(
+        connection.vendor != "postgresql", reason="the app process needs the shared PostgreSQL database"
+    ),
 ]
 
 DOCKER = settings.BASE_DIR / "docker"
@@ -40,17 +41,7 @@ def dashboard_series() -> set[str]:
 
 @pytest.fixture
 def app_server(upstream):
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DEBUG": "1",
-        "LOCAL_MODEL_ENABLED": "0",
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "OPENAI_COMPAT_BASE_URL": f"{upstream.url}/v1",
-        "OPENROUTER_API_KEY": "",
-        "GEMINI_API_KEY": "",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = app_env(upstream.url)
     process, url = start_daphne(env)
     wait_until_healthy(url, process)
     yield url
@@ -80,29 +71,19 @@ def prometheus(app_server, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    wait_until_healthy_prometheus(url, process)
+    wait_until_healthy(url, process, path="/-/ready")
     yield url
     process.terminate()
     process.wait(timeout=10)
-
-
-def wait_until_healthy_prometheus(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, "prometheus did not start"
-        time.sleep(0.2)
 
 
 def traffic(app_server: str, user, free_user) -> None:
     """Requests that give every figure on the dashboard a value: a reply, an upstream failure with
     its fallback, a refusal."""
     paid = {"input_price_per_m": Decimal("1.5"), "output_price_per_m": Decimal("2")}
-    ok = AIModel.objects.create(slug="t/ok", provider=Provider.OPENAI_COMPAT, upstream_id="fake-model", name="ok", **paid)
+    ok = AIModel.objects.create(
+        slug="t/ok", provider=Provider.OPENAI_COMPAT, upstream_id="fake-model", name="ok", **paid
+    )
     AIModel.objects.create(
         slug="t/failing", provider=Provider.OPENAI_COMPAT, upstream_id="fail-500", name="failing", fallback=ok, **paid
     )

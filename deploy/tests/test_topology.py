@@ -18,7 +18,15 @@ from django.conf import settings
 from django.db import connection
 
 from accounts.api_keys import issue_key
-from aihub.testing import chromium_page, free_port, session_key_for, start_daphne, stop_process, wait_until_healthy
+from aihub.testing import (
+    app_env,
+    chromium_page,
+    free_port,
+    session_key_for,
+    start_daphne,
+    stop_process,
+    wait_until_healthy,
+)
 from billing.models import Plan
 from billing.subscriptions import start_subscription
 from chat.models import AIModel, Conversation, Provider
@@ -75,20 +83,11 @@ def topology(django_db_setup, fake_upstream, collected_static, tmp_path_factory)
     """nginx on https://127.0.0.1:<port> before two app processes: {"url", "apps", "processes"}."""
     nginx = tool("nginx")
     workdir = tmp_path_factory.mktemp("nginx")
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        **production_settings(collected_static),
-        "BEHIND_PROXY": "1",
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "OPENAI_COMPAT_BASE_URL": f"{fake_upstream.url}/v1",
-        "OPENAI_COMPAT_API_KEY": "compat-test-key",
-    }
+    env = app_env(fake_upstream.url, **production_settings(collected_static), BEHIND_PROXY="1")
     apps = [start_daphne(env) for _ in range(2)]
     for process, url in apps:
         wait_until_healthy(url, process)
     https_port = free_port()
-    env["CSRF_TRUSTED_ORIGINS"] = f"https://127.0.0.1:{https_port}"  # not needed by the apps above: same origin
     cert, key = self_signed_certificate(workdir)
     site = render(
         TEMPLATE.read_text(),
@@ -125,14 +124,7 @@ http {{
     assert checked.returncode == 0, checked.stderr.decode()
     proxy = subprocess.Popen([nginx, "-p", str(workdir), "-c", str(workdir / "nginx.conf")])
     url = f"https://127.0.0.1:{https_port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", verify=False, timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.1)
+    wait_until_healthy(url, proxy, seconds=10)
     yield {"url": url, "apps": [u for _, u in apps], "processes": [p for p, _ in apps]}
     proxy.terminate()
     proxy.wait(timeout=10)
