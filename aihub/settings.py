@@ -221,6 +221,9 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
+# `manage.py serve` (the image's server): at SIGTERM, how long open requests may take to finish.
+DRAIN_SECONDS = env.float("DRAIN_SECONDS", default=600)
+
 # /metrics answers these client networks, or a request with "Authorization: Bearer $METRICS_TOKEN".
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1/32", "::1/128"])
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

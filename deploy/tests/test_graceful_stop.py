@@ -1,0 +1,89 @@
+"""`manage.py serve` (what the image runs) at SIGTERM: no new connections, open API streams finish
+and are metered complete, then the process exits."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from accounts.api_keys import issue_key
+from aihub.testing import app_env, free_port, wait_until_healthy
+from billing.models import Plan, UsageRecord
+from billing.subscriptions import start_subscription
+from chat.catalogue.models import AIModel, Provider
+from chat.tests.fake_upstream import REPLY_WORDS, SLOW_CHUNKS
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="the server process needs the shared database"),
+]
+
+
+def stops_listening(url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+        except httpx.ConnectError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sigterm_lets_an_open_stream_finish_and_refuses_new_connections(upstream, user):
+    AIModel.objects.create(
+        slug="test/slow", provider=Provider.OPENAI_COMPAT, upstream_id="slow", name="Slow", input_price_per_m=Decimal(1)
+    )
+    start_subscription(user, Plan.objects.get(slug="enterprise"))
+    _, key = issue_key(user, "drain")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port), "--drain", "30"],
+        cwd=settings.BASE_DIR,
+        env=app_env(upstream.url),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_healthy(url, server)
+        chunks: list[str] = []
+        first = threading.Event()
+
+        def stream() -> None:
+            body = {"model": "test/slow", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+            headers = {"Authorization": f"Bearer {key}"}
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers, timeout=30) as reply:
+                for line in reply.iter_lines():
+                    if line.startswith("data: "):
+                        chunks.append(line)
+                        first.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert first.wait(10)
+        server.send_signal(signal.SIGTERM)
+        assert stops_listening(url, seconds=5)
+        reader.join(timeout=30)
+        assert chunks[-1] == "data: [DONE]"
+        text = "".join(
+            choice["delta"].get("content", "")
+            for chunk in chunks[:-1]
+            for choice in json.loads(chunk.removeprefix("data: "))["choices"]
+        )
+        assert text == "".join(REPLY_WORDS) * (SLOW_CHUNKS // len(REPLY_WORDS))  # the whole reply
+        assert server.wait(timeout=10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    record = UsageRecord.objects.get()
+    assert record.status == UsageRecord.Status.COMPLETE
