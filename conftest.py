@@ -7,6 +7,7 @@ import os
 import subprocess
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 
 from aihub.testing import (
@@ -19,6 +20,7 @@ from aihub.testing import (
     stop_process,
     wait_until_healthy,
 )
+from chat.catalogue.lookup import ADDED_PROVIDERS_CACHE_KEY
 from chat.gateway import breaker
 from chat.tests.fake_upstream import FakeUpstream
 
@@ -45,6 +47,8 @@ def upstream(fake_upstream, settings):
     # and no breaker state left by an earlier test.
     settings.UPSTREAM_RETRIES = 0
     breaker.reset_all()
+    # No provider added in the admin yet (an earlier test's are flushed with its rows).
+    cache.set(ADDED_PROVIDERS_CACHE_KEY, [], timeout=60)
     return fake_upstream
 
 

@@ -52,11 +52,23 @@ def reachable_models():
     return AIModel.objects.active().filter(Q(provider__in=from_environment) | Q(provider__in=added))
 
 
+ADDED_PROVIDERS_CACHE_KEY = "catalogue:added-providers"
+
+
+def added_providers() -> list[str]:
+    """The names of the active providers added in the admin, from the cache (shared through Redis, and
+    dropped at every change of one; otherwise this process's for a minute at most)."""
+    return cache.get_or_set(
+        ADDED_PROVIDERS_CACHE_KEY,
+        lambda: list(ProviderEndpoint.objects.filter(is_active=True).values_list("name", flat=True)),
+        timeout=60,
+    )
+
+
 def configured_providers() -> list[str]:
     """The providers this server can reach: those set in the environment in the order of
-    settings.PROVIDER_CHAIN, then the active ones added in the admin. Sync (one query)."""
-    added = ProviderEndpoint.objects.filter(is_active=True).values_list("name", flat=True)
-    return [name for name in settings.PROVIDER_CHAIN if is_configured(name)] + list(added)
+    settings.PROVIDER_CHAIN, then the active ones added in the admin. Sync."""
+    return [name for name in settings.PROVIDER_CHAIN if is_configured(name)] + added_providers()
 
 
 def models_by_provider() -> list[tuple[str, list[AIModel]]]:
@@ -81,6 +93,12 @@ def catalogue_changed() -> None:
 @receiver(post_delete, sender=AIModel)
 def _catalogue_row_changed(**kwargs) -> None:
     catalogue_changed()
+
+
+@receiver(post_save, sender=ProviderEndpoint)
+@receiver(post_delete, sender=ProviderEndpoint)
+def _provider_changed(**kwargs) -> None:
+    transaction.on_commit(lambda: cache.delete(ADDED_PROVIDERS_CACHE_KEY))
 
 
 class LiveCatalogue:

@@ -83,23 +83,43 @@ def admit(candidates: list[AIModel]) -> Passage:
 
 def record(attempts, models: dict[str, AIModel]) -> None:
     """After a request: each attempt's outcome moves its breakers (successes close them)."""
+    closing = []
     for attempt in attempts:
         model = models.get(attempt.model_slug)
         if model is None or attempt.outcome in ("cancelled", SKIPPED):
             continue
         if attempt.outcome == "ok":
-            _close(provider_scope(model.provider))
-            _close(model_scope(model))
+            closing += [provider_scope(model.provider), model_scope(model)]
         elif attempt.retryable:
-            wide = attempt.outcome in PROVIDER_WIDE
-            _failed(provider_scope(model.provider) if wide else model_scope(model))
+            if attempt.outcome in PROVIDER_WIDE:
+                _failed(provider_scope(model.provider), (model.provider, ""))
+            else:
+                _failed(model_scope(model), (model.provider, model.slug))
+    if closing:
+        # Two round trips whatever the number of scopes: the common case, every request that succeeds.
+        cache.delete_many([key for scope in closing for key in _keys(scope)])
+        _unindex(closing)
 
 
-def _close(scope: str) -> None:
-    cache.delete_many(list(_keys(scope)))
+# The breakers that have failures, {scope: (provider, model slug)}: what /ops/ and /metrics list
+# besides the providers. Written only when a breaker starts failing or closes again (rare).
+INDEX_KEY = f"{PREFIX}index"
 
 
-def _failed(scope: str) -> None:
+def _index(scope: str, entry: tuple[str, str]) -> None:
+    index = cache.get(INDEX_KEY) or {}
+    if scope not in index:
+        cache.set(INDEX_KEY, {**index, scope: entry}, timeout=None)
+
+
+def _unindex(scopes: list[str]) -> None:
+    index = cache.get(INDEX_KEY) or {}
+    if any(scope in index for scope in scopes):
+        cache.set(INDEX_KEY, {k: v for k, v in index.items() if k not in scopes}, timeout=None)
+
+
+def _failed(scope: str, entry: tuple[str, str]) -> None:
+    _index(scope, entry)
     failures_key, open_until_key, probe_key = _keys(scope)
     cooldown = settings.BREAKER_COOLDOWN
     cache.add(failures_key, 0, timeout=max(cooldown * 10, 600))
@@ -135,16 +155,14 @@ class BreakerState:
         return self.state.replace("_", "-")
 
 
-def snapshot(models: list[AIModel] | None = None) -> list[BreakerState]:
+def snapshot() -> list[BreakerState]:
     """Every configured provider's breaker, and those of models that are not closed (for /ops/ and
-    /metrics: one row per provider always, one per model only while it is failing)."""
+    /metrics: one row per provider always, one per model only while it is failing). Cache reads only."""
     from chat.catalogue.lookup import configured_providers
 
     providers = configured_providers()
-    if models is None:
-        models = list(AIModel.objects.active().filter(provider__in=providers).only("slug", "provider"))
     scopes = [(provider, "", provider_scope(provider)) for provider in providers]
-    scopes += [(model.provider, model.slug, model_scope(model)) for model in models]
+    scopes += [(provider, slug, scope) for scope, (provider, slug) in (cache.get(INDEX_KEY) or {}).items() if slug]
     values = cache.get_many([key for _, _, scope in scopes for key in _keys(scope)[:2]])
     now = time.time()
     states = []
