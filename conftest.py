@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 from django.core.cache import cache
-from django.db import connection
 
 from aihub.testing import (
     CHROMIUM,
+    app_env,
     chromium_page,
     free_port,
     logged_in_client,
@@ -94,19 +94,7 @@ def servers(upstream):
     started: list[tuple[subprocess.Popen, str]] = []
 
     def start(count: int = 2, redis_url: str = "") -> list[str]:
-        db = connection.settings_dict
-        env = {
-            **os.environ,
-            "DEBUG": "1",
-            "REDIS_URL": redis_url,
-            "LOCAL_MODEL_ENABLED": "0",
-            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "OPENAI_COMPAT_BASE_URL": f"{upstream.url}/v1",
-            "OPENAI_COMPAT_API_KEY": "compat-test-key",
-            "OPENROUTER_API_KEY": "",
-            "GEMINI_API_KEY": "",
-            "LOG_LEVEL": "WARNING",
-        }
+        env = app_env(upstream.url, REDIS_URL=redis_url, OPENAI_COMPAT_API_KEY="compat-test-key")
         new = [start_daphne(env) for _ in range(count)]
         started.extend(new)
         for process, url in new:

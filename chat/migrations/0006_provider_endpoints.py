@@ -6,9 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        # Both 0002s (added at the same time by two changes): this is also their merge.
-        ('chat', '0002_reply_usage_by_request_id'),
-        ('chat', '0002_shared_link'),
+        ('chat', '0005_message_sources'),
     ]
 
     operations = [
