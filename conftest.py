@@ -43,13 +43,17 @@ def upstream(fake_upstream, settings):
     settings.GEMINI_BASE_URL = f"{fake_upstream.url}/v1beta"
     settings.GEMINI_API_KEY = "gemini-test-key"
     settings.UPSTREAM_READ_TIMEOUT = 1.0
-    # Tests of fallback count each attempt: no retries unless a test turns them on (test_retries.py),
-    # and no breaker state left by an earlier test.
+    return fake_upstream
+
+
+@pytest.fixture(autouse=True)
+def providers_as_new(settings):
+    """Every test starts with no breaker state, no provider added in the admin (an earlier test's are
+    flushed with its rows) and no retries: tests of fallback count each attempt; the retry tests
+    (test_retries_and_breakers.py) turn them on."""
     settings.UPSTREAM_RETRIES = 0
     breaker.reset_all()
-    # No provider added in the admin yet (an earlier test's are flushed with its rows).
     cache.set(ADDED_PROVIDERS_CACHE_KEY, [], timeout=60)
-    return fake_upstream
 
 
 @pytest.fixture
