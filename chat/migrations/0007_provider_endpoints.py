@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0005_message_sources'),
+        ('chat', '0006_aimodel_kind'),
     ]
 
     operations = [
