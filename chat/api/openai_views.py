@@ -15,7 +15,7 @@ from django.http import JsonResponse
 from chat.gateway.embeddings import EmbeddingJob
 from chat.gateway.generation import Generation
 from chat.gateway.providers.base import SAMPLING_PARAMS, ToolCallDelta
-from chat.gateway.router import PROVIDER_CLASSES, candidates_for, unsupported_param
+from chat.gateway.router import candidates_for, provider_class, unsupported_param
 
 from .auth import allowed_model, authenticate_request
 from .decorators import api_view
@@ -230,7 +230,7 @@ def embedding_model(caller, asked: EmbeddingRequest, models):
     parameters (a 400 names the first it cannot). Sync: in the admission's thread hop."""
     model = allowed_model(caller, asked.model, models, kind="embedding")
     for name in asked.params:
-        if name not in PROVIDER_CLASSES[model.provider].embedding_params:
+        if name not in provider_class(model.provider).embedding_params:
             raise ApiError(
                 400, f"'{name}' is not supported by the model '{asked.model}'.", "unsupported_parameter", param=name
             )

@@ -49,11 +49,15 @@ def _local_provider() -> ProviderClient:
     return LocalProvider()
 
 
+def provider_class(name: str) -> type[ProviderClient]:
+    """The client class of a provider; one added in the admin is taken as OpenAI-compatible here."""
+    return PROVIDER_CLASSES.get(name, OpenAICompatProvider)
+
+
 def unsupported_param(model: AIModel, params: dict[str, Any]) -> str | None:
     """The first of the request's parameters this model cannot take (by its provider or its catalogue
     flags), or None when it takes them all."""
-    # A provider added in the admin (not in the table) is taken as OpenAI-compatible here.
-    accepted = PROVIDER_CLASSES.get(model.provider, OpenAICompatProvider).params
+    accepted = provider_class(model.provider).params
     for name, value in params.items():
         if value is None:
             continue
