@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0006_aimodel_kind'),
+        ('chat', '0008_conversation_system_prompt'),
     ]
 
     operations = [
