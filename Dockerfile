@@ -30,10 +30,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 aihub \
  && useradd --system --uid 10001 --gid 10001 --create-home aihub \
- && install -d -o 10001 -g 10001 /srv/static-shared
+ && install -d -o 10001 -g 10001 /srv/static-shared /app/data/uploads
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
-COPY --chown=aihub:aihub . .
+COPY --chown=10001:10001 . .
 # collectstatic needs settings but no secrets: a throwaway key for this one command.
 RUN ENVIRONMENT=development DEBUG=0 SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput \
  && python -m compileall -q /app
