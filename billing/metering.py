@@ -28,6 +28,9 @@ class ReportedUsage(Protocol):
     @property
     def completion_tokens(self) -> int | None: ...
 
+    @property
+    def cost(self) -> Decimal | None: ...
+
 
 class Admitted(Protocol):
     """What admission (billing.limits.Admission) held for the request: its reservation and worst-case cost."""
@@ -107,13 +110,18 @@ def record_usage(
     latency_ms: int,
     api_key: ApiKey | None = None,
     admission: Admitted | None = None,
+    reported: ReportedUsage | None = None,
 ) -> UsageRecord:
     """Write the request's usage row and its upstream attempts, from plain figures, and release its
     reservation, in one transaction of their own (a savepoint inside a caller's).
 
-    With an admission (billing.limits), the charge is never more than the worst case reserved for it: budgets
-    then hold exactly. Settling a request twice (a retry, a sweeper, a second caller) is a no-op: the row
-    already written under its request id is returned, and nothing else changes.
+    The charge is our catalogue price (snapshotted on the row) x the tokens; `reported` is what the upstream said
+    (its token counts, which the caller measured with, and the cost it charged, kept beside ours). With an
+    admission (billing.limits), the charge is never more than the worst case reserved for it, so that budgets
+    hold exactly; a request that cost more is flagged (over_reservation) for the reconciliation.
+
+    Settling a request twice (a retry, a sweeper, a second caller) is a no-op: the row already written under
+    its request id is returned, and nothing else changes.
     """
     try:
         with transaction.atomic():
@@ -129,12 +137,17 @@ def record_usage(
                 latency_ms=latency_ms,
                 api_key=api_key,
                 admission=admission,
+                reported=reported,
             )
     except IntegrityError:  # settled already (the row is unique on the request id): all of this rolled back
         settled = UsageRecord.objects.filter(request_id=request_id).first()
         if settled is None:
             raise
         return settled
+
+
+def _source(reported: bool) -> str:
+    return UsageRecord.Source.REPORTED if reported else UsageRecord.Source.ESTIMATED
 
 
 def _write_usage(
@@ -150,8 +163,10 @@ def _write_usage(
     latency_ms: int,
     api_key: ApiKey | None,
     admission: Admitted | None,
+    reported: ReportedUsage | None,
 ) -> UsageRecord:
     cost = model.cost(prompt_tokens, completion_tokens) if model else Decimal(0)
+    over_reservation = admission is not None and cost > admission.reserved_cost
     if admission is not None:
         cost = min(cost, admission.reserved_cost)
         if admission.reservation_id is not None:  # none where the plan limits nothing (limits.admit)
@@ -166,6 +181,14 @@ def _write_usage(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         cost=cost,
+        over_reservation=over_reservation,
+        input_price_per_m=model.input_price_per_m if model else Decimal(0),
+        output_price_per_m=model.output_price_per_m if model else Decimal(0),
+        tokens_source=_source(
+            reported is not None and reported.prompt_tokens is not None and reported.completion_tokens is not None
+        ),
+        reported_cost=reported.cost if reported is not None else None,
+        cost_source=_source(reported is not None and reported.cost is not None),
         ttft_ms=ttft_ms,
         latency_ms=latency_ms,
         status=status,

@@ -175,6 +175,10 @@ class UsageRecord(models.Model):
         STOPPED = "stopped"
         FAILED = "failed"
 
+    class Source(models.TextChoices):
+        REPORTED = "reported"
+        ESTIMATED = "estimated"
+
     request_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
     api_key = models.ForeignKey(
@@ -189,6 +193,21 @@ class UsageRecord(models.Model):
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices)
+    # What the upstream said beside what we computed: its token counts (else tiktoken's) and what it charged us.
+    tokens_source = models.CharField(max_length=10, choices=Source.choices, default=Source.ESTIMATED)
+    cost_source = models.CharField(
+        max_length=10,
+        choices=Source.choices,
+        default=Source.ESTIMATED,
+        help_text="reported: the provider said what it charged (reported_cost); estimated: no report.",
+    )
+    reported_cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    # The catalogue prices the cost was computed at, as they were then (USD per million tokens).
+    input_price_per_m = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    output_price_per_m = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    over_reservation = models.BooleanField(
+        default=False, help_text="The request cost more than was reserved for it; the charge was capped."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     objects = UsageRecordQuerySet.as_manager()

@@ -12,13 +12,14 @@ from django.views.decorators.http import require_GET
 
 from chat.gateway import breaker
 
-from . import reports
+from . import reconciliation, reports
 
 
 @staff_member_required
 @require_GET
 def overview(request):
     now = timezone.now()
+    month = now.strftime("%Y-%m")
     return render(
         request,
         "billing/ops.html",
@@ -28,5 +29,7 @@ def overview(request):
                 ("Last 30 days", reports.provider_health(now - timedelta(days=30))),
             ],
             "breakers": breaker.snapshot(),
+            "month": month,
+            "reconciliation": reconciliation.reconcile(*reconciliation.month_bounds(month)),
         },
     )

@@ -182,6 +182,7 @@ class Generation:
             completion_tokens=completion_tokens,
             ttft_ms=_ms(self.trail.first_token_at - self.started) if self.trail.first_token_at else None,
             latency_ms=_ms(now - self.started),
+            reported=end.usage if end else None,
         )
         metrics.generation_settled(self.usage_record, self.trail.attempts)
         record = self.usage_record

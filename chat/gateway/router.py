@@ -81,6 +81,7 @@ def get_provider(name: str) -> ProviderClient | None:
             settings.OPENROUTER_BASE_URL,
             settings.OPENROUTER_API_KEY,
             extra_headers={"X-Title": "AI Hub"},
+            usage_accounting=True,
         )
     if name == Provider.GEMINI:
         return GeminiProvider(settings.GEMINI_BASE_URL, settings.GEMINI_API_KEY)

@@ -40,6 +40,7 @@ import re
 import socket
 import threading
 import time
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aihub.testing import send_json
@@ -47,6 +48,7 @@ from aihub.testing import send_json
 REPLY_WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
 CITING_WORDS = ["Alba roses", " take half shade [1]", " and some climbers", " a north wall [2]."]
 USAGE = {"prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17}
+DEFAULT_CHARGED_PER_M = ("0.15", "0.60")  # what usage.cost is computed at, where usage accounting is asked for
 GEMINI_USAGE = {"promptTokenCount": 11, "candidatesTokenCount": 6}
 GEMINI_THINKING_USAGE = {**GEMINI_USAGE, "thoughtsTokenCount": 20}
 TOOL_ARGUMENTS = '{"city": "Paris"}'
@@ -128,6 +130,7 @@ class FakeUpstream:
         self.listed_models = list(LISTED_MODELS)
         self.served: dict[str, int] = {}  # requests per model name since reset()
         self.outage = False
+        self.charged_per_m = DEFAULT_CHARGED_PER_M
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -150,6 +153,18 @@ class FakeUpstream:
             self.listed_models = list(LISTED_MODELS)
             self.served.clear()
             self.outage = False
+            self.charged_per_m = DEFAULT_CHARGED_PER_M
+
+    def usage_for(self, model: str, body: dict) -> dict:
+        """The usage it reports; with OpenRouter's usage accounting asked for, the cost it charged too
+        (USAGE's tokens at `charged_per_m`: input and output USD per million)."""
+        if model == "zero-usage":
+            return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        if not (body.get("usage") or {}).get("include"):
+            return USAGE
+        price_in, price_out = self.charged_per_m
+        cost = (USAGE["prompt_tokens"] * Decimal(price_in) + USAGE["completion_tokens"] * Decimal(price_out)) / 10**6
+        return {**USAGE, "cost": float(cost)}
 
     def wait_for(self, predicate, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -300,11 +315,7 @@ class FakeUpstream:
                     "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool else "stop"}],
                 }
                 if model != "no-usage":
-                    payload["usage"] = (
-                        {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-                        if model == "zero-usage"
-                        else USAGE
-                    )
+                    payload["usage"] = upstream.usage_for(model, body)
                 send_json(self, 200, payload)
 
             def _event(self, payload):
@@ -395,11 +406,7 @@ class FakeUpstream:
                 )
                 include_usage = (body.get("stream_options") or {}).get("include_usage")
                 if include_usage and model != "no-usage":
-                    usage = (
-                        {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-                        if model == "zero-usage"
-                        else USAGE
-                    )
+                    usage = upstream.usage_for(model, body)
                     self._event(
                         {
                             "id": "chatcmpl-fake",

@@ -8,6 +8,7 @@ import datetime
 import email.utils
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ class Usage:
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cost: Decimal | None = None  # USD, where the upstream reports what it charged (OpenRouter's usage.cost)
 
 
 @dataclass(frozen=True)

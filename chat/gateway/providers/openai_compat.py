@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .base import (
@@ -33,7 +35,12 @@ OPENAI_PARAMS = SAMPLING_PARAMS | {
 
 def _usage(payload: dict[str, Any] | None) -> Usage:
     payload = payload or {}
-    return Usage(payload.get("prompt_tokens"), payload.get("completion_tokens"))
+    cost = payload.get("cost")
+    reported_cost = None
+    if isinstance(cost, int | float | str) and not isinstance(cost, bool):
+        with contextlib.suppress(InvalidOperation):
+            reported_cost = Decimal(str(cost))
+    return Usage(payload.get("prompt_tokens"), payload.get("completion_tokens"), reported_cost)
 
 
 def _error_message(error) -> str:
@@ -89,12 +96,25 @@ class OpenAICompatProvider(ProviderClient):
     params = OPENAI_PARAMS
     embedding_params = frozenset({"dimensions", "user"})
 
-    def __init__(self, name: str, base_url: str, api_key: str = "", extra_headers: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        api_key: str = "",
+        extra_headers: dict[str, Any] | None = None,
+        *,
+        usage_accounting: bool = False,
+    ):
+        """`usage_accounting`: ask for OpenRouter's usage accounting (the cost it charged, in `usage.cost`)."""
         self.name = name
+        self.usage_accounting = usage_accounting
         self.base_url = base_url.rstrip("/")
         self.headers = {**(extra_headers or {})}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
+
+    def _accounting(self) -> dict[str, Any]:
+        return {"usage": {"include": True}} if self.usage_accounting else {}
 
     async def stream(
         self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]
@@ -105,6 +125,7 @@ class OpenAICompatProvider(ProviderClient):
             "stream": True,
             "stream_options": {"include_usage": True},
             **self.forwarded(params),
+            **self._accounting(),
         }
         usage, finish_reason, done = Usage(), None, False
         async with open_stream(f"{self.base_url}/chat/completions", json_body=body, headers=self.headers) as r:
@@ -128,7 +149,7 @@ class OpenAICompatProvider(ProviderClient):
         yield StreamEnd(usage, finish_reason or "stop")
 
     async def complete(self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]) -> Completion:
-        body = {"model": model, "messages": messages, "stream": False, **self.forwarded(params)}
+        body = {"model": model, "messages": messages, "stream": False, **self.forwarded(params), **self._accounting()}
         data = await post_json(f"{self.base_url}/chat/completions", json_body=body, headers=self.headers)
         if "error" in data:
             raise _stream_error(data["error"])
