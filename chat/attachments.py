@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import io
 import os
+from datetime import timedelta
 
 from django.db.models import Sum
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.template.defaultfilters import filesizeformat
+from django.utils.timezone import now
 
 from aihub.message_content import IMAGE_TOKENS, data_url, image_part
 from billing.metering import count_text_tokens
@@ -40,6 +42,7 @@ IMAGE_SIGNATURES = [
     (b"GIF89a", "image/gif"),
 ]
 MAX_TEXT_CHARS = 400_000
+UNSENT_KEPT = timedelta(days=1)
 ACCEPTED = "text, Markdown, code, CSV, JSON, PDF, DOCX, and PNG, JPEG, WebP, GIF images"
 
 
@@ -123,6 +126,9 @@ def store_upload(user, uploaded, model: AIModel | None) -> Attachment:
         raise UploadRefused(
             f"{name} is {_mb(uploaded.size)}; the {plan.name} plan takes files up to {_mb(plan.max_upload_bytes)}."
         )
+    # Uploads never sent (the page was closed first) are dropped after a day: they stop taking room.
+    for stale in Attachment.objects.filter(user=user, message__isnull=True, created_at__lt=now() - UNSENT_KEPT):
+        stale.delete()  # one by one: each takes its stored file with it
     if plan.upload_storage_bytes is not None:
         stored = Attachment.objects.filter(user=user).aggregate(total=Sum("size"))["total"] or 0
         if stored + uploaded.size > plan.upload_storage_bytes:

@@ -183,3 +183,15 @@ def test_a_live_share_link_serves_its_files_until_revoked(logged_in, user, media
     assert Client().get(f"/s/{link.token}/files/{other.pk}/").status_code == 404  # not in this conversation
     logged_in.post(f"/chat/shares/{link.pk}/revoke/")
     assert Client().get(f"/s/{link.token}/files/{notes.pk}/").status_code == 404
+
+
+def test_uploads_never_sent_are_dropped_after_a_day(logged_in, media, models):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    upload(logged_in, "forgotten.txt", b"left behind")
+    Attachment.objects.update(created_at=timezone.now() - timedelta(days=2))
+    upload(logged_in, "fresh.txt", b"to send")
+    assert [a.name for a in Attachment.objects.all()] == ["fresh.txt"]
+    assert len(stored_files(media)) == 1
