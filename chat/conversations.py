@@ -212,6 +212,11 @@ async def restart_exchange(*, user: User, conversation: Conversation, model: AIM
     return await database_sync_to_async(restart)()
 
 
+def checkpoint_reply(reply_id: int, text: str) -> None:
+    """Save the text of a reply still being written (a finished or deleted reply is left alone)."""
+    Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(content=text)
+
+
 def mark_failed(reply: Message, error: str) -> None:
     """Mark a reply that never reached the metering as failed, so it does not stay 'streaming'."""
     Message.objects.filter(pk=reply.pk, status=Message.Status.STREAMING).update(

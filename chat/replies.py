@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
 
@@ -30,6 +32,10 @@ from .web_sources import add_web_sources
 logger = logging.getLogger(__name__)
 
 STOP_EVENTS = {"reply.stop", "session.logout"}
+
+# A reply's text so far is saved at least this often while it streams: a process that dies mid-reply
+# loses at most this much of it.
+CHECKPOINT_SECONDS = 1.0
 
 # The replies this process writes, by reply id (tests wait for them; nothing else should need to).
 running: dict[int, asyncio.Task] = {}
@@ -86,12 +92,16 @@ async def _generate(
 ) -> LimitExceeded | None:
     """Stream the reply to the conversation's sockets. Returns the plan's refusal, if that is how it ended."""
     written = 0
+    checkpointed_at = time.monotonic()
 
     async def on_delta(delta: str) -> None:
-        nonlocal written
+        nonlocal written, checkpointed_at
         event = {"type": "reply.delta", "reply_id": reply.pk, "offset": written, "text": delta}
         written += len(delta)
         await broadcast(conversation_id, event)
+        if time.monotonic() - checkpointed_at >= CHECKPOINT_SECONDS:
+            checkpointed_at = time.monotonic()
+            await database_sync_to_async(conversations.checkpoint_reply)(reply.pk, generation.text)
 
     try:
         if search_query:

@@ -222,6 +222,23 @@ async def test_stop_keeps_the_partial_reply_meters_it_and_closes_upstream(chat_w
     await communicator.disconnect()
 
 
+async def test_a_streaming_reply_is_checkpointed_to_the_database_every_second(chat_with, conversation, upstream):
+    communicator = await chat_with("slow")
+    reply_id, _ = await stream_some_then(communicator, chunks=1)
+    started = time.monotonic()
+    checkpointed = ""
+    while not checkpointed and time.monotonic() - started < 3:
+        await communicator.receive_from(timeout=5)  # the next delta
+        reply = await Message.objects.aget(pk=reply_id)
+        checkpointed = reply.content
+    assert checkpointed.startswith("Hello from") and reply.status == Message.Status.STREAMING  # while written
+    assert time.monotonic() - started < 2.5  # within about a second (and a delta's interval) of starting
+    await communicator.send_json_to({"action": "stop"})
+    await receive_until_final(communicator)
+    final = await Message.objects.aget(pk=reply_id)
+    assert final.status == Message.Status.STOPPED and final.content.startswith(checkpointed)
+
+
 async def test_a_reply_goes_on_after_its_socket_closes_is_saved_complete_and_metered_once(
     chat_with, conversation, upstream
 ):
