@@ -249,6 +249,10 @@ PROVIDER_CHAIN = env.list("PROVIDER_CHAIN", default=["openrouter", "gemini", "op
 LOCAL_MODEL_ENABLED = env.bool("LOCAL_MODEL_ENABLED", default=True)
 # One thread: measured as fast as two on 2 cores, and it leaves a core to the event loop.
 LOCAL_MODEL_THREADS = env.int("LOCAL_MODEL_THREADS", default=1)
+# Model instances, each serving one chat at a time (memory per instance: README, "Local model").
+LOCAL_MODEL_WORKERS = env.int("LOCAL_MODEL_WORKERS", default=2)
+# Context in tokens: SmolLM2's own 8,192 (requests are fitted to it); lower it to save memory.
+LOCAL_MODEL_CONTEXT = env.int("LOCAL_MODEL_CONTEXT", default=8192)
 UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=5.0)
 # Longest silence tolerated between two chunks (and before the first) of an upstream reply.
 UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=60.0)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from channels.db import database_sync_to_async
 from django.db import transaction
@@ -69,13 +69,36 @@ class LimitExceeded(Exception):
 
 @dataclass
 class Admission:
-    """A request let through: the models it may use, its parameters (clamped) and its reservation."""
+    """A request let through: the models it may use, its parameters (clamped), the messages to send
+    (fitted to the context when admit was given a `fit`) and its reservation."""
 
     candidates: list[AIModel]
     params: dict[str, Any]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    dropped_messages: int = 0
     reservation_id: int | None = None
     reserved_tokens: int = 0
     reserved_cost: Decimal = field(default_factory=Decimal)
+
+
+class Fitted(Protocol):
+    @property
+    def messages(self) -> list[dict[str, Any]]: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def max_tokens(self) -> int: ...
+
+
+# Fits messages into the candidates' context, given the request's max_tokens and the plan's cap (either may be
+# None); may refuse (LimitExceeded). The gateway's context_window.fit.
+Fit = Callable[[list[dict[str, Any]], list[AIModel], int | None, int | None], Fitted]
+
+
+class _Request(NamedTuple):
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+    fit: Fit | None
 
 
 def _upgrade_hint() -> str:
@@ -96,6 +119,11 @@ def allowed_candidates(plan: Plan, requested: AIModel | None, candidates: list[A
     return [m for m in candidates if m.is_free]
 
 
+def requested_max_tokens(params: dict[str, Any]) -> int | None:
+    requested = params.get("max_tokens")
+    return requested if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0 else None
+
+
 def output_allowance(
     plan: Plan, params: dict[str, Any], prompt_tokens: int, candidates: list[AIModel]
 ) -> tuple[int, dict[str, Any]]:
@@ -104,9 +132,7 @@ def output_allowance(
     A max_tokens above the plan's cap is clamped to the cap (not refused); without max_tokens the
     cap is sent upstream, so no reply can outgrow its reservation.
     """
-    requested = params.get("max_tokens")
-    requested = requested if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0 else None
-    bounds = [b for b in (requested, plan.max_output_tokens) if b]
+    bounds = [b for b in (requested_max_tokens(params), plan.max_output_tokens) if b]
     if bounds:
         allowance = min(bounds)
         return allowance, {**params, "max_tokens": allowance}
@@ -233,27 +259,58 @@ def admit(
     candidates: list[AIModel],
     messages: list[dict[str, Any]],
     params: dict[str, Any],
+    fit: Fit | None = None,
 ) -> Admission:
-    """Refuse the request (LimitExceeded) or reserve its worst case. Sync: call through `admit_async`."""
-    prompt_tokens = count_prompt_tokens(messages, params.get("tools"))
-    admission = _admit_unlimited(user, api_key, model, candidates, params, prompt_tokens)
+    """Refuse the request (LimitExceeded) or reserve its worst case. Sync: call through `admit_async`.
+    With `fit`, the messages are fitted to the context first and the admission says what is sent."""
+    request = _Request(messages, params, fit)
+    admission = _admit_unlimited(user, api_key, model, candidates, request)
     if admission is None:
-        admission = _admit_locked(user, api_key, model, candidates, params, prompt_tokens)
+        admission = _admit_locked(user, api_key, model, candidates, request)
     if admission is None:
         current_subscription(user)  # creates it, or rolls its period (and applies a scheduled change)
-        admission = _admit_locked(user, api_key, model, candidates, params, prompt_tokens, rolled=True)
+        admission = _admit_locked(user, api_key, model, candidates, request, rolled=True)
     return admission
 
 
-def _worst_case(
-    plan: Plan, model: AIModel | None, candidates: list[AIModel], params: dict[str, Any], prompt_tokens: int
+def estimate(
+    *,
+    user: User,
+    model: AIModel | None,
+    candidates: list[AIModel],
+    messages: list[dict[str, Any]],
+    params: dict[str, Any],
+    fit: Fit | None = None,
 ) -> Admission:
-    """The plan's model policy and max_tokens cap applied, and the request's most tokens and cost."""
+    """What `admit` would let through and reserve (plan policy, output cap, fitted messages, worst-case
+    cost), without checking quotas or reserving anything: for estimates before sending. Raises
+    LimitExceeded only for what no retry changes (a model the plan excludes, a message too long)."""
+    plan = current_subscription(user).plan
+    return _worst_case(plan, model, candidates, _Request(messages, params, fit))
+
+
+def _worst_case(plan: Plan, model: AIModel | None, candidates: list[AIModel], request: _Request) -> Admission:
+    """The plan's model policy and max_tokens cap applied (and the context fitted), and the request's
+    most tokens and cost."""
+    messages, params, fit = request
     candidates = allowed_candidates(plan, model, candidates)
-    output_tokens, params = output_allowance(plan, params, prompt_tokens, candidates)
+    dropped = 0
+    if fit is None:
+        prompt_tokens = count_prompt_tokens(messages, params.get("tools"))
+        output_tokens, params = output_allowance(plan, params, prompt_tokens, candidates)
+    else:
+        fitted = fit(messages, candidates, requested_max_tokens(params), plan.max_output_tokens)
+        messages, dropped, output_tokens = fitted.messages, fitted.dropped, fitted.max_tokens
+        params = {**params, "max_tokens": output_tokens}
+        prompt_tokens = count_prompt_tokens(messages, params.get("tools"))
     cost = max((m.cost(prompt_tokens, output_tokens) for m in candidates), default=Decimal(0))
     return Admission(
-        candidates=candidates, params=params, reserved_tokens=prompt_tokens + output_tokens, reserved_cost=cost
+        candidates=candidates,
+        params=params,
+        messages=messages,
+        dropped_messages=dropped,
+        reserved_tokens=prompt_tokens + output_tokens,
+        reserved_cost=cost,
     )
 
 
@@ -273,8 +330,7 @@ def _admit_unlimited(
     api_key: ApiKey | None,
     model: AIModel | None,
     candidates: list[AIModel],
-    params: dict[str, Any],
-    prompt_tokens: int,
+    request: _Request,
 ) -> Admission | None:
     """Admission without lock or reservation where neither the plan nor the key limits anything: one
     query (the subscription, its plan and the key's budget read afresh). None when the locked path
@@ -291,7 +347,7 @@ def _admit_unlimited(
         or getattr(subscription, "key_budget", None) is not None
     ):
         return None
-    return _worst_case(subscription.plan, model, candidates, params, prompt_tokens)
+    return _worst_case(subscription.plan, model, candidates, request)
 
 
 @transaction.atomic
@@ -300,8 +356,7 @@ def _admit_locked(
     api_key: ApiKey | None,
     model: AIModel | None,
     candidates: list[AIModel],
-    params: dict[str, Any],
-    prompt_tokens: int,
+    request: _Request,
     *,
     rolled: bool = False,
 ) -> Admission | None:
@@ -317,7 +372,7 @@ def _admit_locked(
     if subscription is None or (subscription.needs_update(now) and not rolled):
         return None
     plan = subscription.plan
-    admission = _worst_case(plan, model, candidates, params, prompt_tokens)
+    admission = _worst_case(plan, model, candidates, request)
     tokens, cost = admission.reserved_tokens, admission.reserved_cost
     # Read afresh: the caller's key object may come from a per-process lookup cache.
     budget = (

@@ -111,11 +111,31 @@ def streaming_reply_ids(conversation: Conversation) -> list[int]:
     return list(conversation.messages.filter(status=Message.Status.STREAMING).values_list("pk", flat=True))
 
 
-def history_for(conversation: Conversation, reply: Message) -> list[dict]:
-    """The messages sent upstream for this reply: everything before it with text."""
-    rows = list(conversation.messages.filter(id__lt=reply.pk).exclude(content="").values_list("id", "role", "content"))
-    history = [{"role": role, "content": content} for _, role, content in rows]
-    return attachments.with_attachments(history, [pk for pk, _, _ in rows], reply.model)
+def history_for(conversation: Conversation, reply: Message | None) -> list[dict]:
+    """The messages that may be sent upstream for this reply (None: for the next message): everything
+    before it with text, with their attachments (the generation then fits them to the model's context:
+    chat.gateway.context_window)."""
+    rows = conversation.messages.exclude(content="")
+    if reply is not None:
+        rows = rows.filter(id__lt=reply.pk)
+    found = list(rows.values_list("id", "role", "content"))
+    history = [{"role": role, "content": content} for _, role, content in found]
+    return attachments.with_attachments(history, [pk for pk, _, _ in found], reply.model if reply else None)
+
+
+def first_sent_id(reply: Message, generation: Generation) -> int | None:
+    """The oldest message of the reply's history (as history_for reads it) that its request sent, when
+    older ones were left out to fit the model's context (the page marks where they stop being sent)."""
+    if generation.admission is None or not generation.admission.dropped_messages:
+        return None
+    sent = sum(1 for m in generation.messages if m["role"] != "system")
+    newest_first = (
+        Message.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk)
+        .exclude(content="")
+        .exclude(role=Message.Role.SYSTEM)
+        .order_by("-id")
+    )
+    return newest_first.values_list("id", flat=True)[sent - 1 : sent].first()
 
 
 def instructions_for(conversation: Conversation) -> list[dict]:
@@ -134,7 +154,11 @@ def store_reply(reply: Message, generation: Generation, usage: UsageRecord | Non
         return
     # An update, not a save: a reply deleted meanwhile (with its conversation, or replaced) is no error.
     Message.objects.filter(pk=reply.pk).update(
-        content=generation.text, status=generation.status, error=generation.error, model=generation.trail.model
+        content=generation.text,
+        status=generation.status,
+        error=generation.error,
+        model=generation.trail.model,
+        first_sent_id=first_sent_id(reply, generation),
     )
     Conversation.objects.filter(pk=reply.conversation_id).update(updated_at=timezone.now())
 

@@ -67,10 +67,17 @@ class Message(models.Model):
         default=list, blank=True, help_text="Web search results given to the model: [{title, url, snippet}]."
     )
     search_note = models.CharField(max_length=500, blank=True, help_text="Why a requested web search is missing.")
+    first_sent_id = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The oldest message sent with this reply's request when older ones did not fit the model's "
+        "context; empty when the whole history was sent.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["conversation", "id"], name="message_conversation_id")]
 
     def __str__(self):
         return f"{self.role}: {self.content[:40]}"

@@ -22,7 +22,7 @@ from django.template.loader import render_to_string
 from accounts.signals import user_group
 from billing.limits import LimitExceeded
 
-from . import conversations
+from . import conversations, figures
 from .conversations import Exchange
 from .gateway.generation import Generation
 from .gateway.providers.base import ProviderError
@@ -136,10 +136,10 @@ async def _listen(control: str, generating: asyncio.Task, generation: Generation
 
 async def announce_end(conversation_id: int, reply_id: int, limit: LimitExceeded | None = None) -> None:
     """Send the finished reply (as stored) to every socket showing the conversation."""
-    reply = await Message.objects.select_related("model", "usage").filter(pk=reply_id).afirst()
-    if reply is None:  # deleted with its conversation
+    context = await database_sync_to_async(figures.exchange_end)(reply_id)
+    if context is None:  # deleted with its conversation
         return
-    context = {"reply": reply, "upgrade_url": limit.upgrade_url if limit else None}
+    context["upgrade_url"] = limit.upgrade_url if limit else None
     await broadcast(
         conversation_id,
         {"type": "reply.ended", "reply_id": reply_id, "html": render_to_string("chat/_exchange_end.html", context)},

@@ -9,6 +9,7 @@ urlpatterns = [
     path("new/", views.new_conversation, name="new"),
     path("conversations/", views.conversation_list, name="conversation_list"),
     path("<int:pk>/", views.conversation, name="conversation"),
+    path("<int:pk>/messages/", views.older_messages, name="older_messages"),
     path("<int:pk>/rename/", views.rename, name="rename"),
     path("<int:pk>/delete/", views.delete, name="delete"),
     path("<int:pk>/export.md", views_share.export_markdown, name="export_markdown"),

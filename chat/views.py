@@ -9,12 +9,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import conversations, replies
+from . import conversations, figures, replies
 from .catalogue.lookup import models_by_provider
 from .forms import RenameForm
 from .models import Conversation, Message
 
 CONVERSATIONS_PER_PAGE = 30
+# Messages a conversation page starts with; older ones load as the reader scrolls up (`older_messages`).
+MESSAGES_PER_PAGE = 50
 
 
 def _get_conversation_for_user(request, pk: int) -> Conversation:
@@ -35,18 +37,21 @@ def _chat_page(request, conversation: Conversation | None):
     """The chat page: a conversation, or (None) the composer of a new one."""
     page, query = _conversations_page(request)
     if conversation is None:
-        messages, selected_model = Message.objects.none(), conversations.preferred_model(request.user)
+        messages, selected_model = (
+            {"conversation": None, "chat_messages": []},
+            conversations.preferred_model(request.user),
+        )
     else:
-        messages = list(conversation.messages.select_related("model", "usage").prefetch_related("attachments"))
+        messages = _message_page(conversation)
         selected_model = conversation.model.slug if conversation.model else conversations.AUTO
     context = {
-        "conversation": conversation,
-        "chat_messages": messages,
+        **messages,
+        "totals": figures.conversation_totals(conversation),
         "page": page,
         "query": query,
         "model_groups": models_by_provider(),
         "selected_model": selected_model,
-        "writing": any(m.status == Message.Status.STREAMING for m in messages),
+        "writing": any(m.status == Message.Status.STREAMING for m in messages["chat_messages"]),
     }
     return render(request, "chat/conversation.html", context)
 
@@ -76,6 +81,36 @@ def conversation_list(request):
             "active_id": int(active) if active.isdigit() else None,
         },
     )
+
+
+def _message_page(conversation: Conversation, before: int | None = None) -> dict:
+    """The newest MESSAGES_PER_PAGE messages (older than `before`, when given), oldest first, and where
+    the context marker goes: before the oldest message sent with the latest reply, when older ones
+    were left out (chat.context_window)."""
+    newest_first = conversation.messages.select_related("model", "usage").prefetch_related(
+        "usage__attempts", "attachments"
+    )
+    newest_first = newest_first.order_by("-id")
+    if before is not None:
+        newest_first = newest_first.filter(id__lt=before)
+    rows = list(newest_first[: MESSAGES_PER_PAGE + 1])
+    latest_reply = conversation.messages.filter(role=Message.Role.ASSISTANT).order_by("-id")
+    return {
+        "conversation": conversation,
+        "chat_messages": rows[:MESSAGES_PER_PAGE][::-1],
+        "has_older": len(rows) > MESSAGES_PER_PAGE,
+        "first_sent_id": latest_reply.values_list("first_sent_id", flat=True).first(),
+    }
+
+
+@require_GET
+def older_messages(request, pk: int):
+    """The page of messages before `?before=<message id>`, for scrolling up a long conversation."""
+    conversation = _get_conversation_for_user(request, pk)
+    before = request.GET.get("before", "")
+    if not before.isdigit():
+        return HttpResponse("'before' must be a message id.", status=400)
+    return render(request, "chat/_message_page.html", _message_page(conversation, int(before)))
 
 
 @require_GET

@@ -10,15 +10,18 @@ from channels.db import database_sync_to_async
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 
+from billing.limits import LimitExceeded
 from billing.models import UsageRecord
+from chat import conversations, figures
 from chat.catalogue.lookup import AUTO
 from chat.conversations import MAX_MESSAGE_CHARS, Exchange, start_exchange
+from chat.gateway import estimates
 from chat.gateway.generation import Generation
 from chat.models import Conversation, Message
 
 from .auth import Caller, allowed_model, authenticate_request
 from .decorators import api_view
-from .errors import ApiError
+from .errors import ApiError, failure_error
 from .file_views import files_to_send
 from .model_list import model_list
 from .streaming import complete, open_generation_stream, sse_event, sse_response
@@ -67,18 +70,32 @@ def _message_json(message: Message) -> dict:
         "model": message.model.slug if message.model else None,
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         "cost_usd": (usage.cost if usage else Decimal(0)).quantize(COST_PLACES),
+        "first_sent_message_id": message.first_sent_id,
         "created_at": message.created_at,
     }
 
 
-def _session_json(conversation: Conversation) -> dict:
+def _session_json(conversation: Conversation, totals: dict) -> dict:
     return {
         "id": conversation.pk,
         "title": conversation.title,
         "model": conversation.model.slug if conversation.model else None,
         "created_at": conversation.created_at,
         "updated_at": conversation.updated_at,
+        "totals": {
+            "requests": totals["requests"],
+            "prompt_tokens": totals["input_tokens"],
+            "completion_tokens": totals["output_tokens"],
+            "total_tokens": totals["tokens"],
+            "cost_usd": f"{Decimal(totals['cost']).quantize(COST_PLACES):f}",  # same figure on every database
+        },
     }
+
+
+async def _sessions_json(sessions: list[Conversation]) -> list[dict]:
+    """The sessions with their totals (the sum of their replies' usage rows), in one query for all."""
+    totals = await database_sync_to_async(figures.totals_by_conversation)([c.pk for c in sessions])
+    return [_session_json(c, totals[c.pk]) for c in sessions]
 
 
 def _query_exchange(request) -> dict:
@@ -93,6 +110,19 @@ def _query_exchange(request) -> dict:
     return data
 
 
+def _exchange_fields(data: dict) -> tuple[str, str, dict]:
+    """The message, the model's slug and the generation parameters of an exchange (or its estimate)."""
+    text = data.get("message")
+    if not isinstance(text, str) or not text.strip():
+        raise ApiError(400, "'message' is required: the text to send.", "missing_required_parameter", param="message")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise _bad(f"'message' is longer than {MAX_MESSAGE_CHARS} characters.", "message")
+    slug = data.get("model", AUTO)
+    if not isinstance(slug, str):
+        raise _bad("'model' must be a string.", "model", "invalid_type")
+    return text, slug, parse_params(data)
+
+
 async def _start_exchange(request) -> Exchange:
     """Read the body (or a GET's query), store the user's message and an empty reply, in the given
     session or a new one."""
@@ -102,15 +132,7 @@ async def _start_exchange(request) -> Exchange:
     else:
         caller = await authenticate_request(request, allow_session=True)
         data = read_json_body(request)
-    text = data.get("message")
-    if not isinstance(text, str) or not text.strip():
-        raise ApiError(400, "'message' is required: the text to send.", "missing_required_parameter", param="message")
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise _bad(f"'message' is longer than {MAX_MESSAGE_CHARS} characters.", "message")
-    slug = data.get("model", AUTO)
-    if not isinstance(slug, str):
-        raise _bad("'model' must be a string.", "model", "invalid_type")
-    params = parse_params(data)
+    text, slug, params = _exchange_fields(data)
     model = await database_sync_to_async(allowed_model)(caller, slug)
     conversation = await _session_for(caller, data["session_id"]) if data.get("session_id") is not None else None
     files = await files_to_send(caller, data.get("attachments"), model)
@@ -196,7 +218,8 @@ async def _new_session(request, caller: Caller) -> JsonResponse:
         raise _bad("'model' must be a string.", "model", "invalid_type")
     conversation.model = await database_sync_to_async(allowed_model)(caller, slug)
     await conversation.asave()
-    return JsonResponse({**_session_json(conversation), "messages": []}, status=201)
+    [session] = await _sessions_json([conversation])
+    return JsonResponse({**session, "messages": []}, status=201)
 
 
 @api_view("GET", "POST")
@@ -211,7 +234,7 @@ async def session_list(request):
     sessions = Conversation.objects.filter(user=caller.user).select_related("model")
     total = await sessions.acount()
     offset = (page - 1) * per_page
-    data = [_session_json(c) async for c in sessions[offset : offset + per_page]]
+    data = await _sessions_json([c async for c in sessions[offset : offset + per_page]])
     return JsonResponse(
         {
             "object": "list",
@@ -235,9 +258,40 @@ async def session_detail(request, pk: int):
     if request.method == "PATCH":
         conversation.title = _title(read_json_body(request))
         await conversation.asave(update_fields=["title", "updated_at"])
-    session = _session_json(await Conversation.objects.select_related("model").aget(pk=conversation.pk))
+    [session] = await _sessions_json([await Conversation.objects.select_related("model").aget(pk=conversation.pk)])
     session["messages"] = [_message_json(m) async for m in conversation.messages.select_related("model", "usage")]
     return JsonResponse(session)
+
+
+def _estimate(caller: Caller, slug: str, conversation: Conversation | None, text: str, params: dict) -> dict:
+    model = allowed_model(caller, slug)
+    history = conversations.history_for(conversation, None) if conversation is not None else []
+    estimate = estimates.estimate(
+        user=caller.user, model=model, messages=[*history, {"role": "user", "content": text.strip()}], params=params
+    )
+    return {
+        "object": "estimate",
+        "model": slug,
+        "session_id": conversation.pk if conversation is not None else None,
+        "prompt_tokens": estimate.prompt_tokens,
+        "max_output_tokens": estimate.max_output_tokens,
+        "messages_sent": estimate.messages_sent,
+        "messages_dropped": estimate.messages_dropped,
+        "cost_usd": {"min": f"{estimate.cost_min:.8f}", "max": f"{estimate.cost_max:.8f}"},
+    }
+
+
+@api_view("POST")
+async def estimate(request):
+    """POST /api/v1/estimate: what sending this message would cost, before it is sent (nothing is stored)."""
+    caller = await authenticate_request(request, allow_session=True)
+    data = read_json_body(request)
+    text, slug, params = _exchange_fields(data)
+    conversation = await _session_for(caller, data["session_id"]) if data.get("session_id") is not None else None
+    try:
+        return JsonResponse(await database_sync_to_async(_estimate)(caller, slug, conversation, text, params))
+    except LimitExceeded as refused:
+        raise failure_error(refused) from None
 
 
 @api_view("GET")

@@ -16,6 +16,7 @@ openai_urlpatterns = [
 rest_urlpatterns = [
     path("chat/completions", rest_views.chat_completion, name="api_chat_completion"),
     path("chat/stream", rest_views.chat_stream, name="api_chat_stream"),
+    path("estimate", rest_views.estimate, name="api_estimate"),
     path("sessions", rest_views.session_list, name="api_sessions"),
     path("sessions/<int:pk>", rest_views.session_detail, name="api_session"),
     path("models", rest_views.models, name="api_models"),

@@ -26,7 +26,7 @@ from chat.catalogue import lookup as catalogue
 from chat.catalogue.models import AIModel
 from deploy import logs, metrics
 
-from . import breaker
+from . import breaker, context_window
 from .providers.base import ProviderError, ToolCallDelta, ToolCalls
 from .router import RouteTrail, candidates_for, clients_for, route_complete, route_stream
 
@@ -139,7 +139,8 @@ class Generation:
             if self.on_finish is not None:
                 await database_sync_to_async(self.on_finish)(self, None)
             raise
-        self.params = self.admission.params  # max_tokens clamped to the plan's cap
+        self.params = self.admission.params  # max_tokens clamped to the plan's cap and the context
+        self.messages = self.admission.messages  # fitted to the context
         return self.admission.candidates
 
     def _admit(self) -> limits.Admission:
@@ -162,6 +163,7 @@ class Generation:
             candidates=passage.allowed,
             messages=self.messages,
             params=self.params,
+            fit=context_window.fit,
         )
 
     async def settle(self) -> None:

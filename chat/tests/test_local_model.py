@@ -16,7 +16,7 @@ from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
 from chat.gateway.generation import Generation
 from chat.gateway.providers.base import StreamEnd
-from chat.gateway.providers.local import MODEL_ID
+from chat.gateway.providers.local import MODEL_ID, LocalProvider
 from chat.gateway.router import get_provider
 from chat.models import AIModel, Provider
 
@@ -103,7 +103,10 @@ async def test_the_event_loop_keeps_running_while_it_generates(local):
     assert max(gaps) < took / 2, f"loop stalled {max(gaps):.3f}s during a {took:.3f}s generation"
 
 
-async def test_cancelling_stops_generation_and_frees_the_model(local):
+async def test_cancelling_stops_generation_and_frees_the_model(settings):
+    settings.LOCAL_MODEL_WORKERS = 1  # the short reply below needs the very instance the story held
+    local = LocalProvider()
+    await generate(local, {"max_tokens": 1})  # loaded before timing
     arrivals: list[float] = []
     three_deltas = asyncio.Event()
 
@@ -129,7 +132,9 @@ async def test_cancelling_stops_generation_and_frees_the_model(local):
     assert ends[0].usage.completion_tokens == 4
 
 
-async def test_concurrent_streams_both_finish_one_after_the_other(local):
+async def test_with_one_worker_concurrent_streams_take_turns(settings):
+    settings.LOCAL_MODEL_WORKERS = 1
+    local = LocalProvider()  # a pool of its own
     first_times: list[float] = []
     second_times: list[float] = []
 
@@ -142,7 +147,40 @@ async def test_concurrent_streams_both_finish_one_after_the_other(local):
     assert len(first_ends) == len(second_ends) == 1
     assert first == second  # same prompt, greedy: the same reply, not two interleaved halves
     earlier, later = sorted([first_times, second_times])
-    assert earlier[-1] <= later[0], "the model served both streams at once"
+    assert earlier[-1] <= later[0], "one instance served both streams at once"
+
+
+FOUR_CHATS = [
+    "Write a long story about a dragon who learns to bake bread.",
+    "Explain how tides work, step by step.",
+    "List ten things to pack for a week of hiking in the rain.",
+    "Describe the history of the printing press in detail.",
+]
+
+
+async def test_four_workers_stream_four_chats_at_once(settings):
+    settings.LOCAL_MODEL_WORKERS = 4
+    local = LocalProvider()
+    await asyncio.gather(*(generate(local, {"max_tokens": 1}) for _ in range(4)))  # four instances loaded
+    timings: list[list[float]] = [[], [], [], []]
+
+    async def chat(prompt: str, times: list[float]) -> StreamEnd:
+        ends = []
+        async for item in local.stream([{"role": "user", "content": prompt}], MODEL_ID, {"max_tokens": 24}):
+            if isinstance(item, StreamEnd):
+                ends.append(item)
+            else:
+                times.append(time.monotonic())
+        return ends[0]
+
+    started = time.monotonic()
+    ends = await asyncio.gather(*(chat(prompt, t) for prompt, t in zip(FOUR_CHATS, timings, strict=True)))
+
+    assert all(end.usage.completion_tokens > 0 for end in ends)
+    # All four were streaming together: every first token came before any stream's last one.
+    assert max(t[0] for t in timings) < min(t[-1] for t in timings)
+    first_token_ms = sorted(round((t[0] - started) * 1000) for t in timings)
+    print(f"first tokens of 4 simultaneous chats, LOCAL_MODEL_WORKERS=4: {first_token_ms} ms")
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
