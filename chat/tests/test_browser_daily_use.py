@@ -81,6 +81,7 @@ def test_a_refused_message_stays_in_the_composer(slow_model, chat_page):
     page.locator(".message.user", has_text="A short one").wait_for()
     page.wait_for_function("() => document.getElementById('message-input').value === ''")
     assert page.locator("#chat-error").inner_text() == ""  # the banner cleared by the next success
+    page.locator("#chat-status.busy").wait_for()  # the start reaches every tab through the channel layer
     page.keyboard.press("Escape")
     page.locator(".badge.stopped").wait_for()
     assert page.problems == []
