@@ -249,12 +249,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.start_reply(exchange, render_to_string("chat/_regenerate_start.html", context))
 
     async def start_reply(self, exchange: Exchange, start_html: str, search_query: str | None = None):
-        """Show the reply's start on every socket of the conversation, then have it written detached."""
+        """Have the reply written detached (its writer already listening for Stop), then show its start on
+        every socket of the conversation."""
         reply = exchange.reply
+        await replies.start(exchange, user=self.scope["user"], search_query=search_query)
         await replies.broadcast(
             self.conversation.pk, {"type": "reply.started", "reply_id": reply.pk, "html": start_html}
         )
-        replies.start(exchange, user=self.scope["user"], search_query=search_query)
 
     async def send_error(self, text: str):
         await self.send(text_data=render_to_string("chat/_error.html", {"error": text}))

@@ -58,23 +58,25 @@ async def stop(conversation_id: int) -> None:
     await get_channel_layer().group_send(control_group(conversation_id), {"type": "reply.stop"})
 
 
-def start(exchange: Exchange, *, user, search_query: str | None = None) -> asyncio.Task:
+async def start(exchange: Exchange, *, user, search_query: str | None = None) -> asyncio.Task:
     """Write the exchange's reply in a task of its own, detached from the caller (a socket that may close);
-    with a search query, the web is searched first and the results given to the model (web_sources.py)."""
+    with a search query, the web is searched first and the results given to the model (web_sources.py).
+    The writer listens for Stop before this returns: a Stop sent as soon as the reply shows is not lost."""
     reply = exchange.reply
-    task = asyncio.create_task(_write(exchange, user, search_query), name=f"reply-{reply.pk}")
+    layer = get_channel_layer()
+    control = await layer.new_channel()
+    groups = (control_group(exchange.conversation.pk), user_group(user.pk))
+    for group in groups:
+        await layer.group_add(group, control)
+    task = asyncio.create_task(_write(exchange, control, groups, search_query), name=f"reply-{reply.pk}")
     running[reply.pk] = task
     task.add_done_callback(lambda _: running.pop(reply.pk, None))
     return task
 
 
-async def _write(exchange: Exchange, user, search_query: str | None) -> None:
+async def _write(exchange: Exchange, control: str, groups: tuple[str, ...], search_query: str | None) -> None:
     layer = get_channel_layer()
-    control = await layer.new_channel()
     conversation_id, reply, generation = exchange.conversation.pk, exchange.reply, exchange.generation
-    groups = (control_group(conversation_id), user_group(user.pk))
-    for group in groups:
-        await layer.group_add(group, control)
     generating = asyncio.create_task(_generate(generation, conversation_id, reply, search_query))
     listening = asyncio.create_task(_listen(control, generating, generation, reply))
     limit = None

@@ -76,6 +76,7 @@ def test_a_refused_message_stays_in_the_composer(slow_model, chat_page):
     assert page.input_value("#message-input") == too_long
     assert page.locator(".message.user").count() == 0
 
+    page.select_option("#model-select", "fake/slow")
     page.fill("#message-input", "A short one")
     page.press("#message-input", "Enter")
     page.locator(".message.user", has_text="A short one").wait_for()
