@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8001
 DEV_ENV := DEBUG=$${DEBUG:-1}
 
-.PHONY: run test install migrate seed check clean
+.PHONY: run test install migrate seed check lint clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ run: seed
 
 test: install
 	$(VENV)/bin/pytest
+
+# ruff (lint and format) and mypy (strict on the gateway, admission, metering and API keys): see pyproject.toml.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	DEBUG=1 $(VENV)/bin/mypy
 
 check: install
 	$(VENV)/bin/python manage.py check --deploy --fail-level WARNING

@@ -20,14 +20,21 @@ import secrets
 import string
 import time
 import zlib
+from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from aihub import shared_state
 
-from .models import ApiKey
+from .models import ApiKey, User
+
+if TYPE_CHECKING:
+    from chat.catalogue.models import AIModel
 
 KEY_PREFIX = "ahk_"
 SECRET_CHARS = 32
@@ -83,7 +90,12 @@ def generate_key() -> str:
 
 @transaction.atomic
 def issue_key(
-    user, name: str, *, expires_at: datetime | None = None, allowed_models=(), monthly_budget=None
+    user: User,
+    name: str,
+    *,
+    expires_at: datetime | None = None,
+    allowed_models: Iterable[AIModel] = (),
+    monthly_budget: Decimal | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the full key, which is never stored and cannot be shown again."""
     raw_key = generate_key()
@@ -105,15 +117,15 @@ def keys_changed() -> None:
     shared_state.bump(VERSION_CACHE_KEY)
 
 
-def revoke(queryset) -> int:
+def revoke(queryset: QuerySet[ApiKey]) -> int:
     """Revoke the keys of a queryset (those not revoked yet); effective on the next request everywhere."""
-    count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+    count: int = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
     keys_changed()
     return count
 
 
 # hash -> (version it was read under, monotonic time it was read, the key with its user)
-_cached: dict[str, tuple[int, float, ApiKey]] = {}
+_cached: dict[str, tuple[int | None, float, ApiKey]] = {}
 
 
 async def _load(hashed: str) -> ApiKey | None:
@@ -135,9 +147,10 @@ async def authenticate(raw_key: str) -> ApiKey:
     if entry is not None and entry[0] == version and now - entry[1] < CACHE_SECONDS:
         api_key = entry[2]
     else:
-        api_key = await _load(hashed)
-        if api_key is None:  # unknown keys are not cached: a key issued a moment ago works at once
+        loaded = await _load(hashed)
+        if loaded is None:  # unknown keys are not cached: a key issued a moment ago works at once
             raise KeyRefused("invalid_api_key", "Incorrect API key provided.")
+        api_key = loaded
         if shared:
             if len(_cached) >= CACHE_MAX_ENTRIES:
                 _cached.clear()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import ClassVar
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
@@ -32,7 +33,7 @@ class UserManager(BaseUserManager):
 class User(AbstractUser):
     """A person who signs in with an email address (no username)."""
 
-    username = None
+    username = None  # type: ignore[assignment]  # the email is the login
     email = models.EmailField("email address", unique=True)
     default_model = models.ForeignKey(
         "chat.AIModel",
@@ -54,9 +55,9 @@ class User(AbstractUser):
     )
 
     USERNAME_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
 
-    objects = UserManager()
+    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]  # email, not username
 
     def __str__(self):
         return self.email
@@ -78,6 +79,9 @@ class ApiKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     allowed_models = models.ManyToManyField("chat.AIModel", blank=True, help_text="Empty means every model.")
     monthly_budget = models.DecimalField("monthly budget (USD)", max_digits=12, decimal_places=2, null=True, blank=True)
+
+    # Set on keys looked up by accounts.api_keys.authenticate: the pks of `allowed_models`.
+    allowed_model_ids: frozenset[int]
 
     class Meta:
         ordering = ["-created_at"]

@@ -42,7 +42,7 @@ def _client() -> redis.Redis:
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
 
 
-def _number(value: bytes | None) -> int:
+def _number(value: bytes | str | None) -> int:
     return int(value) if value is not None else 0
 
 

@@ -18,7 +18,7 @@ def payment_overdue(request):
             .filter(user=user, is_active=True, payment_due_since__isnull=False)
             .first()
         )
-        if subscription is None:
+        if subscription is None or subscription.payment_due_since is None:
             return None
         return {"plan": subscription.plan, "free_from": subscription.payment_due_since + payment_grace()}
 

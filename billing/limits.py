@@ -171,7 +171,8 @@ def _refuse_over_budget(
 ) -> None:
     if budget is not None and used["key_cost"] + reserved["key_cost"] + cost > budget:
         raise LimitExceeded(
-            f"This request (up to ${cost:.4f}) would go over the monthly budget of API key '{api_key.name}' "
+            f"This request (up to ${cost:.4f}) would go over the monthly budget of API key "
+            f"'{api_key.name if api_key else ''}' "
             f"(${budget}, ${used['key_cost']:.4f} spent this period). Raise the key's budget, "
             f"lower max_tokens, or wait until {date_format(subscription.current_period_end, 'j M Y')}.",
             code="budget_exceeded",
@@ -270,6 +271,7 @@ def admit(
     if admission is None:
         current_subscription(user)  # creates it, or rolls its period (and applies a scheduled change)
         admission = _admit_locked(user, api_key, model, candidates, request, rolled=True)
+    assert admission is not None  # rolled: the subscription exists and its period is current
     return admission
 
 
@@ -335,11 +337,11 @@ def _admit_unlimited(
     """Admission without lock or reservation where neither the plan nor the key limits anything: one
     query (the subscription, its plan and the key's budget read afresh). None when the locked path
     must decide: a limit to hold, no subscription yet, or a period to roll (or a payment overdue)."""
-    subscription = Subscription.objects.select_related("plan").filter(user=user, is_active=True)
+    active = Subscription.objects.select_related("plan").filter(user=user, is_active=True)
     if api_key is not None:
         budget = ApiKey.objects.filter(pk=api_key.pk).values("monthly_budget")[:1]
-        subscription = subscription.annotate(key_budget=Subquery(budget))
-    subscription = subscription.first()
+        active = active.annotate(key_budget=Subquery(budget))
+    subscription = active.first()
     if (
         subscription is None
         or subscription.needs_update(timezone.now())

@@ -93,7 +93,7 @@ def do_cancel(user) -> Subscription:
 def do_keep_current_plan(user) -> None:
     """Drop a scheduled downgrade or cancellation (on Stripe too)."""
     subscription = current_subscription(user)
-    if subscription.scheduled_plan_id is None:
+    if subscription.scheduled_plan is None:
         return
     if subscription.stripe_subscription_id and stripe_api.configured():
         if subscription.scheduled_plan.monthly_price:

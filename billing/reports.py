@@ -4,6 +4,7 @@ dashboard, statements and the operator overview."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from django.db.models import Count, Q
 from django.db.models.functions import TruncDate, TruncMonth
@@ -124,7 +125,10 @@ def provider_health(since: datetime) -> list[dict]:
     }
     rows = []
     for provider in sorted(set(usage) | set(attempts)):
-        row = {"provider": provider, "requests": 0, "tokens": 0, "cost": 0, "failed": 0, "attempts": 0, "errors": 0}
+        row: dict[str, Any] = {
+            "provider": provider,
+            **dict.fromkeys(("requests", "tokens", "cost", "failed", "attempts", "errors"), 0),
+        }
         row.update(usage.get(provider, {}))
         row.update(attempts.get(provider, {}))
         row["error_rate"] = row["errors"] / row["attempts"] if row["attempts"] else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -159,7 +160,7 @@ class StripeWebhook:
         subscription = _matching(_invoice_subscription_id(invoice), invoice.get("customer"))
         if subscription is None:
             return
-        changes = {"payment_due_since": None}
+        changes: dict[str, Any] = {"payment_due_since": None}
         start, end = _invoice_period(invoice)
         reason = invoice.get("billing_reason")
         # The first invoice sets Stripe's period; a renewal only ever moves it forward (late deliveries).

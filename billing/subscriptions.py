@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -28,7 +29,7 @@ def start_subscription(user, plan: Plan, now: datetime | None = None, *, period=
     (start, end) given. The Stripe ids carry over, so Stripe's later events still find the user."""
     now = now or timezone.now()
     active = Subscription.objects.filter(user=user, is_active=True)
-    stripe_ids = active.values("stripe_customer_id", "stripe_subscription_id").first() or {}
+    stripe_ids: dict[str, Any] = dict(active.values("stripe_customer_id", "stripe_subscription_id").first() or {})
     active.update(is_active=False, ended_at=now)
     start, end = period or (now, add_month(now))
     return Subscription.objects.create(
@@ -69,15 +70,17 @@ def _bring_up_to_date(subscription: Subscription) -> Subscription:
     overdue longer than the grace period moves the user to Free (the Stripe ids stay, so a late
     payment reported by Stripe restores the plan)."""
     # Locked: two requests crossing the period end must not both roll it (or both switch plans).
-    subscription = (
+    locked = (
         Subscription.objects.select_for_update(of=("self",))
         .select_related("plan", "scheduled_plan")
         .filter(pk=subscription.pk, is_active=True)
         .first()
     ) or _active(subscription.user_id)  # None: another request switched plans meanwhile
+    assert locked is not None  # a user always has an active subscription once they have had one
+    subscription = locked
     now = timezone.now()
     while subscription.current_period_end <= now:
-        if subscription.scheduled_plan_id is not None:
+        if subscription.scheduled_plan is not None:
             subscription = start_subscription(
                 subscription.user, subscription.scheduled_plan, now=subscription.current_period_end
             )
@@ -90,4 +93,6 @@ def _bring_up_to_date(subscription: Subscription) -> Subscription:
     overdue_since = subscription.overdue_since(now)
     if overdue_since is not None and now >= overdue_since + payment_grace():
         start_subscription(subscription.user, Plan.objects.get(slug=DEFAULT_PLAN), now=now)
-    return _active(subscription.user_id)
+    current = _active(subscription.user_id)
+    assert current is not None
+    return current

@@ -67,8 +67,7 @@ class AIModelAdmin(admin.ModelAdmin):
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ["role", "status", "content", "model", "usage"]
-    readonly_fields = fields
+    fields = readonly_fields = ("role", "status", "content", "model", "usage")
     extra = 0
     can_delete = False
 

@@ -254,7 +254,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         reply = exchange.reply
         await replies.start(exchange, user=self.scope["user"], search_query=search_query)
         await replies.broadcast(
-            self.conversation.pk, {"type": "reply.started", "reply_id": reply.pk, "html": start_html}
+            exchange.conversation.pk, {"type": "reply.started", "reply_id": reply.pk, "html": start_html}
         )
 
     async def send_error(self, text: str):

@@ -25,7 +25,7 @@ from billing.limits import LimitExceeded
 from . import conversations, figures
 from .conversations import Exchange
 from .gateway.generation import Generation
-from .gateway.providers.base import ProviderError
+from .gateway.providers.base import ProviderError, ToolCallDelta
 from .models import Message
 from .web_sources import add_web_sources
 
@@ -96,8 +96,9 @@ async def _generate(
     written = 0
     checkpointed_at = time.monotonic()
 
-    async def on_delta(delta: str) -> None:
+    async def on_delta(delta: str | ToolCallDelta) -> None:
         nonlocal written, checkpointed_at
+        assert isinstance(delta, str)  # the chat offers no tools: its replies are text
         event = {"type": "reply.delta", "reply_id": reply.pk, "offset": written, "text": delta}
         written += len(delta)
         await broadcast(conversation_id, event)

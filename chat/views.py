@@ -127,7 +127,10 @@ def _is_open_in_page(request, conversation: Conversation) -> bool:
 def rename(request, pk: int):
     conversation = _get_conversation_for_user(request, pk)
     form = RenameForm(request.POST, instance=conversation)
-    context = {"item": conversation, "active_id": conversation.pk if _is_open_in_page(request, conversation) else None}
+    context: dict[str, object] = {
+        "item": conversation,
+        "active_id": conversation.pk if _is_open_in_page(request, conversation) else None,
+    }
     if not form.is_valid():
         conversation.refresh_from_db(fields=["title"])  # the form changed it in memory
         context["rename_error"] = form.errors["title"][0]

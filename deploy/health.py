@@ -6,6 +6,7 @@ rotation at once. Their state is on /ops/ and in /metrics instead."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -33,7 +34,7 @@ def readiness() -> dict[str, dict]:
     checks = {"database": _database}
     if shared_state.redis_configured():
         checks["redis"] = _redis
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for name, check in checks.items():
         started = time.monotonic()
         try:

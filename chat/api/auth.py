@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.middleware.csrf import CsrfViewMiddleware
 
 from accounts.api_keys import KeyRefused, authenticate
-from accounts.models import ApiKey
+from accounts.models import ApiKey, User
 from chat.catalogue import lookup as catalogue
 from chat.catalogue.lookup import UnknownModel
 
@@ -18,7 +18,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 @dataclass(frozen=True)
 class Caller:
-    user: object
+    user: User
     api_key: ApiKey | None = None
 
     def may_use(self, model) -> bool:

@@ -9,6 +9,7 @@ import logging
 import struct
 import time
 import uuid
+from typing import Any
 
 from django.http import JsonResponse
 
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 def _usage(generation: Generation) -> dict:
     record = generation.usage_record
+    assert record is not None  # settled: the request is over
     return {
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
@@ -138,7 +140,7 @@ async def _stream_response(generation: Generation, chat: ChatRequest):
 
 async def _complete_response(generation: Generation, chat: ChatRequest) -> JsonResponse:
     text = await complete(generation)
-    message = {"role": "assistant", "content": text}
+    message: dict[str, Any] = {"role": "assistant", "content": text}
     if generation.tool_calls:
         message = {"role": "assistant", "content": text or None, "tool_calls": generation.tool_calls.as_openai()}
     return JsonResponse(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import cast
 
 from channels.db import database_sync_to_async
 from django.http import HttpResponse, JsonResponse
@@ -30,7 +31,7 @@ from .validation import parse_params, read_json_body
 SESSIONS_PER_PAGE = 20
 MAX_SESSIONS_PER_PAGE = 100
 MAX_STATS_DAYS = 366
-TITLE_CHARS = Conversation._meta.get_field("title").max_length
+TITLE_CHARS = cast(int, Conversation._meta.get_field("title").max_length)
 COST_PLACES = Decimal(10) ** -UsageRecord._meta.get_field("cost").decimal_places
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -225,7 +226,7 @@ def parse_messages(value) -> list[dict]:
 
 def parse_params(data: dict) -> dict:
     """The generation parameters passed on upstream: temperature, max_tokens, top_p, stop."""
-    params = {
+    params: dict[str, Any] = {
         "temperature": _number(data, "temperature", 0, 2),
         "top_p": _number(data, "top_p", 0, 1),
         # Newer clients send max_completion_tokens; both mean the same cap here.
@@ -322,7 +323,7 @@ def _logit_bias(value) -> dict:
 def parse_passed_params(data: dict) -> dict:
     """The parameters beyond sampling that are passed on as they are (checked here): tools, tool_choice,
     parallel_tool_calls, response_format, seed, presence_penalty, frequency_penalty, logit_bias, user."""
-    params = {
+    params: dict[str, Any] = {
         "presence_penalty": _number(data, "presence_penalty", -2, 2),
         "frequency_penalty": _number(data, "frequency_penalty", -2, 2),
     }

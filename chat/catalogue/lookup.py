@@ -36,7 +36,7 @@ class UnknownModel(Exception):
 
 def is_configured(provider: str) -> bool:
     """Whether this server has what it needs to call that provider (its settings)."""
-    needs = {
+    needs: dict[str, object] = {
         Provider.OPENROUTER: settings.OPENROUTER_API_KEY,
         Provider.GEMINI: settings.GEMINI_API_KEY,
         Provider.OPENAI_COMPAT: settings.OPENAI_COMPAT_BASE_URL,

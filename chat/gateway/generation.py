@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -113,7 +113,7 @@ class Generation:
         return completion.text
 
     @contextlib.asynccontextmanager
-    async def _metered(self):
+    async def _metered(self) -> AsyncIterator[None]:
         """However the request inside ends, it gets its status and is settled exactly once."""
         try:
             yield
@@ -203,7 +203,7 @@ class Generation:
             },
         )
 
-    def _record(self, **figures) -> UsageRecord:
+    def _record(self, **figures: Any) -> UsageRecord:
         close_old_connections()  # a long stream may have outlived the connection
         breaker.record(self.trail.attempts, self.tried_models)
         # Usage first, committed on its own: whatever then happens to the caller's rows (a reply deleted

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -117,7 +117,9 @@ def candidates_for(
     if model is None:
         free = [m for m in models.active_free() if m.provider in available]
         return sorted(free, key=lambda m: (m.auto_priority, available.index(m.provider), m.slug))
-    chain, seen, current = [], set(), model
+    chain: list[AIModel] = []
+    seen: set[int] = set()
+    current: AIModel | None = model
     while current is not None and current.pk not in seen:
         seen.add(current.pk)
         # Someone who picked a free model is never charged because its provider failed.
@@ -158,7 +160,10 @@ class RouteTrail:
     clients: dict[str, ProviderClient] = field(default_factory=dict)  # by provider name, from admission
 
     def client(self, model: AIModel) -> ProviderClient:
-        return self.clients.get(model.provider) or get_provider(model.provider)
+        client = self.clients.get(model.provider) or get_provider(model.provider)
+        if client is None:  # unreachable: candidates_for keeps only configured providers
+            raise self.give_up()
+        return client
 
     def record(self, model: AIModel, started: float, error: ProviderError | None = None) -> None:
         self.attempts.append(
@@ -213,7 +218,7 @@ class Retries:
 
 async def route_stream(
     candidates: list[AIModel], messages: list[dict[str, Any]], params: dict[str, Any], trail: RouteTrail
-) -> AsyncIterator[str | ToolCallDelta]:
+) -> AsyncGenerator[str | ToolCallDelta]:
     """Yield the reply's text and tool call pieces from the first candidate that starts answering."""
     for model in candidates:
         provider = trail.client(model)

@@ -16,6 +16,7 @@ import httpx
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from accounts.models import ApiKey, User
 from billing import searches
 
 from .providers.http import get_client
@@ -46,7 +47,7 @@ class SearchUnavailable(Exception):
     """No search backend is configured on this server."""
 
 
-def _result(title, url, snippet) -> SearchResult | None:
+def _result(title: Any, url: Any, snippet: Any) -> SearchResult | None:
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         return None  # only web addresses become links in a reply
     return SearchResult(
@@ -92,10 +93,10 @@ class SearxngBackend(SearchBackend):
     def __init__(self, base_url: str):
         self.base_url = base_url.rstrip("/")
 
-    def request(self, query, count):
+    def request(self, query: str, count: int) -> tuple[str, dict[str, Any], dict[str, str]]:
         return f"{self.base_url}/search", {"q": query, "format": "json"}, {"Accept": "application/json"}
 
-    def results(self, data):
+    def results(self, data: dict[str, Any]) -> list[SearchResult]:
         found = [_result(r.get("title"), r.get("url"), r.get("content")) for r in data.get("results") or []]
         return [r for r in found if r]
 
@@ -109,11 +110,11 @@ class BraveBackend(SearchBackend):
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
 
-    def request(self, query, count):
+    def request(self, query: str, count: int) -> tuple[str, dict[str, Any], dict[str, str]]:
         headers = {"Accept": "application/json", "X-Subscription-Token": self.api_key}
         return f"{self.base_url}/web/search", {"q": query, "count": count}, headers
 
-    def results(self, data):
+    def results(self, data: dict[str, Any]) -> list[SearchResult]:
         web = data.get("web") or {}
         found = [_result(r.get("title"), r.get("url"), r.get("description")) for r in web.get("results") or []]
         return [r for r in found if r]
@@ -129,7 +130,7 @@ def configured_backend() -> SearchBackend | None:
     return None
 
 
-async def web_search(*, user, query: str, api_key=None) -> list[SearchResult]:
+async def web_search(*, user: User, query: str, api_key: ApiKey | None = None) -> list[SearchResult]:
     """Admit (raises billing.limits.LimitExceeded), search (raises SearchFailed), record one usage row.
     Raises SearchUnavailable, recording nothing, when no backend is configured."""
     backend = configured_backend()

@@ -58,7 +58,7 @@ class ToolCallDelta:
 class ToolCalls:
     """Tool call pieces put together, in the order of their index."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._calls: dict[int, dict[str, Any]] = {}
 
     def add(self, piece: ToolCallDelta) -> None:

@@ -43,7 +43,7 @@ GEMINI_PARAMS = SAMPLING_PARAMS | {
 }
 
 
-def _json_or_text(text: str):
+def _json_or_text(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
@@ -114,7 +114,7 @@ def gemini_contents(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return contents
 
 
-def _tool_config(choice) -> dict[str, Any] | None:
+def _tool_config(choice: Any) -> dict[str, Any] | None:
     if isinstance(choice, str):
         return {"functionCallingConfig": {"mode": TOOL_CHOICE_MODES[choice]}}
     if isinstance(choice, dict):  # {"type": "function", "function": {"name": ...}}: that one function
@@ -126,7 +126,7 @@ def _response_format_config(response_format: dict[str, Any] | None) -> dict[str,
     kind = (response_format or {}).get("type")
     if kind == "json_object":
         return {"responseMimeType": "application/json"}
-    if kind == "json_schema":
+    if kind == "json_schema" and response_format is not None:
         schema = response_format["json_schema"].get("schema") or {"type": "object"}
         return {"responseMimeType": "application/json", "responseJsonSchema": schema}
     return {}
@@ -168,7 +168,7 @@ def gemini_request(messages: list[dict[str, Any]], params: dict[str, Any]) -> di
 class _ReplyReader:
     """Reads Gemini's reply events: text, function calls (numbered across events), finish and usage."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.calls = 0
         self.finish: str | None = None
         self.usage = Usage()

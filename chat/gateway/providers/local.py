@@ -141,7 +141,13 @@ class LocalProvider(ProviderClient):
             whole = len(self._tokenizer.tokenize(prompt.encode(), add_bos=False, special=True))
         return max(0, whole - self.count_message_tokens(probe))
 
-    def _generate(self, messages, params, emit, cancelled: threading.Event) -> None:
+    def _generate(
+        self,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        emit: Callable[[object], None],
+        cancelled: threading.Event,
+    ) -> None:
         """Runs in a worker thread: emit(text) per token, then emit(StreamEnd) or emit(exception)."""
         params = self.forwarded(params)  # like the HTTP providers: known params, None meaning "not given"
         llama = None
@@ -209,6 +215,7 @@ class LocalProvider(ProviderClient):
             while (item := await items.get()) is not _DONE:
                 if isinstance(item, ProviderError):
                     raise item
+                assert isinstance(item, str | StreamEnd)
                 yield item
         finally:
             cancelled.set()  # the worker stops at its next token and returns the instance to the pool

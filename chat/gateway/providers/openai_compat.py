@@ -43,11 +43,11 @@ def _usage(payload: dict[str, Any] | None) -> Usage:
     return Usage(payload.get("prompt_tokens"), payload.get("completion_tokens"), reported_cost)
 
 
-def _error_message(error) -> str:
+def _error_message(error: Any) -> str:
     return error.get("message", str(error)) if isinstance(error, dict) else str(error)
 
 
-def _stream_error(error) -> ProviderError:
+def _stream_error(error: Any) -> ProviderError:
     """An error sent as an event. OpenRouter gives it an HTTP-like code: 429 and 5xx are worth a
     fallback (the router only falls back while nothing has been delivered)."""
     code = error.get("code") if isinstance(error, dict) else None
@@ -60,7 +60,7 @@ def _stream_error(error) -> ProviderError:
     )
 
 
-def _tool_call_pieces(calls) -> list[ToolCallDelta]:
+def _tool_call_pieces(calls: Any) -> list[ToolCallDelta]:
     """Tool calls of a message or of a streamed delta (whole or in pieces) as ToolCallDelta."""
     pieces = []
     for position, call in enumerate(calls or []):
