@@ -4,8 +4,10 @@ site's security headers and HTTPS redirect; every other path through the full mi
 from __future__ import annotations
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from billing.models import UsageRecord
+from chat.api import asgi
 from chat.api.asgi import ApiHandler
 from chat.tests.api_fixtures import catalogue, issued, served  # noqa: F401
 from chat.tests.fake_upstream import REPLY_WORDS
@@ -61,3 +63,14 @@ async def test_it_keeps_the_login_middleware_for_pages():
         response = await client.get("/chat/")
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/accounts/login/")
+
+
+def test_every_site_middleware_is_decided_on_for_v1(settings):
+    """A middleware added to settings is skipped on /v1 or kept only by naming it in chat/api/asgi.py."""
+    decided = set(asgi.SKIPPED) | asgi.IN_LOOP | asgi.ASYNC
+    assert [path for path in settings.MIDDLEWARE if path not in decided] == []
+    kept = [path for path in settings.MIDDLEWARE if path not in asgi.SKIPPED]
+    assert [m.__name__.removeprefix("InLoop") for m in asgi.api_middleware()] == [p.rsplit(".", 1)[1] for p in kept]
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "example.middleware.RequestIdMiddleware"]
+    with pytest.raises(ImproperlyConfigured, match="RequestIdMiddleware"):
+        asgi.api_middleware()
