@@ -4,14 +4,14 @@
 #
 #   bench/run_aihub.sh [postgres|sqlite] [scenarios]      e.g. bench/run_aihub.sh postgres a,b,c,d,e
 #
-# postgres: a throwaway database `aihub_bench` on the local PostgreSQL plus Redis database 7 (the
+# postgres: a throwaway database (BENCH_DB, default `aihub_bench`) on the local PostgreSQL plus Redis database 7 (the
 # production shape); sqlite: a throwaway file in /tmp and in-process caches. Everything listens on
 # 127.0.0.1, every step is bounded, and whatever the script started is stopped when it exits.
 # Writes bench/results-aihub-<db>.json (git-ignored) and prints it next to LiteLLM 1.106.2.
 #
 # Environment: BENCH_DIR (the shared harness, default ../shared/bench beside the repo), BENCH_PYTHON (its venv's
 # python, default ../.venv-bench/bin/python beside the repo: see the harness README), UPSTREAM_PORT (18090), GATEWAY_PORT (8031),
-# PG_ADMIN_URL (postgres://aihub:aihub@127.0.0.1:5432/postgres), BENCH_REDIS_URL (redis://127.0.0.1:6379/7).
+# PG_ADMIN_URL (postgres://aihub:aihub@127.0.0.1:5432/postgres), BENCH_DB (aihub_bench), BENCH_REDIS_URL (redis://127.0.0.1:6379/7).
 set -euo pipefail
 
 DB_KIND=${1:-postgres}
@@ -23,6 +23,7 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-18090}
 GATEWAY_PORT=${GATEWAY_PORT:-8031}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://aihub:aihub@127.0.0.1:5432/postgres}
 BENCH_REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379/7}
+BENCH_DB=${BENCH_DB:-aihub_bench}  # another name lets two benchmarks run side by side
 OUT="$ROOT/bench/results-aihub-$DB_KIND.json"
 WORK=$(mktemp -d /tmp/aihub-bench.XXXXXX)
 
@@ -31,7 +32,7 @@ cleanup() {
     set +e
     for pid in $PROFILER_PID $GW_PID $UP_PID; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
     if [ "$DB_KIND" = postgres ]; then
-        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS aihub_bench WITH (FORCE)" >/dev/null 2>&1
+        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null 2>&1
         "$ROOT/.venv/bin/python" -c "import redis; redis.Redis.from_url('$BENCH_REDIS_URL').flushdb()" 2>/dev/null
     fi
     rm -rf "$WORK"
@@ -53,8 +54,8 @@ export SECURE_SSL_REDIRECT=0 LOG_LEVEL=WARNING LOCAL_MODEL_ENABLED=0 PROVIDER_CH
 export OPENAI_COMPAT_BASE_URL="http://127.0.0.1:$UPSTREAM_PORT/v1" OPENAI_COMPAT_API_KEY=""
 case "$DB_KIND" in
     postgres)
-        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS aihub_bench WITH (FORCE)" -c "CREATE DATABASE aihub_bench"
-        export DATABASE_URL="${PG_ADMIN_URL%/*}/aihub_bench" REDIS_URL="$BENCH_REDIS_URL"
+        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" -c "CREATE DATABASE $BENCH_DB"
+        export DATABASE_URL="${PG_ADMIN_URL%/*}/$BENCH_DB" REDIS_URL="$BENCH_REDIS_URL"
         "$ROOT/.venv/bin/python" -c "import redis; redis.Redis.from_url('$BENCH_REDIS_URL').flushdb()"
         ;;
     sqlite)
