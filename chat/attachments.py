@@ -12,6 +12,7 @@ import io
 import os
 from datetime import timedelta
 
+from django.core.files.base import ContentFile
 from django.db.models import Sum
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
@@ -147,7 +148,7 @@ def store_upload(user, uploaded, model: AIModel | None) -> Attachment:
     attachment = Attachment(
         user=user, name=name, content_type=content_type, size=len(data), kind=kind, text=text, tokens=tokens
     )
-    attachment.file.save(name, io.BytesIO(data), save=False)  # a random path (models.attachment_path)
+    attachment.file.save(name, ContentFile(data), save=False)  # a random path (models.attachment_path)
     attachment.save()
     return attachment
 
@@ -178,6 +179,7 @@ def with_attachments(history: list[dict], message_ids: list[int], model: AIModel
     after the message, images as image parts (or, for a text-only model, their names). One query."""
     found: dict[int, list[Attachment]] = {}
     for attachment in Attachment.objects.filter(message_id__in=message_ids):
+        assert attachment.message_id is not None  # filtered by message
         found.setdefault(attachment.message_id, []).append(attachment)
     if not found:
         return history

@@ -4,6 +4,7 @@ and an exchange started (the chat socket and the REST API start theirs here)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -198,7 +199,7 @@ async def start_exchange(
     model: AIModel | None,
     api_key: ApiKey | None = None,
     params: dict | None = None,
-    files: list[Attachment] = (),
+    files: Sequence[Attachment] = (),
     system_prompt: str | None = None,
 ) -> Exchange:
     """Save the user's message (before any upstream call: whatever happens next, their words are kept) and
@@ -213,7 +214,7 @@ async def start_exchange(
         else:
             started = conversation
             user_message, reply, title_changed = add_user_message(conversation, text, model)
-        attachments.attach(files, user_message)  # before the history is read for the generation
+        attachments.attach(list(files), user_message)  # before the history is read for the generation
         if system_prompt is not None and system_prompt != started.system_prompt:
             started.system_prompt = system_prompt
             Conversation.objects.filter(pk=started.pk).update(system_prompt=system_prompt)

@@ -103,7 +103,7 @@ class SharedLink(models.Model):
         return reverse("shared_conversation", args=[self.token])
 
 
-def attachment_path(attachment: "Attachment", filename: str) -> str:
+def attachment_path(attachment: Attachment, filename: str) -> str:
     """A random name under the owner's folder: nothing of the uploaded name, nothing guessable."""
     return f"attachments/{attachment.user_id}/{uuid.uuid4().hex}"
 

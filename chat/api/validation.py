@@ -429,7 +429,7 @@ def parse_embedding_request(data: dict) -> EmbeddingRequest:
     encoding = data.get("encoding_format") or "float"
     if encoding not in ENCODING_FORMATS:
         raise _bad("'encoding_format' must be float or base64.", "encoding_format", "invalid_value")
-    params = {"dimensions": _integer(data, "dimensions")}
+    params: dict[str, Any] = {"dimensions": _integer(data, "dimensions")}
     user = data.get("user")
     if user is not None and (not isinstance(user, str) or len(user) > MAX_USER_CHARS):
         raise _bad(f"'user' must be a string of up to {MAX_USER_CHARS} characters.", "user", "invalid_type")

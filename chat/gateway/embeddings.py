@@ -7,10 +7,12 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import close_old_connections
 
+from accounts.models import ApiKey, User
 from billing import limits, metering
 from billing.models import UsageRecord
 from chat.catalogue import lookup as catalogue
@@ -29,11 +31,11 @@ class EmbeddingJob:
     def __init__(
         self,
         *,
-        user,
-        api_key=None,
+        user: User,
+        api_key: ApiKey | None = None,
         resolve_model: Callable[[catalogue.Catalogue], AIModel],
         texts: list[str],
-        params: dict,
+        params: dict[str, Any],
     ):
         """`resolve_model` finds the requested model in the catalogue it is given (or raises the caller's
         error), in the admission's worker thread."""
@@ -56,17 +58,21 @@ class EmbeddingJob:
         try:
             if not self.admission.candidates:
                 raise self.trail.give_up()  # its provider is not configured here
-            self.trail.model = self.model
+            model = self.model
+            provider = get_provider(model.provider) if model is not None else None
+            if model is None or provider is None:
+                raise self.trail.give_up()
+            self.trail.model = model
             try:
-                result = await get_provider(self.model.provider).embed(self.texts, self.model.upstream_id, self.params)
+                result = await provider.embed(self.texts, model.upstream_id, self.params)
             except ProviderError as exc:
-                self.trail.record(self.model, started, exc)
+                self.trail.record(model, started, exc)
                 raise
             except asyncio.CancelledError:
-                self.trail.record(self.model, started, CANCELLED)
+                self.trail.record(model, started, CANCELLED)
                 status = UsageRecord.Status.STOPPED
                 raise
-            self.trail.record(self.model, started)
+            self.trail.record(model, started)
             status = UsageRecord.Status.COMPLETE
             prompt_tokens = (
                 result.prompt_tokens

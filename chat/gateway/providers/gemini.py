@@ -245,9 +245,9 @@ class GeminiProvider(ProviderClient):
             tuple(item for item in items if isinstance(item, ToolCallDelta)),
         )
 
-    async def embed(self, texts: list[str], model: str, params: dict) -> Embeddings:
+    async def embed(self, texts: list[str], model: str, params: dict[str, Any]) -> Embeddings:
         """batchEmbedContents: one request per text. Gemini counts no tokens for it (counted here)."""
-        request: dict = {"model": f"models/{model}"}
+        request: dict[str, Any] = {"model": f"models/{model}"}
         if params.get("dimensions"):
             request["outputDimensionality"] = params["dimensions"]
         body = {"requests": [{**request, "content": {"parts": [{"text": text}]}} for text in texts]}

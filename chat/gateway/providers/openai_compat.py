@@ -79,7 +79,7 @@ def _tool_call_pieces(calls: Any) -> list[ToolCallDelta]:
     return pieces
 
 
-def _vectors(data: dict, count: int) -> list[list[float]]:
+def _vectors(data: dict[str, Any], count: int) -> list[list[float]]:
     try:
         items = sorted(data["data"], key=lambda item: item["index"])
         vectors = [item["embedding"] for item in items]
@@ -164,7 +164,7 @@ class OpenAICompatProvider(ProviderClient):
             tuple(_tool_call_pieces(message.get("tool_calls"))),
         )
 
-    async def embed(self, texts: list[str], model: str, params: dict) -> Embeddings:
+    async def embed(self, texts: list[str], model: str, params: dict[str, Any]) -> Embeddings:
         # Floats upstream whatever the caller asked for: the usage is counted and base64 made here.
         body = {"model": model, "input": texts, "encoding_format": "float"}
         body.update({k: v for k, v in params.items() if k in self.embedding_params and v is not None})
