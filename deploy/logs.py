@@ -50,8 +50,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if getattr(record, "request_id", None):
-            entry["request_id"] = record.request_id
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            entry["request_id"] = request_id
         entry.update({k: v for k, v in vars(record).items() if k not in STANDARD and not k.startswith("_")})
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))

@@ -13,12 +13,12 @@ import ipaddress
 import os
 import time
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.urls import Resolver404, resolve
 from prometheus_client import REGISTRY as PROCESS_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -44,24 +44,13 @@ OPEN_STREAMS = Gauge("aihub_open_streams", "Model replies streaming now", multip
 LIMIT_REFUSALS = Counter("aihub_limit_refusals", "Requests refused by plan limits", ["code"])
 
 
-BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+# Collectors read at scrape time, added by the layer that owns what they report (the gateway's breakers):
+# this module sits below them and imports none of them.
+_collectors: list[Any] = []
 
 
-class BreakerCollector:
-    """aihub_provider_breaker_state, read at scrape time from the breakers' shared state (Redis), so
-    every replica reports the same: each provider always, a model while its breaker is not closed."""
-
-    def collect(self):
-        from chat.gateway import breaker
-
-        family = GaugeMetricFamily(
-            "aihub_provider_breaker_state",
-            "Circuit breaker of a provider (model empty) or one model: 0 closed, 1 half-open, 2 open",
-            labels=["provider", "model"],
-        )
-        for state in breaker.snapshot():
-            family.add_metric([state.provider, state.model], BREAKER_STATES[state.state])
-        yield family
+def add_collector(collector: Any) -> None:
+    _collectors.append(collector)
 
 
 @cache
@@ -74,7 +63,8 @@ def _registry() -> CollectorRegistry:
     else:
         registry = CollectorRegistry()
         registry.register(_ProcessMetrics())
-    registry.register(BreakerCollector())
+    for collector in _collectors:
+        registry.register(collector)
     return registry
 
 

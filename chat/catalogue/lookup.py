@@ -59,11 +59,12 @@ ADDED_PROVIDERS_CACHE_KEY = "catalogue:added-providers"
 def added_providers() -> list[str]:
     """The names of the active providers added in the admin, from the cache (shared through Redis, and
     dropped at every change of one; otherwise this process's for a minute at most)."""
-    return cache.get_or_set(
+    names = cache.get_or_set(
         ADDED_PROVIDERS_CACHE_KEY,
         lambda: list(ProviderEndpoint.objects.filter(is_active=True).values_list("name", flat=True)),
         timeout=60,
     )
+    return list(names or [])
 
 
 def configured_providers() -> list[str]:

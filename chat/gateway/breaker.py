@@ -14,12 +14,16 @@ thread hops it already has (admission, settlement), never on the event loop.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from prometheus_client.core import GaugeMetricFamily
 
 from chat.catalogue.models import AIModel
+from deploy import metrics
 
 # Failures of the provider as a whole; any other retryable failure is the model's.
 PROVIDER_WIDE = {"connect_error", "timeout"}
@@ -81,7 +85,7 @@ def admit(candidates: list[AIModel]) -> Passage:
     return Passage(allowed, skipped, frozenset(probes))
 
 
-def record(attempts, models: dict[str, AIModel]) -> None:
+def record(attempts: Iterable[Any], models: dict[str, AIModel]) -> None:
     """After a request: each attempt's outcome moves its breakers (successes close them)."""
     closing = []
     for attempt in attempts:
@@ -134,7 +138,7 @@ def _failed(scope: str, entry: tuple[str, str]) -> None:
 def reset_all() -> None:
     """Close every breaker now (an operator after fixing a provider; tests between each other)."""
     if settings.REDIS_URL:
-        client = cache._cache.get_client(write=True)
+        client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]  # Django's Redis client
         keys = list(client.scan_iter(match=cache.make_key(f"{PREFIX}*"), count=1000))
         if keys:
             client.delete(*keys)
@@ -178,7 +182,28 @@ def snapshot() -> list[BreakerState]:
                 model=slug,
                 state=state,
                 failures=values.get(failures_key) or 0,
-                reopens_in=round(open_until - now, 1) if state == "open" else None,
+                reopens_in=round(open_until - now, 1) if state == "open" and open_until is not None else None,
             )
         )
     return states
+
+
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class BreakerCollector:
+    """aihub_provider_breaker_state, read at scrape time from the breakers' shared state (Redis), so
+    every replica reports the same: each provider always, a model while its breaker is not closed."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "aihub_provider_breaker_state",
+            "Circuit breaker of a provider (model empty) or one model: 0 closed, 1 half-open, 2 open",
+            labels=["provider", "model"],
+        )
+        for state in snapshot():
+            family.add_metric([state.provider, state.model], BREAKER_STATES[state.state])
+        yield family
+
+
+metrics.add_collector(BreakerCollector())

@@ -15,7 +15,7 @@ from .base import ProviderError
 from .http import get_client
 
 
-def _with_request_id(headers: dict) -> dict:
+def _with_request_id(headers: dict[str, Any]) -> dict[str, Any]:
     """The request's id (the usage row's) goes upstream too, to find one request in both logs."""
     current = request_id.get()
     return {**headers, "X-Request-ID": current} if current else headers

@@ -75,9 +75,9 @@ class Command(BaseCommand):
             def check() -> None:
                 if not busy() or time.monotonic() > deadline:
                     log.info("drained, %d requests left", len(busy()))
-                    reactor.stop()
+                    reactor.stop()  # type: ignore[misc]  # twisted's reactor is typed as an interface
                 else:
-                    reactor.callLater(0.2, check)
+                    reactor.callLater(0.2, check)  # type: ignore[arg-type]
 
             check()
 
