@@ -17,7 +17,10 @@ def totals_by_conversation(conversation_ids: list[int]) -> dict[int, dict]:
     """Requests, tokens and cost of each conversation: the sum of its replies' usage rows, in one query
     (zeros for a conversation without any)."""
     rows = Message.objects.filter(conversation_id__in=conversation_ids, usage__isnull=False).values("conversation_id")
-    found = {row.pop("conversation_id"): row for row in rows.annotate(**usage_figures(through="usage__")).order_by()}
+    found = {
+        row["conversation_id"]: {name: value for name, value in row.items() if name != "conversation_id"}
+        for row in rows.annotate(**usage_figures(through="usage__")).order_by()
+    }
     return {pk: found.get(pk, dict(NO_USAGE)) for pk in conversation_ids}
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from asgiref.sync import async_to_sync
 from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef, Q
@@ -36,6 +38,7 @@ def _conversations_page(request):
 def _chat_page(request, conversation: Conversation | None):
     """The chat page: a conversation, or (None) the composer of a new one."""
     page, query = _conversations_page(request)
+    messages: dict[str, Any]
     if conversation is None:
         messages, selected_model = (
             {"conversation": None, "chat_messages": []},

@@ -16,7 +16,7 @@ import asyncio
 import atexit
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
