@@ -25,6 +25,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -88,6 +89,10 @@ def generate_key() -> str:
     return KEY_PREFIX + secret + _checksum(secret)
 
 
+class KeyLimitReached(Exception):
+    """The user has as many active keys as their plan allows."""
+
+
 @transaction.atomic
 def issue_key(
     user: User,
@@ -96,8 +101,16 @@ def issue_key(
     expires_at: datetime | None = None,
     allowed_models: Iterable[AIModel] = (),
     monthly_budget: Decimal | None = None,
+    max_active_keys: int | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns the row and the full key, which is never stored and cannot be shown again."""
+    """Create a key; returns the row and the full key, which is never stored and cannot be shown again.
+    With `max_active_keys`, raises KeyLimitReached when the user already has that many unrevoked keys."""
+    if max_active_keys is not None:
+        # The user's row lock makes concurrent issues take turns (across processes): each counts the
+        # keys the ones before it created.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+        if ApiKey.objects.filter(user=user, revoked_at__isnull=True).count() >= max_active_keys:
+            raise KeyLimitReached(max_active_keys)
     raw_key = generate_key()
     api_key = ApiKey.objects.create(
         user=user,

@@ -38,12 +38,6 @@ def _at_midnight(day) -> datetime | None:
     return timezone.make_aware(datetime.combine(day, time.min)) if day else None
 
 
-def _key_limit_reached(user, plan) -> bool:
-    if plan.max_api_keys is None:
-        return False
-    return ApiKey.objects.filter(user=user, revoked_at__isnull=True).count() >= plan.max_api_keys
-
-
 @require_http_methods(["GET", "POST"])
 def api_key_list(request):
     subscription = current_subscription(request.user)
@@ -51,20 +45,21 @@ def api_key_list(request):
     new_key = None
     form = ApiKeyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if _key_limit_reached(request.user, plan):
-            form.add_error(
-                None,
-                f"The {plan.name} plan allows {plan.max_api_keys} active API key(s). Revoke one, or upgrade your plan.",
-            )
-        else:
+        try:
             api_key, new_key = api_keys.issue_key(
                 request.user,
                 form.cleaned_data["name"],
                 expires_at=_at_midnight(form.cleaned_data["expires_on"]),
                 allowed_models=form.cleaned_data["allowed_models"],
                 monthly_budget=form.cleaned_data["monthly_budget"],
+                max_active_keys=plan.max_api_keys,
             )
             form = ApiKeyForm()
+        except api_keys.KeyLimitReached:
+            form.add_error(
+                None,
+                f"The {plan.name} plan allows {plan.max_api_keys} active API key(s). Revoke one, or upgrade your plan.",
+            )
     keys = _keys_with_period_usage(request.user, subscription.current_period_start).prefetch_related("allowed_models")
     response = render(
         request,

@@ -1,9 +1,9 @@
-import csv
-
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.http import StreamingHttpResponse
+
+from aihub.inputs import SafeCsvWriter
 
 from . import money, plan_changes
 from .models import (
@@ -181,7 +181,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export the selected usage rows as CSV")
     def export_csv(self, request, queryset):
-        writer = csv.writer(_Echo())
+        writer = SafeCsvWriter(_Echo())
         header = [
             "created_at",
             "user",

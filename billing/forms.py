@@ -20,6 +20,9 @@ QUICK_RANGES = [
 CUSTOM_RANGE = "custom"
 APP_DATE_FORMAT = "%-d %b %Y"  # how pages show dates ("9 Nov 2026"; templates: "j M Y")
 DATE_INPUTS = ["%Y-%m-%d", "%d %b %Y", "%d %B %Y"]
+# Usage exists only between these: bounding the dates keeps every day computed from them a valid date.
+FIRST_DAY = date(2000, 1, 1)
+LAST_DAY = date(2999, 12, 31)
 
 
 class EnterpriseInquiryForm(forms.ModelForm):
@@ -74,6 +77,18 @@ class DateRangeForm(forms.Form):
                 since, until = add_month(since, -1), since
             return since.date(), (until - timedelta(microseconds=1)).date(), (since, until)
         return None
+
+    def _bounded(self, name: str) -> date:
+        day = self.cleaned_data[name]
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise forms.ValidationError(f"Choose a date from {FIRST_DAY:{APP_DATE_FORMAT}} to {LAST_DAY:{APP_DATE_FORMAT}}.")
+        return day
+
+    def clean_start(self):
+        return self._bounded("start")
+
+    def clean_end(self):
+        return self._bounded("end")
 
     def clean(self):
         data = super().clean()

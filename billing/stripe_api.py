@@ -11,6 +11,8 @@ import time
 import httpx
 from django.conf import settings
 
+from aihub.inputs import whole_number
+
 # Stripe's own libraries refuse events signed longer ago than this (replays).
 SIGNATURE_TOLERANCE_SECONDS = 300
 
@@ -111,9 +113,9 @@ def verify_signature(payload: bytes, header: str, secret: str, now: float | None
     parts = [part.split("=", 1) for part in header.split(",") if "=" in part]
     timestamps = [value for key, value in parts if key == "t"]
     signatures = [value for key, value in parts if key == "v1"]
-    if len(timestamps) != 1 or not timestamps[0].isdigit() or not signatures:
+    timestamp = whole_number(timestamps[0]) if len(timestamps) == 1 else None
+    if timestamp is None or not signatures:
         raise BadSignature("malformed Stripe-Signature header")
-    timestamp = int(timestamps[0])
     if abs((time.time() if now is None else now) - timestamp) > SIGNATURE_TOLERANCE_SECONDS:
         raise BadSignature("signature timestamp outside the tolerance")
     expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()

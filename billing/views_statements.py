@@ -4,21 +4,22 @@ as a page and as CSV. Money follows billing.money's one rounding rule."""
 
 from __future__ import annotations
 
-import csv
 from datetime import date
 
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from aihub.inputs import SafeCsvWriter
+
 from . import money, reports
+from .forms import FIRST_DAY, LAST_DAY
 
 
 def _month(year: int, month: int) -> date:
-    try:
-        return date(year, month, 1)
-    except ValueError:
-        raise Http404("No such month.") from None
+    if not FIRST_DAY.year <= year <= LAST_DAY.year or not 1 <= month <= 12:
+        raise Http404("No such month.")
+    return date(year, month, 1)
 
 
 @require_GET
@@ -52,7 +53,7 @@ def statement_csv(request, year: int, month: int):
     data = _statement(request.user, first)
     response = HttpResponse(content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="aihub-statement-{first:%Y-%m}.csv"'
-    writer = csv.writer(response)
+    writer = SafeCsvWriter(response)
     writer.writerow(
         [
             "month",

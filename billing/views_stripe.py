@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from aihub.inputs import BadJson, parse_json
+
 from . import stripe_api
 from .stripe_webhooks import StripeWebhook
+
+
+def _is_event(event) -> bool:
+    """The shape the handlers read: string id and type, and an object under data."""
+    return (
+        isinstance(event, dict)
+        and isinstance(event.get("id"), str)
+        and isinstance(event.get("type", ""), str)
+        and isinstance(event.get("data"), dict)
+        and isinstance(event["data"].get("object"), dict)
+    )
 
 
 @login_not_required
@@ -27,8 +38,9 @@ def webhook(request):
     except stripe_api.BadSignature as exc:
         return JsonResponse({"error": f"invalid signature: {exc}"}, status=400)
     try:
-        event = json.loads(request.body)
-        event["id"], event["data"]["object"]
-    except (ValueError, KeyError, TypeError):
+        event = parse_json(request.body)
+    except BadJson:
+        event = None
+    if not _is_event(event):
         return JsonResponse({"error": "the body is not a Stripe event"}, status=400)
     return JsonResponse({"result": StripeWebhook().handle(event)})

@@ -3,7 +3,6 @@ key), the activity log of every request (chat page and API), and the CSV export.
 
 from __future__ import annotations
 
-import csv
 from urllib.parse import urlencode
 
 from django.core.paginator import Paginator
@@ -12,6 +11,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from accounts.models import ApiKey
+from aihub.inputs import SafeCsvWriter
 
 from . import money, reports
 from .forms import QUICK_RANGES, ActivityFilterForm, DateRangeForm
@@ -102,7 +102,7 @@ def export_csv(request):
     start, end, since, until = chosen
     response = HttpResponse(content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="aihub-usage-{start}-to-{end}.csv"'
-    writer = csv.writer(response)
+    writer = SafeCsvWriter(response)
     writer.writerow(
         [
             "date",

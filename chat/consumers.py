@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 import logging
 
 from channels.db import database_sync_to_async
@@ -17,6 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from accounts.signals import user_group
+from aihub.inputs import BadJson, parse_json
 
 from . import attachments, conversations, replies
 from .catalogue.lookup import UnknownModel, active_model
@@ -47,6 +47,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     conversation: Conversation | None = None
 
     async def connect(self):
+        # Accepted before any refusal: a socket closed before its handshake reaches the browser as a
+        # bare failure (1006), never as our close code, and the page would keep reconnecting.
+        await self.accept()
         user = self.scope["user"]
         if not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -63,7 +66,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.watchdogs: list[asyncio.Task] = []
         self.groups_joined = [user_group(user.pk)]
         await self.channel_layer.group_add(self.groups_joined[0], self.channel_name)
-        await self.accept()
         if conversation_id is not None:
             await self.follow(conversation)
             await self.catch_up()
@@ -98,7 +100,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def session_logout(self, event):
-        await self.close()  # the user left (their replies are stopped by the same event)
+        await self.close(code=CLOSE_UNAUTHENTICATED)  # the user left (their replies are stopped by the same event)
 
     # Events from the channel layer (chat.replies).
 
@@ -140,30 +142,34 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # What the page sends.
 
     async def receive(self, text_data=None, bytes_data=None):
+        if not hasattr(self, "groups_joined"):
+            return  # refused at connect: the close is on its way
         try:
-            data = json.loads(text_data or "{}")
-        except ValueError:
+            data = parse_json(text_data) if text_data is not None else None
+        except BadJson:
             data = None
         if not isinstance(data, dict):
-            await self.send_error("That message could not be read.")
+            await self.send_error("That message could not be read: send a JSON object as a text frame.")
             return
         action = data.get("action", "send")
         if action == "stop":
             if self.conversation is not None:
                 await replies.stop(self.conversation.pk)
+        elif not all(isinstance(data.get(name, ""), str) for name in ("message", "model")):
+            await self.send_error("That message could not be read: 'message' and 'model' must be text.")
         elif action == "send":
             await self.send_message(
-                str(data.get("message", "")),
-                str(data.get("model", "")),
+                data.get("message", ""),
+                data.get("model", ""),
                 str(data.get("draft", "")),
                 web_search=str(data.get("web_search", "")) in ("on", "true", "1"),
                 attachment_ids=_id_list(data.get("attachments")),
                 system_prompt=str(data["system_prompt"]).strip() if "system_prompt" in data else None,
             )
         elif action == "regenerate":
-            await self.regenerate(str(data.get("model", "")))
+            await self.regenerate(data.get("model", ""))
         else:
-            await self.send_error(f"Unknown action: {action}")
+            await self.send_error("Unknown action: use send, stop or regenerate.")
 
     async def send_message(
         self,

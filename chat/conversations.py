@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import ApiKey, User
+from billing import limits
 from billing.models import UsageRecord
 
 from . import attachments
@@ -201,11 +202,29 @@ async def start_exchange(
     params: dict | None = None,
     files: Sequence[Attachment] = (),
     system_prompt: str | None = None,
+    admit_first: bool = False,
 ) -> Exchange:
     """Save the user's message (before any upstream call: whatever happens next, their words are kept) and
     an empty reply, in a new conversation when none is given; with the generation that will write the reply.
     A refusal by the plan leaves the reply failed with the reason (store_reply). A system prompt, when given,
-    becomes the conversation's."""
+    becomes the conversation's. With `admit_first` (the APIs) the plan admits the request
+    before anything is stored: a refusal raises LimitExceeded and stores nothing."""
+    admitted = None
+    if admit_first:
+        def so_far() -> list[dict]:  # what generation_for will send, this message included
+            if conversation is None:
+                return []
+            return [*instructions_for(conversation), *history_for(conversation, None)]
+
+        history = await database_sync_to_async(so_far)()
+        admitted = Generation(
+            user=user,
+            model=model,
+            messages=[*history, {"role": "user", "content": text}],
+            params=params,
+            api_key=api_key,
+        )
+        await admitted.admit()
 
     def start() -> Exchange:
         if conversation is None:
@@ -219,9 +238,16 @@ async def start_exchange(
             started.system_prompt = system_prompt
             Conversation.objects.filter(pk=started.pk).update(system_prompt=system_prompt)
         generation = generation_for(reply, user=user, model=model, api_key=api_key, params=params)
+        if admitted is not None:
+            generation.adopt(admitted)
         return Exchange(started, reply, generation, user_message, title_changed)
 
-    return await database_sync_to_async(start)()
+    try:
+        return await database_sync_to_async(start)()
+    except BaseException:
+        if admitted is not None:
+            await database_sync_to_async(limits.release)(admitted.admission)
+        raise
 
 
 async def restart_exchange(*, user: User, conversation: Conversation, model: AIModel | None) -> Exchange | None:

@@ -11,6 +11,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from aihub.inputs import whole_number
+
 from . import conversations, figures, replies
 from .catalogue.lookup import models_by_provider
 from .forms import RenameForm
@@ -74,14 +76,14 @@ def new_conversation(request):
 @require_GET
 def conversation_list(request):
     page, query = _conversations_page(request)
-    active = request.GET.get("active", "")  # the conversation open in the page, to highlight it
+    active = request.GET.get("active")  # the conversation open in the page, to highlight it
     return render(
         request,
         "chat/_conversation_list.html",
         {
             "page": page,
             "query": query,
-            "active_id": int(active) if active.isdigit() else None,
+            "active_id": whole_number(active),
         },
     )
 

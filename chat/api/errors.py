@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.http import JsonResponse
 
 from billing.limits import LimitExceeded
 from chat.gateway.providers.base import ProviderError
+
+logger = logging.getLogger(__name__)
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -50,10 +54,12 @@ class ApiError(Exception):
 
 
 def upstream_error(exc: ProviderError) -> ApiError:
-    """After the fallback chain: a timeout is 504, any other upstream failure 502."""
+    """After the fallback chain: a timeout is 504, any other upstream failure 502. The upstream's own
+    text is logged, not passed on."""
+    logger.warning("upstream failure answered to an API client: %s", exc)
     if exc.outcome == "timeout":
-        return ApiError(504, f"The model did not answer in time: {exc}", "upstream_timeout")
-    return ApiError(502, f"The model's provider failed: {exc}", "upstream_error")
+        return ApiError(504, f"The model did not answer in time: {exc.public_message}.", "upstream_timeout")
+    return ApiError(502, f"The model's provider failed: {exc.public_message}.", "upstream_error")
 
 
 def failure_error(exc: Exception) -> ApiError | None:

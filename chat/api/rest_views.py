@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 
+from aihub.inputs import whole_number
 from billing.limits import LimitExceeded
 from billing.models import UsageRecord
 from chat import conversations, figures
@@ -43,9 +44,10 @@ def _int_query(request, name: str, default: int, low: int, high: int) -> int:
     raw = request.GET.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    value = whole_number(raw)
+    if value is None or not low <= value <= high:
         raise _bad(f"'{name}' must be a whole number from {low} to {high}.", name)
-    return int(raw)
+    return value
 
 
 async def _session_for(caller: Caller, session_id) -> Conversation:
@@ -105,9 +107,10 @@ def _query_exchange(request) -> dict:
         raise ApiError(400, "'prompt' is required: the text to send.", "missing_required_parameter", param="prompt")
     data = {"message": request.GET["prompt"], "model": request.GET.get("model", AUTO)}
     if "session_id" in request.GET:
-        if not request.GET["session_id"].isdigit():
+        session_id = whole_number(request.GET["session_id"])
+        if session_id is None:
             raise _bad("'session_id' must be an integer.", "session_id", "invalid_type")
-        data["session_id"] = int(request.GET["session_id"])
+        data["session_id"] = session_id
     return data
 
 
@@ -125,8 +128,8 @@ def _exchange_fields(data: dict) -> tuple[str, str, dict]:
 
 
 async def _start_exchange(request) -> Exchange:
-    """Read the body (or a GET's query), store the user's message and an empty reply, in the given
-    session or a new one."""
+    """Read the body (or a GET's query) and admit the request by the caller's plan, then store the user's
+    message and an empty reply, in the given session or a new one. A refused request stores nothing."""
     if request.method == "GET":
         caller = await authenticate_request(request, allow_session=True, spends=True)
         data = _query_exchange(request)
@@ -137,15 +140,19 @@ async def _start_exchange(request) -> Exchange:
     model = await database_sync_to_async(allowed_model)(caller, slug)
     conversation = await _session_for(caller, data["session_id"]) if data.get("session_id") is not None else None
     files = await files_to_send(caller, data.get("attachments"), model)
-    return await start_exchange(
-        user=caller.user,
-        conversation=conversation,
-        text=text.strip(),
-        model=model,
-        api_key=caller.api_key,
-        params=params,
-        files=files,
-    )
+    try:
+        return await start_exchange(
+            user=caller.user,
+            conversation=conversation,
+            text=text.strip(),
+            model=model,
+            api_key=caller.api_key,
+            params=params,
+            files=files,
+            admit_first=True,
+        )
+    except LimitExceeded as exc:  # refused by the plan: nothing was stored
+        raise failure_error(exc) from None
 
 
 async def _stored_reply(reply: Message, generation: Generation) -> dict:

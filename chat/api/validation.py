@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 
 from aihub.message_content import IMAGE_TYPES, image_part, split_data_url
+from aihub.inputs import BadJson, parse_json, whole_number
 
 from .errors import ApiError
 
@@ -48,6 +49,8 @@ PASSED_PARAMS = frozenset(
     }
 )
 HINTS = {"functions": " Use 'tools'.", "function_call": " Use 'tool_choice'."}
+# No model writes a longer reply; the bound keeps the worst-case reservation a number the database stores.
+MAX_OUTPUT_TOKENS = 1_000_000
 
 
 @dataclass
@@ -66,8 +69,8 @@ def _bad(message: str, param: str | None = None, code: str = "invalid_request") 
 def read_json_body(request) -> dict:
     """The body as a JSON object; 413 above MAX_BODY_BYTES, 400 when it is not a JSON object."""
     too_large = ApiError(413, f"The request body is larger than {MAX_BODY_BYTES} bytes.", "request_too_large")
-    declared = request.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    declared = whole_number(request.headers.get("Content-Length"))
+    if declared is not None and declared > MAX_BODY_BYTES:
         raise too_large
     try:
         body = request.body
@@ -76,9 +79,9 @@ def read_json_body(request) -> dict:
     if len(body) > MAX_BODY_BYTES:
         raise too_large
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise _bad("The request body is not valid JSON.", code="invalid_json") from None
+        data = parse_json(body)
+    except BadJson as exc:
+        raise _bad(str(exc), code="invalid_json") from None
     if not isinstance(data, dict):
         raise _bad("The request body must be a JSON object.", code="invalid_json")
     return data
@@ -101,8 +104,8 @@ def _integer(data: dict, name: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(f"'{name}' must be an integer.", name, "invalid_type")
-    if value < 1:
-        raise _bad(f"'{name}' must be at least 1.", name, "invalid_value")
+    if not 1 <= value <= MAX_OUTPUT_TOKENS:
+        raise _bad(f"'{name}' must be between 1 and {MAX_OUTPUT_TOKENS}.", name, "invalid_value")
     return value
 
 
@@ -371,16 +374,19 @@ def parse_chat_request(data: dict) -> ChatRequest:
         raise _bad("'model' must be a non-empty string.", "model", "invalid_type")
     refuse_unknown_params(data)
     n = data.get("n")
-    if n is not None and (isinstance(n, bool) or n != 1):
+    if n is not None and (type(n) is not int or n != 1):
         raise _bad("Only n=1 is supported.", "n", "invalid_value")
     stream = data.get("stream", False)
     if stream is None:
         stream = False
     if not isinstance(stream, bool):
         raise _bad("'stream' must be a boolean.", "stream", "invalid_type")
-    options = data.get("stream_options") or {}
+    options = data.get("stream_options")
+    options = {} if options is None else options
     if not isinstance(options, dict):
         raise _bad("'stream_options' must be an object.", "stream_options", "invalid_type")
+    if not isinstance(options.get("include_usage", False), bool | None):
+        raise _bad("'stream_options.include_usage' must be a boolean.", "stream_options.include_usage", "invalid_type")
     return ChatRequest(
         model=model,
         messages=parse_messages(data.get("messages")),

@@ -86,7 +86,7 @@ class Generation:
         """Call on_delta for each piece of text (and of a tool call, where the request offered tools).
         Raises ProviderError; cancellable at any await."""
         logs.request_id.set(str(self.request_id))  # in our log lines and sent upstream
-        candidates = await self.admit()
+        candidates = await self._admitted()
         metrics.OPEN_STREAMS.inc()
         try:
             async with self._metered():
@@ -104,7 +104,7 @@ class Generation:
 
     async def complete(self) -> str:
         logs.request_id.set(str(self.request_id))  # in our log lines and sent upstream
-        candidates = await self.admit()
+        candidates = await self._admitted()
         async with self._metered():
             completion = await route_complete(candidates, self.messages, self.params, self.trail)
             self.parts.append(completion.text)
@@ -122,7 +122,7 @@ class Generation:
             self.status = UsageRecord.Status.STOPPED
             raise
         except ProviderError as exc:
-            self.error = str(exc)
+            self.error = exc.public_message  # shown on the reply; the upstream's words stay in the attempts
             raise
         finally:
             # Shielded: a second cancellation must not lose the record of what was delivered.
@@ -143,13 +143,29 @@ class Generation:
         self.messages = self.admission.messages  # fitted to the context
         return self.admission.candidates
 
+    async def _admitted(self) -> list[AIModel]:
+        """The candidates of an admission made earlier by the caller (`admit`), or of one made now."""
+        return self.admission.candidates if self.admission is not None else await self.admit()
+
+    def _eligible(self, candidates: list[AIModel]) -> list[AIModel]:
+        if has_images(self.messages):  # images only go to models that take them (fallbacks included)
+            candidates = [m for m in candidates if m.supports_images]
+        allowed = getattr(self.api_key, "allowed_model_ids", None)
+        if allowed:  # a key limited to some models never falls back to another one
+            candidates = [m for m in candidates if m.pk in allowed]
+        return candidates
+
+    def adopt(self, earlier: Generation) -> None:
+        """Take over the admission of a generation admitted earlier for the same request (before its
+        messages were stored): its reservation is settled by this one."""
+        self.admission, self.params = earlier.admission, earlier.params
+        self.admission.candidates = self._eligible(self.admission.candidates)
+
     def _admit(self) -> limits.Admission:
         models = catalogue.current()
         if self.resolve_model is not None:
             self.requested_model = self.resolve_model(models)
-        candidates = candidates_for(self.requested_model, models, self.params)
-        if has_images(self.messages):  # images only go to models that take them (fallbacks included)
-            candidates = [m for m in candidates if m.supports_images]
+        candidates = self._eligible(candidates_for(self.requested_model, models, self.params))
         passage = breaker.admit(candidates)
         for model in passage.skipped:
             self.trail.skip(model)

@@ -144,6 +144,10 @@ class Attempt:
 class NoProviderAvailable(ProviderError):
     """Every candidate failed before its first token, or none is configured."""
 
+    @property
+    def public_message(self) -> str:
+        return str(self)  # our own words: the models tried and how each failed
+
 
 CANCELLED = ProviderError("cancelled by the client", outcome="cancelled")
 

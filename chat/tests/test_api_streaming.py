@@ -30,7 +30,8 @@ async def test_it_ends_a_broken_stream_with_an_error_chunk(api_client, catalogue
     assert events[-1] == "[DONE]"
     last = events[-2]
     assert last["choices"][0]["finish_reason"] == "error"
-    assert last["error"]["code"] == "upstream_error" and "mid-stream" in last["error"]["message"]
+    assert last["error"]["code"] == "upstream_error"
+    assert last["error"]["message"] == "The model's provider failed: the model's provider reported an error."
     text = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-2])
     assert text == "Hello from"
     assert [r["body"]["model"] for r in upstream.requests] == ["error-after-2"]  # nothing retried

@@ -119,22 +119,33 @@ async def receive_start(communicator) -> str:
     return frame
 
 
+async def close_code(communicator) -> int | None:
+    """The code the server closed this socket with (after accepting it: a code sent before the accept
+    never reaches a browser)."""
+    output = await communicator.receive_output(timeout=5)
+    while output["type"] != "websocket.close":
+        output = await communicator.receive_output(timeout=5)
+    return output.get("code")
+
+
 def reply_id_in(start_frame: str) -> int:
     return int(re.search(r'id="reply-(\d+)"', start_frame).group(1))
 
 
-async def test_it_refuses_anonymous_sockets(conversation):
+async def test_it_closes_anonymous_sockets_with_4401(conversation):
     communicator = WebsocketCommunicator(application, f"/ws/chat/{conversation.pk}/", headers=[ORIGIN])
-    connected, code = await communicator.connect()
-    assert not connected
-    assert code == 4401
+    connected, _ = await communicator.connect()
+    assert connected  # accepted, so that the close code reaches the page
+    assert await close_code(communicator) == 4401
 
 
-async def test_it_refuses_someone_elses_conversation(connect, other_user):
+async def test_it_closes_someone_elses_conversation_with_4404(connect, other_user):
     foreign = await Conversation.objects.acreate(user=other_user, title="Not yours")
-    _, connected, code = await connect(foreign.pk)
-    assert not connected
-    assert code == 4404
+    communicator, connected, _ = await connect(foreign.pk)
+    assert connected
+    await send(communicator, "Let me in", "auto")
+    assert await close_code(communicator) == 4404
+    assert not await Message.objects.filter(conversation=foreign).aexists()
 
 
 async def test_it_refuses_a_foreign_origin(connect, conversation, session_cookie):
@@ -449,14 +460,12 @@ async def test_logging_out_closes_the_users_sockets_and_stops_the_reply(
     client = session_cookie[0]
     response = await sync_to_async(client.post)("/accounts/logout/")
     assert response.status_code == 302
-    output = await communicator.receive_output(timeout=5)
-    while output["type"] != "websocket.close":
-        output = await communicator.receive_output(timeout=5)
+    assert await close_code(communicator) == 4401
     assert await asyncio.to_thread(upstream.wait_for, lambda f: f.open_streams == 0)
     assert (await Message.objects.aget(pk=reply_id)).status == Message.Status.STOPPED
-    # The session is gone: a new socket with the old cookie is refused.
-    _, connected, code = await connect(conversation.pk)
-    assert not connected and code == 4401
+    # The session is gone: a new socket with the old cookie is closed at once.
+    again, _, _ = await connect(conversation.pk)
+    assert await close_code(again) == 4401
 
 
 async def test_an_idle_socket_stays_usable(chat_with, upstream):
@@ -504,7 +513,7 @@ async def test_it_refuses_empty_and_oversized_messages_visibly(connect, conversa
     assert "That message is too long (32001 characters; the limit is 32000)." in await communicator.receive_from()
     for unreadable in ("not json", "[1, 2]", "42"):
         await communicator.send_to(text_data=unreadable)
-        assert "That message could not be read." in await communicator.receive_from()
+        assert "That message could not be read" in await communicator.receive_from()
     assert not await sync_to_async(Message.objects.filter(conversation=conversation).exists)()
     await communicator.disconnect()
 

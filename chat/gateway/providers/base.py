@@ -101,6 +101,16 @@ class Embeddings:
     prompt_tokens: int | None = None
 
 
+PUBLIC_OUTCOMES = {
+    "connect_error": "the model's provider could not be reached",
+    "connection_lost": "the connection to the model's provider was lost",
+    "bad_response": "the model's provider sent a reply that could not be read",
+    "stream_error": "the model's provider reported an error",
+    "local_error": "the local model failed",
+    "cancelled": "cancelled by the client",
+}
+
+
 class ProviderError(Exception):
     """An upstream failed. `retryable` errors let the router try the next provider."""
 
@@ -118,6 +128,17 @@ class ProviderError(Exception):
         self.http_status = http_status
         self.retryable = retryable
         self.retry_after = retry_after  # seconds, from the upstream's Retry-After header
+
+    @property
+    def public_message(self) -> str:
+        """What the person or API client is told: the kind of failure, never the upstream's own words
+        (an error body can name accounts, keys or internal hosts). The full text goes to the log and
+        the admin's record of upstream attempts."""
+        if self.outcome == "timeout":
+            return "the model's provider did not answer in time"
+        if self.http_status is not None:
+            return f"the model's provider answered HTTP {self.http_status}"
+        return PUBLIC_OUTCOMES.get(self.outcome, "the model's provider failed")
 
     @classmethod
     def from_status(cls, status: int, body: str, headers: httpx.Headers | None = None) -> ProviderError:

@@ -1,0 +1,347 @@
+"""Bad input at every edge, as a table: each input and the status it must get (never a 500).
+
+Each row is one input that once crashed the app (or one of its close relatives): deep nesting,
+lone surrogates, digits that are not ASCII, dates at the end of the calendar, numbers too large
+for the database, values of the wrong type, signed webhooks of the wrong shape. Socket frames get
+a visible error and the socket stays open."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from accounts.api_keys import issue_key
+from aihub.asgi import application
+from aihub.testing import logged_in_client, session_cookie_header
+from billing import stripe_api
+from billing.models import Plan, UsageRecord
+from billing.subscriptions import start_subscription
+from chat.models import Conversation, Message
+from chat.tests.api_fixtures import KeyClient, catalogue, issued  # noqa: F401
+
+# The tables run in rolled-back transactions (the sync test client runs async views in this thread's
+# connection); the socket and end-to-end rows need real commits.
+pytestmark = pytest.mark.django_db
+committed = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+V1 = "/v1/chat/completions"
+HELLO = [{"role": "user", "content": "hi"}]
+WEBHOOK_SECRET = "whsec_fuzz"
+
+
+@pytest.fixture
+def key_client(issued):
+    """A sync test client sending the API key of `issued`."""
+
+    def call(method: str, path: str, body=None):
+        data = body if isinstance(body, bytes | None) else json.dumps(body)
+        extra = {"content_type": "application/json"} if data is not None else {}
+        return getattr(Client(), method)(
+            path, data, headers={"Authorization": f"Bearer {issued[1]}"}, **extra
+        ) if data is not None else getattr(Client(), method)(path, headers={"Authorization": f"Bearer {issued[1]}"})
+
+    return call
+
+
+def v1(**fields) -> dict:
+    return {"model": "test/fake-model", "messages": HELLO, **fields}
+
+
+def raw(text: str) -> bytes:
+    """A body written by hand (JSON that json.dumps would never produce)."""
+    return text.encode()
+
+
+DEEP_ARRAY = b"[" * 100_000
+DEEP_OBJECT = b'{"a":' * 50_000
+NOT_UTF8 = b'{"model": "auto", "messages": [{"role": "user", "content": "\xff\xfe"}]}'
+RAW_SURROGATE = b'{"model": "auto", "messages": [{"role": "user", "content": "\xed\xa0\x80"}]}'
+ESCAPED_SURROGATE = raw('{"model": "auto", "messages": [{"role": "user", "content": "\\ud800"}]}')
+
+V1_ROWS = [
+    ("nested 100,000 deep", DEEP_ARRAY, 400),
+    ("objects nested 50,000 deep", DEEP_OBJECT, 400),
+    ("a lone surrogate escape", ESCAPED_SURROGATE, 400),
+    ("a lone surrogate in the bytes", RAW_SURROGATE, 400),
+    ("bytes that are not UTF-8", NOT_UTF8, 400),
+    ("empty body", b"", 400),
+    ("a JSON array", b"[]", 400),
+    ("JSON null", b"null", 400),
+    ("max_tokens 10**30", raw('{"model": "test/fake-model", "messages": [], "max_tokens": 1' + "0" * 30 + "}"), 400),
+    ("max_tokens 1e30", v1(max_tokens=1e30), 400),
+    ("max_tokens 0", v1(max_tokens=0), 400),
+    ("max_tokens above the bound", v1(max_tokens=1_000_001), 400),
+    ("max_completion_tokens a string", v1(max_completion_tokens="10"), 400),
+    ("temperature NaN", raw('{"model": "test/fake-model", "messages": [], "temperature": NaN}'), 400),
+    ("temperature Infinity", raw('{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": 1e400}'), 400),
+    ("stop a number", v1(stop=5), 400),
+    ("stop five strings", v1(stop=["a", "b", "c", "d", "e"]), 400),
+    ("stop a list of numbers", v1(stop=[1]), 400),
+    ("stream a string", v1(stream="yes"), 400),
+    ("stream_options false", v1(stream_options=False), 400),
+    ("stream_options.include_usage a string", v1(stream=True, stream_options={"include_usage": "yes"}), 400),
+    ("n 1.5", v1(n=1.5), 400),
+    ("n true", v1(n=True), 400),
+    ("n 1.0", v1(n=1.0), 400),
+    ("an image part", v1(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), 400),
+    ("a text part without text", v1(messages=[{"role": "user", "content": [{"type": "text"}]}]), 400),
+    ("content a number", v1(messages=[{"role": "user", "content": 5}]), 400),
+    ("messages an object", v1(messages={"role": "user"}), 400),
+    ("messages empty", v1(messages=[]), 400),
+    ("a message a string", v1(messages=["hi"]), 400),
+    ("role tool", v1(messages=[{"role": "tool", "content": "x"}]), 400),
+    ("model empty", v1(model=""), 400),
+    ("model a number", v1(model=5), 400),
+    ("model unknown", v1(model="nope/none"), 404),
+    ("tools", v1(tools=[{"type": "function"}]), 400),
+]
+
+
+@pytest.mark.parametrize("body, status", [row[1:] for row in V1_ROWS], ids=[row[0] for row in V1_ROWS])
+def test_openai_api_bad_bodies(key_client, catalogue, body, status):
+    response = key_client("post", V1, body)
+    assert response.status_code == status, response.content[:300]
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+
+
+REST_ROWS = [
+    ("nested 100,000 deep", DEEP_ARRAY, 400),
+    ("a lone surrogate escape", raw('{"message": "\\udfff"}'), 400),
+    ("a lone surrogate in the bytes", b'{"message": "\xed\xb0\x80"}', 400),
+    ("message empty", {"message": ""}, 400),
+    ("message blank", {"message": " \n\t "}, 400),
+    ("message a number", {"message": 5}, 400),
+    ("message missing", {}, 400),
+    ("message too long", {"message": "x" * 32_001}, 400),
+    ("session_id a string", {"message": "hi", "session_id": "abc"}, 400),
+    ("session_id true", {"message": "hi", "session_id": True}, 400),
+    ("session_id 10**30", raw('{"message": "hi", "session_id": 1' + "0" * 30 + "}"), 404),
+    ("session_id not yours", {"message": "hi", "session_id": 1}, 404),
+    ("model a list", {"message": "hi", "model": []}, 400),
+    ("max_tokens 10**30", raw('{"message": "hi", "max_tokens": 1' + "0" * 30 + "}"), 400),
+    ("temperature a string", {"message": "hi", "temperature": "hot"}, 400),
+    ("stop a number", {"message": "hi", "stop": 5}, 400),
+]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/chat/completions", "/api/v1/chat/stream"])
+@pytest.mark.parametrize("body, status", [row[1:] for row in REST_ROWS], ids=[row[0] for row in REST_ROWS])
+def test_rest_api_bad_bodies_store_nothing(key_client, catalogue, path, body, status):
+    response = key_client("post", path, body)
+    assert response.status_code == status, response.content[:300]
+    assert response.json()["error"]["message"]
+    assert not Message.objects.exists() and not Conversation.objects.exists()
+
+
+QUERY_ROWS = [
+    ("/api/v1/sessions?page=%C2%B2", 400),  # page=² passes str.isdigit()
+    ("/api/v1/sessions?per_page=%C2%B2", 400),
+    ("/api/v1/sessions?page=%D9%A1", 400),  # Arabic-Indic one: int() would take it
+    ("/api/v1/sessions?page=0", 400),
+    ("/api/v1/sessions?page=-1", 400),
+    ("/api/v1/sessions?page=575613505293496", 400),  # above the documented maximum
+    ("/api/v1/sessions?page=" + "9" * 5000, 400),
+    ("/api/v1/sessions?per_page=101", 400),
+    ("/api/v1/sessions?page=1000000000", 200),
+    ("/api/v1/stats?days=%C2%B2", 400),
+    ("/api/v1/stats?days=0", 400),
+    ("/api/v1/stats?days=367", 400),
+    ("/api/v1/stats?days=1e3", 400),
+    ("/api/v1/sessions/99999999999999999999999", 404),
+    ("/v1/models/%00", 404),
+]
+
+
+@pytest.mark.parametrize("path, status", QUERY_ROWS, ids=[row[0] for row in QUERY_ROWS])
+def test_api_bad_queries(key_client, path, status):
+    response = key_client("get", path)
+    assert response.status_code == status, response.content[:300]
+
+
+SESSION_EDIT_ROWS = [
+    ("nested 100,000 deep", DEEP_ARRAY, 400),
+    ("title a lone surrogate", raw('{"title": "\\ud800"}'), 400),
+    ("title a number", {"title": 5}, 400),
+    ("title too long", {"title": "x" * 201}, 400),
+]
+
+
+@pytest.mark.parametrize("body, status", [row[1:] for row in SESSION_EDIT_ROWS], ids=[row[0] for row in SESSION_EDIT_ROWS])
+def test_session_rename_bad_bodies(key_client, user, body, status):
+    conversation = Conversation.objects.create(user=user, title="Kept")
+    response = key_client("patch", f"/api/v1/sessions/{conversation.pk}", body)
+    assert response.status_code == status
+    conversation.refresh_from_db()
+    assert conversation.title == "Kept"
+
+
+PAGE_ROWS = [
+    ("/chat/conversations/?active=%C2%B2", 200),
+    ("/chat/conversations/?page=%C2%B2", 200),
+    ("/chat/99999999999999999999999/", 404),
+    ("/usage/?end=9999-12-31", 400),
+    ("/usage/?end=0001-01-05", 400),
+    ("/usage/?start=0001-01-01&end=0001-01-05", 400),
+    ("/usage/?start=9999-12-01&end=9999-12-31", 400),
+    ("/usage/?end=%C2%B2", 400),
+    ("/usage/export.csv?end=9999-12-31", 400),
+    ("/usage/export.csv?end=0001-01-05", 400),
+    ("/billing/statements/9999-12/", 404),
+    ("/billing/statements/9999-12.csv", 404),
+    ("/billing/statements/0-1/", 404),
+    ("/billing/statements/2026-13/", 404),
+    ("/account/api-keys/99999999999999999999999/", 404),
+]
+
+
+@pytest.mark.parametrize("path, status", PAGE_ROWS, ids=[row[0] for row in PAGE_ROWS])
+def test_pages_bad_queries(logged_in, path, status):
+    response = logged_in.get(path)
+    assert response.status_code == status
+
+
+def test_pages_show_what_is_wrong_with_a_date(logged_in):
+    page = logged_in.get("/usage/?end=9999-12-31").content.decode()
+    assert "Choose a date from 2000-01-01 to 2999-12-31." in page
+
+
+@pytest.fixture
+def stripe_keys(settings):
+    settings.STRIPE_SECRET_KEY = "sk_test_fuzz"
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+
+
+def checkout(obj) -> bytes:
+    return json.dumps({"id": "evt_fuzz", "type": "checkout.session.completed", "data": {"object": obj}}).encode()
+
+
+def paid(metadata) -> dict:
+    return {"id": "cs_1", "payment_status": "paid", "metadata": metadata}
+
+
+WEBHOOK_ROWS = [
+    ("data.object a string", checkout("cs_1"), None, 400),
+    ("data a string", json.dumps({"id": "evt_1", "type": "x", "data": "x"}).encode(), None, 400),
+    ("id a number", json.dumps({"id": 5, "type": "x", "data": {"object": {}}}).encode(), None, 400),
+    ("type a list", json.dumps({"id": "evt_2", "type": [], "data": {"object": {}}}).encode(), None, 400),
+    ("nested 100,000 deep", DEEP_ARRAY, None, 400),
+    ("a lone surrogate", raw('{"id": "\\ud800", "type": "x", "data": {"object": {}}}'), None, 400),
+    ("user_id abc", checkout(paid({"user_id": "abc", "plan": "pro"})), None, 200),
+    ("user_id ²", checkout(paid({"user_id": "²", "plan": "pro"})), None, 200),
+    ("user_id a list", checkout(paid({"user_id": [1], "plan": "pro"})), None, 200),
+    ("plan an object", checkout(paid({"user_id": "999999", "plan": {}})), None, 200),
+    ("metadata a string", checkout(paid("x")), None, 200),
+    ("deleted subscription id a list", json.dumps({"id": "evt_3", "type": "customer.subscription.deleted", "data": {"object": {"id": []}}}).encode(), None, 200),
+    ("signature timestamp ²", checkout({}), "t=²,v1=00", 400),
+    ("signature without v1", checkout({}), "t=1", 400),
+    ("signature garbage", checkout({}), "=,=,,", 400),
+]
+
+
+@pytest.mark.parametrize(
+    "payload, signature, status", [row[1:] for row in WEBHOOK_ROWS], ids=[row[0] for row in WEBHOOK_ROWS]
+)
+def test_stripe_webhook_bad_events(stripe_keys, free_user, payload, signature, status):
+    signature = stripe_api.sign(payload, WEBHOOK_SECRET) if signature is None else signature
+    response = Client().post(
+        "/billing/stripe/webhook/", payload, content_type="application/json", headers={"Stripe-Signature": signature}
+    )
+    assert response.status_code == status
+    assert free_user.subscriptions.get(is_active=True).plan.slug == "free"
+
+
+SOCKET_FRAMES = [
+    ("nested 100,000 deep", "[" * 100_000),
+    ("a lone surrogate", '{"action": "send", "message": "\\ud800"}'),
+    ("not JSON", "not json"),
+    ("a JSON list", "[1, 2]"),
+    ("JSON null", "null"),
+    ("message a number", '{"action": "send", "message": 5}'),
+    ("message an object", '{"action": "send", "message": {"a": 1}}'),
+    ("model a list", '{"action": "send", "message": "hi", "model": []}'),
+    ("action a list", '{"action": [], "message": "hi"}'),
+    ("action unknown", '{"action": "drop tables"}'),
+    ("model unknown", '{"action": "send", "message": "hi", "model": "nope/none"}'),
+]
+
+
+@committed
+async def test_socket_bad_frames_get_a_visible_error_and_the_socket_stays_open(user):
+    conversation = await Conversation.objects.acreate(user=user, title="Fuzz")
+    cookie = await sync_to_async(session_cookie_header)(user)
+    socket = WebsocketCommunicator(
+        application, f"/ws/chat/{conversation.pk}/", headers=[(b"origin", b"http://127.0.0.1"), (b"cookie", cookie)]
+    )
+    connected, _ = await socket.connect()
+    assert connected
+    for name, frame in SOCKET_FRAMES:
+        await socket.send_to(text_data=frame)
+        answer = await socket.receive_from(timeout=5)
+        assert 'class="chat-error"' in answer, name
+    await socket.send_to(bytes_data=b"\x00\xff")
+    assert "could not be read" in await socket.receive_from(timeout=5)
+    # Still open and usable after all of them.
+    await socket.send_json_to({"action": "send", "message": "  "})
+    assert "Write a message first." in await socket.receive_from(timeout=5)
+    assert not await Message.objects.filter(conversation=conversation).aexists()
+    await socket.disconnect()
+
+
+@committed
+async def test_an_enterprise_key_with_a_budget_and_a_huge_max_tokens(catalogue, user):
+    await sync_to_async(start_subscription)(user, await Plan.objects.aget(slug="enterprise"))
+    _, key = await sync_to_async(issue_key)(user, "budgeted", monthly_budget=Decimal("100"))
+    client = KeyClient(key)
+    too_big = await client.post(V1, raw(json.dumps(v1())[:-1] + ', "max_tokens": 1' + "0" * 30 + "}"))
+    assert too_big.status_code == 400 and too_big.json()["error"]["param"] == "max_tokens"
+    largest = await client.post(V1, v1(max_tokens=1_000_000))
+    assert largest.status_code == 200
+    assert await UsageRecord.objects.acount() == 1
+
+
+def test_an_upstream_error_body_is_not_passed_on(key_client, catalogue, upstream):
+    response = key_client("post", V1, v1(model="test/fail-500"))
+    assert response.status_code == 502
+    assert "fake failure" not in response.json()["error"]["message"]  # the upstream's own words
+    assert "http_500" in response.json()["error"]["message"]
+
+
+def test_a_paid_checkout_with_ids_of_the_wrong_type_keeps_none_of_them(stripe_keys, free_user):
+    payload = checkout({**paid({"user_id": str(free_user.pk), "plan": "pro"}), "customer": {"id": "c"}, "subscription": 7})
+    response = Client().post(
+        "/billing/stripe/webhook/",
+        payload,
+        content_type="application/json",
+        headers={"Stripe-Signature": stripe_api.sign(payload, WEBHOOK_SECRET)},
+    )
+    assert response.status_code == 200
+    subscription = free_user.subscriptions.get(is_active=True)
+    assert (subscription.plan.slug, subscription.stripe_customer_id, subscription.stripe_subscription_id) == ("pro", "", "")
+
+
+def test_csv_cells_that_look_like_formulas_are_neutralised(django_user_model, make_superuser):
+    victim = django_user_model.objects.create_user("=cmd|' /C calc'!A0@example.com", "correct horse battery")
+    api_key, _ = issue_key(victim, "@SUM(1+1)")
+    row = UsageRecord.objects.create(user=victim, api_key=api_key, model_slug="+a/model", provider="x")
+    admin_csv = b"".join(
+        make_superuser.post(
+            "/admin/billing/usagerecord/", {"action": "export_csv", "_selected_action": [row.pk]}
+        ).streaming_content
+    ).decode()
+    assert "'=cmd|" in admin_csv and ",=cmd" not in admin_csv
+    assert "'+a/model" in admin_csv
+    day = row.created_at.date().isoformat()
+    usage_csv = logged_in_client(victim).get(f"/usage/export.csv?start={day}&end={day}").content.decode()
+    assert "'@SUM(1+1)" in usage_csv and "'+a/model" in usage_csv
+
+
+@pytest.fixture
+def make_superuser(django_user_model):
+    boss = django_user_model.objects.create_superuser("boss@example.com", "correct horse battery")
+    return logged_in_client(boss)
