@@ -29,6 +29,13 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (event) => window.__aihubCspViolation({
+  directive: event.effectiveDirective, blocked: event.blockedURI, page: event.documentURI,
+  source: `${event.sourceFile}:${event.lineNumber}`, sample: event.sample,
+}));
+"""
+
 
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (until someone binds it)."""
@@ -142,7 +149,15 @@ def chromium_page(
             context.grant_permissions(list(permissions), origin=base_url)
         if session_key:
             context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session_key, "url": base_url}])
+        # Every Content-Security-Policy violation of every page is collected (the listener is added
+        # before the page's own scripts run) and fails the test at the end, unless the test expects
+        # it: set page.expect_csp_violation to a predicate over the violation.
+        page_violations: list[dict] = []
+        context.expose_binding("__aihubCspViolation", lambda source, violation: page_violations.append(violation))
+        context.add_init_script(CSP_LISTENER)
         page = context.new_page()
+        page.csp_violations = page_violations
+        page.expect_csp_violation = lambda violation: False
         page.problems = []
         page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
         page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
@@ -150,3 +165,5 @@ def chromium_page(
         page.base = base_url
         yield page
         browser.close()
+        unexpected = [v for v in page.csp_violations if not page.expect_csp_violation(v)]
+        assert not unexpected, f"Content-Security-Policy violations: {unexpected}"

@@ -41,9 +41,11 @@ def key_client(issued):
     def call(method: str, path: str, body=None):
         data = body if isinstance(body, bytes | None) else json.dumps(body)
         extra = {"content_type": "application/json"} if data is not None else {}
-        return getattr(Client(), method)(
-            path, data, headers={"Authorization": f"Bearer {issued[1]}"}, **extra
-        ) if data is not None else getattr(Client(), method)(path, headers={"Authorization": f"Bearer {issued[1]}"})
+        return (
+            getattr(Client(), method)(path, data, headers={"Authorization": f"Bearer {issued[1]}"}, **extra)
+            if data is not None
+            else getattr(Client(), method)(path, headers={"Authorization": f"Bearer {issued[1]}"})
+        )
 
     return call
 
@@ -78,7 +80,11 @@ V1_ROWS = [
     ("max_tokens above the bound", v1(max_tokens=1_000_001), 400),
     ("max_completion_tokens a string", v1(max_completion_tokens="10"), 400),
     ("temperature NaN", raw('{"model": "test/fake-model", "messages": [], "temperature": NaN}'), 400),
-    ("temperature Infinity", raw('{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": 1e400}'), 400),
+    (
+        "temperature Infinity",
+        raw('{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": 1e400}'),
+        400,
+    ),
     ("stop a number", v1(stop=5), 400),
     ("stop five strings", v1(stop=["a", "b", "c", "d", "e"]), 400),
     ("stop a list of numbers", v1(stop=[1]), 400),
@@ -88,7 +94,11 @@ V1_ROWS = [
     ("n 1.5", v1(n=1.5), 400),
     ("n true", v1(n=True), 400),
     ("n 1.0", v1(n=1.0), 400),
-    ("an image part", v1(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), 400),
+    (
+        "an image part",
+        v1(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+        400,
+    ),
     ("a text part without text", v1(messages=[{"role": "user", "content": [{"type": "text"}]}]), 400),
     ("content a number", v1(messages=[{"role": "user", "content": 5}]), 400),
     ("messages an object", v1(messages={"role": "user"}), 400),
@@ -172,7 +182,9 @@ SESSION_EDIT_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("body, status", [row[1:] for row in SESSION_EDIT_ROWS], ids=[row[0] for row in SESSION_EDIT_ROWS])
+@pytest.mark.parametrize(
+    "body, status", [row[1:] for row in SESSION_EDIT_ROWS], ids=[row[0] for row in SESSION_EDIT_ROWS]
+)
 def test_session_rename_bad_bodies(key_client, user, body, status):
     conversation = Conversation.objects.create(user=user, title="Kept")
     response = key_client("patch", f"/api/v1/sessions/{conversation.pk}", body)
@@ -237,7 +249,12 @@ WEBHOOK_ROWS = [
     ("user_id a list", checkout(paid({"user_id": [1], "plan": "pro"})), None, 200),
     ("plan an object", checkout(paid({"user_id": "999999", "plan": {}})), None, 200),
     ("metadata a string", checkout(paid("x")), None, 200),
-    ("deleted subscription id a list", json.dumps({"id": "evt_3", "type": "customer.subscription.deleted", "data": {"object": {"id": []}}}).encode(), None, 200),
+    (
+        "deleted subscription id a list",
+        json.dumps({"id": "evt_3", "type": "customer.subscription.deleted", "data": {"object": {"id": []}}}).encode(),
+        None,
+        200,
+    ),
     ("signature timestamp ²", checkout({}), "t=²,v1=00", 400),
     ("signature without v1", checkout({}), "t=1", 400),
     ("signature garbage", checkout({}), "=,=,,", 400),
@@ -313,7 +330,9 @@ def test_an_upstream_error_body_is_not_passed_on(key_client, catalogue, upstream
 
 
 def test_a_paid_checkout_with_ids_of_the_wrong_type_keeps_none_of_them(stripe_keys, free_user):
-    payload = checkout({**paid({"user_id": str(free_user.pk), "plan": "pro"}), "customer": {"id": "c"}, "subscription": 7})
+    payload = checkout(
+        {**paid({"user_id": str(free_user.pk), "plan": "pro"}), "customer": {"id": "c"}, "subscription": 7}
+    )
     response = Client().post(
         "/billing/stripe/webhook/",
         payload,
@@ -322,7 +341,11 @@ def test_a_paid_checkout_with_ids_of_the_wrong_type_keeps_none_of_them(stripe_ke
     )
     assert response.status_code == 200
     subscription = free_user.subscriptions.get(is_active=True)
-    assert (subscription.plan.slug, subscription.stripe_customer_id, subscription.stripe_subscription_id) == ("pro", "", "")
+    assert (subscription.plan.slug, subscription.stripe_customer_id, subscription.stripe_subscription_id) == (
+        "pro",
+        "",
+        "",
+    )
 
 
 def test_csv_cells_that_look_like_formulas_are_neutralised(django_user_model, make_superuser):
