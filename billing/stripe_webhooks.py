@@ -15,6 +15,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import plan_changes
+from aihub.inputs import whole_number
+
 from .models import Invoice, Plan, StripeEvent, Subscription
 from .subscriptions import DEFAULT_PLAN, change_plan_now, current_subscription, start_subscription
 
@@ -81,6 +83,28 @@ def _start_paid_plan(user, plan: Plan, customer_id: str, subscription_id: str) -
     )
 
 
+def _text(value) -> str:
+    """A string field of an event (ids): '' when absent or of another type."""
+    return value if isinstance(value, str) else ""
+
+
+def _metadata(obj: dict) -> dict:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _user_of(metadata: dict):
+    """The user our metadata names (we write the id as a string); None for any other value."""
+    user_id = metadata.get("user_id")
+    user_id = whole_number(user_id) if isinstance(user_id, str) else None
+    return get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+
+
+def _plan_of(metadata: dict) -> Plan | None:
+    slug = metadata.get("plan")
+    return Plan.objects.filter(slug=slug).first() if isinstance(slug, str) else None
+
+
 class StripeWebhook:
     def handle(self, event: dict) -> str:
         """'handled', 'ignored' (an event type we do not act on) or 'duplicate'."""
@@ -102,13 +126,12 @@ class StripeWebhook:
         if session.get("payment_status") not in PAID:
             logger.info("checkout %s completed unpaid (%s)", session.get("id"), session.get("payment_status"))
             return
-        metadata = session.get("metadata") or {}
-        user = get_user_model().objects.filter(pk=metadata.get("user_id")).first()
-        plan = Plan.objects.filter(slug=metadata.get("plan")).first()
+        metadata = _metadata(session)
+        user, plan = _user_of(metadata), _plan_of(metadata)
         if user is None or plan is None:
             logger.warning("checkout %s names no known user or plan: %s", session.get("id"), metadata)
             return
-        _start_paid_plan(user, plan, session.get("customer") or "", session.get("subscription") or "")
+        _start_paid_plan(user, plan, _text(session.get("customer")), _text(session.get("subscription")))
 
     def on_customer_subscription_created(self, stripe_subscription: dict) -> None:
         self.on_customer_subscription_updated(stripe_subscription)
@@ -118,13 +141,15 @@ class StripeWebhook:
         period's end), a cancellation at the period's end, and whether its payments are overdue."""
         subscription = _matching(stripe_subscription.get("id", ""), stripe_subscription.get("customer"))
         status = stripe_subscription.get("status")
-        metadata = stripe_subscription.get("metadata") or {}
-        plan = Plan.objects.filter(slug=metadata.get("plan")).first()
+        metadata = _metadata(stripe_subscription)
+        plan = _plan_of(metadata)
         if subscription is None:
             # Created before checkout.session.completed arrived: linked through the metadata we set.
-            user = get_user_model().objects.filter(pk=metadata.get("user_id")).first()
+            user = _user_of(metadata)
             if user is not None and plan is not None and status in LIVE:
-                _start_paid_plan(user, plan, stripe_subscription.get("customer") or "", stripe_subscription["id"])
+                _start_paid_plan(
+                    user, plan, _text(stripe_subscription.get("customer")), _text(stripe_subscription.get("id"))
+                )
             return
         if status in ENDED:
             self.on_customer_subscription_deleted(stripe_subscription)

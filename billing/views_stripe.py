@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, JsonResponse
@@ -12,6 +14,9 @@ from aihub.inputs import BadJson, parse_json
 
 from . import stripe_api
 from .stripe_webhooks import StripeWebhook
+
+
+logger = logging.getLogger(__name__)
 
 
 def _is_event(event) -> bool:
@@ -43,4 +48,11 @@ def webhook(request):
         event = None
     if not _is_event(event):
         return JsonResponse({"error": "the body is not a Stripe event"}, status=400)
-    return JsonResponse({"result": StripeWebhook().handle(event)})
+    try:
+        result = StripeWebhook().handle(event)
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
+        # A signed event with a field of a type or value its handler cannot read: refused (nothing
+        # was applied: the handler's transaction is rolled back), logged for the operators.
+        logger.warning("Stripe event %s (%s) could not be read: %r", event["id"], event.get("type"), exc)
+        return JsonResponse({"error": "the event has a field of an unexpected type or value"}, status=400)
+    return JsonResponse({"result": result})

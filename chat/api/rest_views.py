@@ -210,7 +210,7 @@ def _title(data: dict) -> str:
     title = data.get("title")
     if not isinstance(title, str) or not title.strip():
         raise ApiError(400, "'title' is required: a non-empty string.", "missing_required_parameter", param="title")
-    if len(title.strip()) > TITLE_CHARS:
+    if len(title) > TITLE_CHARS:  # as sent, as the schema's maxLength reads it
         raise _bad(f"'title' is longer than {TITLE_CHARS} characters.", "title")
     return title.strip()
 

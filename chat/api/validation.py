@@ -229,11 +229,12 @@ def parse_messages(value) -> list[dict]:
 
 def parse_params(data: dict) -> dict:
     """The generation parameters passed on upstream: temperature, max_tokens, top_p, stop."""
+    # Newer clients send max_completion_tokens; both mean the same cap here (both are checked).
+    max_tokens, max_completion_tokens = _integer(data, "max_tokens"), _integer(data, "max_completion_tokens")
     params: dict[str, Any] = {
         "temperature": _number(data, "temperature", 0, 2),
         "top_p": _number(data, "top_p", 0, 1),
-        # Newer clients send max_completion_tokens; both mean the same cap here.
-        "max_tokens": _integer(data, "max_tokens") or _integer(data, "max_completion_tokens"),
+        "max_tokens": max_tokens or max_completion_tokens,
     }
     stop = data.get("stop")
     if isinstance(stop, str):

@@ -159,6 +159,8 @@ class Generation:
         """Take over the admission of a generation admitted earlier for the same request (before its
         messages were stored): its reservation is settled by this one."""
         self.admission, self.params = earlier.admission, earlier.params
+        # What its admission set up for routing (the circuit breaker's passage) goes with it.
+        self.trail, self.tried_models = earlier.trail, getattr(earlier, "tried_models", {})
         self.admission.candidates = self._eligible(self.admission.candidates)
 
     def _admit(self) -> limits.Admission:
