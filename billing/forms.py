@@ -81,7 +81,9 @@ class DateRangeForm(forms.Form):
     def _bounded(self, name: str) -> date:
         day = self.cleaned_data[name]
         if not FIRST_DAY <= day <= LAST_DAY:
-            raise forms.ValidationError(f"Choose a date from {FIRST_DAY:{APP_DATE_FORMAT}} to {LAST_DAY:{APP_DATE_FORMAT}}.")
+            raise forms.ValidationError(
+                f"Choose a date from {FIRST_DAY:{APP_DATE_FORMAT}} to {LAST_DAY:{APP_DATE_FORMAT}}."
+            )
         return day
 
     def clean_start(self):

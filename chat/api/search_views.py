@@ -15,10 +15,11 @@ from .errors import ApiError
 @api_view("GET")
 async def web_search(request):
     caller = await authenticate_request(request, allow_session=True)
-    query = request.GET.get("q", "").strip()
+    raw = request.GET.get("q", "")
+    query = raw.strip()
     if not query:
         raise ApiError(400, "'q' is required: the words to search for.", "missing_required_parameter", param="q")
-    if len(query) > search.MAX_QUERY_CHARS:
+    if len(raw) > search.MAX_QUERY_CHARS:  # as sent, as the schema's maxLength reads it
         raise ApiError(400, f"'q' is longer than {search.MAX_QUERY_CHARS} characters.", "invalid_value", param="q")
     try:
         results = await search.web_search(user=caller.user, query=query, api_key=caller.api_key)

@@ -280,7 +280,8 @@ def _tool_choice(value, tools: list[dict] | None):
         return value
     function = value.get("function") if isinstance(value, dict) else None
     names = {tool["function"]["name"] for tool in tools}
-    if not isinstance(function, dict) or value.get("type") != "function" or function.get("name") not in names:
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(name, str) or value.get("type") != "function" or name not in names:
         raise _bad(
             f"'tool_choice' must be one of {', '.join(TOOL_CHOICES)}, or {{type: 'function', function: {{name}}}} "
             "naming one of the tools.",
