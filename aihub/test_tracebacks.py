@@ -40,6 +40,9 @@ def pytest_sessionstart(session):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     if _handler is not None:
+        root = logging.getLogger()
+        if _handler not in root.handlers:  # a test that reconfigured logging (dictConfig) dropped it
+            root.addHandler(_handler)
         _handler.test, _handler.expected = item.nodeid, item.get_closest_marker("logs_traceback") is not None
     try:
         return (yield)
@@ -49,10 +52,9 @@ def pytest_runtest_protocol(item, nextitem):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    root = logging.getLogger()
-    if _handler is None or _handler not in root.handlers:
+    if _handler is None:
         return
-    root.removeHandler(_handler)
+    logging.getLogger().removeHandler(_handler)
     if _handler.found:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

@@ -220,7 +220,7 @@ def test_pages_bad_queries(logged_in, path, status):
 
 def test_pages_show_what_is_wrong_with_a_date(logged_in):
     page = logged_in.get("/usage/?end=9999-12-31").content.decode()
-    assert "Choose a date from 2000-01-01 to 2999-12-31." in page
+    assert "Choose a date from 1 Jan 2000 to 31 Dec 2999." in page
 
 
 @pytest.fixture
