@@ -24,7 +24,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aihub.settings")
 os.environ.setdefault("DEBUG", "1")  # this process only reads the settings (start_daphne wants BASE_DIR)
 
 FIXED_SEED = 20261202
-EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "20"))  # per operation and phase
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "12"))  # per operation and phase
 SECONDS = int(os.environ.get("SCHEMATHESIS_SECONDS", "300"))  # per run
 SETUP = """
 from accounts.api_keys import issue_key
