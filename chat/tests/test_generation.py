@@ -305,6 +305,7 @@ async def test_settling_twice_is_a_no_op_and_keeps_the_first_row(make_model, rep
     assert [r.status async for r in UsageRecord.objects.all()] == [UsageRecord.Status.COMPLETE]
 
 
+@pytest.mark.logs_traceback  # the failure is provoked on purpose and must be logged
 async def test_the_usage_row_is_kept_when_storing_the_callers_rows_fails(make_model, reply, customer):
     def store_then_fail(generation, usage):
         conversations.store_reply(reply, generation, usage)
