@@ -32,6 +32,7 @@ SKIPPED = {
     "django.contrib.auth.middleware.LoginRequiredMiddleware": "the views refuse a request without a key",
     "django.contrib.messages.middleware.MessageMiddleware": "no pages to show messages on",
     "django_htmx.middleware.HtmxMiddleware": "no htmx requests",
+    "csp.middleware.CSPMiddleware": "JSON and event streams only: no page a browser renders",
     "allauth.account.middleware.AccountMiddleware": "no login flows",
 }
 # Kept, their hooks called on the event loop: they do no I/O.
