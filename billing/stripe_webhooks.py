@@ -14,9 +14,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from . import plan_changes
 from aihub.inputs import whole_number
 
+from . import plan_changes
 from .models import Invoice, Plan, StripeEvent, Subscription
 from .subscriptions import DEFAULT_PLAN, change_plan_now, current_subscription, start_subscription
 

@@ -15,7 +15,6 @@ from aihub.inputs import BadJson, parse_json
 from . import stripe_api
 from .stripe_webhooks import StripeWebhook
 
-
 logger = logging.getLogger(__name__)
 
 

@@ -211,6 +211,7 @@ async def start_exchange(
     before anything is stored: a refusal raises LimitExceeded and stores nothing."""
     admitted = None
     if admit_first:
+
         def so_far() -> list[dict]:  # what generation_for will send, this message included
             if conversation is None:
                 return []

@@ -152,7 +152,9 @@ async def _start_exchange(request) -> Exchange:
             admit_first=True,
         )
     except LimitExceeded as exc:  # refused by the plan: nothing was stored
-        raise failure_error(exc) from None
+        error = failure_error(exc)
+        assert error is not None  # a plan's refusal always has its API error
+        raise error from None
 
 
 async def _stored_reply(reply: Message, generation: Generation) -> dict:

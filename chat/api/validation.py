@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,8 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 
-from aihub.message_content import IMAGE_TYPES, image_part, split_data_url
 from aihub.inputs import BadJson, parse_json, whole_number
+from aihub.message_content import IMAGE_TYPES, image_part, split_data_url
 
 from .errors import ApiError
 
@@ -288,7 +287,7 @@ def _tool_choice(value, tools: list[dict] | None):
             "tool_choice",
             "invalid_value",
         )
-    return {"type": "function", "function": {"name": function["name"]}}
+    return {"type": "function", "function": {"name": name}}
 
 
 def _response_format(value) -> dict:

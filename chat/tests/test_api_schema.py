@@ -34,9 +34,7 @@ def routed() -> dict[str, set[str]]:
 
 def documented() -> dict[str, set[str]]:
     schema = json.loads(SCHEMA_PATH.read_text())
-    return {
-        re.sub(r"\{\w+\}", "{}", path): set(item) & DOCUMENTED_METHODS for path, item in schema["paths"].items()
-    }
+    return {re.sub(r"\{\w+\}", "{}", path): set(item) & DOCUMENTED_METHODS for path, item in schema["paths"].items()}
 
 
 def test_the_schema_documents_every_api_route_and_method_and_nothing_else():
