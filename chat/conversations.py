@@ -207,25 +207,8 @@ async def start_exchange(
     """Save the user's message (before any upstream call: whatever happens next, their words are kept) and
     an empty reply, in a new conversation when none is given; with the generation that will write the reply.
     A refusal by the plan leaves the reply failed with the reason (store_reply). A system prompt, when given,
-    becomes the conversation's. With `admit_first` (the APIs) the plan admits the request
-    before anything is stored: a refusal raises LimitExceeded and stores nothing."""
-    admitted = None
-    if admit_first:
-
-        def so_far() -> list[dict]:  # what generation_for will send, this message included
-            if conversation is None:
-                return []
-            return [*instructions_for(conversation), *history_for(conversation, None)]
-
-        history = await database_sync_to_async(so_far)()
-        admitted = Generation(
-            user=user,
-            model=model,
-            messages=[*history, {"role": "user", "content": text}],
-            params=params,
-            api_key=api_key,
-        )
-        await admitted.admit()
+    becomes the conversation's. With `admit_first` (the APIs) the plan admits the request before it is
+    returned: a refusal raises LimitExceeded and leaves nothing stored (its files wait for the next message)."""
 
     def start() -> Exchange:
         if conversation is None:
@@ -239,16 +222,27 @@ async def start_exchange(
             started.system_prompt = system_prompt
             Conversation.objects.filter(pk=started.pk).update(system_prompt=system_prompt)
         generation = generation_for(reply, user=user, model=model, api_key=api_key, params=params)
-        if admitted is not None:
-            generation.adopt(admitted)
         return Exchange(started, reply, generation, user_message, title_changed)
 
-    try:
-        return await database_sync_to_async(start)()
-    except BaseException:
-        if admitted is not None:
-            await database_sync_to_async(limits.release)(admitted.admission)
-        raise
+    exchange = await database_sync_to_async(start)()
+    if admit_first:
+        # Admitted on the messages exactly as they will be sent (fitted to the context, files included).
+        try:
+            await exchange.generation.admit()
+        except limits.LimitExceeded:
+            await database_sync_to_async(discard)(exchange, new_conversation=conversation is None)
+            raise
+    return exchange
+
+
+@transaction.atomic
+def discard(exchange: Exchange, *, new_conversation: bool) -> None:
+    """Undo a started exchange the plan refused: its message and reply (and the conversation it began) go."""
+    Attachment.objects.filter(message=exchange.user_message).update(message=None)
+    if new_conversation:
+        exchange.conversation.delete()
+    else:
+        Message.objects.filter(pk__in=[exchange.user_message.pk, exchange.reply.pk]).delete()
 
 
 async def restart_exchange(*, user: User, conversation: Conversation, model: AIModel | None) -> Exchange | None:

@@ -155,15 +155,6 @@ class Generation:
             candidates = [m for m in candidates if m.pk in allowed]
         return candidates
 
-    def adopt(self, earlier: Generation) -> None:
-        """Take over the admission of a generation admitted earlier for the same request (before its
-        messages were stored): its reservation is settled by this one."""
-        assert earlier.admission is not None, "adopt() takes a generation that was admitted"
-        self.admission, self.params = earlier.admission, earlier.params
-        # What its admission set up for routing (the circuit breaker's passage) goes with it.
-        self.trail, self.tried_models = earlier.trail, getattr(earlier, "tried_models", {})
-        self.admission.candidates = self._eligible(self.admission.candidates)
-
     def _admit(self) -> limits.Admission:
         models = catalogue.current()
         if self.resolve_model is not None:
