@@ -238,6 +238,7 @@ async def start_exchange(
 @transaction.atomic
 def discard(exchange: Exchange, *, new_conversation: bool) -> None:
     """Undo a started exchange the plan refused: its message and reply (and the conversation it began) go."""
+    assert exchange.user_message is not None  # a started exchange always stored its message
     Attachment.objects.filter(message=exchange.user_message).update(message=None)
     if new_conversation:
         exchange.conversation.delete()
