@@ -7,9 +7,11 @@ import json
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import sync_to_async
 
 from billing import metering
 from billing.models import UsageRecord
+from chat.catalogue.lookup import catalogue_changed
 from chat.models import AIModel, Provider
 from chat.tests.api_fixtures import api_client, catalogue, issued, sse_events, streamed_body  # noqa: F401
 from chat.tests.fake_upstream import JSON_REPLY, TOOL_ANSWER_PREFIX, TOOL_ARGUMENTS
@@ -254,6 +256,7 @@ async def test_auto_picks_a_free_model_that_takes_tools_or_refuses(api_client, u
     response = await post(api_client, {"model": "auto", "messages": ASK, "tools": [WEATHER_TOOL]})
     assert response.json()["choices"][0]["finish_reason"] == "tool_calls"
     await AIModel.objects.filter(slug="test/free").aupdate(supports_tools=False)
+    await sync_to_async(catalogue_changed)()  # a queryset update sends no signal; the admin's save does
     response = await post(api_client, {"model": "auto", "messages": ASK, "tools": [WEATHER_TOOL]})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "tools"
