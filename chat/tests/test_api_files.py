@@ -9,7 +9,8 @@ from chat.models import AIModel, Attachment, Provider
 from chat.tests.api_fixtures import issued  # noqa: F401 (fixture)
 from chat.tests.sample_files import PNG, pdf_with_text
 
-pytestmark = pytest.mark.django_db
+# The API views are async: their ORM work runs in other threads, which on PostgreSQL needs real commits.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from chat.tests.api_fixtures import KeyClient, catalogue, issued  # noqa: F401
 
 # The tables run in rolled-back transactions (the sync test client runs async views in this thread's
 # connection); the socket and end-to-end rows need real commits.
-pytestmark = pytest.mark.django_db
+# The API views are async: their ORM work runs in other threads, which on PostgreSQL needs real commits.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 committed = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 V1 = "/v1/chat/completions"
