@@ -143,7 +143,14 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Under ASGI every request may run in another thread: pooled connections, no persistent ones.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = env.bool("DATABASE_POOL", default=True)
+    # psycopg's pool holds 4 connections unless told: too few for a process whose requests and streams
+    # each take one from a thread (PoolTimeouts seen under load).
+    pool = (
+        {"max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20)}
+        if env.bool("DATABASE_POOL", default=True)
+        else False
+    )
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = pool
 else:
     # SQLite serialises writers; wait instead of failing with "database is locked".
     DATABASES["default"].setdefault("OPTIONS", {}).update(
