@@ -11,6 +11,7 @@ from django.core.exceptions import RequestDataTooBig
 
 from aihub.inputs import BadJson, parse_json, whole_number
 from aihub.message_content import IMAGE_TYPES, image_part, split_data_url
+from chat.gateway.providers.openai_compat import OPENAI_PARAMS
 
 from .errors import ApiError
 
@@ -29,24 +30,8 @@ MAX_USER_CHARS = 256
 # other is refused with a 400 naming it rather than ignored: a client relying on it would silently
 # get something else.
 READ_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "n"})
-PASSED_PARAMS = frozenset(
-    {
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "max_completion_tokens",
-        "stop",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "response_format",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
-        "user",
-    }
-)
+# What the providers relay, and max_completion_tokens.
+PASSED_PARAMS = OPENAI_PARAMS | {"max_completion_tokens"}
 HINTS = {"functions": " Use 'tools'.", "function_call": " Use 'tool_choice'."}
 # No model writes a longer reply; the bound keeps the worst-case reservation a number the database stores.
 MAX_OUTPUT_TOKENS = 1_000_000
