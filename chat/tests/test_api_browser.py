@@ -48,7 +48,7 @@ def other_origin():
 def app_result(chromium_path: str, page_url: str) -> str:
     with chromium_page(chromium_path, viewport={"width": 800, "height": 600}) as page:
         page.goto(page_url)
-        page.wait_for_function("document.getElementById('result').textContent !== 'pending'", timeout=15000)
+        page.wait_for_function("() => document.getElementById('result').textContent !== 'pending'", timeout=15000)
         return page.text_content("#result")
 
 
@@ -86,7 +86,7 @@ def test_the_guide_streams_a_reply_with_an_eventsource(asgi_server, chromium_pat
         page.fill("#stream-demo-prompt", "Say hello")
         page.click("#stream-demo button[type=submit]")
         page.wait_for_function(
-            "document.getElementById('stream-demo-status').textContent.startsWith('Done')", timeout=15000
+            "() => document.getElementById('stream-demo-status').textContent.startsWith('Done')", timeout=15000
         )
         output = page.text_content("#stream-demo-output")
         problems = page.problems

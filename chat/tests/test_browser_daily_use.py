@@ -270,7 +270,7 @@ def test_the_phone_drawer_closes_on_a_tap_beside_it_its_close_button_and_escape(
 
     for close in ("backdrop", "button", "escape"):
         page.click("#sidebar-toggle")
-        page.wait_for_function("document.body.classList.contains('sidebar-open')")
+        page.wait_for_function("() => document.body.classList.contains('sidebar-open')")
         assert page.locator("#sidebar-toggle").get_attribute("aria-expanded") == "true"
         page.wait_for_timeout(200)  # the slide-in
         assert sidebar.bounding_box()["x"] == 0
@@ -280,7 +280,7 @@ def test_the_phone_drawer_closes_on_a_tap_beside_it_its_close_button_and_escape(
             page.click("#drawer-close")
         else:
             page.keyboard.press("Escape")
-        page.wait_for_function("!document.body.classList.contains('sidebar-open')")
+        page.wait_for_function("() => !document.body.classList.contains('sidebar-open')")
         assert not drawer_is_open()
     assert page.problems == []
 
@@ -339,7 +339,7 @@ def test_a_rename_updates_the_heading_and_the_tab_title_at_once(chat_with_code, 
     item.locator("input[name=title]").fill("Greeting helpers")
     item.locator("button", has_text="Rename").click()
     page.locator("#conversation-heading", has_text="Greeting helpers").wait_for()
-    page.wait_for_function("document.title === 'Greeting helpers · AI Hub'")
+    page.wait_for_function("() => document.title === 'Greeting helpers · AI Hub'")
     assert page.problems == []
 
 

@@ -27,7 +27,7 @@ from aihub.testing import (
     stop_process,
     wait_until_healthy,
 )
-from billing.models import Plan
+from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
 from chat.models import AIModel, Conversation, Provider
 
@@ -181,6 +181,12 @@ def test_an_api_stream_comes_through_nginx_chunk_by_chunk(topology, user, free_m
                 break
     # The upstream sends a chunk every 0.2 s for 10 s: buffered by nginx, none would arrive this soon.
     assert arrivals[-1] < 3, arrivals
+    # nginx passes the client's hang-up on: the app stops and meters the cut-off stream (and its write
+    # is over before the test's teardown empties the tables).
+    deadline = time.monotonic() + 15
+    while not (usage := list(UsageRecord.objects.filter(user=user))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [u.status for u in usage] == [UsageRecord.Status.STOPPED], usage
 
 
 def test_logging_out_on_one_process_closes_the_socket_another_process_holds(
