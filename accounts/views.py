@@ -1,3 +1,4 @@
+from allauth.mfa.utils import is_mfa_enabled
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -59,6 +60,7 @@ def _profile_page(request, preferences_form, status=200):
             "by_model": this_period.by_model().order_by("-cost", "model_slug"),
             "preferences_form": preferences_form,
             "shared_links": SharedLink.objects.filter(conversation__user=request.user),
+            "mfa_enabled": is_mfa_enabled(request.user),
         },
         status=status,
     )

@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "template_partials",
     "allauth",
     "allauth.account",
+    "allauth.mfa",
     "accounts",
     "billing",
     "chat",
@@ -101,6 +102,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "accounts.middleware.StaffTwoFactorMiddleware",
 ]
 
 # Content-Security-Policy of every page (django-csp): scripts and styles only from this site's own
@@ -195,6 +197,13 @@ ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="optional")
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_LOGOUT_ON_GET = False
+
+# Two-factor sign-in (allauth.mfa): an authenticator app (TOTP) and single-use recovery codes,
+# optional for everyone (Your account -> Two-factor sign-in). Security keys (WebAuthn) are not offered.
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "AI Hub"
+# Staff without two-factor sign-in are sent to set it up before the admin and the ops pages.
+REQUIRE_STAFF_MFA = env.bool("REQUIRE_STAFF_MFA", default=IS_DEPLOYED)
 
 EMAIL_BACKEND = env.str(
     "EMAIL_BACKEND",

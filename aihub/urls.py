@@ -1,3 +1,4 @@
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 
@@ -6,6 +7,9 @@ from chat.api.urls import docs_urlpatterns, openai_urlpatterns, rest_urlpatterns
 from chat.views_share import shared_attachment, shared_conversation
 
 from . import views
+
+# The admin signs in through allauth's login, so with its second factor (its own form would skip it).
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 
 urlpatterns = [
     path("", views.landing, name="landing"),

@@ -18,6 +18,7 @@ PAGES = [
     "/billing/statements/",
     "/account/",
     "/account/api-keys/",
+    "/accounts/2fa/",
     "/api/guide",
     "/ops/",
     "/admin/",
