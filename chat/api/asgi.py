@@ -34,6 +34,7 @@ SKIPPED = {
     "django_htmx.middleware.HtmxMiddleware": "no htmx requests",
     "csp.middleware.CSPMiddleware": "JSON and event streams only: no page a browser renders",
     "allauth.account.middleware.AccountMiddleware": "no login flows",
+    "accounts.middleware.StaffTwoFactorMiddleware": "staff pages only (the admin, /ops/), none under /v1/",
 }
 # Kept, their hooks called on the event loop: they do no I/O.
 IN_LOOP = {
