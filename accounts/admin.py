@@ -3,7 +3,8 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from billing.models import UsageRecord, usage_figures
+from billing.models import usage_figures
+from billing.rollups import usage
 
 from . import api_keys
 from .models import ApiKey, User
@@ -63,7 +64,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(**usage_figures(("requests", "tokens", "cost"), through="usage_records__", prefix="usage_"))
+            .annotate(
+                **usage_figures(
+                    ("requests", "tokens", "cost"), through="usage_daily__", prefix="usage_", rolled_up=True
+                )
+            )
         )
 
     def has_add_permission(self, request):
@@ -83,7 +88,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="usage (all time)")
     def usage(self, obj):
-        rows = UsageRecord.objects.filter(api_key=obj).by_model().order_by("-cost", "model_slug")
+        rows = usage(api_key=obj).by_model().order_by("-cost", "model_slug")
         link = format_html(
             '<a href="{}?api_key__id__exact={}">All usage records of this key</a>',
             reverse("admin:billing_usagerecord_changelist"),

@@ -5,7 +5,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from billing.models import UsageRecord
+from billing.rollups import usage
 from billing.subscriptions import current_subscription
 from chat.models import SharedLink
 
@@ -49,7 +49,7 @@ def chat_preferences(request):
 
 def _profile_page(request, preferences_form, status=200):
     subscription = current_subscription(request.user)
-    this_period = UsageRecord.objects.filter(user=request.user).between(subscription.current_period_start)
+    this_period = usage(user=request.user).between(subscription.current_period_start)
     return render(
         request,
         "accounts/profile.html",

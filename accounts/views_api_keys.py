@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, time
+from decimal import Decimal
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from billing.models import UsageRecord, usage_figures
+from billing.models import UsageRecord
+from billing.rollups import usage
 from billing.subscriptions import current_subscription
 
 from . import api_keys
@@ -25,13 +26,16 @@ def _get_api_key_for_user(request, pk: int) -> ApiKey:
     return get_object_or_404(ApiKey, pk=pk, user=request.user)
 
 
-def _keys_with_period_usage(user, since):
-    """The user's keys, each annotated with this period's tokens and cost (one query)."""
-    in_period = Q(usage_records__created_at__gte=since)
-    figures = usage_figures(
-        ("requests", "tokens", "cost"), through="usage_records__", prefix="period_", filter=in_period
-    )
-    return ApiKey.objects.filter(user=user).annotate(**figures)
+def _keys_with_period_usage(user, since) -> list[ApiKey]:
+    """The user's keys, each with this period's requests, tokens and cost as period_* (from the rollups)."""
+    none = {"requests": 0, "tokens": 0, "cost": Decimal(0)}
+    rows = usage(user=user).between(since).grouped("api_key_id", names=none)
+    used = {row["api_key_id"]: row for row in rows}
+    keys = list(ApiKey.objects.filter(user=user).prefetch_related("allowed_models"))
+    for key in keys:
+        for name in none:
+            setattr(key, f"period_{name}", used.get(key.pk, none)[name])
+    return keys
 
 
 def _at_midnight(day) -> datetime | None:
@@ -60,7 +64,7 @@ def api_key_list(request):
                 None,
                 f"The {plan.name} plan allows {plan.max_api_keys} active API key(s). Revoke one, or upgrade your plan.",
             )
-    keys = _keys_with_period_usage(request.user, subscription.current_period_start).prefetch_related("allowed_models")
+    keys = _keys_with_period_usage(request.user, subscription.current_period_start)
     response = render(
         request,
         "accounts/api_keys.html",
@@ -92,7 +96,7 @@ def api_key_detail(request, pk: int):
     subscription = current_subscription(request.user)
     since = subscription.current_period_start
     records = UsageRecord.objects.filter(user=request.user, api_key=api_key)
-    in_period = records.between(since)
+    in_period = usage(api_key=api_key).between(since)
     page = Paginator(
         records.only(
             "created_at",

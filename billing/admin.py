@@ -1,11 +1,14 @@
+from datetime import UTC, date, datetime, time, timedelta
+
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.http import StreamingHttpResponse
+from django.utils.dateparse import parse_date, parse_datetime
 
 from aihub.inputs import SafeCsvWriter
 
-from . import money, plan_changes
+from . import money, plan_changes, reports, rollups
 from .models import (
     EnterpriseInquiry,
     Invoice,
@@ -110,6 +113,43 @@ class UpstreamAttemptInline(admin.TabularInline):
         return False
 
 
+# The usage list's query parameters the rollups can answer (the date hierarchy's and created_at filter's
+# ranges are whole UTC days), and those that change no figure (ordering, page).
+_DAY_PARTS = ("created_at__year", "created_at__month", "created_at__day")
+_RANGE = ("created_at__gte", "created_at__lt")
+_NEUTRAL = {"o", "p", "provider", *_DAY_PARTS, *_RANGE}
+
+
+def _moment(value: str) -> datetime | None:
+    """A created_at filter's bound ("2026-12-02" or "2026-12-02 00:00:00+00:00") as a UTC datetime."""
+    moment = parse_datetime(value)
+    if moment is None:
+        day = parse_date(value)
+        return datetime.combine(day, time.min, tzinfo=UTC) if day else None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _rolled_up_filters(params) -> rollups.Usage | None:
+    """The usage list's filtered figures from the rollups, or None when a filter needs the rows."""
+    if set(params) - _NEUTRAL:
+        return None
+    ledger = rollups.usage(**({"provider": params["provider"]} if "provider" in params else {}))
+    try:
+        if params.get("created_at__year"):
+            year, month, day = (int(params.get(part) or 0) for part in _DAY_PARTS)
+            first = date(year, month or 1, day or 1)
+            after = first + timedelta(days=1) if day else reports.next_month(first) if month else date(year + 1, 1, 1)
+            return ledger.between(*reports.day_bounds(first, after - timedelta(days=1)))
+        since, until = (_moment(params.get(name) or "") for name in _RANGE)
+    except ValueError:  # an impossible date: the changelist says so, and the rows answer
+        return None
+    if since is None:
+        return None if any(params.get(name) for name in _RANGE) else ledger
+    if until is None and params.get("created_at__lt"):
+        return None
+    return ledger.between(since, until)
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
     list_display = [
@@ -163,7 +203,8 @@ class UsageRecordAdmin(admin.ModelAdmin):
         response = super().changelist_view(request, extra_context)
         changelist = getattr(response, "context_data", {}).get("cl")
         if changelist is not None:
-            rows = changelist.queryset
+            # From the rollups where the filters allow (provider, dates), else summed over the filtered rows.
+            rows = _rolled_up_filters(request.GET) or changelist.queryset
             figures = ("requests", "tokens", "cost")
             by_provider = list(rows.grouped("provider", names=figures).order_by("-cost"))
             # Grouped by user id (no join over every row); the few emails shown are fetched after.

@@ -44,7 +44,8 @@ from chat.catalogue.models import AIModel
 
 from . import ratelimit
 from .metering import count_prompt_tokens
-from .models import Plan, Reservation, Subscription, UsageRecord
+from .models import Plan, Reservation, Subscription
+from .rollups import usage
 from .subscriptions import current_subscription
 
 # A reservation left by a process that died mid-request stops counting after this long.
@@ -242,13 +243,15 @@ def _used_this_period(
     subscription: Subscription, user: User, api_key: ApiKey | None, budget: Decimal | None
 ) -> dict[str, Any]:
     """Tokens and spend recorded this period, summed only where a limit needs them: an unlimited
-    plan and a key without a budget cost no query over the usage rows."""
+    plan and a key without a budget cost no query over the usage. Read from the daily rollups (and the
+    usage rows of the part of a day the period starts in), which are written with each usage row: no
+    settled request is missed."""
     plan, since = subscription.plan, subscription.current_period_start
     used = {"tokens": 0, "cost": Decimal(0), "key_cost": Decimal(0)}
     if plan.monthly_token_quota is not None or plan.monthly_credit_quota is not None:
-        used.update(UsageRecord.objects.filter(user=user).between(since).totals("tokens", "cost"))
+        used.update(usage(user=user).between(since).totals("tokens", "cost"))
     if budget is not None:
-        used["key_cost"] = UsageRecord.objects.filter(api_key=api_key).between(since).totals("cost")["cost"]
+        used["key_cost"] = usage(api_key=api_key).between(since).totals("cost")["cost"]
     return used
 
 

@@ -16,6 +16,7 @@ from accounts.models import ApiKey, User
 from aihub.message_content import IMAGE_TOKENS, image_urls, text_of
 from chat.catalogue.models import AIModel
 
+from . import rollups
 from .models import Reservation, UpstreamAttempt, UsageRecord
 
 
@@ -193,6 +194,7 @@ def _write_usage(
         latency_ms=latency_ms,
         status=status,
     )
+    rollups.add(record)  # in this transaction: counted in the day's figures if and only if the row is written
     UpstreamAttempt.objects.bulk_create(
         UpstreamAttempt(
             usage=record,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -117,44 +117,71 @@ COST_FIELD = models.DecimalField(max_digits=14, decimal_places=8)
 
 
 def usage_figures(
-    names: Iterable[str] = FIGURES, *, through: str = "", prefix: str = "", filter: Q | None = None
+    names: Iterable[str] = FIGURES,
+    *,
+    through: str = "",
+    prefix: str = "",
+    filter: Q | None = None,
+    rolled_up: bool = False,
 ) -> dict:
     """The figures as aggregates over usage rows (0, not None, over none): on UsageRecord rows, or on
-    another model's rows `through` its relation ("usage_records__"), named `prefix` + figure."""
+    another model's rows `through` its relation ("usage_records__"), named `prefix` + figure. `rolled_up`:
+    over UsageDaily rows, whose columns are sums already."""
+    prompt, completion = f"{through}prompt_tokens", f"{through}completion_tokens"
     expressions = {
-        "requests": Count(f"{through}id", filter=filter),
+        "requests": (
+            Coalesce(Sum(f"{through}request_count", filter=filter), 0)
+            if rolled_up
+            else Count(f"{through}id", filter=filter)
+        ),
         # input_tokens, not prompt_tokens: annotating a field's own name would hide the field.
-        "input_tokens": Coalesce(Sum(f"{through}prompt_tokens", filter=filter), 0),
-        "output_tokens": Coalesce(Sum(f"{through}completion_tokens", filter=filter), 0),
-        "tokens": Coalesce(Sum(F(f"{through}prompt_tokens") + F(f"{through}completion_tokens"), filter=filter), 0),
-        "cost": Coalesce(Sum(f"{through}cost", filter=filter), Value(Decimal(0)), output_field=COST_FIELD),
+        "input_tokens": Coalesce(Sum(prompt, filter=filter), 0),
+        "output_tokens": Coalesce(Sum(completion, filter=filter), 0),
+        "tokens": Coalesce(Sum(F(prompt) + F(completion), filter=filter), 0),
+        "cost": Coalesce(
+            Sum(f"{through}{'total_cost' if rolled_up else 'cost'}", filter=filter),
+            Value(Decimal(0)),
+            output_field=COST_FIELD,
+        ),
     }
     return {prefix + name: expressions[name] for name in names}
 
 
-class UsageRecordQuerySet(models.QuerySet):
-    """Usage rows and their figures, summed in the database: the one way the app totals usage."""
+class FiguresQuerySet(models.QuerySet):
+    """Usage figures summed in the database, by the same names over usage rows and over their daily rollups."""
 
-    def between(self, since: datetime, until: datetime | None = None) -> UsageRecordQuerySet:
-        rows = self.filter(created_at__gte=since)
-        return rows.filter(created_at__lt=until) if until is not None else rows
+    rolled_up = False
+
+    def with_day(self) -> FiguresQuerySet:
+        """These rows with their UTC day as `day`."""
+        raise NotImplementedError
+
+    def with_month(self) -> FiguresQuerySet:
+        """These rows with the first day of their UTC month as `month`."""
+        raise NotImplementedError
 
     def totals(self, *names: str) -> dict:
         """The figures over all these rows (all of them, or the ones named)."""
-        return self.order_by().aggregate(**usage_figures(names or FIGURES))
+        return self.order_by().aggregate(**usage_figures(names or FIGURES, rolled_up=self.rolled_up))
 
     def grouped(self, *fields: str, names: Iterable[str] = FIGURES) -> models.QuerySet:
-        """One row per value of `fields`, with the figures (unordered: order_by what the page needs)."""
-        return self.values(*fields).annotate(**usage_figures(names)).order_by()
+        """One row per value of `fields`, with the figures (unordered: order_by what the page needs).
+        "day" and "month" are the UTC day and month of the usage."""
+        rows = self
+        if "day" in fields:
+            rows = rows.with_day()
+        if "month" in fields:
+            rows = rows.with_month()
+        return rows.values(*fields).annotate(**usage_figures(names, rolled_up=self.rolled_up)).order_by()
 
     def by_model(self) -> models.QuerySet:
         return self.grouped("model_slug")
 
     def by_day(self) -> models.QuerySet:
-        return self.annotate(day=TruncDate("created_at")).grouped("day")
+        return self.grouped("day")
 
     def by_month(self) -> models.QuerySet:
-        return self.annotate(month=TruncMonth("created_at")).grouped("month")
+        return self.grouped("month")
 
     def by_key(self) -> models.QuerySet:
         return self.grouped("api_key_id", "api_key__name", "api_key__prefix")
@@ -164,6 +191,20 @@ class UsageRecordQuerySet(models.QuerySet):
 
     def by_user(self) -> models.QuerySet:
         return self.grouped("user_id")
+
+
+class UsageRecordQuerySet(FiguresQuerySet):
+    """Usage rows and their figures (figures over whole days read faster from the rollups: billing.rollups)."""
+
+    def between(self, since: datetime, until: datetime | None = None) -> UsageRecordQuerySet:
+        rows = self.filter(created_at__gte=since)
+        return rows.filter(created_at__lt=until) if until is not None else rows
+
+    def with_day(self) -> UsageRecordQuerySet:
+        return self.annotate(day=TruncDate("created_at"))
+
+    def with_month(self) -> UsageRecordQuerySet:
+        return self.annotate(month=TruncDate(TruncMonth("created_at")))
 
 
 class UsageRecord(models.Model):
@@ -225,6 +266,62 @@ class UsageRecord(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class UsageDailyQuerySet(FiguresQuerySet):
+    rolled_up = True
+
+    def between(self, since: date, until: date | None = None) -> UsageDailyQuerySet:
+        """The days from `since` up to, not including, `until`."""
+        rows = self.filter(day__gte=since)
+        return rows.filter(day__lt=until) if until is not None else rows
+
+    def with_day(self) -> UsageDailyQuerySet:
+        return self
+
+    def with_month(self) -> UsageDailyQuerySet:
+        return self.annotate(month=TruncMonth("day"))
+
+
+class UsageDaily(models.Model):
+    """The usage rows of one UTC day summed per user, API key, model and provider. Written in the transaction
+    that writes each usage row (billing.rollups), so it always equals the rows' sums (`manage.py
+    check_rollups` proves it); read wherever figures span whole days."""
+
+    day = models.DateField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # A deleted key's usage rows lose their key; its rollups are folded into the keyless ones first (rollups.py).
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="usage_daily"
+    )
+    model_slug = models.CharField(max_length=200)
+    provider = models.CharField(max_length=20, blank=True)
+    request_count = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    total_cost = models.DecimalField(max_digits=18, decimal_places=8, default=Decimal(0))
+
+    objects = UsageDailyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "usage per day"
+        constraints = [
+            # Two partial indexes, as NULLs are distinct in a unique index: the upsert names the one it targets.
+            models.UniqueConstraint(
+                fields=["user", "day", "api_key", "model_slug", "provider"],
+                condition=Q(api_key__isnull=False),
+                name="usage_daily_key_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "day", "model_slug", "provider"],
+                condition=Q(api_key__isnull=True),
+                name="usage_daily_keyless_unique",
+            ),
+        ]
+        indexes = [models.Index(fields=["api_key", "day"], name="usage_daily_key_day")]
+
+    def __str__(self):
+        return f"{self.day} {self.model_slug}: {self.request_count} requests"
 
 
 class SearchRecord(models.Model):

@@ -1,5 +1,5 @@
-"""Usage reports: the figures of UsageRecord's queryset (billing/models.py) shaped for the usage
-dashboard, statements and the operator overview."""
+"""Usage reports: the figures of the usage ledger (billing.rollups' daily rollups, read by the names of
+UsageRecord's queryset) shaped for the usage dashboard, statements and the operator overview."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.db.models import Count, Q
-from django.db.models.functions import TruncDate, TruncMonth
+from django.db.models.functions import TruncMonth
 
 from .models import Invoice, Subscription, UpstreamAttempt, UsageRecord, UsageRecordQuerySet
+from .rollups import Usage, usage
 
 CHAT_PAGE = "Chat page"
 
@@ -22,19 +23,21 @@ def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     )
 
 
+def usage_in(user, since: datetime, until: datetime) -> Usage:
+    """The user's figures over the range (from the rollups)."""
+    return usage(user=user).between(since, until)
+
+
 def records_in(user, since: datetime, until: datetime) -> UsageRecordQuerySet:
+    """The user's usage rows over the range, one per request (the activity log)."""
     return UsageRecord.objects.filter(user=user).between(since, until)
 
 
-def records_between(user, start: date, end: date) -> UsageRecordQuerySet:
-    return records_in(user, *day_bounds(start, end))
-
-
-def by_model(records: UsageRecordQuerySet) -> list[dict]:
+def by_model(records: Usage) -> list[dict]:
     return list(records.by_model().order_by("-tokens", "model_slug"))
 
 
-def by_api_key(records: UsageRecordQuerySet) -> list[dict]:
+def by_api_key(records: Usage) -> list[dict]:
     rows = records.by_key().order_by("-tokens")
     return [
         {**row, "label": f"{row['api_key__name']} ({row['api_key__prefix']}…)" if row["api_key_id"] else CHAT_PAGE}
@@ -42,12 +45,12 @@ def by_api_key(records: UsageRecordQuerySet) -> list[dict]:
     ]
 
 
-def daily(records, start: date, end: date) -> dict:
+def daily(records: Usage, start: date, end: date) -> dict:
     """Per day (every day of the range, zeros included): tokens and cost, and tokens per model."""
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
     per_day = {row["day"]: row for row in records.by_day()}
     per_model: dict[str, dict[date, int]] = {}
-    for row in records.annotate(day=TruncDate("created_at")).grouped("day", "model_slug", names=["tokens"]):
+    for row in records.grouped("day", "model_slug", names=["tokens"]):
         per_model.setdefault(row["model_slug"] or "unknown", {})[row["day"]] = row["tokens"]
     return {
         "labels": [d.isoformat() for d in days],
@@ -60,30 +63,28 @@ def daily(records, start: date, end: date) -> dict:
     }
 
 
-def export_rows(records):
+def export_rows(records: Usage) -> list[dict]:
     """Per day, model and API key: the rows of the usage CSV."""
-    return (
-        records.annotate(day=TruncDate("created_at"))
-        .grouped("day", "model_slug", "provider", "api_key__name", "api_key__prefix")
-        .order_by("day", "model_slug", "api_key__name")
+    return records.grouped("day", "model_slug", "provider", "api_key__name", "api_key__prefix").order_by(
+        "day", "model_slug", "api_key__name"
     )
 
 
 def statement_months(user) -> list[dict]:
-    return list(UsageRecord.objects.filter(user=user).by_month().order_by("-month"))
+    return usage(user=user).by_month().order_by("-month")
 
 
-def _next_month(month: date) -> date:
+def next_month(month: date) -> date:
     return (month.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-def month_records(user, month: date):
-    return records_between(user, month, _next_month(month) - timedelta(days=1))
+def month_usage(user, month: date) -> Usage:
+    return usage_in(user, *day_bounds(month, next_month(month) - timedelta(days=1)))
 
 
 def month_plans(user, month: date) -> list:
     """The subscriptions (plan and dates) the person held during the month, oldest first."""
-    since, until = day_bounds(month, _next_month(month) - timedelta(days=1))
+    since, until = day_bounds(month, next_month(month) - timedelta(days=1))
     return list(
         Subscription.objects.filter(user=user, started_at__lt=until)
         .filter(Q(ended_at__isnull=True) | Q(ended_at__gt=since))
@@ -93,7 +94,7 @@ def month_plans(user, month: date) -> list:
 
 
 def month_invoices(user, month: date) -> list:
-    since, until = day_bounds(month, _next_month(month) - timedelta(days=1))
+    since, until = day_bounds(month, next_month(month) - timedelta(days=1))
     return list(Invoice.objects.filter(user=user, created_at__gte=since, created_at__lt=until).order_by("created_at"))
 
 

@@ -9,9 +9,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import plan_changes, stripe_api
+from . import plan_changes, rollups, stripe_api
 from .forms import EnterpriseInquiryForm
-from .models import Plan, UsageRecord
+from .models import Plan
 from .subscriptions import current_subscription
 
 
@@ -28,7 +28,7 @@ def _share(used, limit) -> int | None:
 def index(request):
     subscription = current_subscription(request.user)
     plan = subscription.plan
-    usage = UsageRecord.objects.filter(user=request.user).between(subscription.current_period_start).totals()
+    usage = rollups.usage(user=request.user).between(subscription.current_period_start).totals()
     plans = list(Plan.objects.filter(is_public=True))
     kinds = [(p, plan_changes.kind_of_change(subscription, p)) for p in plans]
     return render(

@@ -24,7 +24,7 @@ def _month(year: int, month: int) -> date:
 
 @require_GET
 def statements(request):
-    months = {row["month"].date(): row for row in reports.statement_months(request.user)}
+    months = {row["month"]: row for row in reports.statement_months(request.user)}
     for month in reports.invoice_months(request.user) - set(months):
         months[month] = {"requests": 0, "tokens": 0, "cost": 0}
     rows = [{**row, "month": month} for month, row in sorted(months.items(), reverse=True)]
@@ -32,7 +32,7 @@ def statements(request):
 
 
 def _statement(user, first: date) -> dict:
-    records = reports.month_records(user, first)
+    records = reports.month_usage(user, first)
     return {
         "month": first,
         "plans": reports.month_plans(user, first),

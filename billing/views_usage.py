@@ -43,7 +43,7 @@ def dashboard(request):
     if chosen is None:
         return render(request, "billing/usage.html", context, status=400)
     start, end, since, until = chosen
-    records = reports.records_in(request.user, since, until)
+    records = reports.usage_in(request.user, since, until)
     by_key = reports.by_api_key(records)
     return render(
         request,
@@ -116,7 +116,7 @@ def export_csv(request):
             "cost_usd",
         ]
     )
-    for row in reports.export_rows(reports.records_in(request.user, since, until)):
+    for row in reports.export_rows(reports.usage_in(request.user, since, until)):
         key = f"{row['api_key__name']} ({row['api_key__prefix']})" if row["api_key__prefix"] else reports.CHAT_PAGE
         writer.writerow(
             [

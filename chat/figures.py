@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from billing.models import FIGURES, UsageRecord, usage_figures
+from billing.models import FIGURES, usage_figures
+from billing.rollups import usage
 from billing.subscriptions import current_subscription
 
 from .models import Conversation, Message
@@ -34,7 +35,7 @@ def quota_left(user) -> dict:
     """What the user's plan has left this period: tokens and credit (None: unlimited)."""
     subscription = current_subscription(user)
     plan = subscription.plan
-    used = UsageRecord.objects.filter(user=user).between(subscription.current_period_start).totals("tokens", "cost")
+    used = usage(user=user).between(subscription.current_period_start).totals("tokens", "cost")
     tokens, credit = plan.monthly_token_quota, plan.monthly_credit_quota
     return {
         "plan": plan.name,

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from billing import rollups
 from billing.models import Plan, UsageRecord
 from billing.subscriptions import current_subscription, start_subscription
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 
 def record(user, model_slug: str, prompt: int, completion: int, cost: str, **fields) -> UsageRecord:
-    return UsageRecord.objects.create(
+    row = UsageRecord.objects.create(
         user=user,
         model_slug=model_slug,
         prompt_tokens=prompt,
@@ -24,6 +25,8 @@ def record(user, model_slug: str, prompt: int, completion: int, cost: str, **fie
         status=UsageRecord.Status.COMPLETE,
         **fields,
     )
+    rollups.add(row)  # written here, not by metering: its rollup too
+    return row
 
 
 @pytest.fixture

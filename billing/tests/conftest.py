@@ -9,6 +9,7 @@ import pytest
 
 from accounts.api_keys import issue_key
 from aihub.testing import logged_in_client
+from billing import rollups
 from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
 from chat.catalogue.models import AIModel, Provider
@@ -128,6 +129,7 @@ def usage_row(
     )
     if when is not None:
         UsageRecord.objects.filter(pk=row.pk).update(created_at=when)
+    rollups.rebuild()  # written here, not by metering: its rollups too
     return row
 
 

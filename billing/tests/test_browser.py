@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from aihub.testing import session_key_for
+from billing import rollups
 from billing.models import UsageRecord
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -47,6 +48,7 @@ def customer(django_user_model):
                 status="complete",
             )
             UsageRecord.objects.filter(pk=row.pk).update(created_at=now - timedelta(days=days_ago))
+    rollups.rebuild()  # the rows are written here, not by metering: their rollups too
     return person
 
 

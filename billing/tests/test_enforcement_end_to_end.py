@@ -18,6 +18,7 @@ from django.test import AsyncClient
 from accounts.api_keys import issue_key
 from aihub.asgi import application
 from aihub.testing import session_cookie_header
+from billing import rollups
 from billing.limits import LimitExceeded
 from billing.models import Reservation, UsageRecord
 from chat.models import Conversation, Message
@@ -115,6 +116,7 @@ def spent(make_plan, subscriber, make_model):
         cost=Decimal("0.001"),
         status="complete",
     )
+    rollups.rebuild()  # written here, not by metering: its rollups too
     return person, model
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from aihub.inputs import whole_number
 from billing.limits import LimitExceeded
 from billing.models import UsageRecord
+from billing.rollups import usage
 from chat import conversations, figures
 from chat.catalogue.lookup import AUTO
 from chat.conversations import MAX_MESSAGE_CHARS, Exchange, start_exchange
@@ -318,10 +319,10 @@ async def stats(request):
     days = _int_query(request, "days", 30, 1, MAX_STATS_DAYS)
     until = timezone.now()
     since = (until - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    records = UsageRecord.objects.filter(user=caller.user).between(since)
-    totals = await database_sync_to_async(records.totals)()
-    by_model = [row async for row in records.by_model().order_by("model_slug")]
-    by_day = [row async for row in records.by_day().order_by("day")]
+    records = usage(user=caller.user).between(since)
+    totals, by_model, by_day = await database_sync_to_async(
+        lambda: (records.totals(), records.by_model().order_by("model_slug"), records.by_day().order_by("day"))
+    )()
     return JsonResponse(
         {
             "since": since,

@@ -1,0 +1,220 @@
+"""Daily rollups of the usage rows (UsageDaily: per UTC day, user, API key, model and provider), and the
+figures read through them.
+
+`add` is called by metering in the transaction that writes a usage row: the rollup changes if and only
+if the row is written (a settlement that is a no-op rolls back with the row it tried to write), so the
+rollups always equal the rows' sums and no reader ever misses usage not yet rolled up.
+
+`usage(...).between(since, until)` answers the figures any page or check needs with the names of
+UsageRecord's queryset (totals, grouped, by_model, by_day, ...): whole days from the rollups, and the part
+of a day a range starts or ends inside of from the usage rows of that part (or the day's rollup less the
+rows of the other part, whichever part is shorter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection, transaction
+
+from .models import FIGURES, FiguresQuerySet, UsageDaily, UsageRecord
+
+_COLUMNS = "user_id, day, api_key_id, model_slug, provider, request_count, prompt_tokens, completion_tokens, total_cost"
+_CONFLICT = {
+    True: "(user_id, day, api_key_id, model_slug, provider) WHERE api_key_id IS NOT NULL",
+    False: "(user_id, day, model_slug, provider) WHERE api_key_id IS NULL",
+}
+_ADD = """
+    ON CONFLICT {target} DO UPDATE SET
+        request_count = billing_usagedaily.request_count + excluded.request_count,
+        prompt_tokens = billing_usagedaily.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = billing_usagedaily.completion_tokens + excluded.completion_tokens,
+        total_cost = billing_usagedaily.total_cost + excluded.total_cost
+"""
+
+
+def add(record: UsageRecord) -> None:
+    """Add one usage row to its day's rollup: one upsert (INSERT ... ON CONFLICT DO UPDATE, atomic on
+    PostgreSQL and SQLite alike). Call it in the transaction that writes the row."""
+    keyed = record.api_key_id is not None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO billing_usagedaily ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s)"
+            + _ADD.format(target=_CONFLICT[keyed]),
+            [
+                record.user_id,
+                record.created_at.astimezone(UTC).date(),
+                record.api_key_id,
+                record.model_slug,
+                record.provider,
+                record.prompt_tokens,
+                record.completion_tokens,
+                record.cost,
+            ],
+        )
+
+
+def _sums_select(where: str) -> str:
+    """The usage rows' sums per rollup key, as rows of UsageDaily's columns (SQL; `where` filters the rows)."""
+    day = "DATE(created_at)" if connection.vendor == "sqlite" else "(created_at AT TIME ZONE 'UTC')::date"
+    return (
+        f"SELECT user_id, {day}, api_key_id, model_slug, provider, COUNT(*), SUM(prompt_tokens), "
+        f"SUM(completion_tokens), SUM(cost) FROM billing_usagerecord WHERE {where} "
+        f"GROUP BY user_id, {day}, api_key_id, model_slug, provider"
+    )
+
+
+def rebuild() -> None:
+    """Every rollup computed afresh from the usage rows (the backfill; bulk loads). Takes the usage table's
+    lock for its duration on PostgreSQL, so no settlement lands between the delete and the sums."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("LOCK TABLE billing_usagerecord IN SHARE MODE")
+        cursor.execute("DELETE FROM billing_usagedaily")
+        for keyed in (True, False):
+            where = f"api_key_id IS {'NOT ' if keyed else ''}NULL"
+            cursor.execute(f"INSERT INTO billing_usagedaily ({_COLUMNS}) {_sums_select(where)}")
+
+
+def fold_key(api_key_id: int) -> None:
+    """Before an API key is deleted (its usage rows then lose their key): its rollups join the keyless ones."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO billing_usagedaily ({_COLUMNS}) SELECT user_id, day, NULL, model_slug, provider, "
+            "request_count, prompt_tokens, completion_tokens, total_cost FROM billing_usagedaily "
+            "WHERE api_key_id = %s" + _ADD.format(target=_CONFLICT[False]),
+            [api_key_id],
+        )
+        UsageDaily.objects.filter(api_key_id=api_key_id).delete()
+
+
+@dataclass
+class Difference:
+    key: tuple
+    rolled_up: dict
+    rows: dict
+
+
+def differences() -> list[Difference]:
+    """Where the rollups and the usage rows' sums disagree (none, when all is well): per rollup key."""
+    key = ("user_id", "day", "api_key_id", "model_slug", "provider")
+    names = ("requests", "input_tokens", "output_tokens", "cost")
+    rolled = {tuple(row[k] for k in key): row for row in UsageDaily.objects.grouped(*key, names=names)}
+    summed = {tuple(row[k] for k in key): row for row in UsageRecord.objects.grouped(*key, names=names)}
+    found = []
+    for k in sorted(set(rolled) | set(summed), key=str):
+        ours = {n: rolled[k][n] for n in names} if k in rolled else dict.fromkeys(names, 0)
+        theirs = {n: summed[k][n] for n in names} if k in summed else dict.fromkeys(names, 0)
+        if ours != theirs:
+            found.append(Difference(k, ours, theirs))
+    return found
+
+
+# Reading -----------------------------------------------------------------------------------------------
+
+_ROLLUP_FILTERS = {"user", "user_id", "api_key", "api_key_id", "model_slug", "provider"}
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@dataclass
+class Usage:
+    """The usage of the rows matching `filters` (any of user, api_key, model_slug, provider), over a range:
+    the figures of UsageRecord's queryset, read from the rollups where whole days allow."""
+
+    filters: dict[str, Any]
+    since: datetime | None = None
+    until: datetime | None = None
+    _parts: list[tuple[FiguresQuerySet, int]] = field(default_factory=list, repr=False)
+
+    def between(self, since: datetime, until: datetime | None = None) -> Usage:
+        return Usage(self.filters, since, until)
+
+    def parts(self) -> list[tuple[FiguresQuerySet, int]]:
+        """The querysets to add (sign 1) or take away (-1): rollups for the whole days, usage rows for the
+        ends that fall inside a day."""
+        rows = UsageRecord.objects.filter(**self.filters)
+        daily = UsageDaily.objects.filter(**self.filters)
+        if self.since is None:
+            return [(daily, 1)]
+        since, until = self.since.astimezone(UTC), self.until.astimezone(UTC) if self.until else None
+        first = since.date() if since == _midnight(since.date()) else since.date() + timedelta(days=1)
+        last = until.date() if until is not None else None  # rollups up to, not including, this day
+        if last is not None and last < first:  # inside one day
+            return [(rows.between(since, until), 1)]
+        parts: list[tuple[FiguresQuerySet, int]] = [(daily.between(first, last), 1)]
+        if since.date() < first:  # the range starts inside a day: the shorter part of it from usage rows
+            if _midnight(first) - since <= timedelta(hours=12):
+                parts.append((rows.between(since, _midnight(first)), 1))
+            else:
+                parts += [(daily.filter(day=since.date()), 1), (rows.between(_midnight(since.date()), since), -1)]
+        if until is not None and last is not None and until != _midnight(last):  # it ends inside one
+            parts.append((rows.between(_midnight(last), until), 1))
+        return parts
+
+    def totals(self, *names: str) -> dict:
+        names = names or FIGURES
+        found: dict[str, Any] = dict.fromkeys(names, 0)
+        for rows, sign in self.parts():
+            for name, value in rows.totals(*names).items():
+                found[name] += sign * value
+        if "cost" in found:
+            found["cost"] = Decimal(found["cost"])
+        return found
+
+    def grouped(self, *fields: str, names: Iterable[str] = FIGURES) -> Figures:
+        names = tuple(names)
+        merged: dict[tuple, dict] = {}
+        for rows, sign in self.parts():
+            for row in rows.grouped(*fields, names=names):
+                key = tuple(row[f] for f in fields)
+                into = merged.setdefault(key, {**{f: row[f] for f in fields}, **dict.fromkeys(names, 0)})
+                for name in names:
+                    into[name] += sign * row[name]
+        return Figures(row for row in merged.values() if any(row[name] for name in names))
+
+    def by_model(self) -> Figures:
+        return self.grouped("model_slug")
+
+    def by_day(self) -> Figures:
+        return self.grouped("day")
+
+    def by_month(self) -> Figures:
+        return self.grouped("month")
+
+    def by_key(self) -> Figures:
+        return self.grouped("api_key_id", "api_key__name", "api_key__prefix")
+
+    def by_provider(self) -> Figures:
+        return self.grouped("provider")
+
+    def by_user(self) -> Figures:
+        return self.grouped("user_id")
+
+
+class Figures(list):
+    """Grouped figures, ordered like a queryset: order_by("-tokens", "model_slug")."""
+
+    def order_by(self, *fields: str) -> Figures:
+        rows = list(self)
+        for name in reversed(fields):  # stable sorts, the last key first
+            key = name.lstrip("-")
+            rows.sort(
+                key=lambda row: (row[key] is None, row[key] if row[key] is not None else 0),
+                reverse=name.startswith("-"),
+            )
+        return Figures(rows)
+
+
+def usage(**filters: Any) -> Usage:
+    """The usage of one user, API key, model or provider (or of everyone: no filters)."""
+    unknown = set(filters) - _ROLLUP_FILTERS
+    if unknown:
+        raise ValueError(f"rollups are per user, key, model and provider, not {sorted(unknown)}")
+    return Usage(filters)
