@@ -43,7 +43,7 @@ def add(record: UsageRecord) -> None:
     keyed = record.api_key_id is not None
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO billing_usagedaily ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s)"
+            f'INSERT INTO "billing_usagedaily" ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s)'
             + _ADD.format(target=_CONFLICT[keyed]),
             [
                 record.user_id,

@@ -65,6 +65,7 @@ def test_an_unlimited_plan_admits_in_one_unlocked_read_and_reserves_nothing(
     assert kinds(statements) == [
         "select billing_subscription",  # with its plan and the key's budget
         "insert billing_usagerecord",
+        "insert billing_usagedaily",  # its rollup (billing.rollups), in the same transaction
         "insert billing_upstreamattempt",
         "update accounts_apikey",  # its last use
     ]
@@ -85,6 +86,7 @@ def test_a_limited_plan_costs_the_locked_admission_and_its_reservation(make_plan
         "insert billing_reservation",
         "delete billing_reservation",
         "insert billing_usagerecord",
+        "insert billing_usagedaily",  # its rollup (billing.rollups), in the same transaction
         "insert billing_upstreamattempt",
         "update accounts_apikey",
     ]

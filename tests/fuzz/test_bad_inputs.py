@@ -18,7 +18,7 @@ from django.test import Client
 from accounts.api_keys import issue_key
 from aihub.asgi import application
 from aihub.testing import logged_in_client, session_cookie_header
-from billing import stripe_api
+from billing import rollups, stripe_api
 from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
 from chat.models import Conversation, Message
@@ -353,6 +353,7 @@ def test_csv_cells_that_look_like_formulas_are_neutralised(django_user_model, ma
     victim = django_user_model.objects.create_user("=cmd|' /C calc'!A0@example.com", "correct horse battery")
     api_key, _ = issue_key(victim, "@SUM(1+1)")
     row = UsageRecord.objects.create(user=victim, api_key=api_key, model_slug="+a/model", provider="x")
+    rollups.add(row)  # written here, not by metering: its rollup too
     admin_csv = b"".join(
         make_superuser.post(
             "/admin/billing/usagerecord/", {"action": "export_csv", "_selected_action": [row.pk]}
