@@ -12,6 +12,7 @@ waiting for other processes on a busy machine, nor PostgreSQL's own work), and t
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import sys
@@ -44,10 +45,13 @@ def conversation() -> tuple:
     existing = Conversation.objects.filter(user=user, title="bench: 2,000 messages").first()
     if existing is None:
         existing = Conversation.objects.create(user=user, title="bench: 2,000 messages")
-        Message.objects.bulk_create(
+        messages = Message.objects.bulk_create(
             Message(conversation=existing, role=role, content=f"Question {n}?" if role == "user" else REPLY)
             for n, role in zip(range(MESSAGES), ["user", "assistant"] * MESSAGES, strict=False)
         )
+        for previous, message in itertools.pairwise(messages):  # one path: each follows the one before it
+            message.parent = previous
+        Message.objects.bulk_update(messages, ["parent"], batch_size=500)
     return user, existing
 
 

@@ -16,11 +16,12 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from accounts.signals import user_group
-from aihub.inputs import BadJson, parse_json
+from aihub.inputs import BadJson, parse_json, whole_number
 
 from . import attachments, conversations, replies
 from .catalogue.lookup import UnknownModel, active_model
 from .conversations import MAX_MESSAGE_CHARS, Exchange
+from .message_pages import message_page
 from .models import Conversation
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for delta in held:
             await self.reply_delta(delta)
 
+    async def path_shown(self, event):
+        await self.send(text_data=event["html"])
+
     async def reply_ended(self, event):
         self.shown.pop(event["reply_id"], None)
         self.held.pop(event["reply_id"], None)
@@ -168,8 +172,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         elif action == "regenerate":
             await self.regenerate(data.get("model", ""))
+        elif action == "edit":
+            message_id = whole_number(str(data.get("message_id", "")))
+            if message_id is None:
+                await self.send_error("Which message? 'message_id' must be the id of one of your messages.")
+                return
+            await self.send_message(data.get("message", ""), data.get("model", ""), edit_of=message_id)
         else:
-            await self.send_error("Unknown action: use send, stop or regenerate.")
+            await self.send_error("Unknown action: use send, stop, regenerate or edit.")
 
     async def send_message(
         self,
@@ -180,7 +190,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         web_search: bool = False,
         attachment_ids=(),
         system_prompt: str | None = None,
+        edit_of: int | None = None,
     ):
+        """A new message; with `edit_of`, a new version of that message of the path (a new branch)."""
         text = text.strip()
         if not text:
             await self.send_error("Write a message first.")
@@ -215,9 +227,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 model=model,
                 files=files,
                 system_prompt=system_prompt,
+                edit_of=edit_of,
             )
-        except conversations.ReplyInProgress as exc:
+        except (conversations.ReplyInProgress, conversations.NotOnPath) as exc:
             await self.send_error(str(exc))
+            return
+        if exchange.branched:  # the path changed above the new message: the messages area shows the new one
+            start_html = await database_sync_to_async(self.render_path)(exchange)
+            await self.start_reply(exchange, start_html)
             return
         if new_conversation:
             await self.follow(exchange.conversation)
@@ -251,8 +268,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if exchange is None:
             await self.send_error("There is no message to answer yet.")
             return
-        context = {"replaced_id": exchange.replaced_id, "reply": exchange.reply}
+        context = {"previous_version": exchange.previous_version, "reply": exchange.reply}
         await self.start_reply(exchange, render_to_string("chat/_regenerate_start.html", context))
+
+    @staticmethod
+    def render_path(exchange: Exchange) -> str:
+        """The messages area showing the path as it now is, its reply being written. Sync (ORM)."""
+        page = render_to_string("chat/_path_shown.html", message_page(exchange.conversation))
+        return page + render_to_string("chat/_chat_status.html", {"busy": True})
 
     async def start_reply(self, exchange: Exchange, start_html: str, search_query: str | None = None):
         """Have the reply written detached (its writer already listening for Stop), then show its start on

@@ -66,14 +66,46 @@ def start_conversation(user, text: str, model: AIModel | None):
     return conversation, user_message, reply
 
 
+class NotOnPath(Exception):
+    def __init__(self):
+        super().__init__("That message is not in this conversation as it is shown: reload the page.")
+
+
+def _path_end(conversation: Conversation) -> Message | None:
+    return conversation.messages.on_path().order_by("-id").first()
+
+
+def _leave_path_after(conversation: Conversation, parent_id: int | None) -> None:
+    """Take the path's messages after `parent_id` (all of them for None) off the path: a new branch starts
+    there. The path's ids grow along it, so they are the path's messages with greater ids."""
+    conversation.messages.on_path().filter(id__gt=parent_id or 0).update(on_path=False)
+
+
+def _shown_message(conversation: Conversation, message_id: int, role: str) -> Message:
+    """A message of this conversation on the path shown (an edit or a switch starts from what is on screen)."""
+    message = conversation.messages.on_path().filter(pk=message_id, role=role).first()
+    if message is None:
+        raise NotOnPath
+    return message
+
+
 @transaction.atomic
-def add_user_message(conversation: Conversation, text: str, model: AIModel | None):
+def add_user_message(conversation: Conversation, text: str, model: AIModel | None, edit_of: int | None = None):
     """Save the user's message and an empty reply to stream into. Returns (message, reply, title_changed).
-    Raises ReplyInProgress."""
+    With `edit_of` (a user message on the path) the message is a new version of that one: a new branch from
+    the same parent, the old one kept off the path with its reply. Raises ReplyInProgress, NotOnPath."""
     _one_reply_at_a_time(conversation)
     first = not conversation.messages.exists()
-    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
-    reply = _new_reply(conversation, model)
+    if edit_of is None:
+        parent = _path_end(conversation)
+    else:
+        edited = _shown_message(conversation, edit_of, Message.Role.USER)
+        _leave_path_after(conversation, edited.parent_id)
+        parent = edited.parent
+    user_message = Message.objects.create(
+        conversation=conversation, role=Message.Role.USER, content=text, parent=parent
+    )
+    reply = _new_reply(conversation, model, user_message)
     conversation.model = model
     fields = ["model", "updated_at"]
     if first:
@@ -84,21 +116,57 @@ def add_user_message(conversation: Conversation, text: str, model: AIModel | Non
 
 
 @transaction.atomic
-def replace_last_reply(conversation: Conversation, model: AIModel | None):
-    """Delete the last reply (if any) and start a new one. Returns (deleted reply id, new reply).
-    Raises ReplyInProgress."""
+def add_reply_version(conversation: Conversation, model: AIModel | None):
+    """A new reply to the path's last question: a sibling of the last reply, which stays (off the path, with
+    its usage row). Returns (the reply it is a new version of or None, the new reply); (None, None) when
+    there is nothing to answer. Raises ReplyInProgress."""
     _one_reply_at_a_time(conversation)
-    last = conversation.messages.order_by("-created_at", "-id").first()
+    last = _path_end(conversation)
     if last is None:
         return None, None
-    replaced = None
-    if last.role == Message.Role.ASSISTANT:
-        replaced = last.pk
-        last.delete()
-    return replaced, _new_reply(conversation, model)
+    previous = None
+    question = last
+    if last.role == Message.Role.ASSISTANT and last.parent is not None:
+        previous, question = last, last.parent
+        _leave_path_after(conversation, question.pk)
+    return previous, _new_reply(conversation, model, question)
 
 
-def _new_reply(conversation: Conversation, model: AIModel | None) -> Message:
+@transaction.atomic
+def show_version(conversation: Conversation, message_id: int, step: int) -> Message:
+    """Put the sibling `step` places from a message on the path (-1: the previous version, 1: the next),
+    with the branch below it as it was last shown. Returns the sibling shown. Raises ReplyInProgress,
+    NotOnPath (also for a step past the first or last version)."""
+    _one_reply_at_a_time(conversation)
+    shown = conversation.messages.on_path().filter(pk=message_id).first()
+    if shown is None:
+        raise NotOnPath
+    siblings = conversation.messages.filter(parent_id=shown.parent_id, role=shown.role).order_by("id")
+    ids = list(siblings.values_list("id", flat=True))
+    place = ids.index(shown.pk) + step
+    if not 0 <= place < len(ids):
+        raise NotOnPath
+    _leave_path_after(conversation, shown.parent_id)
+    chosen = [ids[place], *_branch_below(conversation, ids[place])]
+    conversation.messages.filter(pk__in=chosen).update(on_path=True, chosen_at=timezone.now())
+    return conversation.messages.get(pk=ids[place])
+
+
+def _branch_below(conversation: Conversation, message_id: int) -> list[int]:
+    """The messages below one, following at each step the version chosen last (the newest when none was)."""
+    rows = conversation.messages.filter(id__gt=message_id).values_list("id", "parent_id", "chosen_at")
+    latest: dict[int, tuple] = {}
+    for pk, parent_id, chosen_at in rows:
+        if parent_id is not None and (parent_id not in latest or (chosen_at, pk) > latest[parent_id]):
+            latest[parent_id] = (chosen_at, pk)
+    below, at = [], message_id
+    while at in latest:
+        at = latest[at][1]
+        below.append(at)
+    return below
+
+
+def _new_reply(conversation: Conversation, model: AIModel | None, question: Message) -> Message:
     """An empty reply to stream into, with the id of the request that will write it."""
     return Message.objects.create(
         conversation=conversation,
@@ -106,6 +174,7 @@ def _new_reply(conversation: Conversation, model: AIModel | None) -> Message:
         status=Message.Status.STREAMING,
         model=model,
         usage_id=uuid.uuid4(),
+        parent=question,
     )
 
 
@@ -115,9 +184,9 @@ def streaming_reply_ids(conversation: Conversation) -> list[int]:
 
 def history_for(conversation: Conversation, reply: Message | None) -> list[dict]:
     """The messages that may be sent upstream for this reply (None: for the next message): everything
-    before it with text, with their attachments (the generation then fits them to the model's context:
-    chat.gateway.context_window)."""
-    rows = conversation.messages.exclude(content="")
+    before it on the path shown with text, with their attachments (the generation then fits them to the
+    model's context: chat.gateway.context_window)."""
+    rows = conversation.messages.on_path().exclude(content="")
     if reply is not None:
         rows = rows.filter(id__lt=reply.pk)
     found = list(rows.values_list("id", "role", "content"))
@@ -132,7 +201,7 @@ def first_sent_id(reply: Message, generation: Generation) -> int | None:
         return None
     sent = sum(1 for m in generation.messages if m["role"] != "system")
     newest_first = (
-        Message.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk)
+        Message.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk, on_path=True)
         .exclude(content="")
         .exclude(role=Message.Role.SYSTEM)
         .order_by("-id")
@@ -189,7 +258,8 @@ class Exchange:
     generation: Generation
     user_message: Message | None = None
     title_changed: bool = False
-    replaced_id: int | None = None  # the reply a regeneration replaced
+    previous_version: Message | None = None  # the reply a regeneration makes a new version of
+    branched: bool = False  # an edit: the path shown changed above the new message
 
 
 async def start_exchange(
@@ -203,12 +273,15 @@ async def start_exchange(
     files: Sequence[Attachment] = (),
     system_prompt: str | None = None,
     admit_first: bool = False,
+    edit_of: int | None = None,
 ) -> Exchange:
     """Save the user's message (before any upstream call: whatever happens next, their words are kept) and
     an empty reply, in a new conversation when none is given; with the generation that will write the reply.
     A refusal by the plan leaves the reply failed with the reason (store_reply). A system prompt, when given,
     becomes the conversation's. With `admit_first` (the APIs) the plan admits the request before it is
-    returned: a refusal raises LimitExceeded and leaves nothing stored (its files wait for the next message)."""
+    returned: a refusal raises LimitExceeded and leaves nothing stored (its files wait for the next message).
+    With `edit_of` (the id of a user message on the path) the message is a new version of that one, on a new
+    branch (conversations.add_user_message)."""
 
     def start() -> Exchange:
         if conversation is None:
@@ -216,13 +289,13 @@ async def start_exchange(
             title_changed = True
         else:
             started = conversation
-            user_message, reply, title_changed = add_user_message(conversation, text, model)
+            user_message, reply, title_changed = add_user_message(conversation, text, model, edit_of)
         attachments.attach(list(files), user_message)  # before the history is read for the generation
         if system_prompt is not None and system_prompt != started.system_prompt:
             started.system_prompt = system_prompt
             Conversation.objects.filter(pk=started.pk).update(system_prompt=system_prompt)
         generation = generation_for(reply, user=user, model=model, api_key=api_key, params=params)
-        return Exchange(started, reply, generation, user_message, title_changed)
+        return Exchange(started, reply, generation, user_message, title_changed, branched=edit_of is not None)
 
     exchange = await database_sync_to_async(start)()
     if admit_first:
@@ -247,14 +320,15 @@ def discard(exchange: Exchange, *, new_conversation: bool) -> None:
 
 
 async def restart_exchange(*, user: User, conversation: Conversation, model: AIModel | None) -> Exchange | None:
-    """A new reply in place of the last one (None when there is no message to answer yet)."""
+    """A new version of the last reply, the previous one kept as its sibling (None when there is no message
+    to answer yet)."""
 
     def restart() -> Exchange | None:
-        replaced, reply = replace_last_reply(conversation, model)
+        previous, reply = add_reply_version(conversation, model)
         if reply is None:
             return None
         generation = generation_for(reply, user=user, model=model)
-        return Exchange(conversation, reply, generation, replaced_id=replaced)
+        return Exchange(conversation, reply, generation, previous_version=previous)
 
     return await database_sync_to_async(restart)()
 

@@ -49,7 +49,8 @@ def exchange_end(reply_id: int) -> dict | None:
     """What chat/_exchange_end.html shows once a reply has ended (the quota left after it too); None when
     the reply is gone (deleted with its conversation). Sync (ORM)."""
     reply = (
-        Message.objects.select_related("model", "usage", "conversation__user")
+        Message.objects.with_versions()
+        .select_related("model", "usage", "conversation__user")
         .prefetch_related("usage__attempts")
         .filter(pk=reply_id)
         .first()

@@ -7,7 +7,9 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Case, Count, OuterRef, Subquery, When
 from django.urls import reverse
+from django.utils import timezone
 
 from chat.catalogue.models import AIModel, Provider, ProviderEndpoint  # noqa: F401 (registered here)
 
@@ -33,6 +35,32 @@ class Conversation(models.Model):
         return reverse("chat:conversation", args=[self.pk])
 
 
+def _count(rows: models.QuerySet) -> Subquery:
+    return Subquery(rows.order_by().values("role").annotate(n=Count("pk")).values("n"))
+
+
+class MessageQuerySet(models.QuerySet):
+    def on_path(self):
+        """The messages of the active path: the branch on screen, the history sent upstream."""
+        return self.filter(on_path=True)
+
+    def with_versions(self):
+        """Each message with `version_count` (it and its siblings: the other answers to its parent, the other
+        edits of its question) and `version_number` (its place among them, oldest first), in the same query."""
+        siblings = Message.objects.filter(parent_id=OuterRef("parent_id"), role=OuterRef("role"))
+        # The first message and its edits have no parent: their siblings are the conversation's other roots.
+        roots = Message.objects.filter(
+            conversation_id=OuterRef("conversation_id"), parent__isnull=True, role=OuterRef("role")
+        )
+        return self.annotate(
+            version_count=Case(When(parent__isnull=True, then=_count(roots)), default=_count(siblings)),
+            version_number=Case(
+                When(parent__isnull=True, then=_count(roots.filter(id__lte=OuterRef("id")))),
+                default=_count(siblings.filter(id__lte=OuterRef("id"))),
+            ),
+        )
+
+
 class Message(models.Model):
     class Role(models.TextChoices):
         SYSTEM = "system"
@@ -46,6 +74,22 @@ class Message(models.Model):
         FAILED = "failed"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # The messages form a tree: an edited message is a sibling of the original (same parent), a regenerated
+    # reply a sibling of the reply it redoes. The path on screen is marked `on_path` (its ids grow from the
+    # first message to the last), so that paging, history and context read it without walking the tree.
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="children",
+        help_text="The message this one follows (empty for the first message and its edits).",
+    )
+    on_path = models.BooleanField(default=True, help_text="On the branch shown and sent upstream.")
+    chosen_at = models.DateTimeField(
+        default=timezone.now,
+        help_text="When it was last put on the path: going back to a branch shows its most recently chosen versions.",
+    )
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.COMPLETE)
@@ -75,12 +119,25 @@ class Message(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = MessageQuerySet.as_manager()
+
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["conversation", "id"], name="message_conversation_id")]
 
     def __str__(self):
         return f"{self.role}: {self.content[:40]}"
+
+    def save(self, *args, **kwargs):
+        if self._state.adding and self.parent_id is None:
+            # A message added without a parent continues the conversation's path (none: it is the first).
+            self.parent_id = (
+                Message.objects.filter(conversation_id=self.conversation_id, on_path=True)
+                .order_by("-id")
+                .values_list("id", flat=True)
+                .first()
+            )
+        super().save(*args, **kwargs)
 
 
 class SharedLink(models.Model):

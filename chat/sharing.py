@@ -25,7 +25,7 @@ def new_share_token() -> str:
 
 
 def _messages(conversation: Conversation):
-    return conversation.messages.select_related("model").prefetch_related("attachments")
+    return conversation.messages.on_path().select_related("model").prefetch_related("attachments")
 
 
 def message_record(message: Message) -> dict:
@@ -100,7 +100,7 @@ def export_filename(conversation: Conversation, extension: str) -> str:
 def user_archive(user) -> bytes:
     """All of a user's conversations as one ZIP: each as Markdown and as JSON (two queries in all)."""
     conversations = Conversation.objects.filter(user=user).prefetch_related(
-        Prefetch("messages", queryset=Message.objects.select_related("model").prefetch_related("attachments"))
+        Prefetch("messages", queryset=Message.objects.on_path().select_related("model").prefetch_related("attachments"))
     )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

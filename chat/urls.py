@@ -10,6 +10,7 @@ urlpatterns = [
     path("conversations/", views.conversation_list, name="conversation_list"),
     path("<int:pk>/", views.conversation, name="conversation"),
     path("<int:pk>/messages/", views.older_messages, name="older_messages"),
+    path("<int:pk>/messages/<int:message_pk>/version/", views.show_version, name="show_version"),
     path("<int:pk>/rename/", views.rename, name="rename"),
     path("<int:pk>/delete/", views.delete, name="delete"),
     path("<int:pk>/export.md", views_share.export_markdown, name="export_markdown"),

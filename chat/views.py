@@ -7,6 +7,7 @@ from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -16,11 +17,10 @@ from aihub.inputs import whole_number
 from . import conversations, figures, replies
 from .catalogue.lookup import models_by_provider
 from .forms import RenameForm
+from .message_pages import message_page
 from .models import Conversation, Message
 
 CONVERSATIONS_PER_PAGE = 30
-# Messages a conversation page starts with; older ones load as the reader scrolls up (`older_messages`).
-MESSAGES_PER_PAGE = 50
 
 
 def _get_conversation_for_user(request, pk: int) -> Conversation:
@@ -47,7 +47,7 @@ def _chat_page(request, conversation: Conversation | None):
             conversations.preferred_model(request.user),
         )
     else:
-        messages = _message_page(conversation)
+        messages = message_page(conversation)
         selected_model = conversation.model.slug if conversation.model else conversations.AUTO
     context = {
         **messages,
@@ -88,26 +88,6 @@ def conversation_list(request):
     )
 
 
-def _message_page(conversation: Conversation, before: int | None = None) -> dict:
-    """The newest MESSAGES_PER_PAGE messages (older than `before`, when given), oldest first, and where
-    the context marker goes: before the oldest message sent with the latest reply, when older ones
-    were left out (chat.context_window)."""
-    newest_first = conversation.messages.select_related("model", "usage").prefetch_related(
-        "usage__attempts", "attachments"
-    )
-    newest_first = newest_first.order_by("-id")
-    if before is not None:
-        newest_first = newest_first.filter(id__lt=before)
-    rows = list(newest_first[: MESSAGES_PER_PAGE + 1])
-    latest_reply = conversation.messages.filter(role=Message.Role.ASSISTANT).order_by("-id")
-    return {
-        "conversation": conversation,
-        "chat_messages": rows[:MESSAGES_PER_PAGE][::-1],
-        "has_older": len(rows) > MESSAGES_PER_PAGE,
-        "first_sent_id": latest_reply.values_list("first_sent_id", flat=True).first(),
-    }
-
-
 @require_GET
 def older_messages(request, pk: int):
     """The page of messages before `?before=<message id>`, for scrolling up a long conversation."""
@@ -115,7 +95,28 @@ def older_messages(request, pk: int):
     before = request.GET.get("before", "")
     if not before.isdigit():
         return HttpResponse("'before' must be a message id.", status=400)
-    return render(request, "chat/_message_page.html", _message_page(conversation, int(before)))
+    return render(request, "chat/_message_page.html", message_page(conversation, int(before)))
+
+
+@require_POST
+def show_version(request, pk: int, message_pk: int):
+    """‹ › on a message: its previous (`step=-1`) or next (`step=1`) version goes on the path, with the branch
+    below it as last shown; every page showing the conversation follows (through its socket)."""
+    conversation = _get_conversation_for_user(request, pk)
+    step = {"-1": -1, "1": 1}.get(request.POST.get("step", ""))
+    if step is None:
+        return HttpResponse("'step' must be -1 or 1.", status=400)
+    try:
+        conversations.show_version(conversation, message_pk, step)
+    except (conversations.ReplyInProgress, conversations.NotOnPath) as exc:
+        if request.htmx:  # 422: htmx swaps it (the error banner)
+            return render(request, "chat/_error.html", {"error": str(exc)}, status=422)
+        return HttpResponse(str(exc), status=409)
+    if not request.htmx:
+        return redirect(conversation)
+    html = render_to_string("chat/_path_shown.html", message_page(conversation))
+    async_to_sync(replies.broadcast)(conversation.pk, {"type": "path.shown", "html": html})
+    return HttpResponse(html)
 
 
 @require_GET

@@ -270,7 +270,9 @@ async def session_detail(request, pk: int):
         conversation.title = _title(read_json_body(request))
         await conversation.asave(update_fields=["title", "updated_at"])
     [session] = await _sessions_json([await Conversation.objects.select_related("model").aget(pk=conversation.pk)])
-    session["messages"] = [_message_json(m) async for m in conversation.messages.select_related("model", "usage")]
+    session["messages"] = [
+        _message_json(m) async for m in conversation.messages.on_path().select_related("model", "usage")
+    ]
     return JsonResponse(session)
 
 

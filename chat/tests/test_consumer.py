@@ -408,20 +408,21 @@ async def test_upstream_failure_mid_stream_keeps_the_partial_reply_and_shows_an_
     await communicator.disconnect()
 
 
-async def test_regenerate_replaces_the_last_reply(chat_with, conversation, upstream):
+async def test_regenerate_keeps_the_previous_reply_as_its_sibling(chat_with, conversation, upstream):
     communicator = await chat_with("fake-model")
     await send(communicator, "Hi", "fake/fake-model")
     first_reply = reply_id_in(await receive_start(communicator))
     await receive_until_final(communicator)
     await communicator.send_json_to({"action": "regenerate", "model": "fake/fake-model"})
-    start = await receive_start(communicator)
-    assert f'<article id="message-{first_reply}" hx-swap-oob="delete">' in start
+    start = await communicator.receive_from()
+    assert f'hx-swap-oob="outerHTML:#message-{first_reply}"' in start  # the new version takes its place
     second_reply = reply_id_in(start)
-    await receive_until_final(communicator)
+    final = (await receive_until_final(communicator))[-1]
+    assert 'aria-label="Version 2 of 2"' in final
     replies = await sync_to_async(list)(
-        Message.objects.filter(conversation=conversation, role="assistant").values_list("pk", "status")
+        Message.objects.filter(conversation=conversation, role="assistant").values_list("pk", "status", "on_path")
     )
-    assert replies == [(second_reply, Message.Status.COMPLETE)]
+    assert replies == [(first_reply, Message.Status.COMPLETE, False), (second_reply, Message.Status.COMPLETE, True)]
     assert await sync_to_async(Message.objects.filter(conversation=conversation, role="user").count)() == 1
     await communicator.disconnect()
 

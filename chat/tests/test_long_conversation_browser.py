@@ -3,13 +3,14 @@ context marker in place, and the composer's estimate as one types."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
 
+from chat.message_pages import MESSAGES_PER_PAGE
 from chat.models import Conversation, Message
 from chat.tests.api_fixtures import catalogue  # noqa: F401  (fixture)
-from chat.views import MESSAGES_PER_PAGE
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -21,6 +22,9 @@ def long_conversation(user, catalogue):  # noqa: F811
         Message(conversation=conversation, role=role, content=f"{role} message {n // 2}")
         for n, role in enumerate(["user", "assistant"] * 60)
     )
+    for previous, message in itertools.pairwise(messages):  # one path: each follows the one before it
+        message.parent = previous
+    Message.objects.bulk_update(messages, ["parent"])
     latest = messages[-1]
     latest.first_sent_id = messages[-20].pk  # the latest reply was sent with its last 19 messages only
     latest.save(update_fields=["first_sent_id"])

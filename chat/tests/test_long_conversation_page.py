@@ -3,14 +3,15 @@ and older ones load on scrolling up (bench/conversation_page.py times it; BENCHM
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from chat.message_pages import MESSAGES_PER_PAGE
 from chat.models import Conversation, Message
-from chat.views import MESSAGES_PER_PAGE
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -21,10 +22,13 @@ QUERIES = 11
 
 def conversation_of(user, size: int) -> Conversation:
     conversation = Conversation.objects.create(user=user, title=f"{size} messages")
-    Message.objects.bulk_create(
+    messages = Message.objects.bulk_create(
         Message(conversation=conversation, role=role, content=f"**{role}** message {n}")
         for n, role in zip(range(size), ["user", "assistant"] * size, strict=False)
     )
+    for previous, message in itertools.pairwise(messages):  # one path: each follows the one before it
+        message.parent = previous
+    Message.objects.bulk_update(messages, ["parent"], batch_size=500)
     return conversation
 
 
