@@ -227,7 +227,7 @@ def test_a_code_block_is_highlighted_and_copy_puts_its_text_on_the_clipboard(cha
     assert page.evaluate("navigator.clipboard.readText()") == CODE
     assert block.locator("button.copy-code").inner_text() == "Copied"
 
-    page.locator(".message.user .message-tools button").click()  # every message has its copy button
+    page.locator(".message.user .message-tools button[data-copy-target]").click()  # every message has its copy button
     page.wait_for_function("async () => (await navigator.clipboard.readText()) === 'Write a greeting function'")
     assert page.problems == []
 
