@@ -12,6 +12,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from aihub.body_limit import BodyLimit  # noqa: E402
+from chat import upkeep  # noqa: E402
 from chat.api.asgi import ApiHandler, is_api_request  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from deploy.metrics import HttpMetrics  # noqa: E402
@@ -24,9 +25,16 @@ async def http_app(scope, receive, send):
     await app(scope, receive, send)
 
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": HttpMetrics(BodyLimit(http_app)),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+
+async def application(scope, receive, send):
+    # The process's background upkeep (heartbeat, sweeper, outbox) starts with its first connection (the
+    # first health probe): daphne has no start-up hook.
+    upkeep.start()
+    await router(scope, receive, send)

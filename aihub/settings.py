@@ -147,8 +147,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # psycopg's pool holds 4 connections unless told: too few for a process whose requests and streams
     # each take one from a thread (PoolTimeouts seen under load).
+    # DATABASE_POOL_TIMEOUT: how long a thread waits for a connection (the database down: before its
+    # OperationalError, which the ledger retries, then keeps in its outbox).
     pool = (
-        {"max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20)}
+        {
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30),
+        }
         if env.bool("DATABASE_POOL", default=True)
         else False
     )
@@ -258,6 +263,19 @@ X_FRAME_OPTIONS = "DENY"
 
 # `manage.py serve` (the image's server): at SIGTERM, how long open requests may take to finish.
 DRAIN_SECONDS = env.float("DRAIN_SECONDS", default=600)
+
+# The ledger's crash safety (billing.inflight, billing.outbox). Each server process refreshes the heartbeat of
+# its requests in flight every HEARTBEAT_SECONDS (0: no heartbeat and no sweeper in this process); every
+# SWEEP_SECONDS (and at start) it settles the requests of processes silent for HEARTBEAT_TIMEOUT_SECONDS
+# from their last checkpoint, and drains the outbox.
+HEARTBEAT_SECONDS = env.float("HEARTBEAT_SECONDS", default=5)
+HEARTBEAT_TIMEOUT_SECONDS = env.float("HEARTBEAT_TIMEOUT_SECONDS", default=20)
+SWEEP_SECONDS = env.float("SWEEP_SECONDS", default=5)
+# A usage row the database refuses is retried SETTLE_RETRIES times, SETTLE_RETRY_SECONDS apart (doubling),
+# then kept in the outbox: Redis when configured, else files in LEDGER_OUTBOX_DIR (on a persistent volume).
+SETTLE_RETRIES = env.int("SETTLE_RETRIES", default=4)
+SETTLE_RETRY_SECONDS = env.float("SETTLE_RETRY_SECONDS", default=0.5)
+LEDGER_OUTBOX_DIR = env.path("LEDGER_OUTBOX_DIR", default=BASE_DIR / "data" / "ledger-outbox")
 
 # /metrics answers these client networks, or a request with "Authorization: Bearer $METRICS_TOKEN".
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1/32", "::1/128"])

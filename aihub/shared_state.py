@@ -34,7 +34,8 @@ def bump(name: str) -> None:
 
 
 @once_per_process
-def _client() -> redis.Redis:
+def client() -> redis.Redis:
+    """This process's Redis client (sync), for what is kept in Redis itself rather than Django's cache."""
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
@@ -54,7 +55,7 @@ def version(name: str) -> int:
     """The version `name` (0 until first bumped). Sync: one Redis round trip."""
     if not _in_redis():
         return int(cache.get(name, 0))
-    return _number(_client().get(cache.make_and_validate_key(name)))
+    return _number(client().get(cache.make_and_validate_key(name)))
 
 
 async def aversion(name: str) -> int:

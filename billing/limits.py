@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,7 +43,7 @@ from django.utils.formats import date_format
 from accounts.models import ApiKey, User
 from chat.catalogue.models import AIModel
 
-from . import ratelimit
+from . import inflight, ratelimit
 from .metering import count_prompt_tokens
 from .models import Plan, Reservation, Subscription
 from .rollups import usage
@@ -78,6 +79,7 @@ class Admission:
     messages: list[dict[str, Any]] = field(default_factory=list)
     dropped_messages: int = 0
     reservation_id: int | None = None
+    prompt_tokens: int = 0
     reserved_tokens: int = 0
     reserved_cost: Decimal = field(default_factory=Decimal)
 
@@ -100,6 +102,7 @@ class _Request(NamedTuple):
     messages: list[dict[str, Any]]
     params: dict[str, Any]
     fit: Fit | None
+    request_id: uuid.UUID | None = None
 
 
 def _upgrade_hint() -> str:
@@ -264,10 +267,12 @@ def admit(
     messages: list[dict[str, Any]],
     params: dict[str, Any],
     fit: Fit | None = None,
+    request_id: uuid.UUID | None = None,
 ) -> Admission:
     """Refuse the request (LimitExceeded) or reserve its worst case. Sync: call through `admit_async`.
-    With `fit`, the messages are fitted to the context first and the admission says what is sent."""
-    request = _Request(messages, params, fit)
+    With `fit`, the messages are fitted to the context first and the admission says what is sent.
+    The reservation carries `request_id` (the usage row it becomes) and this process as its owner."""
+    request = _Request(messages, params, fit, request_id)
     admission = _admit_unlimited(user, api_key, model, candidates, request)
     if admission is None:
         admission = _admit_locked(user, api_key, model, candidates, request)
@@ -297,7 +302,7 @@ def estimate(
 def _worst_case(plan: Plan, model: AIModel | None, candidates: list[AIModel], request: _Request) -> Admission:
     """The plan's model policy and max_tokens cap applied (and the context fitted), and the request's
     most tokens and cost."""
-    messages, params, fit = request
+    messages, params, fit, _ = request
     candidates = allowed_candidates(plan, model, candidates)
     dropped = 0
     if fit is None:
@@ -314,6 +319,7 @@ def _worst_case(plan: Plan, model: AIModel | None, candidates: list[AIModel], re
         params=params,
         messages=messages,
         dropped_messages=dropped,
+        prompt_tokens=prompt_tokens,
         reserved_tokens=prompt_tokens + output_tokens,
         reserved_cost=cost,
     )
@@ -400,10 +406,25 @@ def _admit_locked(
     _refuse_over_quota(subscription, reserved, used, tokens, cost)
     _refuse_over_budget(api_key, budget, reserved, used, cost, subscription)
     _take_rate(plan, user, api_key, tokens)
-    admission.reservation_id = Reservation.objects.create(
-        user=user, api_key=api_key, tokens=tokens, cost=cost, expires_at=now + RESERVATION_TTL
-    ).pk
+    admission.reservation_id = hold(admission, user=user, api_key=api_key, request_id=request.request_id, now=now)
     return admission
+
+
+def hold(
+    admission: Admission, *, user: User, api_key: ApiKey | None, request_id: uuid.UUID | None, now: datetime
+) -> int:
+    """The admission's reservation row, owned by this process (billing.inflight): its id."""
+    return Reservation.objects.create(
+        user=user,
+        api_key=api_key,
+        tokens=admission.reserved_tokens,
+        cost=admission.reserved_cost,
+        expires_at=now + RESERVATION_TTL,
+        request_id=request_id,
+        owner=inflight.owner(),
+        heartbeat_at=now,
+        prompt_tokens=admission.prompt_tokens,
+    ).pk
 
 
 def release(admission: Admission) -> None:

@@ -370,7 +370,10 @@ class Reservation(models.Model):
     """The worst case of one request in flight, held against quotas and budgets until it settles.
 
     Open rows also count the caller's concurrent streams. A row outlives its request only if the
-    process died mid-request; `expires_at` lets admission ignore it then.
+    process died mid-request: it names its process (`owner`), whose heartbeat keeps `heartbeat_at`
+    fresh, and carries the request's last checkpoint (model, tokens delivered), from which the sweeper
+    (billing.inflight) settles the request once the heartbeat stops. `expires_at` is the last resort
+    (admission ignores the row after it).
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
@@ -379,9 +382,20 @@ class Reservation(models.Model):
     cost = models.DecimalField(max_digits=14, decimal_places=8)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
+    request_id = models.UUIDField(null=True, blank=True, unique=True, help_text="The usage row it becomes.")
+    owner = models.CharField(max_length=200, blank=True, help_text="The process serving it: host:pid:start id.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of its process.")
+    # The request's last checkpoint: what the sweeper meters if its process dies.
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    model = models.ForeignKey("chat.AIModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    delivered_tokens = models.PositiveIntegerField(default=0, help_text="Output tokens delivered so far.")
 
     class Meta:
-        indexes = [models.Index(fields=["user", "expires_at"], name="reservation_user_expiry")]
+        indexes = [
+            models.Index(fields=["user", "expires_at"], name="reservation_user_expiry"),
+            models.Index(fields=["owner"], name="reservation_owner"),
+            models.Index(fields=["heartbeat_at"], name="reservation_heartbeat"),
+        ]
 
     def __str__(self):
         return f"{self.user_id}: {self.tokens} tokens, ${self.cost}"

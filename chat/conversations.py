@@ -10,10 +10,11 @@ from functools import partial
 
 from channels.db import database_sync_to_async
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import ApiKey, User
-from billing import limits
+from billing import limits, outbox
 from billing.models import UsageRecord
 
 from . import attachments
@@ -246,6 +247,7 @@ def generation_for(
         api_key=api_key,
         request_id=reply.usage_id,
         on_finish=partial(store_reply, reply),
+        on_checkpoint=partial(checkpoint_reply, reply.pk),
     )
 
 
@@ -336,6 +338,29 @@ async def restart_exchange(*, user: User, conversation: Conversation, model: AIM
 def checkpoint_reply(reply_id: int, text: str) -> None:
     """Save the text of a reply still being written (a finished or deleted reply is left alone)."""
     Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(content=text)
+
+
+def fail_interrupted(request_ids: list[uuid.UUID], error: str) -> list[tuple[int, int]]:
+    """The replies of requests the sweeper settled (their process died): failed with their checkpointed
+    text. Returns them as (conversation id, reply id)."""
+    ended = list(
+        # Q: the reply's usage is keyed by the request id (a UUID), which django-stubs does not follow.
+        Message.objects.filter(Q(usage_id__in=request_ids), status=Message.Status.STREAMING).values_list(
+            "conversation_id", "pk"
+        )
+    )
+    Message.objects.filter(pk__in=[pk for _, pk in ended], status=Message.Status.STREAMING).update(
+        status=Message.Status.FAILED, error=error
+    )
+    return ended
+
+
+def finish_from_outbox(settlement: outbox.Settlement, usage: UsageRecord) -> None:
+    """A reply whose usage row waited in the outbox (the database was down as it ended): stored now as its
+    request left it."""
+    Message.objects.filter(Q(usage_id=usage.request_id), status=Message.Status.STREAMING).update(
+        content=settlement.text, status=settlement.status, error=settlement.error
+    )
 
 
 def mark_failed(reply: Message, error: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -32,10 +31,6 @@ from .web_sources import add_web_sources
 logger = logging.getLogger(__name__)
 
 STOP_EVENTS = {"reply.stop", "session.logout"}
-
-# A reply's text so far is saved at least this often while it streams: a process that dies mid-reply
-# loses at most this much of it.
-CHECKPOINT_SECONDS = 1.0
 
 # The replies this process writes, by reply id (tests wait for them; nothing else should need to).
 running: dict[int, asyncio.Task] = {}
@@ -93,18 +88,14 @@ async def _generate(
     generation: Generation, conversation_id: int, reply: Message, search_query: str | None = None
 ) -> LimitExceeded | None:
     """Stream the reply to the conversation's sockets. Returns the plan's refusal, if that is how it ended."""
-    written = 0
-    checkpointed_at = time.monotonic()
+    written = 0  # the reply's text so far is checkpointed by the generation (conversations.generation_for)
 
     async def on_delta(delta: str | ToolCallDelta) -> None:
-        nonlocal written, checkpointed_at
+        nonlocal written
         assert isinstance(delta, str)  # the chat offers no tools: its replies are text
         event = {"type": "reply.delta", "reply_id": reply.pk, "offset": written, "text": delta}
         written += len(delta)
         await broadcast(conversation_id, event)
-        if time.monotonic() - checkpointed_at >= CHECKPOINT_SECONDS:
-            checkpointed_at = time.monotonic()
-            await database_sync_to_async(conversations.checkpoint_reply)(reply.pk, generation.text)
 
     try:
         if search_query:

@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.utils import timezone
 
 from accounts.models import ApiKey, User
 from aihub.message_content import has_images
-from billing import limits, metering
+from billing import inflight, limits, metering, outbox
 from billing.models import UsageRecord
 from chat.catalogue import lookup as catalogue
 from chat.catalogue.models import AIModel
@@ -34,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 
 log = logging.getLogger("aihub.requests")
+
+# What a stream has delivered is checkpointed at least this often (from its start): a process that
+# dies mid-stream loses at most this much of it (billing.inflight settles it from the checkpoint).
+CHECKPOINT_SECONDS = 1.0
 
 
 def _ms(seconds: float) -> int:
@@ -54,12 +60,14 @@ class Generation:
         resolve_model: Callable[[catalogue.Catalogue], AIModel | None] | None = None,
         request_id: uuid.UUID | None = None,
         on_finish: Callable[[Generation, UsageRecord | None], None] | None = None,
+        on_checkpoint: Callable[[str], None] | None = None,
     ):
         """`resolve_model`, instead of `model`: finds the requested model in the catalogue it is given
         (or raises the caller's error), in the admission's worker thread, so that the lookup costs no
         thread hop of its own. `on_finish(generation, usage_record)`: sync, called once in a worker
         thread when the request is over, after its usage row is committed (None when the
-        plan refused the request)."""
+        plan refused the request). `on_checkpoint(text so far)`: sync, called with each checkpoint of a
+        stream, in its worker thread (the chat saves its reply's text)."""
         self.user = user
         self.requested_model = model
         self.resolve_model = resolve_model
@@ -68,6 +76,10 @@ class Generation:
         self.api_key = api_key
         self.request_id = request_id or uuid.uuid4()
         self.on_finish = on_finish
+        self.on_checkpoint = on_checkpoint
+        self.checkpointed_at = 0.0  # the stream's start, once it streams
+        self.checkpointing: asyncio.Task[None] | None = None
+        self.breaker_recorded = False
         self.trail = RouteTrail()
         self.parts: list[str] = []
         self.tool_calls = ToolCalls()  # only where the request offered tools
@@ -90,6 +102,8 @@ class Generation:
         metrics.OPEN_STREAMS.inc()
         try:
             async with self._metered():
+                await self._hold()
+                self.checkpointed_at = time.monotonic()
                 # aclosing: if on_delta raises, the upstream connection is closed now, not at garbage collection.
                 deltas = route_stream(candidates, self.messages, self.params, self.trail)
                 async with contextlib.aclosing(deltas):
@@ -99,6 +113,7 @@ class Generation:
                         else:
                             self.parts.append(delta)
                         await on_delta(delta)
+                        self._checkpoint()
         finally:
             metrics.OPEN_STREAMS.dec()
 
@@ -174,11 +189,49 @@ class Generation:
             messages=self.messages,
             params=self.params,
             fit=context_window.fit,
+            request_id=self.request_id,
         )
+
+    async def _hold(self) -> None:
+        """A stream is in flight under a reservation of this process, which the sweeper settles from its
+        checkpoints should the process die; one admitted without (nothing to reserve against) gets one now."""
+        admission = self.admission
+        if admission is not None and admission.reservation_id is None:
+            admission.reservation_id = await database_sync_to_async(limits.hold)(
+                admission, user=self.user, api_key=self.api_key, request_id=self.request_id, now=timezone.now()
+            )
+
+    def _checkpoint(self) -> None:
+        """What was delivered so far, at least every CHECKPOINT_SECONDS: on the request's reservation, and the
+        caller's own rows (on_checkpoint). Written beside the stream, one at a time: a slow or refusing database
+        holds up no delivery (the next checkpoint, or the settlement, says it)."""
+        now = time.monotonic()
+        if now - self.checkpointed_at < CHECKPOINT_SECONDS:
+            return
+        if self.checkpointing is not None and not self.checkpointing.done():
+            return
+        self.checkpointed_at = now
+        self.checkpointing = asyncio.create_task(self._write_checkpoint(self.text, self.tool_calls.text()))
+
+    async def _write_checkpoint(self, text: str, tool_text: str) -> None:
+        try:
+            await database_sync_to_async(self._save_checkpoint)(text, tool_text)
+        except outbox.LEDGER_DOWN:
+            logger.warning("request %s: checkpoint refused by the database", self.request_id)
+
+    def _save_checkpoint(self, text: str, tool_text: str) -> None:
+        model = self.trail.model
+        if self.admission is not None and self.admission.reservation_id is not None:
+            delivered = metering.count_text_tokens(text + tool_text)
+            inflight.checkpoint(self.admission.reservation_id, model.pk if model else None, delivered)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(text)
 
     async def settle(self) -> None:
         if self.usage_record is not None:
             return
+        if self.checkpointing is not None:  # before the settlement, which makes it moot
+            await self.checkpointing
         model = self.trail.model
         end = self.trail.end  # only there when the upstream finished its reply
         if end is None and not self.parts and not self.tool_calls:
@@ -188,7 +241,7 @@ class Generation:
                 self.messages, self.text + self.tool_calls.text(), end.usage if end else None, self.params.get("tools")
             )
         now = time.monotonic()
-        self.usage_record = await database_sync_to_async(self._record)(
+        self.usage_record = await self._write_ledger(
             model=model,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
@@ -213,9 +266,96 @@ class Generation:
             },
         )
 
+    async def _write_ledger(self, **figures: Any) -> UsageRecord:
+        """The usage row, tried again with backoff while the database refuses it (busy, down, our connection
+        lost); then kept in the outbox (billing.outbox) for a later drain, and a stand-in row (not saved)
+        returned, so that the caller still tells the truth about what it delivered."""
+        for retry in range(settings.SETTLE_RETRIES + 1):
+            try:
+                record: UsageRecord = await database_sync_to_async(self._record)(**figures)
+                return record
+            except outbox.LEDGER_DOWN as exc:
+                if retry == settings.SETTLE_RETRIES:
+                    logger.error(
+                        "request %s: the ledger refused its usage row (%s); kept in the outbox", self.request_id, exc
+                    )
+                    break
+                delay = settings.SETTLE_RETRY_SECONDS * 2**retry
+                logger.warning("request %s: the ledger refused its usage row; again in %.1f s", self.request_id, delay)
+                await asyncio.sleep(delay)
+        await asyncio.to_thread(outbox.keep, self._settlement(**figures))
+        model, prompt_tokens, completion_tokens = (
+            figures["model"],
+            figures["prompt_tokens"],
+            figures["completion_tokens"],
+        )
+        return UsageRecord(
+            request_id=self.request_id,
+            user=self.user,
+            api_key=self.api_key,
+            model=model,
+            model_slug=model.slug if model else "",
+            provider=model.provider if model else "",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost=model.cost(prompt_tokens, completion_tokens) if model else 0,
+            ttft_ms=figures["ttft_ms"],
+            latency_ms=figures["latency_ms"],
+            status=self.status,
+        )
+
+    def _settlement(
+        self,
+        *,
+        model: AIModel | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttft_ms: int | None,
+        latency_ms: int,
+        reported: metering.ReportedUsage | None,
+    ) -> outbox.Settlement:
+        admission = self.admission
+        return outbox.Settlement(
+            request_id=str(self.request_id),
+            user_id=self.user.pk,
+            api_key_id=self.api_key.pk if self.api_key else None,
+            model_id=model.pk if model else None,
+            status=self.status,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            ttft_ms=ttft_ms,
+            latency_ms=latency_ms,
+            reservation_id=admission.reservation_id if admission else None,
+            reserved_cost=str(admission.reserved_cost) if admission else None,
+            reported=(
+                {
+                    "prompt_tokens": reported.prompt_tokens,
+                    "completion_tokens": reported.completion_tokens,
+                    "cost": str(reported.cost) if reported.cost is not None else None,
+                }
+                if reported is not None
+                else None
+            ),
+            attempts=[
+                {
+                    "provider": a.provider,
+                    "model_slug": a.model_slug,
+                    "outcome": a.outcome,
+                    "http_status": a.http_status,
+                    "latency_ms": a.latency_ms,
+                    "error": a.error[:2000],
+                }
+                for a in self.trail.attempts
+            ],
+            text=self.text,
+            error=self.error,
+        )
+
     def _record(self, **figures: Any) -> UsageRecord:
         close_old_connections()  # a long stream may have outlived the connection
-        breaker.record(self.trail.attempts, self.tried_models)
+        if not self.breaker_recorded:  # once, however often the ledger write is tried
+            self.breaker_recorded = True
+            breaker.record(self.trail.attempts, self.tried_models)
         # Usage first, committed on its own: whatever then happens to the caller's rows (a reply deleted
         # with its conversation, replaced by a regeneration), the request is metered and its reservation freed.
         record = metering.record_usage(

@@ -1,0 +1,58 @@
+"""What every server process does in the background, for the ledger's crash safety: the heartbeat of its
+requests in flight (every HEARTBEAT_SECONDS), and at start and every SWEEP_SECONDS the outbox drained
+(usage rows the database refused earlier) and the requests of dead processes settled from their last
+checkpoint, their replies failed with the text they had (billing.inflight, billing.outbox).
+
+`start` runs it in the server's event loop, once per process; the ASGI application calls it with each
+connection (daphne has no start-up hook). HEARTBEAT_SECONDS=0 turns it off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from billing import inflight, outbox
+
+from . import conversations, replies
+
+logger = logging.getLogger(__name__)
+
+# Why a reply (and its request's attempt) ended when its process died.
+INTERRUPTED = "interrupted: the server stopped"
+
+_task: asyncio.Task | None = None
+
+
+def start() -> None:
+    """Start the background task in the running loop, unless it runs already (or is turned off)."""
+    global _task
+    if _task is None and settings.HEARTBEAT_SECONDS > 0:
+        _task = asyncio.get_running_loop().create_task(_run(), name="upkeep")
+
+
+def sweep() -> list[tuple[int, int]]:
+    """Drain the outbox (first: its figures are the requests' own), then settle the requests of dead
+    processes. Returns the replies that ended, as (conversation id, reply id). Sync."""
+    outbox.drain(on_written=conversations.finish_from_outbox)
+    return conversations.fail_interrupted(inflight.settle_abandoned(INTERRUPTED), INTERRUPTED)
+
+
+async def _run() -> None:
+    swept_at: float | None = None
+    while True:
+        try:
+            await database_sync_to_async(inflight.beat)()
+            if swept_at is None or time.monotonic() - swept_at >= settings.SWEEP_SECONDS:
+                for conversation_id, reply_id in await database_sync_to_async(sweep)():
+                    await replies.announce_end(conversation_id, reply_id)
+                swept_at = time.monotonic()
+        except outbox.LEDGER_DOWN as exc:  # tried again at the next beat
+            logger.warning("upkeep: the database refused (%s)", exc)
+        except Exception:
+            logger.exception("upkeep failed; trying again at the next beat")
+        await asyncio.sleep(settings.HEARTBEAT_SECONDS)
