@@ -6,22 +6,34 @@ from django.utils.html import format_html, format_html_join
 from billing.models import usage_figures
 from billing.rollups import usage
 
-from . import api_keys
+from . import api_keys, personal_data
 from .models import ApiKey, User
 
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     ordering = ["email"]
-    list_display = ["email", "first_name", "last_name", "is_staff", "is_active", "date_joined"]
+    list_display = ["email", "first_name", "last_name", "is_staff", "is_active", "date_joined", "deleted_at"]
     search_fields = ["email", "first_name", "last_name"]
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         ("Personal info", {"fields": ("first_name", "last_name")}),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
-        ("Important dates", {"fields": ("last_login", "date_joined")}),
+        ("Important dates", {"fields": ("last_login", "date_joined", "deleted_at")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
+    readonly_fields = ["deleted_at"]
+    list_filter = [*BaseUserAdmin.list_filter, "deleted_at"]
+    actions = ["delete_accounts"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a deleted row would take its usage and invoices with it: the action below keeps them
+
+    @admin.action(description="Delete the selected accounts (their data goes; usage and invoices are kept)")
+    def delete_accounts(self, request, queryset):
+        for user in queryset.filter(deleted_at__isnull=True):
+            personal_data.delete_account(user)
+        self.message_user(request, "Deleted; the rows stay as anonymous tombstones for accounting.")
 
 
 @admin.register(ApiKey)

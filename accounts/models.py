@@ -53,6 +53,9 @@ class User(AbstractUser):
     custom_instructions = models.TextField(
         blank=True, help_text="Sent first with every chat request, before the conversation's own system prompt."
     )
+    deleted_at = models.DateTimeField(
+        null=True, blank=True, help_text="The person deleted their account: this row is an anonymous tombstone."
+    )
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []

@@ -5,4 +5,4 @@ class BillingConfig(AppConfig):
     name = "billing"
 
     def ready(self):
-        from . import signals  # noqa: F401
+        from . import personal_data, signals  # noqa: F401

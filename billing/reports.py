@@ -9,6 +9,9 @@ from typing import Any
 from django.db.models import Count, Q
 from django.db.models.functions import TruncMonth
 
+from aihub.inputs import SafeCsvWriter
+
+from . import money
 from .models import Invoice, Subscription, UpstreamAttempt, UsageRecord, UsageRecordQuerySet
 from .rollups import Usage, usage
 
@@ -68,6 +71,40 @@ def export_rows(records: Usage) -> list[dict]:
     return records.grouped("day", "model_slug", "provider", "api_key__name", "api_key__prefix").order_by(
         "day", "model_slug", "api_key__name"
     )
+
+
+USAGE_CSV_HEADER = [
+    "date",
+    "model",
+    "provider",
+    "api_key",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+]
+
+
+def write_usage_csv(file, records) -> None:
+    """The usage CSV (the usage page's export, the account export): one row per day, model and key."""
+    writer = SafeCsvWriter(file)
+    writer.writerow(USAGE_CSV_HEADER)
+    for row in export_rows(records):
+        key = f"{row['api_key__name']} ({row['api_key__prefix']})" if row["api_key__prefix"] else CHAT_PAGE
+        writer.writerow(
+            [
+                row["day"],
+                row["model_slug"],
+                row["provider"],
+                key,
+                row["requests"],
+                row["input_tokens"],
+                row["output_tokens"],
+                row["tokens"],
+                money.plain(row["cost"]),
+            ]
+        )
 
 
 def statement_months(user) -> list[dict]:

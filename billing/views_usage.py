@@ -11,9 +11,8 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from accounts.models import ApiKey
-from aihub.inputs import SafeCsvWriter
 
-from . import money, reports
+from . import reports
 from .forms import QUICK_RANGES, ActivityFilterForm, DateRangeForm
 from .subscriptions import current_subscription
 
@@ -102,33 +101,5 @@ def export_csv(request):
     start, end, since, until = chosen
     response = HttpResponse(content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="aihub-usage-{start}-to-{end}.csv"'
-    writer = SafeCsvWriter(response)
-    writer.writerow(
-        [
-            "date",
-            "model",
-            "provider",
-            "api_key",
-            "requests",
-            "prompt_tokens",
-            "completion_tokens",
-            "total_tokens",
-            "cost_usd",
-        ]
-    )
-    for row in reports.export_rows(reports.usage_in(request.user, since, until)):
-        key = f"{row['api_key__name']} ({row['api_key__prefix']})" if row["api_key__prefix"] else reports.CHAT_PAGE
-        writer.writerow(
-            [
-                row["day"],
-                row["model_slug"],
-                row["provider"],
-                key,
-                row["requests"],
-                row["input_tokens"],
-                row["output_tokens"],
-                row["tokens"],
-                money.plain(row["cost"]),
-            ]
-        )
+    reports.write_usage_csv(response, reports.usage_in(request.user, since, until))
     return response

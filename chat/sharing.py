@@ -8,6 +8,7 @@ import io
 import json
 import secrets
 import zipfile
+from collections.abc import Iterator
 
 from django.db.models import Prefetch
 from django.utils import timezone
@@ -97,15 +98,21 @@ def export_filename(conversation: Conversation, extension: str) -> str:
     return f"{conversation.pk}-{slugify(conversation.title)[:50] or 'chat'}.{extension}"
 
 
-def user_archive(user) -> bytes:
-    """All of a user's conversations as one ZIP: each as Markdown and as JSON (two queries in all)."""
+def conversation_files(user) -> Iterator[tuple[str, str]]:
+    """Each of a user's conversations as Markdown and as JSON: (path, text) pairs, in a few queries."""
     conversations = Conversation.objects.filter(user=user).prefetch_related(
         Prefetch("messages", queryset=Message.objects.on_path().select_related("model").prefetch_related("attachments"))
     )
+    for conversation in conversations:
+        record = conversation_record(conversation, conversation.messages.all())
+        yield f"markdown/{export_filename(conversation, 'md')}", to_markdown(record)
+        yield f"json/{export_filename(conversation, 'json')}", json.dumps(record, indent=2)
+
+
+def user_archive(user) -> bytes:
+    """All of a user's conversations as one ZIP."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for conversation in conversations:
-            record = conversation_record(conversation, conversation.messages.all())
-            archive.writestr(f"markdown/{export_filename(conversation, 'md')}", to_markdown(record))
-            archive.writestr(f"json/{export_filename(conversation, 'json')}", json.dumps(record, indent=2))
+        for path, text in conversation_files(user):
+            archive.writestr(path, text)
     return buffer.getvalue()

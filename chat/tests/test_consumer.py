@@ -469,6 +469,18 @@ async def test_logging_out_closes_the_users_sockets_and_stops_the_reply(
     assert await close_code(again) == 4401
 
 
+async def test_deleting_the_account_closes_its_sockets_and_no_new_one_opens(connect, conversation, session_cookie):
+    communicator, connected, _ = await connect(conversation.pk)
+    assert connected
+    client = session_cookie[0]
+    confirm = {"password": "correct horse battery", "confirmation": "delete my account"}
+    response = await sync_to_async(client.post)("/account/delete/", confirm)
+    assert response.status_code == 302
+    assert await close_code(communicator) == 4401
+    again, _, _ = await connect(conversation.pk)
+    assert await close_code(again) == 4401
+
+
 async def test_an_idle_socket_stays_usable(chat_with, upstream):
     # With Redis as the channel layer, a read timeout shorter than its blocking receive killed idle sockets.
     communicator = await chat_with("fake-model")
