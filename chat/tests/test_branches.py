@@ -19,7 +19,6 @@ from chat.tests.test_consumer import (  # noqa: F401  (fixtures)
     chat_with,
     connect,
     conversation,
-    receive_start,
     receive_until_final,
     reply_id_in,
     send,
@@ -38,8 +37,10 @@ def sent_upstream(upstream) -> list[tuple[str, str]]:
 
 async def exchange(communicator, text: str) -> tuple[int, list[str]]:
     await send(communicator, text, "fake/fake-model")
-    reply_id = reply_id_in(await receive_start(communicator))
-    return reply_id, await receive_until_final(communicator)
+    frame = await communicator.receive_from(timeout=10)  # the first of a test session may take a while
+    while 'id="messages"' not in frame:
+        frame = await communicator.receive_from(timeout=10)
+    return reply_id_in(frame), await receive_until_final(communicator)
 
 
 async def edit(communicator, message_id: int, text: str) -> tuple[str, list[str]]:
@@ -47,7 +48,7 @@ async def edit(communicator, message_id: int, text: str) -> tuple[str, list[str]
     await communicator.send_json_to(
         {"action": "edit", "message_id": str(message_id), "message": text, "model": "fake/fake-model"}
     )
-    start = await communicator.receive_from()
+    start = await communicator.receive_from(timeout=10)
     return start, await receive_until_final(communicator)
 
 
@@ -65,7 +66,7 @@ async def switch(client, conversation: Conversation, message_id: int, step: int,
         f"/chat/{conversation.pk}/messages/{message_id}/version/", {"step": str(step)}, HTTP_HX_REQUEST="true"
     )
     if seen_by is not None:
-        assert 'hx-swap-oob="innerHTML"' in await seen_by.receive_from()
+        assert 'hx-swap-oob="innerHTML"' in await seen_by.receive_from(timeout=5)
     return response
 
 
@@ -128,7 +129,7 @@ async def test_switching_back_shows_the_original_branch_and_the_history_follows_
     assert f'id="message-{hi.pk}"' in html and "Good morning" not in html
     assert 'aria-label="Version 1 of 2"' in html
     # Every page showing the conversation follows (its socket), so what it sends next follows the branch shown.
-    assert f'id="message-{hi.pk}"' in await other_tab.receive_from()
+    assert f'id="message-{hi.pk}"' in await other_tab.receive_from(timeout=5)
     await exchange(other_tab, "Thanks")
     assert sent_upstream(upstream) == [("user", "Hi"), ("assistant", REPLY), ("user", "Thanks")]
 
@@ -137,7 +138,7 @@ async def test_regenerate_then_switch_between_the_two_versions(chat_with, conver
     communicator = await chat_with("fake-model")
     first, _ = await exchange(communicator, "Hi")
     await communicator.send_json_to({"action": "regenerate", "model": "fake/fake-model"})
-    second = reply_id_in(await communicator.receive_from())
+    second = reply_id_in(await communicator.receive_from(timeout=5))
     await receive_until_final(communicator)
 
     response = await switch(session_cookie[0], conversation, second, -1, seen_by=communicator)
@@ -164,7 +165,7 @@ async def test_going_back_to_a_branch_shows_the_version_chosen_last_there(
     communicator = await chat_with("fake-model")
     first, _ = await exchange(communicator, "Hi")
     await communicator.send_json_to({"action": "regenerate", "model": "fake/fake-model"})
-    second = reply_id_in(await communicator.receive_from())
+    second = reply_id_in(await communicator.receive_from(timeout=5))
     await receive_until_final(communicator)
     client = session_cookie[0]
     await switch(client, conversation, second, -1, seen_by=communicator)  # the first reply again, under "Hi"
@@ -185,7 +186,7 @@ async def test_an_edit_or_switch_is_refused_while_a_reply_is_written(chat_with, 
     await sync_to_async(Message.objects.create)(conversation=conversation, role="assistant", status="streaming")
 
     await communicator.send_json_to({"action": "edit", "message_id": hi.pk, "message": "Good morning", "model": "auto"})
-    refused = await communicator.receive_from()
+    refused = await communicator.receive_from(timeout=5)
     response = await switch(session_cookie[0], conversation, hi.pk, 1)
 
     assert "A reply is still being written" in refused
@@ -208,7 +209,7 @@ async def test_bad_edits_are_refused_visibly(chat_with, connect, conversation, u
         (hi.pk, "   ", "Write a message first."),
     ]:
         await communicator.send_json_to({"action": "edit", "message_id": message_id, "message": text, "model": "auto"})
-        assert expected in await communicator.receive_from()
+        assert expected in await communicator.receive_from(timeout=5)
     assert (await Message.objects.aget(pk=their_message.pk)).content == "Secret"
     assert await Message.objects.filter(conversation=conversation).acount() == 2
 
