@@ -39,6 +39,7 @@ def message_record(message: Message) -> dict:
         "created_at": message.created_at.isoformat(),
         "sources": message.sources,
         "attachments": [{"id": a.pk, "name": a.name, "kind": a.kind} for a in message.attachments.all()],
+        "on_path": message.on_path,  # false: an earlier version (edited or regenerated), off the branch shown
     }
 
 
@@ -78,6 +79,8 @@ def to_markdown(record: dict) -> str:
         heading = ROLE_HEADINGS.get(message["role"], message["role"])
         if message["role"] == "assistant" and message.get("model_name"):
             heading += f" ({message['model_name']})"
+        if message.get("on_path") is False:
+            heading += " (an earlier version, not on the branch shown)"
         lines += [f"## {heading}", "", f"*{message['created_at']}*", "", message["content"], ""]
         if message.get("attachments"):
             lines += ["Attached: " + ", ".join(a["name"] for a in message["attachments"]), ""]
@@ -99,9 +102,10 @@ def export_filename(conversation: Conversation, extension: str) -> str:
 
 
 def conversation_files(user) -> Iterator[tuple[str, str]]:
-    """Each of a user's conversations as Markdown and as JSON: (path, text) pairs, in a few queries."""
+    """Each of a user's conversations as Markdown and as JSON: (path, text) pairs, in a few queries. Every
+    message is there, those of the branches not shown too (marked), unlike the export of one conversation."""
     conversations = Conversation.objects.filter(user=user).prefetch_related(
-        Prefetch("messages", queryset=Message.objects.on_path().select_related("model").prefetch_related("attachments"))
+        Prefetch("messages", queryset=Message.objects.select_related("model").prefetch_related("attachments"))
     )
     for conversation in conversations:
         record = conversation_record(conversation, conversation.messages.all())

@@ -4,6 +4,9 @@ the previous one, ‹ › switches between them; the page, the history sent upst
 from __future__ import annotations
 
 import importlib
+import io
+import json
+import zipfile
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -283,6 +286,24 @@ def test_history_and_exports_hold_the_path_only(user, logged_in):
     assert history == path
     assert [(m["role"], m["content"]) for m in api["messages"]] == path
     assert "Answer 0 again" in export and "Answer 0 to the edit" not in export and "Question 1\n" not in export
+
+
+def test_the_archive_of_all_conversations_holds_every_branch_marked(user, logged_in):
+    branched_conversation(user, 1)
+
+    archive = zipfile.ZipFile(io.BytesIO(logged_in.get("/chat/export.zip").content))
+
+    [json_name] = [n for n in archive.namelist() if n.startswith("json/")]
+    record = json.loads(archive.read(json_name))
+    assert [(m["content"], m["on_path"]) for m in record["messages"]] == [
+        ("Question 0", False),
+        ("Answer 0", False),
+        ("Question 0 edited", True),
+        ("Answer 0 to the edit", False),
+        ("Answer 0 again", True),
+    ]
+    [markdown_name] = [n for n in archive.namelist() if n.startswith("markdown/")]
+    assert "## You (an earlier version, not on the branch shown)" in archive.read(markdown_name).decode()
 
 
 def test_existing_conversations_become_one_path():
