@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -7,7 +8,7 @@ from billing.models import usage_figures
 from billing.rollups import usage
 
 from . import api_keys, personal_data
-from .models import ApiKey, User
+from .models import ApiKey, AuditEntry, User
 
 
 @admin.register(User)
@@ -32,7 +33,7 @@ class UserAdmin(BaseUserAdmin):
     @admin.action(description="Delete the selected accounts (their data goes; usage and invoices are kept)")
     def delete_accounts(self, request, queryset):
         for user in queryset.filter(deleted_at__isnull=True):
-            personal_data.delete_account(user)
+            personal_data.delete_account(user, actor=request.user)
         self.message_user(request, "Deleted; the rows stay as anonymous tombstones for accounting.")
 
 
@@ -115,9 +116,42 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected API keys")
     def revoke_keys(self, request, queryset):
-        count = api_keys.revoke(queryset)
+        count = api_keys.revoke(queryset, actor=request.user)
         self.message_user(request, f"{count} key(s) revoked; they are refused from the next request on.")
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         api_keys.keys_changed()  # expiry or allowed models edited: drop every process's cached copy
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A log: viewed, never written or edited here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "actor", "action", "target_repr", "target_type", "target_id", "detail"]
+    list_filter = ["action", "created_at"]
+    list_select_related = ["actor"]
+    search_fields = ["actor__email", "target_repr", "target_id"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(LogEntry)
+class LogEntryAdmin(ReadOnlyAdmin):
+    """Django's own log of admin edits (mirrored one by one into the audit log; bulk deletions only here)."""
+
+    list_display = ["action_time", "user", "content_type", "object_repr", "action_flag", "change_message"]
+    list_filter = ["action_flag", "content_type"]
+    list_select_related = ["user", "content_type"]
+    search_fields = ["user__email", "object_repr"]
+    date_hierarchy = "action_time"

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from aihub import shared_state
 
+from . import audit
 from .models import ApiKey, User
 
 if TYPE_CHECKING:
@@ -102,9 +103,11 @@ def issue_key(
     allowed_models: Iterable[AIModel] = (),
     monthly_budget: Decimal | None = None,
     max_active_keys: int | None = None,
+    actor: User | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the full key, which is never stored and cannot be shown again.
-    With `max_active_keys`, raises KeyLimitReached when the user already has that many unrevoked keys."""
+    With `max_active_keys`, raises KeyLimitReached when the user already has that many unrevoked keys.
+    `actor`: who issued it, for the audit log (None: a command)."""
     if max_active_keys is not None:
         # The user's row lock makes concurrent issues take turns (across processes): each counts the
         # keys the ones before it created.
@@ -122,6 +125,7 @@ def issue_key(
     )
     if allowed_models:
         api_key.allowed_models.set(allowed_models)
+    audit.record(actor, audit.Action.KEY_ISSUED, api_key, {"owner_id": user.pk})
     return api_key, raw_key
 
 
@@ -130,11 +134,18 @@ def keys_changed() -> None:
     shared_state.bump(VERSION_CACHE_KEY)
 
 
-def revoke(queryset: QuerySet[ApiKey]) -> int:
-    """Revoke the keys of a queryset (those not revoked yet); effective on the next request everywhere."""
-    count: int = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+@transaction.atomic
+def revoke(queryset: QuerySet[ApiKey], actor: User | None = None) -> int:
+    """Revoke the keys of a queryset (those not revoked yet); effective on the next request everywhere.
+    Each is in the audit log, revoked by `actor`."""
+    # The rows themselves, locked (the queryset may carry annotations that cannot be locked).
+    asked = list(queryset.values_list("pk", flat=True))
+    revoked = list(ApiKey.objects.select_for_update().filter(pk__in=asked, revoked_at__isnull=True))
+    ApiKey.objects.filter(pk__in=[key.pk for key in revoked]).update(revoked_at=timezone.now())
+    for key in revoked:
+        audit.record(actor, audit.Action.KEY_REVOKED, key, {"owner_id": key.user_id})
     keys_changed()
-    return count
+    return len(revoked)
 
 
 # hash -> (version it was read under, monotonic time it was read, the key with its user)

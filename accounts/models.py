@@ -111,3 +111,47 @@ class ApiKey(models.Model):
         if self.expires_at is not None and self.expires_at <= timezone.now():
             return "expired"
         return "active"
+
+
+class AuditEntry(models.Model):
+    """One security-relevant action: who did it, to what, when. Written by accounts.audit.record only;
+    read-only in the admin. The target is named by type, id and text, so an entry outlives its target."""
+
+    class Action(models.TextChoices):
+        PLAN_CHANGED = "plan.changed", "plan changed"
+        PLAN_CHANGE_SCHEDULED = "plan.change_scheduled", "plan change scheduled"
+        PLAN_CHANGE_DROPPED = "plan.change_dropped", "scheduled plan change dropped"
+        PLAN_REQUESTED = "plan.requested", "plan requested"
+        PLAN_REQUEST_APPROVED = "plan_request.approved", "plan request approved"
+        PLAN_REQUEST_DECLINED = "plan_request.declined", "plan request declined"
+        KEY_ISSUED = "api_key.issued", "API key issued"
+        KEY_REVOKED = "api_key.revoked", "API key revoked"
+        STAFF_SIGNED_IN = "staff.signed_in", "staff signed in"
+        ADMIN_ADDED = "admin.added", "added in the admin"
+        ADMIN_CHANGED = "admin.changed", "changed in the admin"
+        ADMIN_DELETED = "admin.deleted", "deleted in the admin"
+        ACCOUNT_DELETED = "account.deleted", "account deleted"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        "accounts.User",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty: the system (Stripe's webhooks, a period ending, a command).",
+    )
+    action = models.CharField(max_length=40, choices=Action.choices, db_index=True)
+    target_type = models.CharField(max_length=100, blank=True, help_text="app_label.model")
+    target_id = models.CharField(max_length=64, blank=True)
+    target_repr = models.CharField("target", max_length=200, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "audit log entry"
+        verbose_name_plural = "audit log"
+        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_target")]
+
+    def __str__(self):
+        return f"{self.get_action_display()}: {self.target_repr}"

@@ -21,8 +21,8 @@ from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from . import api_keys
-from .models import ApiKey, User
+from . import api_keys, audit
+from .models import ApiKey, AuditEntry, User
 from .signals import close_sockets
 
 EXPORT_FORMAT = "aihub.account-export.v1"
@@ -92,11 +92,12 @@ def tombstone_email(user: User) -> str:
 
 
 @transaction.atomic
-def delete_account(user: User) -> None:
+def delete_account(user: User, actor: User | None = None) -> None:
     """Erase the person: every app's part, then the user row made an anonymous, inactive tombstone
     (its changed password hash and inactivity end every session) and their chat sockets closed."""
+    actor = actor or user
     account_erasing.send(sender=User, user=user)
-    api_keys.revoke(ApiKey.objects.filter(user=user))
+    api_keys.revoke(ApiKey.objects.filter(user=user), actor=actor)
     EmailAddress.objects.filter(user=user).delete()
     Authenticator.objects.filter(user=user).delete()
     user.email = tombstone_email(user)
@@ -109,4 +110,7 @@ def delete_account(user: User) -> None:
     user.save()
     user.groups.clear()
     user.user_permissions.clear()
+    # The log keeps what was done, not who it was: entries naming the person now name the tombstone.
+    AuditEntry.objects.filter(target_type=User._meta.label_lower, target_id=str(user.pk)).update(target_repr=user.email)
+    audit.record(actor, audit.Action.ACCOUNT_DELETED, user)
     transaction.on_commit(lambda: close_sockets(user.pk))

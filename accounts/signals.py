@@ -1,9 +1,14 @@
-"""Logging out closes that user's open chat sockets, in every server process (via the channel layer)."""
+"""Logging out closes that user's open chat sockets, in every server process (via the channel layer).
+Staff sign-ins and the admin's own log of edits go to the audit log."""
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.contrib.auth.signals import user_logged_out
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.contrib.auth.signals import user_logged_in, user_logged_out
+from django.db.models.signals import post_save
 from django.dispatch import receiver
+
+from . import audit
 
 
 def user_group(user_id: int) -> str:
@@ -19,3 +24,33 @@ def close_sockets(user_id: int) -> None:
 def close_sockets_on_logout(sender, request, user, **kwargs):
     if user is not None:
         close_sockets(user.pk)
+
+
+@receiver(user_logged_in)
+def audit_staff_sign_in(sender, request, user, **kwargs):
+    if user.is_staff:
+        address = request.META.get("REMOTE_ADDR", "") if request is not None else ""
+        audit.record(user, audit.Action.STAFF_SIGNED_IN, user, {"ip": address})
+
+
+ADMIN_ACTIONS = {
+    ADDITION: audit.Action.ADMIN_ADDED,
+    CHANGE: audit.Action.ADMIN_CHANGED,
+    DELETION: audit.Action.ADMIN_DELETED,
+}
+
+
+@receiver(post_save, sender=LogEntry)
+def audit_admin_edit(sender, instance: LogEntry, created: bool, raw: bool = False, **kwargs):
+    """Each edit the admin logs (one object's add, change or delete form) in the audit log too. The
+    admin's "delete selected" of several objects bulk-creates its log rows without this signal: those are
+    in Admin → Log entries."""
+    if created and not raw:
+        content_type = instance.content_type
+        label = f"{content_type.app_label}.{content_type.model}" if content_type else ""
+        audit.record(
+            instance.user,
+            ADMIN_ACTIONS.get(instance.action_flag, audit.Action.ADMIN_CHANGED),
+            (label, instance.object_id, instance.object_repr),
+            {"message": instance.get_change_message()},
+        )

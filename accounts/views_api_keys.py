@@ -57,6 +57,7 @@ def api_key_list(request):
                 allowed_models=form.cleaned_data["allowed_models"],
                 monthly_budget=form.cleaned_data["monthly_budget"],
                 max_active_keys=plan.max_api_keys,
+                actor=request.user,
             )
             form = ApiKeyForm()
         except api_keys.KeyLimitReached:
@@ -85,7 +86,7 @@ def api_key_list(request):
 @require_POST
 def api_key_revoke(request, pk: int):
     api_key = _get_api_key_for_user(request, pk)
-    api_keys.revoke(ApiKey.objects.filter(pk=api_key.pk))
+    api_keys.revoke(ApiKey.objects.filter(pk=api_key.pk), actor=request.user)
     messages.success(request, f"The key '{api_key.name}' is revoked: requests using it are refused from now on.")
     return redirect("api_keys")
 

@@ -97,7 +97,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         def move(modeladmin, request, queryset):
             users = {subscription.user for subscription in queryset.select_related("user")}
             for user in users:
-                start_subscription(user, plan)
+                start_subscription(user, plan, actor=request.user, reason="moved in the admin")
             modeladmin.message_user(request, f"{len(users)} user(s) moved to {plan.name}.", messages.SUCCESS)
 
         return move

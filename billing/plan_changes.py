@@ -11,6 +11,8 @@ from django.core.mail import mail_admins, send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts import audit
+
 from . import stripe_api
 from .models import Plan, PlanRequest, Subscription
 from .subscriptions import DEFAULT_PLAN, change_plan_now, current_subscription
@@ -75,13 +77,19 @@ def do_change(user, plan: Plan) -> Subscription:
                 f"The {plan.name} plan cannot be taken without payment here: "
                 + ("pay for it through the billing page." if stripe_api.configured() else "request it instead.")
             )
-        return change_plan_now(subscription, plan)
+        return change_plan_now(subscription, plan, actor=user, reason="upgrade")
     if stripe_subscription and plan.monthly_price:
         stripe_api.change_price(stripe_subscription, plan, charge_now=False)
     elif stripe_subscription:
         stripe_api.cancel_at_period_end(stripe_subscription)
     Subscription.objects.filter(pk=subscription.pk).update(scheduled_plan=plan)
     subscription.scheduled_plan = plan
+    audit.record(
+        user,
+        audit.Action.PLAN_CHANGE_SCHEDULED,
+        user,
+        {"from": subscription.plan.slug, "to": plan.slug, "at": subscription.current_period_end.isoformat()},
+    )
     return subscription
 
 
@@ -101,6 +109,12 @@ def do_keep_current_plan(user) -> None:
         else:
             stripe_api.cancel_at_period_end(subscription.stripe_subscription_id, cancel=False)
     Subscription.objects.filter(pk=subscription.pk).update(scheduled_plan=None)
+    audit.record(
+        user,
+        audit.Action.PLAN_CHANGE_DROPPED,
+        user,
+        {"kept": subscription.plan.slug, "dropped": subscription.scheduled_plan.slug},
+    )
 
 
 def pending_request(user) -> PlanRequest | None:
@@ -123,6 +137,7 @@ def request_plan(user, plan: Plan, *, review_url: str) -> PlanRequest:
             )
     except IntegrityError:  # a second request of the same person at the same moment
         return PlanRequest.objects.get(user=user, status=PlanRequest.Status.PENDING)
+    audit.record(user, audit.Action.PLAN_REQUESTED, plan_request, {"from": subscription.plan.slug, "to": plan.slug})
     # fail_silently: a mail server that is down must not lose the request (it is in admin anyway).
     mail_admins(
         f"Plan request: {user.email} asks for {plan.name}",
@@ -147,11 +162,15 @@ def decide_request(plan_request: PlanRequest, *, approve: bool, operator) -> boo
     if plan_request.status != PlanRequest.Status.PENDING:
         return False
     if approve:
-        change_plan_now(current_subscription(plan_request.user), plan_request.plan)
+        change_plan_now(
+            current_subscription(plan_request.user), plan_request.plan, actor=operator, reason="request approved"
+        )
     plan_request.status = PlanRequest.Status.APPROVED if approve else PlanRequest.Status.DECLINED
     plan_request.decided_at = timezone.now()
     plan_request.decided_by = operator
     plan_request.save(update_fields=["status", "decided_at", "decided_by"])
+    action = audit.Action.PLAN_REQUEST_APPROVED if approve else audit.Action.PLAN_REQUEST_DECLINED
+    audit.record(operator, action, plan_request, {"user_id": plan_request.user_id, "plan": plan_request.plan.slug})
     outcome = "is now active" if approve else "was not approved; please contact us for details"
     send_mail(
         f"Your {plan_request.plan.name} plan request",

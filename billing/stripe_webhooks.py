@@ -77,7 +77,7 @@ def _start_paid_plan(user, plan: Plan, customer_id: str, subscription_id: str) -
     subscription = current_subscription(user)
     if subscription_id and subscription.stripe_subscription_id == subscription_id:
         return  # already linked by the other of checkout.session.completed / customer.subscription.created
-    subscription = start_subscription(user, plan)
+    subscription = start_subscription(user, plan, reason="Stripe: paid")
     Subscription.objects.filter(pk=subscription.pk).update(
         stripe_customer_id=customer_id or "", stripe_subscription_id=subscription_id or "", payment_due_since=None
     )
@@ -168,7 +168,7 @@ class StripeWebhook:
         elif kind == plan_changes.DOWNGRADE:
             Subscription.objects.filter(pk=subscription.pk).update(scheduled_plan=target)
         elif kind == plan_changes.UPGRADE:
-            change_plan_now(subscription, target)
+            change_plan_now(subscription, target, reason="Stripe: subscription updated")
 
     def on_customer_subscription_deleted(self, stripe_subscription: dict) -> None:
         """Stripe ended the subscription (cancelled or unpaid): back to Free, the customer kept."""
@@ -176,7 +176,9 @@ class StripeWebhook:
         if subscription is None:
             return
         if subscription.plan.slug != DEFAULT_PLAN:
-            subscription = start_subscription(subscription.user, Plan.objects.get(slug=DEFAULT_PLAN))
+            subscription = start_subscription(
+                subscription.user, Plan.objects.get(slug=DEFAULT_PLAN), reason="Stripe: subscription ended"
+            )
         Subscription.objects.filter(pk=subscription.pk).update(stripe_subscription_id="", payment_due_since=None)
 
     def on_invoice_paid(self, invoice: dict) -> None:

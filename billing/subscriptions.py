@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts import audit
+
 from .models import Plan, Subscription
 
 DEFAULT_PLAN = "free"
@@ -24,23 +26,36 @@ def add_month(moment: datetime, months: int = 1) -> datetime:
 
 
 @transaction.atomic
-def start_subscription(user, plan: Plan, now: datetime | None = None, *, period=None) -> Subscription:
+def start_subscription(
+    user, plan: Plan, now: datetime | None = None, *, period=None, actor=None, reason: str = ""
+) -> Subscription:
     """End the active subscription (kept as history) and start `plan`: a fresh period from now, or the
-    (start, end) given. The Stripe ids carry over, so Stripe's later events still find the user."""
+    (start, end) given. The Stripe ids carry over, so Stripe's later events still find the user.
+    A change of plan goes to the audit log: made by `actor` (None: the system) for `reason`."""
     now = now or timezone.now()
     active = Subscription.objects.filter(user=user, is_active=True)
-    stripe_ids: dict[str, Any] = dict(active.values("stripe_customer_id", "stripe_subscription_id").first() or {})
+    previous: dict[str, Any] = dict(
+        active.values("plan__slug", "stripe_customer_id", "stripe_subscription_id").first() or {}
+    )
+    previous_plan = previous.pop("plan__slug", None)
     active.update(is_active=False, ended_at=now)
     start, end = period or (now, add_month(now))
-    return Subscription.objects.create(
-        user=user, plan=plan, started_at=now, current_period_start=start, current_period_end=end, **stripe_ids
+    subscription = Subscription.objects.create(
+        user=user, plan=plan, started_at=now, current_period_start=start, current_period_end=end, **previous
     )
+    if previous_plan is not None and previous_plan != plan.slug:
+        audit.record(actor, audit.Action.PLAN_CHANGED, user, {"from": previous_plan, "to": plan.slug, "reason": reason})
+    return subscription
 
 
-def change_plan_now(subscription: Subscription, plan: Plan) -> Subscription:
+def change_plan_now(subscription: Subscription, plan: Plan, *, actor=None, reason: str = "") -> Subscription:
     """Switch to `plan` at once within the current period, so the period's usage stays on the meters."""
     return start_subscription(
-        subscription.user, plan, period=(subscription.current_period_start, subscription.current_period_end)
+        subscription.user,
+        plan,
+        period=(subscription.current_period_start, subscription.current_period_end),
+        actor=actor,
+        reason=reason,
     )
 
 
@@ -82,7 +97,10 @@ def _bring_up_to_date(subscription: Subscription) -> Subscription:
     while subscription.current_period_end <= now:
         if subscription.scheduled_plan is not None:
             subscription = start_subscription(
-                subscription.user, subscription.scheduled_plan, now=subscription.current_period_end
+                subscription.user,
+                subscription.scheduled_plan,
+                now=subscription.current_period_end,
+                reason="scheduled change at the period's end",
             )
             continue
         if subscription.paid_through_stripe:
@@ -92,7 +110,7 @@ def _bring_up_to_date(subscription: Subscription) -> Subscription:
         subscription.save(update_fields=["current_period_start", "current_period_end"])
     overdue_since = subscription.overdue_since(now)
     if overdue_since is not None and now >= overdue_since + payment_grace():
-        start_subscription(subscription.user, Plan.objects.get(slug=DEFAULT_PLAN), now=now)
+        start_subscription(subscription.user, Plan.objects.get(slug=DEFAULT_PLAN), now=now, reason="payment overdue")
     current = _active(subscription.user_id)
     assert current is not None
     return current
