@@ -6,6 +6,7 @@ from django.db.models import Q
 from django.http import StreamingHttpResponse
 from django.utils.dateparse import parse_date, parse_datetime
 
+from accounts.admin import ReadOnlyAdmin
 from aihub.inputs import SafeCsvWriter
 
 from . import money, plan_changes, reports, rollups
@@ -151,7 +152,7 @@ def _rolled_up_filters(params) -> rollups.Usage | None:
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
         "user",
@@ -174,15 +175,6 @@ class UsageRecordAdmin(admin.ModelAdmin):
     actions = ["export_csv"]
     inlines = [UpstreamAttemptInline]
     change_list_template = "admin/billing/usagerecord/change_list.html"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="cost", ordering="cost")
     def cost_usd(self, record):
