@@ -4,6 +4,7 @@ branch, ‹ › back to the original; a regenerated reply beside the previous on
 from __future__ import annotations
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect
 
 from chat.tests.test_browser_daily_use import chat_page  # noqa: F401  (fixture)
@@ -11,6 +12,16 @@ from chat.tests.test_browser_daily_use import chat_page  # noqa: F401  (fixture)
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 FAKE_REPLY = "Hello from the fake upstream."
+
+
+def serious_problems_in_the_messages(page) -> list[str]:
+    """axe-core's serious or critical findings in the messages area (the editor, ‹ n/m ›, Edit)."""
+    violations = Axe().run(page, context="#messages").response["violations"]
+    return [
+        f"{v['id']}: {[n['target'] for n in v['nodes']]} {v['nodes'][0]['failureSummary']}"
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]
 
 
 def open_chat(page, conversation):
@@ -52,6 +63,8 @@ def test_edit_makes_a_branch_and_switching_back_shows_the_original_reply(
     expect(page.locator("article.message.assistant .content")).to_have_text("It is 4.")
     expect(question.locator(".version-number")).to_have_text("1/2")
     expect(question.get_by_role("button", name="Previous version")).to_be_disabled()
+    question.get_by_role("button", name="Edit this message").click()  # an editor open, versions shown
+    assert serious_problems_in_the_messages(page) == []
     assert page.problems == []
 
 
@@ -73,4 +86,5 @@ def test_regenerate_keeps_the_first_reply_behind_the_version_arrows(two_message_
     page.reload()  # the version shown is the conversation's, not the page's
     expect(reply.locator(".content")).to_have_text(FAKE_REPLY)
     expect(reply.locator(".version-number")).to_have_text("2/2")
+    assert serious_problems_in_the_messages(page) == []
     assert page.problems == []
