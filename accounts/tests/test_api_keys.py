@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,12 +14,13 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts import api_keys
-from accounts.models import ApiKey
+from accounts.models import ApiKey, User
+from aihub.testing import logged_in_client
 from billing import rollups
 from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
@@ -142,6 +145,47 @@ def test_it_keeps_to_the_plans_number_of_keys(logged_in, user):
     response = logged_in.post("/account/api-keys/", {"name": "second"})
     assert "allows 1 active API key" in response.content.decode()
     assert ApiKey.objects.filter(user=user).count() == 1
+
+
+def lock_waiters() -> int:
+    """PostgreSQL backends of this database waiting for a row lock."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # a transaction would see its first snapshot again
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks between connections: PostgreSQL")
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_keys_asked_for_at_once_never_pass_the_plans_number(free_user):
+    """Free allows one key. Two pages ask at the same moment (two threads, two connections): both are held
+    at the person's row until it is free, then take turns: one key, one refusal. (Counted without the lock,
+    both would count none and both create one.)"""
+    clients = [logged_in_client(free_user) for _ in range(2)]
+    pages = []
+
+    def ask(client, name):
+        try:
+            pages.append(client.post("/account/api-keys/", {"name": name}).content.decode())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask, args=(client, f"race {n}")) for n, client in enumerate(clients)]
+    with transaction.atomic():
+        User.objects.select_for_update().get(pk=free_user.pk)  # both requests arrive while it is held
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 20
+        while lock_waiters() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lock_waiters() == 2, "both requests wait for the person's row"
+    for thread in threads:
+        thread.join(timeout=30)
+    assert ApiKey.objects.filter(user=free_user).count() == 1
+    assert sum("allows 1 active API key" in page for page in pages) == 1
+    assert sum(bool(KEY_PATTERN.search(page)) for page in pages) == 1
 
 
 def test_the_list_shows_this_periods_usage_per_key_in_one_query(logged_in, user):

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.api_keys import generate_key, issue_key, revoke
 from accounts.models import ApiKey
-from billing.models import Plan
+from billing.models import Plan, UsageRecord
 from billing.subscriptions import start_subscription
 from chat.api.validation import MAX_BODY_BYTES
 from chat.tests.api_fixtures import KeyClient, api_client, catalogue, issued  # noqa: F401
@@ -196,6 +196,28 @@ async def test_it_falls_back_before_the_first_byte(api_client, catalogue, upstre
     response = await api_client.post("/v1/chat/completions", {**OK_BODY, "model": "test/fail-500", "stream": stream})
     assert response.status_code == 200
     assert [r["body"]["model"] for r in upstream.requests] == ["fail-500", "fake-model"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_keys_allow_list_limits_its_fallbacks_too(catalogue, user, issued, upstream, stream):
+    """The failing model's fallback is outside the key's allow-list: it is never asked, the request fails
+    (a key that allows both falls back as usual), and the usage row's attempts show the one model."""
+    failing, fallback = catalogue["fail-500"], catalogue["fake-model"]
+    failing.fallback = fallback
+    await sync_to_async(failing.save)(update_fields=["fallback"])
+    _, limited = await sync_to_async(issue_key)(user, "the failing model only", allowed_models=[failing])
+    _, both = await sync_to_async(issue_key)(user, "both models", allowed_models=[failing, fallback])
+    body = {**OK_BODY, "model": "test/fail-500", "stream": stream}
+
+    assert (await KeyClient(both).post("/v1/chat/completions", body)).status_code == 200
+    assert [r["body"]["model"] for r in upstream.requests] == ["fail-500", "fake-model"]
+
+    upstream.reset()
+    assert_error(await KeyClient(limited).post("/v1/chat/completions", body), 502, "upstream_error")
+    assert [r["body"]["model"] for r in upstream.requests] == ["fail-500"]
+    record = await UsageRecord.objects.filter(api_key__name="the failing model only").aget()
+    attempts = [a async for a in record.attempts.values_list("model_slug", "outcome")]
+    assert attempts == [("test/fail-500", "http_500")]
 
 
 @pytest.fixture
