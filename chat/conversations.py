@@ -355,12 +355,13 @@ def fail_interrupted(request_ids: list[uuid.UUID], error: str) -> list[tuple[int
     return ended
 
 
-def finish_from_outbox(settlement: outbox.Settlement, usage: UsageRecord) -> None:
+def finish_from_outbox(settlement: outbox.Settlement, usage: UsageRecord) -> list[tuple[int, int]]:
     """A reply whose usage row waited in the outbox (the database was down as it ended): stored now as its
-    request left it."""
-    Message.objects.filter(Q(usage_id=usage.request_id), status=Message.Status.STREAMING).update(
-        content=settlement.text, status=settlement.status, error=settlement.error
-    )
+    request left it. Returns it as (conversation id, reply id), if there is one still streaming."""
+    waiting = Message.objects.filter(Q(usage_id=usage.request_id), status=Message.Status.STREAMING)
+    ended = list(waiting.values_list("conversation_id", "pk"))
+    waiting.update(content=settlement.text, status=settlement.status, error=settlement.error)
+    return ended
 
 
 def mark_failed(reply: Message, error: str) -> None:

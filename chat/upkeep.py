@@ -38,8 +38,9 @@ def start() -> None:
 def sweep() -> list[tuple[int, int]]:
     """Drain the outbox (first: its figures are the requests' own), then settle the requests of dead
     processes. Returns the replies that ended, as (conversation id, reply id). Sync."""
-    outbox.drain(on_written=conversations.finish_from_outbox)
-    return conversations.fail_interrupted(inflight.settle_abandoned(INTERRUPTED), INTERRUPTED)
+    ended: list[tuple[int, int]] = []
+    outbox.drain(on_written=lambda settlement, usage: ended.extend(conversations.finish_from_outbox(settlement, usage)))
+    return ended + conversations.fail_interrupted(inflight.settle_abandoned(INTERRUPTED), INTERRUPTED)
 
 
 async def _run() -> None:

@@ -12,6 +12,7 @@ from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 
 from aihub.inputs import whole_number
+from billing import outbox
 from billing.limits import LimitExceeded
 from billing.models import UsageRecord
 from billing.rollups import usage
@@ -159,8 +160,12 @@ async def _start_exchange(request) -> Exchange:
 
 
 async def _stored_reply(reply: Message, generation: Generation) -> dict:
-    """The reply as stored; one deleted meanwhile (with its session) as its request left it, with its usage."""
-    stored = await Message.objects.select_related("model", "usage").filter(pk=reply.pk).afirst()
+    """The reply as stored; one deleted meanwhile (with its session), or not readable (the database down as it
+    ended: it is stored when its usage row leaves the outbox), as its request left it, with its usage."""
+    try:
+        stored = await Message.objects.select_related("model", "usage").filter(pk=reply.pk).afirst()
+    except outbox.LEDGER_DOWN:
+        stored = None
     if stored is None:
         stored = reply
         stored.content, stored.status, stored.error = generation.text, generation.status, generation.error

@@ -5,6 +5,7 @@ outbox (Redis, or files where Redis is not configured) and written once the data
 from __future__ import annotations
 
 import contextlib
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,9 +21,10 @@ from billing import outbox
 from billing.models import Plan, Reservation, UsageRecord
 from billing.subscriptions import start_subscription
 from chat.catalogue.models import AIModel, Provider
+from chat.models import Message
 from chat.tests.fake_upstream import REPLY_WORDS, USAGE
 
-from .test_crash_recovery import completion_text, kill_all, v1_stream, wait_for
+from .test_crash_recovery import Reader, completion_text, kill_all, v1_stream, wait_for
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
@@ -43,16 +45,28 @@ def database_refusing_the_app():
     name = psycopg.sql.Identifier(db["NAME"])
     try:
         admin.execute(psycopg.sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", [APP_NAME])
+        cut = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s"
+        admin.execute(cut, [APP_NAME])
         yield
     finally:
         admin.execute(psycopg.sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
         admin.close()
 
 
-def app_environment(upstream_url: str, **overrides: str) -> dict[str, str]:
+@pytest.fixture(autouse=True)
+def empty_outbox():
+    """No entry left by another test (Redis is shared by the test run), none left for the next."""
+    if settings.REDIS_URL:
+        shared_state.client().delete(outbox.REDIS_KEY)
+    yield
+    if settings.REDIS_URL:
+        shared_state.client().delete(outbox.REDIS_KEY)
+
+
+def app_environment(upstream_url: str, outbox_dir: Path, **overrides: str) -> dict[str, str]:
     env = app_env(
         upstream_url,
+        LEDGER_OUTBOX_DIR=str(outbox_dir),
         HEARTBEAT_SECONDS="1",
         SWEEP_SECONDS="1",
         SETTLE_RETRIES="2",
@@ -85,9 +99,7 @@ def test_a_stream_that_ends_while_the_database_is_down_is_metered_when_it_is_bac
     start_subscription(user, Plan.objects.get(slug="pro"))  # a limited plan: its reservation waits for the row
     _, key = issue_key(user, "outage")
     directory = tmp_path if kept_in == "files" else None
-    env = app_environment(upstream.url, LEDGER_OUTBOX_DIR=str(tmp_path), **({"REDIS_URL": ""} if directory else {}))
-    if directory is None:
-        shared_state.client().delete(outbox.REDIS_KEY)
+    env = app_environment(upstream.url, tmp_path, **({"REDIS_URL": ""} if directory else {}))
     server, url = start_daphne(env)
     try:
         wait_until_healthy(url, server)
@@ -105,6 +117,37 @@ def test_a_stream_that_ends_while_the_database_is_down_is_metered_when_it_is_bac
         assert usage.tokens_source == UsageRecord.Source.REPORTED
         assert [a.outcome for a in usage.attempts.all()] == ["ok"]
         assert wait_for(lambda: outbox_entries(directory) == 0, 5)
+        assert not Reservation.objects.exists()
+    finally:
+        kill_all([server])
+
+
+def test_a_chat_reply_that_ends_while_the_database_is_down_is_told_whole_and_stored_when_it_is_back(
+    upstream, user, tmp_path
+):
+    """The REST stream's reply row waits with its usage row: the client's last event says the reply as its
+    request left it, and the upkeep's drain stores it."""
+    AIModel.objects.create(slug="test/steady", provider=Provider.OPENAI_COMPAT, upstream_id="steady", name="Steady")
+    _, key = issue_key(user, "outage")
+    server, url = start_daphne(app_environment(upstream.url, tmp_path))  # the outbox: Redis if configured, else files
+    try:
+        wait_until_healthy(url, server)
+        reader = Reader(url, "/api/v1/chat/stream", {"message": "Hi", "model": "test/steady"}, key)
+        reader.start()
+        assert reader.started.wait(10)
+        with database_refusing_the_app():
+            reader.join(30)
+            end = json.loads(reader.events[-2])
+            assert reader.events[-1] == "[DONE]" and end["type"] == "end"
+            whole = "".join(REPLY_WORDS) * 2
+            assert (end["message"]["status"], end["message"]["content"]) == ("complete", whole)
+            assert end["message"]["usage"]["completion_tokens"] == USAGE["completion_tokens"]
+            reply = Message.objects.get(pk=end["message"]["id"])
+            assert reply.status == Message.Status.STREAMING and not UsageRecord.objects.exists()
+        assert wait_for(lambda: Message.objects.get(pk=reply.pk).status == Message.Status.COMPLETE, 15)
+        assert Message.objects.get(pk=reply.pk).content == whole
+        usage = UsageRecord.objects.get(request_id=reply.usage_id)
+        assert usage.status == UsageRecord.Status.COMPLETE and usage.completion_tokens == USAGE["completion_tokens"]
         assert not Reservation.objects.exists()
     finally:
         kill_all([server])
