@@ -67,7 +67,7 @@ class AIModelAdmin(admin.ModelAdmin):
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = readonly_fields = ("role", "status", "content", "model", "usage")
+    fields = readonly_fields = ("role", "status", "on_path", "content", "model", "usage")
     extra = 0
     can_delete = False
 

@@ -325,3 +325,13 @@ def test_existing_conversations_become_one_path():
         assert parents[first.pk] is None
         assert [parents[m.pk] for m in rest] == [m.pk for m in [first, *rest][:-1]]
     assert all(Message.objects.values_list("on_path", flat=True))
+
+
+def test_the_admin_shows_which_messages_are_on_the_path(user, django_user_model):
+    conversation = branched_conversation(user, 1)
+    staff = django_user_model.objects.create_superuser("root@example.com", "correct horse battery")
+
+    response = logged_in_client(staff).get(f"/admin/chat/conversation/{conversation.pk}/change/")
+
+    assert response.status_code == 200
+    assert response.content.decode().count('class="field-on_path"') == 5 + 1  # and the inline's empty form
