@@ -174,6 +174,15 @@ def attach(attachments: list[Attachment], message: Message) -> None:
     Attachment.objects.filter(pk__in=[a.pk for a in attachments]).update(message=message)
 
 
+def carry_over(original: Message, edit: Message) -> None:
+    """An edited message keeps the files its original was sent with: rows of its own on the same stored
+    files (a stored file goes with the last row that holds it: delete_stored_file)."""
+    copies = list(original.attachments.all())
+    for attachment in copies:
+        attachment.pk, attachment.message = None, edit
+    Attachment.objects.bulk_create(copies)
+
+
 def with_attachments(history: list[dict], message_ids: list[int], model: AIModel | None) -> list[dict]:
     """The history (one entry per id of `message_ids`) with each message's attachments: documents as text
     after the message, images as image parts (or, for a text-only model, their names). One query."""
@@ -208,6 +217,7 @@ def with_attachments(history: list[dict], message_ids: list[int], model: AIModel
 
 @receiver(post_delete, sender=Attachment)
 def delete_stored_file(sender, instance: Attachment, **kwargs):
-    """The stored file goes with its row (deleted with its message, conversation or user)."""
-    if instance.file:
+    """The stored file goes with its row (deleted with its message, conversation or user), or with the last
+    of the rows that share it (an edited message's files: carry_over)."""
+    if instance.file and not Attachment.objects.filter(file=instance.file.name).exists():
         instance.file.delete(save=False)

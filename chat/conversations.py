@@ -97,15 +97,17 @@ def add_user_message(conversation: Conversation, text: str, model: AIModel | Non
     the same parent, the old one kept off the path with its reply. Raises ReplyInProgress, NotOnPath."""
     _one_reply_at_a_time(conversation)
     first = not conversation.messages.exists()
-    if edit_of is None:
+    edited = None if edit_of is None else _shown_message(conversation, edit_of, Message.Role.USER)
+    if edited is None:
         parent = _path_end(conversation)
     else:
-        edited = _shown_message(conversation, edit_of, Message.Role.USER)
         _leave_path_after(conversation, edited.parent_id)
         parent = edited.parent
     user_message = Message.objects.create(
         conversation=conversation, role=Message.Role.USER, content=text, parent=parent
     )
+    if edited is not None:  # the edit is sent with the files of the message it replaces
+        attachments.carry_over(edited, user_message)
     reply = _new_reply(conversation, model, user_message)
     conversation.model = model
     fields = ["model", "updated_at"]

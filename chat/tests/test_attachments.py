@@ -144,6 +144,27 @@ def test_attachments_go_with_their_conversation(logged_in, user, media, models):
     assert not Attachment.objects.exists() and stored_files(media) == []
 
 
+def test_an_edited_message_keeps_its_files_and_they_go_with_the_last_row(logged_in, user, media, models):
+    from chat.conversations import add_user_message, history_for
+
+    upload(logged_in, "notes.txt", b"The launch code is 0000.")
+    conversation = Conversation.objects.create(user=user, title="With a file")
+    message = Message.objects.create(conversation=conversation, role="user", content="What is the code?")
+    attachments.attach(list(Attachment.objects.all()), message)
+    Message.objects.create(conversation=conversation, role="assistant", content="0000")
+
+    edit, reply, _ = add_user_message(conversation, "What is the code, in words?", models[0], edit_of=message.pk)
+
+    [entry] = history_for(conversation, reply)
+    assert "in words?" in entry["content"] and "The launch code is 0000." in entry["content"]
+    assert [a.name for a in edit.attachments.all()] == ["notes.txt"] == [a.name for a in message.attachments.all()]
+    assert len(stored_files(media)) == 1  # one stored file, two rows
+    edit.delete()  # a row goes: the file stays for the other one
+    assert len(stored_files(media)) == 1
+    logged_in.post(f"/chat/{conversation.pk}/delete/")
+    assert not Attachment.objects.exists() and stored_files(media) == []
+
+
 def test_the_history_carries_documents_as_text_and_images_as_parts(logged_in, user, media, models):
     from chat.conversations import history_for
 
