@@ -218,6 +218,8 @@ class Generation:
             await database_sync_to_async(self._save_checkpoint)(text, tool_text)
         except outbox.LEDGER_DOWN:
             logger.warning("request %s: checkpoint refused by the database", self.request_id)
+        except Exception:  # a checkpoint never costs the stream, nor its settlement
+            logger.exception("request %s: checkpoint failed", self.request_id)
 
     def _save_checkpoint(self, text: str, tool_text: str) -> None:
         model = self.trail.model
@@ -367,6 +369,10 @@ class Generation:
             admission=self.admission,
             **figures,
         )
+        if record.status != self.status:  # settled before, by a sweeper that took this process for dead
+            logger.warning(
+                "request %s: settled meanwhile as %s; its own figures are not recorded", self.request_id, record.status
+            )
         if self.on_finish is not None:
             try:
                 with transaction.atomic():
