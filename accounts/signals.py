@@ -1,6 +1,7 @@
 """Logging out closes that user's open chat sockets, in every server process (via the channel layer).
-Staff sign-ins and the admin's own log of edits go to the audit log."""
+Staff sign-ins, two-factor changes and the admin's own log of edits go to the audit log."""
 
+from allauth.mfa.signals import authenticator_added, authenticator_removed, authenticator_reset
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
@@ -54,3 +55,15 @@ def audit_admin_edit(sender, instance: LogEntry, created: bool, raw: bool = Fals
             (label, instance.object_id, instance.object_repr),
             {"message": instance.get_change_message()},
         )
+
+
+TWO_FACTOR_ACTIONS = {
+    authenticator_added: audit.Action.TWO_FACTOR_ADDED,
+    authenticator_removed: audit.Action.TWO_FACTOR_REMOVED,
+    authenticator_reset: audit.Action.TWO_FACTOR_RESET,
+}
+
+
+@receiver([authenticator_added, authenticator_removed, authenticator_reset])
+def audit_two_factor_change(sender, request, user, authenticator, signal, **kwargs):
+    audit.record(user, TWO_FACTOR_ACTIONS[signal], user, {"type": authenticator.type})

@@ -11,6 +11,8 @@ from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import SECRET_SESSION_KEY, format_hotp_value, hotp_value
 from django.test import Client
 
+from accounts.models import AuditEntry
+
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "correct horse battery"
@@ -112,8 +114,9 @@ def test_it_is_optional_and_per_person(user, other_user):
     assert sign_in_with_password(client, other_user)["Location"] == "/chat/"
 
 
-def test_turning_it_off_takes_the_second_factor_and_the_password_again(user):
-    secret, _ = set_up_authenticator(user)
+def test_turning_it_off_takes_the_second_factor_and_the_password_again(user, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):  # allauth tells of a new method after its commit
+        secret, _ = set_up_authenticator(user)
     client = Client()
     sign_in_with_password(client, user)
     client.post("/accounts/2fa/authenticate/", {"code": totp_code(secret)})
@@ -123,6 +126,9 @@ def test_turning_it_off_takes_the_second_factor_and_the_password_again(user):
     assert client.get("/accounts/2fa/totp/deactivate/").status_code == 200
     client.post("/accounts/2fa/totp/deactivate/")
     assert not Authenticator.objects.filter(user=user, type="totp").exists()
+    logged = AuditEntry.objects.filter(actor=user, target_id=str(user.pk)).values_list("action", "detail")
+    assert ("two_factor.added", {"type": "totp"}) in logged
+    assert ("two_factor.removed", {"type": "totp"}) in logged
     assert sign_in_with_password(Client(), user)["Location"] == "/chat/"
 
 

@@ -234,3 +234,33 @@ def test_the_subscription_created_before_the_checkout_event_arrives_starts_the_p
     assert [t for t, _, _ in fake.send_events()][0] == "customer.subscription.created"
     assert Subscription.objects.filter(user=free_user, plan__slug="developer").count() == 1
     assert current_subscription(free_user).stripe_subscription_id == next(iter(fake.subscriptions))
+
+
+CONFIRM_DELETION = {"password": "correct horse battery", "confirmation": "delete my account"}
+
+
+def test_deleting_the_account_stops_the_stripe_renewal_and_keeps_the_invoices(fake, browser, free_user):
+    stripe_subscription = buy(fake, browser)
+    path = f"/v1/subscriptions/{stripe_subscription['id']}"
+    assert browser.post("/account/delete/", CONFIRM_DELETION)["Location"] == "/"
+    assert fake.api_calls("POST", path)[-1]["form"] == {"cancel_at_period_end": "true"}
+    free_user.refresh_from_db()
+    assert free_user.deleted_at is not None
+    assert current_subscription(free_user).scheduled_plan.slug == "free"
+    assert Invoice.objects.filter(user=free_user).count() == 1  # kept for accounting
+    assert all_handled(fake.send_events())  # Stripe's word of the cancellation reaches the tombstone
+    assert current_subscription(free_user).scheduled_plan.slug == "free"
+    fake.renew(stripe_subscription["id"])  # the paid period ends: Stripe deletes the subscription
+    assert [t for t, _, _ in fake.send_events()] == ["customer.subscription.deleted"]
+    assert current_subscription(free_user).plan.slug == "free"
+
+
+def test_when_stripe_cannot_cancel_nothing_is_deleted(fake, browser, free_user):
+    buy(fake, browser)
+    fake.refuse_with = 500
+    response = browser.post("/account/delete/", CONFIRM_DELETION)
+    assert response.status_code == 422
+    assert "nothing was deleted" in response.content.decode()
+    free_user.refresh_from_db()
+    assert free_user.deleted_at is None and free_user.is_active and free_user.email == "fran@example.com"
+    assert current_subscription(free_user).scheduled_plan is None

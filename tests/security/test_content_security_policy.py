@@ -19,6 +19,7 @@ PAGES = [
     "/account/",
     "/account/api-keys/",
     "/accounts/2fa/",
+    "/account/delete/",
     "/api/guide",
     "/ops/",
     "/admin/",
