@@ -273,3 +273,24 @@ def test_operators_delete_accounts_with_the_same_erasure_never_the_row(alice, ad
     assert user.deleted_at is not None and not user.is_active
     assert not Conversation.objects.filter(user=user).exists()
     assert UsageRecord.objects.filter(user=user).count() == 2
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_deleting_in_the_browser_from_the_account_page(logged_in_page, user):
+    page = logged_in_page(user)
+    page.goto(f"{page.base}/account/")
+    page.click("#delete-account-link")
+    page.wait_for_url("**/account/delete/")
+    page.fill("input[name=password]", "not my password")
+    page.fill("input[name=confirmation]", "delete my account")
+    page.click("#delete-account button[type=submit]")
+    assert page.locator("text=That is not your password.").is_visible()  # refused, nothing deleted
+    page.problems.clear()  # the refusal's 422 is expected
+    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=confirmation]", "delete my account")
+    page.click("#delete-account button[type=submit]")
+    page.wait_for_url(f"{page.base}/")
+    assert page.locator("text=Your account is deleted.").is_visible()
+    assert page.locator("a[href='/accounts/login/']").count() >= 1  # signed out
+    assert not page.problems
