@@ -87,6 +87,14 @@ async def send(communicator, message: str, model: str) -> None:
     await communicator.send_json_to({"action": "send", "message": message, "model": model})
 
 
+async def joined(communicator) -> None:
+    """Wait until a socket has joined its conversation: it handles frames in order, and only after its
+    handshake's set-up (joining the groups after the accept), so the answer to a frame sent now says so."""
+    await communicator.send_json_to({"action": "ping"})
+    while "Unknown action" not in await communicator.receive_from():
+        pass
+
+
 async def eventually(predicate, timeout: float = 5.0):
     """Wait until a (sync, ORM-using) predicate holds."""
     deadline = time.monotonic() + timeout
@@ -289,6 +297,7 @@ async def test_a_socket_opened_mid_reply_shows_the_text_so_far_then_the_rest(
 async def test_two_sockets_on_one_conversation_see_one_stream(chat_with, connect, conversation, upstream):
     first = await chat_with("fake-model")
     second, _, _ = await connect(conversation.pk)  # another tab
+    await joined(second)
     await send(first, "Hi both", "fake/fake-model")
     for communicator in (first, second):
         frames = await receive_until_final(communicator)
