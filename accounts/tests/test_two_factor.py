@@ -9,7 +9,7 @@ import pytest
 from allauth.mfa import app_settings as mfa_settings
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import SECRET_SESSION_KEY, format_hotp_value, hotp_value
-from django.test import Client
+from django.test import AsyncClient, Client
 
 from accounts.models import AuditEntry
 
@@ -197,3 +197,16 @@ def test_setting_it_up_in_the_browser_keeps_to_the_layout_and_the_policy(logged_
     assert len(page.input_value("#recovery_codes").split()) == 10
     assert page.locator("header.topbar").count() == 1
     assert not page.problems
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_under_asgi_staff_are_sent_to_set_it_up_too(settings, staff):
+    """The middleware's async path (what daphne runs), through Django's ASGI handler."""
+    settings.REQUIRE_STAFF_MFA = True
+    client = AsyncClient()
+    await client.aforce_login(staff)
+    response = await client.get("/ops/")
+    assert response.status_code == 302 and response["Location"] == "/accounts/2fa/totp/activate/"
+    assert (await client.get("/account/")).status_code == 200
+    await Authenticator.objects.acreate(user=staff, type=Authenticator.Type.RECOVERY_CODES, data={"seed": "x"})
+    assert (await client.get("/ops/")).status_code == 200
