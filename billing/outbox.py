@@ -1,6 +1,6 @@
 """Settlements the ledger could not take (its database busy or down), kept durably until it can.
 
-A request settles with retries and backoff (SETTLE_RETRIES, SETTLE_RETRY_SECONDS doubling); when the
+A request settles with retries and backoff (`write_or_keep`: SETTLE_RETRIES, SETTLE_RETRY_SECONDS doubling); when the
 database still refuses, its settlement (plain figures, JSON) is kept here: in Redis (one hash shared by
 every process) when Redis is configured, else (or when Redis refuses too) as one file per request under
 LEDGER_OUTBOX_DIR. `drain` writes them to the ledger and forgets them; the app's background task drains
@@ -10,16 +10,18 @@ an entry written twice (two processes draining, a crash between writing and forg
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -68,6 +70,62 @@ class Settlement:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     text: str = ""
     error: str = ""
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        request_id: uuid.UUID,
+        user: User,
+        api_key: ApiKey | None,
+        model: AIModel | None,
+        status: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttft_ms: int | None,
+        latency_ms: int,
+        admission: metering.Admitted | None,
+        reported: metering.ReportedUsage | None,
+        attempts: Iterable[metering.AttemptFigures],
+        text: str = "",
+        error: str = "",
+    ) -> Settlement:
+        """A request's settlement, from what metering.record_usage is given."""
+        return cls(
+            request_id=str(request_id),
+            user_id=user.pk,
+            api_key_id=api_key.pk if api_key else None,
+            model_id=model.pk if model else None,
+            status=status,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            ttft_ms=ttft_ms,
+            latency_ms=latency_ms,
+            reservation_id=admission.reservation_id if admission else None,
+            reserved_cost=str(admission.reserved_cost) if admission else None,
+            reported=(
+                {
+                    "prompt_tokens": reported.prompt_tokens,
+                    "completion_tokens": reported.completion_tokens,
+                    "cost": str(reported.cost) if reported.cost is not None else None,
+                }
+                if reported is not None
+                else None
+            ),
+            attempts=[
+                {
+                    "provider": a.provider,
+                    "model_slug": a.model_slug,
+                    "outcome": a.outcome,
+                    "http_status": a.http_status,
+                    "latency_ms": a.latency_ms,
+                    "error": a.error[:2000],
+                }
+                for a in attempts
+            ],
+            text=text,
+            error=error,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -146,6 +204,48 @@ def write(settlement: Settlement) -> UsageRecord | None:
             else None
         ),
         reported=reported,
+    )
+
+
+async def write_or_keep(
+    write: Callable[[], UsageRecord],
+    settlement: Settlement,
+    *,
+    user: User,
+    api_key: ApiKey | None,
+    model: AIModel | None,
+) -> UsageRecord:
+    """`write()` (sync: run in a worker thread) tried again with backoff while the database refuses it (busy,
+    down, our connection lost); then `settlement` kept for a later drain, and a stand-in row (not saved)
+    returned, so that the caller still tells the truth about what it delivered."""
+    for retry in range(settings.SETTLE_RETRIES + 1):
+        try:
+            record: UsageRecord = await database_sync_to_async(write)()
+            return record
+        except LEDGER_DOWN as exc:
+            if retry == settings.SETTLE_RETRIES:
+                logger.error("request %s: the ledger refused its usage row (%s); kept", settlement.request_id, exc)
+                break
+            delay = settings.SETTLE_RETRY_SECONDS * 2**retry
+            logger.warning(
+                "request %s: the ledger refused its usage row; again in %.1f s", settlement.request_id, delay
+            )
+            await asyncio.sleep(delay)
+    await asyncio.to_thread(keep, settlement)
+    cost = model.cost(settlement.prompt_tokens, settlement.completion_tokens) if model else Decimal(0)
+    return UsageRecord(
+        request_id=uuid.UUID(settlement.request_id),
+        user=user,
+        api_key=api_key,
+        model=model,
+        model_slug=model.slug if model else "",
+        provider=model.provider if model else "",
+        prompt_tokens=settlement.prompt_tokens,
+        completion_tokens=settlement.completion_tokens,
+        cost=cost,
+        ttft_ms=settlement.ttft_ms,
+        latency_ms=settlement.latency_ms,
+        status=settlement.status,
     )
 
 

@@ -7,13 +7,13 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.db import close_old_connections
 
 from accounts.models import ApiKey, User
-from billing import limits, metering
+from billing import limits, metering, outbox
 from billing.models import UsageRecord
 from chat.catalogue import lookup as catalogue
 from chat.catalogue.lookup import configured_providers
@@ -98,8 +98,24 @@ class EmbeddingJob:
     async def _settle(self, status: str, prompt_tokens: int, started: float) -> None:
         if self.usage_record is not None:
             return
-        self.usage_record = await database_sync_to_async(self._record)(
-            status, prompt_tokens, round((time.monotonic() - started) * 1000)
+        latency_ms = round((time.monotonic() - started) * 1000)
+        settlement = outbox.Settlement.of(
+            request_id=self.request_id,
+            user=self.user,
+            api_key=self.api_key,
+            model=self.model,
+            status=status,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=0,
+            ttft_ms=None,
+            latency_ms=latency_ms,
+            admission=self.admission,
+            reported=None,
+            attempts=self.trail.attempts,
+        )
+        write = partial(self._record, status, prompt_tokens, latency_ms)
+        self.usage_record = await outbox.write_or_keep(
+            write, settlement, user=self.user, api_key=self.api_key, model=self.model
         )
         metrics.generation_settled(self.usage_record, self.trail.attempts)
 

@@ -13,10 +13,10 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
@@ -269,88 +269,21 @@ class Generation:
         )
 
     async def _write_ledger(self, **figures: Any) -> UsageRecord:
-        """The usage row, tried again with backoff while the database refuses it (busy, down, our connection
-        lost); then kept in the outbox (billing.outbox) for a later drain, and a stand-in row (not saved)
-        returned, so that the caller still tells the truth about what it delivered."""
-        for retry in range(settings.SETTLE_RETRIES + 1):
-            try:
-                record: UsageRecord = await database_sync_to_async(self._record)(**figures)
-                return record
-            except outbox.LEDGER_DOWN as exc:
-                if retry == settings.SETTLE_RETRIES:
-                    logger.error(
-                        "request %s: the ledger refused its usage row (%s); kept in the outbox", self.request_id, exc
-                    )
-                    break
-                delay = settings.SETTLE_RETRY_SECONDS * 2**retry
-                logger.warning("request %s: the ledger refused its usage row; again in %.1f s", self.request_id, delay)
-                await asyncio.sleep(delay)
-        await asyncio.to_thread(outbox.keep, self._settlement(**figures))
-        model, prompt_tokens, completion_tokens = (
-            figures["model"],
-            figures["prompt_tokens"],
-            figures["completion_tokens"],
-        )
-        return UsageRecord(
+        """The usage row, or (the database refusing it) a stand-in while it waits in the outbox."""
+        settlement = outbox.Settlement.of(
             request_id=self.request_id,
             user=self.user,
             api_key=self.api_key,
-            model=model,
-            model_slug=model.slug if model else "",
-            provider=model.provider if model else "",
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost=model.cost(prompt_tokens, completion_tokens) if model else 0,
-            ttft_ms=figures["ttft_ms"],
-            latency_ms=figures["latency_ms"],
             status=self.status,
-        )
-
-    def _settlement(
-        self,
-        *,
-        model: AIModel | None,
-        prompt_tokens: int,
-        completion_tokens: int,
-        ttft_ms: int | None,
-        latency_ms: int,
-        reported: metering.ReportedUsage | None,
-    ) -> outbox.Settlement:
-        admission = self.admission
-        return outbox.Settlement(
-            request_id=str(self.request_id),
-            user_id=self.user.pk,
-            api_key_id=self.api_key.pk if self.api_key else None,
-            model_id=model.pk if model else None,
-            status=self.status,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            ttft_ms=ttft_ms,
-            latency_ms=latency_ms,
-            reservation_id=admission.reservation_id if admission else None,
-            reserved_cost=str(admission.reserved_cost) if admission else None,
-            reported=(
-                {
-                    "prompt_tokens": reported.prompt_tokens,
-                    "completion_tokens": reported.completion_tokens,
-                    "cost": str(reported.cost) if reported.cost is not None else None,
-                }
-                if reported is not None
-                else None
-            ),
-            attempts=[
-                {
-                    "provider": a.provider,
-                    "model_slug": a.model_slug,
-                    "outcome": a.outcome,
-                    "http_status": a.http_status,
-                    "latency_ms": a.latency_ms,
-                    "error": a.error[:2000],
-                }
-                for a in self.trail.attempts
-            ],
+            admission=self.admission,
+            attempts=self.trail.attempts,
             text=self.text,
             error=self.error,
+            **figures,
+        )
+        write = partial(self._record, **figures)
+        return await outbox.write_or_keep(
+            write, settlement, user=self.user, api_key=self.api_key, model=figures["model"]
         )
 
     def _record(self, **figures: Any) -> UsageRecord:
