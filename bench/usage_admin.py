@@ -1,8 +1,13 @@
-"""Benchmark (not a test): seed N usage rows, time the usage admin and the usage/ops pages, and
-write the figures into BENCHMARKS.md (its own section, replaced on each run).
+"""Benchmark (not a test): seed N usage rows (and their daily rollups), time the usage admin, the
+usage/ops pages and admission with quotas, and write the figures into BENCHMARKS.md (its own section,
+replaced on each run).
 
     DATABASE_URL=postgres://…/aihub_billing_bench python manage.py migrate
-    DATABASE_URL=postgres://…/aihub_billing_bench python bench/usage_admin.py --rows 100000
+    DATABASE_URL=postgres://…/aihub_billing_bench REDIS_URL=redis://…/7 python bench/usage_admin.py --rows 1000000
+
+On PostgreSQL the rows are loaded with COPY (one upstream attempt each, inserted from them in SQL), else
+with bulk_create in batches; the rollups are then computed from the rows (billing.rollups.rebuild), and
+the tables vacuumed and analysed as autovacuum would after a bulk load.
 
 Seeded rows belong to users named bench-*@bench.invalid and are deleted afterwards (--keep keeps
 them). Pages are requested in-process through the full middleware stack as a superuser.
@@ -17,6 +22,7 @@ import re
 import statistics
 import sys
 import time
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -36,17 +42,18 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from billing import limits  # noqa: E402
-from billing.models import Plan, Subscription, UpstreamAttempt, UsageRecord  # noqa: E402
+from billing import limits, rollups  # noqa: E402
+from billing.models import Plan, Subscription, UpstreamAttempt, UsageDaily, UsageRecord  # noqa: E402
 from billing.subscriptions import current_subscription  # noqa: E402
 
 BENCH_DOMAIN = "bench.invalid"
 BENCH_PLAN = "bench-quota"
 ADMISSION_NOTE = (
     "Admission (`billing.limits.admit`, before every chat or API request; the database rate limiter "
-    "unless `REDIS_URL` is set) sums the period's usage rows only when the plan has a quota or the "
-    "key a budget, through the `(user, created_at)` index: its cost grows with the caller's rows "
-    "this period."
+    "unless `REDIS_URL` is set) reads the period's usage only when the plan has a quota or the key a "
+    "budget: from the daily rollups (`billing.rollups`, one row per day, key, model and provider), plus "
+    "the usage rows of the shorter part of the day the period started in. The usage pages read the "
+    "rollups the same way."
 )
 SECTION = "## Usage admin and dashboards with {rows} usage rows"
 MODELS = [
@@ -79,6 +86,10 @@ PAGES = [
 ]
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 0.01 else f"{seconds * 1000:.0f} ms"
+
+
 class Command(BaseCommand):
     help = "Seed usage rows and time the admin pages over them; writes BENCHMARKS.md."
 
@@ -100,7 +111,13 @@ class Command(BaseCommand):
         started = time.monotonic()
         self._seed(people, rows)
         seeded_in = time.monotonic() - started
-        self.stdout.write(f"seeded {rows} usage rows (+ attempts) in {seeded_in:.1f} s")
+        self.stdout.write(f"seeded {rows} usage rows (+ attempts, rollups) in {seeded_in:.1f} s")
+        checked = time.monotonic()
+        differences = rollups.differences()
+        self.stdout.write(
+            f"check_rollups: {len(differences)} difference(s) over {UsageDaily.objects.count():,} rollup rows "
+            f"({time.monotonic() - checked:.1f} s)"
+        )
 
         client = Client(HTTP_HOST="localhost")
         client.force_login(operator)
@@ -127,48 +144,92 @@ class Command(BaseCommand):
             self._cleanup(User)
 
     def _seed(self, people, rows):
+        rng = random.Random(7)
+        now = timezone.now()
+
+        def fields():
+            for _n in range(rows):
+                prompt, completion = rng.randint(10, 4000), rng.randint(1, 2000)
+                yield {
+                    "request_id": uuid.UUID(int=rng.getrandbits(128), version=4),
+                    # A skewed population: the first users make most requests.
+                    "user_id": people[min(int(rng.paretovariate(1.2)) - 1, len(people) - 1)].pk,
+                    "model_slug": rng.choice(MODELS),
+                    "provider": rng.choice(PROVIDERS),
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "cost": Decimal(prompt + completion) / Decimal(1_000_000),
+                    "latency_ms": rng.randint(50, 9000),
+                    "ttft_ms": rng.randint(20, 900),
+                    "status": rng.choice(STATUSES),
+                    "created_at": now - timedelta(seconds=rng.randint(0, 90 * 86400)),
+                }
+
+        if connection.vendor == "postgresql":
+            self._copy(fields())
+        else:
+            self._bulk_create(fields(), rng)
+        rollups.rebuild()
+        if connection.vendor == "postgresql":  # what autovacuum does soon after a bulk load
+            with connection.cursor() as cursor:
+                for table in ("billing_usagerecord", "billing_upstreamattempt", "billing_usagedaily", "accounts_user"):
+                    cursor.execute(f"VACUUM ANALYZE {table}")
+
+    def _copy(self, rows):
+        """COPY the rows in, then one upstream attempt per row in one INSERT ... SELECT."""
+        columns = [
+            "request_id", "user_id", "model_slug", "provider", "prompt_tokens", "completion_tokens", "cost",
+            "latency_ms", "ttft_ms", "status", "created_at",
+        ]  # fmt: skip
+        # The columns with Python defaults only (none in the database): the same values on every row.
+        defaults = {
+            "tokens_source": "estimated",
+            "cost_source": "estimated",
+            "input_price_per_m": 0,
+            "output_price_per_m": 0,
+            "over_reservation": False,
+        }
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT max(id) FROM billing_usagerecord")
+            before = cursor.fetchone()[0] or 0
+            copy_sql = f"COPY billing_usagerecord ({', '.join([*columns, *defaults])}) FROM STDIN"
+            with cursor.cursor.copy(copy_sql) as copy:
+                for row in rows:
+                    copy.write_row([*(row[c] for c in columns), *defaults.values()])
+            cursor.execute(
+                "INSERT INTO billing_upstreamattempt (usage_id, provider, model_slug, outcome, latency_ms, error) "
+                "SELECT id, provider, model_slug, CASE WHEN random() < 0.9 THEN 'ok' WHEN random() < 0.5 "
+                "THEN 'http_500' ELSE 'timeout' END, latency_ms, '' FROM billing_usagerecord WHERE id > %s",
+                [before],
+            )
+
+    def _bulk_create(self, rows, rng):
         # created_at is auto_now_add; the benchmark spreads rows over 90 days, so it sets them itself.
         field = UsageRecord._meta.get_field("created_at")
         field.auto_now_add = False
         try:
-            rng = random.Random(7)
-            now = timezone.now()
-            batch = 5000
-            for offset in range(0, rows, batch):
-                records = []
-                for _n in range(offset, min(rows, offset + batch)):
-                    prompt, completion = rng.randint(10, 4000), rng.randint(1, 2000)
-                    records.append(
-                        UsageRecord(
-                            # A skewed population: the first users make most requests.
-                            user=people[min(int(rng.paretovariate(1.2)) - 1, len(people) - 1)],
-                            model_slug=rng.choice(MODELS),
-                            provider=rng.choice(PROVIDERS),
-                            prompt_tokens=prompt,
-                            completion_tokens=completion,
-                            cost=Decimal(prompt + completion) / Decimal(1_000_000),
-                            latency_ms=rng.randint(50, 9000),
-                            ttft_ms=rng.randint(20, 900),
-                            status=rng.choice(STATUSES),
-                            created_at=now - timedelta(seconds=rng.randint(0, 90 * 86400)),
-                        )
-                    )
-                created = UsageRecord.objects.bulk_create(records)
-                UpstreamAttempt.objects.bulk_create(
-                    UpstreamAttempt(
-                        usage=r,
-                        provider=r.provider,
-                        model_slug=r.model_slug,
-                        outcome=rng.choice(OUTCOMES),
-                        latency_ms=r.latency_ms,
-                    )
-                    for r in created
-                )
+            batch: list[UsageRecord] = []
+            for row in rows:
+                batch.append(UsageRecord(**row))
+                if len(batch) == 5000:
+                    self._insert(batch, rng)
+                    batch = []
+            self._insert(batch, rng)
         finally:
             field.auto_now_add = True
-        if connection.vendor == "postgresql":  # what autovacuum does soon after a bulk load
-            with connection.cursor() as cursor:
-                cursor.execute("ANALYZE billing_usagerecord, billing_upstreamattempt, accounts_user")
+
+    def _insert(self, batch, rng):
+        created = UsageRecord.objects.bulk_create(batch)
+        UpstreamAttempt.objects.bulk_create(
+            UpstreamAttempt(
+                usage=r,
+                provider=r.provider,
+                model_slug=r.model_slug,
+                outcome=rng.choice(OUTCOMES),
+                latency_ms=r.latency_ms,
+            )
+            for r in created
+        )
 
     def _time(self, client, url, repeat):
         response = client.get(url)  # warm-up (templates, caches)
@@ -203,7 +264,7 @@ class Command(BaseCommand):
         for plan in (quota_plan, Plan.objects.get(slug="enterprise")):
             Subscription.objects.filter(pk=subscription.pk).update(plan=plan)
             timings = []
-            for _ in range(repeat * 4):
+            for _ in range(repeat * 40):  # admission is quick: more samples for a steady median
                 started = time.perf_counter()
                 limits.release(
                     limits.admit(
@@ -227,11 +288,28 @@ class Command(BaseCommand):
                 )
             label = (
                 f"admission + release, plan {'with quotas and rate limits' if plan == quota_plan else 'Enterprise'}"
-                f", {in_period:,} usage rows this period"
+                f", {in_period:,} usage rows this period ({'Redis' if settings.REDIS_URL else 'database'} rate "
+                f"limiter; {repeat * 40} admissions)"
             )
             results.append((label, "billing.limits.admit", statistics.median(timings), max(timings), len(queries)))
             self.stdout.write(f"{results[-1][2] * 1000:8.1f} ms median  {results[-1][4]:3d} queries  {label}")
+            if plan == quota_plan:
+                results.append(self._time_quota_read(person, repeat * 40, in_period))
         return results
+
+    def _time_quota_read(self, person, samples, in_period):
+        """The quota part of admission alone: the period's tokens and spend (billing.limits._used_this_period)."""
+        subscription = current_subscription(person)
+        timings = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            limits._used_this_period(subscription, person, None, None)
+            timings.append(time.perf_counter() - started)
+        with CaptureQueriesContext(connection) as queries:
+            limits._used_this_period(subscription, person, None, None)
+        label = f"of which the quota read (the period's tokens and spend), {in_period:,} usage rows this period"
+        self.stdout.write(f"{statistics.median(timings) * 1000:8.1f} ms median  {len(queries):3d} queries  {label}")
+        return (label, "billing.limits._used_this_period", statistics.median(timings), max(timings), len(queries))
 
     def _write(self, out, rows, users, repeat, seeded_in, results):
         db = connection.vendor + (f" {connection.pg_version // 10000}" if connection.vendor == "postgresql" else "")
@@ -240,15 +318,17 @@ class Command(BaseCommand):
             "",
             f"`python bench/usage_admin.py --rows {rows}` ({db}, Python {platform.python_version()}, "
             f"{users} users with a skewed share of the rows, one upstream attempt per row, rows spread over 90 days, "
-            f"tables analysed after the load as autovacuum would; "
-            f"median and slowest of {repeat} requests through the full middleware stack, after a warm-up; "
+            f"loaded with {'COPY' if connection.vendor == 'postgresql' else 'bulk_create'}, rollups computed from "
+            f"them, tables vacuumed and analysed after the load as autovacuum would; "
+            f"median and slowest of {repeat} requests through the full middleware stack, after a warm-up "
+            f"(admission: of {repeat * 40} calls); "
             f"measured {timezone.now():%Y-%m-%d} on {os.cpu_count()} cores, load average "
             f"{os.getloadavg()[0]:.1f} from other work on the machine). Seeding took {seeded_in:.0f} s.",
             "",
             "| page | median | slowest | queries |",
             "|---|---:|---:|---:|",
             *[
-                f"| {label} (`{url}`) | {median * 1000:.0f} ms | {slowest * 1000:.0f} ms | {queries} |"
+                f"| {label} (`{url}`) | {_ms(median)} | {_ms(slowest)} | {queries} |"
                 for label, url, median, slowest, queries in results
             ],
             "",
@@ -266,8 +346,11 @@ class Command(BaseCommand):
 
     def _cleanup(self, User):
         doomed = User.objects.filter(email__endswith=f"@{BENCH_DOMAIN}")
-        UpstreamAttempt.objects.filter(usage__user__in=doomed).delete()
-        UsageRecord.objects.filter(user__in=doomed).delete()
+        # Deleted in SQL: the ORM's delete would load every seeded row to collect its relations first.
+        rows = UsageRecord.objects.filter(user__in=doomed)
+        UpstreamAttempt.objects.filter(usage__in=rows)._raw_delete(connection.alias)
+        rows._raw_delete(connection.alias)
+        UsageDaily.objects.filter(user__in=doomed)._raw_delete(connection.alias)
         doomed.delete()
         Plan.objects.filter(slug=BENCH_PLAN).delete()
 

@@ -289,10 +289,16 @@ class UsageDaily(models.Model):
     check_rollups` proves it); read wherever figures span whole days."""
 
     day = models.DateField()
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # Indexed with the day (Meta.indexes), as every read asks for a range of days of one user or key.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
     # A deleted key's usage rows lose their key; its rollups are folded into the keyless ones first (rollups.py).
     api_key = models.ForeignKey(
-        "accounts.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="usage_daily"
+        "accounts.ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="usage_daily",
+        db_index=False,
     )
     model_slug = models.CharField(max_length=200)
     provider = models.CharField(max_length=20, blank=True)
@@ -318,7 +324,10 @@ class UsageDaily(models.Model):
                 name="usage_daily_keyless_unique",
             ),
         ]
-        indexes = [models.Index(fields=["api_key", "day"], name="usage_daily_key_day")]
+        indexes = [
+            models.Index(fields=["user", "day"], name="usage_daily_user_day"),
+            models.Index(fields=["api_key", "day"], name="usage_daily_key_day"),
+        ]
 
     def __str__(self):
         return f"{self.day} {self.model_slug}: {self.request_count} requests"
