@@ -263,6 +263,10 @@ X_FRAME_OPTIONS = "DENY"
 
 # `manage.py serve` (the image's server): at SIGTERM, how long open requests may take to finish.
 DRAIN_SECONDS = env.float("DRAIN_SECONDS", default=600)
+# How many more tokens another model's tokenizer may count than tiktoken (cl100k), which stands in for
+# tokenizers we do not have: this share of a model's context is kept free, and of a prompt's count reserved
+# beyond it, so that the upstream's own count fits what admission reserved (billing.metering.tokenizer_margin).
+TOKENIZER_MARGIN = env.float("TOKENIZER_MARGIN", default=0.10)
 
 # The ledger's crash safety (billing.inflight, billing.outbox). Each server process refreshes the heartbeat of
 # its requests in flight every HEARTBEAT_SECONDS (0: no heartbeat and no sweeper in this process); every

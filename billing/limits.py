@@ -44,7 +44,7 @@ from accounts.models import ApiKey, User
 from chat.catalogue.models import AIModel
 
 from . import inflight, ratelimit
-from .metering import count_prompt_tokens
+from .metering import count_prompt_tokens, reserved_prompt_tokens
 from .models import Plan, Reservation, Subscription
 from .rollups import usage
 from .subscriptions import current_subscription
@@ -313,6 +313,9 @@ def _worst_case(plan: Plan, model: AIModel | None, candidates: list[AIModel], re
         messages, dropped, output_tokens = fitted.messages, fitted.dropped, fitted.max_tokens
         params = {**params, "max_tokens": output_tokens}
         prompt_tokens = count_prompt_tokens(messages, params.get("tools"))
+    # Every part sent is counted (system prompt, attachments, images, tool schemas), with the margin by which
+    # the upstream's own tokenizer may count more: the charge then fits the reservation.
+    prompt_tokens = reserved_prompt_tokens(prompt_tokens)
     cost = max((m.cost(prompt_tokens, output_tokens) for m in candidates), default=Decimal(0))
     return Admission(
         candidates=candidates,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Iterable
 from decimal import Decimal
@@ -10,6 +11,7 @@ from functools import cache
 from typing import Any, Protocol
 
 import tiktoken
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from accounts.models import ApiKey, User
@@ -76,6 +78,16 @@ def _message_tokens(message: dict[str, Any]) -> int:
     for call in message.get("tool_calls") or ():  # what the model asked for is sent back as part of the prompt
         tokens += count_text_tokens(call["function"]["name"]) + count_text_tokens(call["function"]["arguments"])
     return tokens
+
+
+def tokenizer_margin() -> float:
+    """The share by which an upstream's own tokenizer may count more than tiktoken (settings.TOKENIZER_MARGIN)."""
+    return float(settings.TOKENIZER_MARGIN)
+
+
+def reserved_prompt_tokens(counted: int) -> int:
+    """A prompt counted with tiktoken, as the most another model's tokenizer may count it (the margin above)."""
+    return math.ceil(counted * (1 + tokenizer_margin()))
 
 
 def count_prompt_tokens(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> int:

@@ -4,6 +4,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -147,7 +148,32 @@ def usage_figures(
     return {prefix + name: expressions[name] for name in names}
 
 
-class FiguresQuerySet(models.QuerySet):
+class Groupings:
+    """The usual groupings of figures, by name, over anything with `grouped(*fields)`."""
+
+    def grouped(self, *fields: str, names: Iterable[str] = FIGURES) -> Any:
+        raise NotImplementedError
+
+    def by_model(self) -> Any:
+        return self.grouped("model_slug")
+
+    def by_day(self) -> Any:
+        return self.grouped("day")
+
+    def by_month(self) -> Any:
+        return self.grouped("month")
+
+    def by_key(self) -> Any:
+        return self.grouped("api_key_id", "api_key__name", "api_key__prefix")
+
+    def by_provider(self) -> Any:
+        return self.grouped("provider")
+
+    def by_user(self) -> Any:
+        return self.grouped("user_id")
+
+
+class FiguresQuerySet(Groupings, models.QuerySet):
     """Usage figures summed in the database, by the same names over usage rows and over their daily rollups."""
 
     rolled_up = False
@@ -173,24 +199,6 @@ class FiguresQuerySet(models.QuerySet):
         if "month" in fields:
             rows = rows.with_month()
         return rows.values(*fields).annotate(**usage_figures(names, rolled_up=self.rolled_up)).order_by()
-
-    def by_model(self) -> models.QuerySet:
-        return self.grouped("model_slug")
-
-    def by_day(self) -> models.QuerySet:
-        return self.grouped("day")
-
-    def by_month(self) -> models.QuerySet:
-        return self.grouped("month")
-
-    def by_key(self) -> models.QuerySet:
-        return self.grouped("api_key_id", "api_key__name", "api_key__prefix")
-
-    def by_provider(self) -> models.QuerySet:
-        return self.grouped("provider")
-
-    def by_user(self) -> models.QuerySet:
-        return self.grouped("user_id")
 
 
 class UsageRecordQuerySet(FiguresQuerySet):

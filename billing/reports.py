@@ -13,7 +13,7 @@ from aihub.inputs import SafeCsvWriter
 
 from . import money
 from .models import Invoice, Subscription, UpstreamAttempt, UsageRecord, UsageRecordQuerySet
-from .rollups import Usage, usage
+from .rollups import Figures, Usage, usage
 
 CHAT_PAGE = "Chat page"
 
@@ -36,11 +36,11 @@ def records_in(user, since: datetime, until: datetime) -> UsageRecordQuerySet:
     return UsageRecord.objects.filter(user=user).between(since, until)
 
 
-def by_model(records: Usage) -> list[dict]:
+def by_model(records: Usage | Figures) -> list[dict]:
     return list(records.by_model().order_by("-tokens", "model_slug"))
 
 
-def by_api_key(records: Usage) -> list[dict]:
+def by_api_key(records: Usage | Figures) -> list[dict]:
     rows = records.by_key().order_by("-tokens")
     return [
         {**row, "label": f"{row['api_key__name']} ({row['api_key__prefix']}…)" if row["api_key_id"] else CHAT_PAGE}
@@ -48,7 +48,7 @@ def by_api_key(records: Usage) -> list[dict]:
     ]
 
 
-def daily(records: Usage, start: date, end: date) -> dict:
+def daily(records: Usage | Figures, start: date, end: date) -> dict:
     """Per day (every day of the range, zeros included): tokens and cost, and tokens per model."""
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
     per_day = {row["day"]: row for row in records.by_day()}

@@ -8,20 +8,25 @@ rollups always equal the rows' sums and no reader ever misses usage not yet roll
 `usage(...).between(since, until)` answers the figures any page or check needs with the names of
 UsageRecord's queryset (totals, grouped, by_model, by_day, ...): whole days from the rollups, and the part
 of a day a range starts or ends inside of from the usage rows of that part (or the day's rollup less the
-rows of the other part, whichever part is shorter).
+rows of the other part, whichever part is shorter). Totals over a range that started inside a day some
+minutes ago (a plan period: admission's quota read) take that day's rollup less its rows before the start,
+whose sums can no longer change and are cached: one query over the rollups, whatever the caller's history.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.core.cache import cache
 from django.db import connection, transaction
+from django.utils import timezone
 
-from .models import FIGURES, FiguresQuerySet, UsageDaily, UsageRecord
+from .models import FIGURES, FiguresQuerySet, Groupings, UsageDaily, UsageRecord
 
 _COLUMNS = "user_id, day, api_key_id, model_slug, provider, request_count, prompt_tokens, completion_tokens, total_cost"
 _CONFLICT = {
@@ -71,6 +76,7 @@ def _sums_select(where: str) -> str:
 def rebuild() -> None:
     """Every rollup computed afresh from the usage rows (the backfill; bulk loads). Takes the usage table's
     lock for its duration on PostgreSQL, so no settlement lands between the delete and the sums."""
+    cache.set(_GENERATION, uuid.uuid4().hex, timeout=None)
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("LOCK TABLE billing_usagerecord IN SHARE MODE")
@@ -123,83 +129,105 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+# Rows are written with created_at = now: after this long (transactions are short), none is still to
+# commit with an earlier time, so sums of rows before then can be cached.
+SETTLED_AFTER = timedelta(minutes=5)
+_GENERATION = "rollups:generation"  # changed by rebuild(): rows were rewritten, cached sums are void
+CACHED_FOR = 40 * 24 * 3600  # a period's start is read for about a month
+
+
 @dataclass
-class Usage:
+class Part:
+    rows: FiguresQuerySet
+    sign: int
+    cache_key: str | None = None  # the rows' sums can no longer change: cached under this key
+
+    def totals(self, names: tuple[str, ...]) -> dict:
+        if self.cache_key is None:
+            return self.rows.totals(*names)
+        found = cache.get_many([self.cache_key, _GENERATION])
+        generation = found.get(_GENERATION, "")
+        if self.cache_key in found and found[self.cache_key][0] == generation:
+            return {name: found[self.cache_key][1][name] for name in names}
+        totals = self.rows.totals()
+        cache.set(self.cache_key, (generation, totals), timeout=CACHED_FOR)
+        return {name: totals[name] for name in names}
+
+
+@dataclass
+class Usage(Groupings):
     """The usage of the rows matching `filters` (any of user, api_key, model_slug, provider), over a range:
     the figures of UsageRecord's queryset, read from the rollups where whole days allow."""
 
     filters: dict[str, Any]
     since: datetime | None = None
     until: datetime | None = None
-    _parts: list[tuple[FiguresQuerySet, int]] = field(default_factory=list, repr=False)
 
     def between(self, since: datetime, until: datetime | None = None) -> Usage:
         return Usage(self.filters, since, until)
 
-    def parts(self) -> list[tuple[FiguresQuerySet, int]]:
+    def parts(self, *, cached_head: bool = False) -> list[Part]:
         """The querysets to add (sign 1) or take away (-1): rollups for the whole days, usage rows for the
-        ends that fall inside a day."""
+        ends that fall inside a day. `cached_head`: a range that started inside a day a while ago reads that
+        day's rollup less the rows before its start, which can no longer change (a cacheable part)."""
         rows = UsageRecord.objects.filter(**self.filters)
         daily = UsageDaily.objects.filter(**self.filters)
         if self.since is None:
-            return [(daily, 1)]
+            return [Part(daily, 1)]
         since, until = self.since.astimezone(UTC), self.until.astimezone(UTC) if self.until else None
         first = since.date() if since == _midnight(since.date()) else since.date() + timedelta(days=1)
         last = until.date() if until is not None else None  # rollups up to, not including, this day
         if last is not None and last < first:  # inside one day
-            return [(rows.between(since, until), 1)]
-        parts: list[tuple[FiguresQuerySet, int]] = [(daily.between(first, last), 1)]
-        if since.date() < first:  # the range starts inside a day: the shorter part of it from usage rows
-            if _midnight(first) - since <= timedelta(hours=12):
-                parts.append((rows.between(since, _midnight(first)), 1))
-            else:
-                parts += [(daily.filter(day=since.date()), 1), (rows.between(_midnight(since.date()), since), -1)]
-        if until is not None and last is not None and until != _midnight(last):  # it ends inside one
-            parts.append((rows.between(_midnight(last), until), 1))
+            return [Part(rows.between(since, until), 1)]
+        before = rows.between(_midnight(since.date()), since)
+        if since.date() == first:
+            parts = [Part(daily.between(first, last), 1)]
+        elif cached_head and timezone.now() - since > SETTLED_AFTER:
+            parts = [Part(daily.between(since.date(), last), 1), Part(before, -1, self._cache_key("before", since))]
+        elif _midnight(first) - since <= timedelta(hours=12):  # the shorter part of the day from the rows
+            parts = [Part(daily.between(first, last), 1), Part(rows.between(since, _midnight(first)), 1)]
+        else:
+            parts = [Part(daily.between(since.date(), last), 1), Part(before, -1)]
+        if until is not None and last is not None and until != _midnight(last):  # it ends inside a day
+            parts.append(Part(rows.between(_midnight(last), until), 1))
         return parts
+
+    def _cache_key(self, part: str, moment: datetime) -> str:
+        owners = ",".join(f"{name}={getattr(value, 'pk', value)}" for name, value in sorted(self.filters.items()))
+        return f"rollups:{part}:{owners}:{moment.timestamp()}"
 
     def totals(self, *names: str) -> dict:
         names = names or FIGURES
         found: dict[str, Any] = dict.fromkeys(names, 0)
-        for rows, sign in self.parts():
-            for name, value in rows.totals(*names).items():
-                found[name] += sign * value
+        for part in self.parts(cached_head=True):
+            for name, value in part.totals(names).items():
+                found[name] += part.sign * value
         if "cost" in found:
             found["cost"] = Decimal(found["cost"])
         return found
 
     def grouped(self, *fields: str, names: Iterable[str] = FIGURES) -> Figures:
-        names = tuple(names)
-        merged: dict[tuple, dict] = {}
-        for rows, sign in self.parts():
-            for row in rows.grouped(*fields, names=names):
-                key = tuple(row[f] for f in fields)
-                into = merged.setdefault(key, {**{f: row[f] for f in fields}, **dict.fromkeys(names, 0)})
-                for name in names:
-                    into[name] += sign * row[name]
-        return Figures(row for row in merged.values() if any(row[name] for name in names))
-
-    def by_model(self) -> Figures:
-        return self.grouped("model_slug")
-
-    def by_day(self) -> Figures:
-        return self.grouped("day")
-
-    def by_month(self) -> Figures:
-        return self.grouped("month")
-
-    def by_key(self) -> Figures:
-        return self.grouped("api_key_id", "api_key__name", "api_key__prefix")
-
-    def by_provider(self) -> Figures:
-        return self.grouped("provider")
-
-    def by_user(self) -> Figures:
-        return self.grouped("user_id")
+        return _merged(((part.rows.grouped(*fields, names=names), part.sign) for part in self.parts()), fields, names)
 
 
-class Figures(list):
-    """Grouped figures, ordered like a queryset: order_by("-tokens", "model_slug")."""
+def _merged(
+    signed_rows: Iterable[tuple[Iterable[dict], int]], fields: tuple[str, ...], names: Iterable[str]
+) -> Figures:
+    """Rows of figures summed (or taken away: sign -1) per value of `fields`; groups left with nothing dropped."""
+    names = tuple(names)
+    merged: dict[tuple, dict] = {}
+    for rows, sign in signed_rows:
+        for row in rows:
+            key = tuple(row[f] for f in fields)
+            into = merged.setdefault(key, {**{f: row[f] for f in fields}, **dict.fromkeys(names, 0)})
+            for name in names:
+                into[name] += sign * row[name]
+    return Figures(row for row in merged.values() if any(row[name] for name in names))
+
+
+class Figures(Groupings, list):
+    """Grouped figures, ordered like a queryset (order_by("-tokens", "model_slug")), and grouped again by
+    fewer fields with the same names: one read of the finest grouping a page needs serves all of it."""
 
     def order_by(self, *fields: str) -> Figures:
         rows = list(self)
@@ -210,6 +238,18 @@ class Figures(list):
                 reverse=name.startswith("-"),
             )
         return Figures(rows)
+
+    def grouped(self, *fields: str, names: Iterable[str] = FIGURES) -> Figures:
+        return _merged([(self, 1)], fields, names)
+
+    def totals(self, *names: str) -> dict:
+        found: dict[str, Any] = dict.fromkeys(names or FIGURES, 0)
+        for row in self:
+            for name in found:
+                found[name] += row[name]
+        if "cost" in found:
+            found["cost"] = Decimal(found["cost"])
+        return found
 
 
 def usage(**filters: Any) -> Usage:

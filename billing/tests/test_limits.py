@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from billing import rollups
 from billing.limits import LimitExceeded
-from billing.metering import count_prompt_tokens
+from billing.metering import count_prompt_tokens, reserved_prompt_tokens
 from billing.models import Plan, Reservation, UsageRecord
 from billing.subscriptions import current_subscription
 from chat.gateway.providers.base import ProviderError
@@ -86,7 +86,7 @@ def test_requests_per_minute_hold_and_refusals_use_up_nothing(limiter, make_plan
 
 
 def test_tokens_per_minute_count_the_worst_case_of_each_request(limiter, make_plan, subscriber, make_model):
-    worst = count_prompt_tokens(SAY_HELLO) + 50
+    worst = reserved_prompt_tokens(count_prompt_tokens(SAY_HELLO)) + 50  # the tokenizer margin included
     person = subscriber(make_plan(tokens_per_minute=worst * 2 + 10))
     model = make_model()
     ask(person, model, params={"max_tokens": 50})
@@ -151,7 +151,7 @@ async def test_concurrent_streams_are_limited_and_a_finished_stream_frees_its_sl
 def test_the_monthly_token_quota_blocks_once_the_next_worst_case_does_not_fit(
     make_plan, subscriber, make_model, upstream
 ):
-    worst = count_prompt_tokens(SAY_HELLO) + 50
+    worst = reserved_prompt_tokens(count_prompt_tokens(SAY_HELLO)) + 50  # the tokenizer margin included
     person = subscriber(make_plan(monthly_token_quota=worst + 10, max_output_tokens=50))
     model = make_model()
     ask(person, model)  # the fake upstream reports 11 + 6 tokens
@@ -195,7 +195,8 @@ def test_a_charge_never_exceeds_the_worst_case_reserved_for_it(make_plan, subscr
     record = UsageRecord.objects.get()
     # The fake upstream reports 11 + 6 tokens although max_tokens was 1: the charge stops at the reservation.
     assert (record.prompt_tokens, record.completion_tokens) == (11, 6)
-    assert record.cost == worker.admission.reserved_cost == model.cost(count_prompt_tokens(SAY_HELLO), 1)
+    reserved = reserved_prompt_tokens(count_prompt_tokens(SAY_HELLO))  # with the tokenizer margin
+    assert record.cost == worker.admission.reserved_cost == model.cost(reserved, 1)
 
 
 def test_a_failed_request_releases_its_reservation_and_charges_nothing(make_plan, subscriber, make_model):

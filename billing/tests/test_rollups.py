@@ -155,6 +155,17 @@ def test_figures_over_any_range_equal_the_rows_sums(history, since_hours, until_
             assert sorted(found, key=key) == sorted(expected, key=key), grouping
 
 
+def test_a_cached_sum_of_rows_is_void_once_the_rows_are_rewritten(history):
+    person, _, start = history
+    since = start + timedelta(hours=20)  # late in a day long past: that day's rollup less the cached morning
+    ledger = rollups.usage(user=person).between(since)
+    assert [part.cache_key is not None for part in ledger.parts(cached_head=True)] == [False, True]
+    assert ledger.totals() == UsageRecord.objects.filter(user=person).between(since).totals()
+    UsageRecord.objects.filter(user=person, created_at__lt=since).update(created_at=since)  # moved into the range
+    rollups.rebuild()
+    assert ledger.totals() == UsageRecord.objects.filter(user=person).between(since).totals()
+
+
 def test_ordered_figures_read_like_a_querysets(history):
     person, _, start = history
     ledger = rollups.usage(user=person).between(start, start + timedelta(days=3))

@@ -10,7 +10,7 @@ anything is reserved or sent.
 
 Tokens are counted with the model's own tokenizer where we have it (the local model), and with tiktoken
 otherwise, which stands in for tokenizers we do not have: TIKTOKEN_MARGIN of the context is then kept
-free for their disagreement.
+free for their disagreement (settings.TOKENIZER_MARGIN).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from aihub.message_content import text_of
 from billing.limits import LimitExceeded
-from billing.metering import TOKENS_PER_REPLY, count_prompt_tokens
+from billing.metering import TOKENS_PER_REPLY, count_prompt_tokens, tokenizer_margin
 from chat.catalogue.models import AIModel
 
 from .providers.local import TEMPLATE_MARGIN, LocalProvider
@@ -29,8 +29,6 @@ from .router import get_provider
 
 # A reply is given at least this many tokens; a prompt that leaves fewer is refused.
 OUTPUT_FLOOR = 64
-# Share of the context kept free where tiktoken stands in for the model's own tokenizer.
-TIKTOKEN_MARGIN = 0.10
 # Without max_tokens, a reply may use up to this share of the context (the rest holds history)...
 DEFAULT_OUTPUT_SHARE = 4
 # ...and never more than this (large contexts).
@@ -95,7 +93,7 @@ def window_for(model: AIModel) -> Window | None:
             return Window(local.context_length, local.count_message_tokens, TEMPLATE_MARGIN + local.template_tokens)
     if not model.context_length:
         return None
-    margin = int(model.context_length * TIKTOKEN_MARGIN)
+    margin = int(model.context_length * tokenizer_margin())
     return Window(model.context_length, tiktoken_message_tokens, TOKENS_PER_REPLY + margin)
 
 

