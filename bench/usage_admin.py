@@ -83,6 +83,8 @@ PAGES = [
     ("subscription admin", "/admin/billing/subscription/"),
     ("operator overview (/ops/)", "/ops/"),
     ("usage dashboard, heaviest user, 90 days", "/usage/?start={start}&end={end}"),
+    # The same page for a person without usage: what it costs whatever the figures (session, layout, chart).
+    ("usage dashboard, a user without usage, 90 days", "/usage/?start={start}&end={end}"),
 ]
 
 
@@ -124,6 +126,8 @@ class Command(BaseCommand):
         heavy = people[0]
         client_user = Client(HTTP_HOST="localhost")
         client_user.force_login(heavy)
+        client_without_usage = Client(HTTP_HOST="localhost")
+        client_without_usage.force_login(User.objects.create_user(f"bench-none@{BENCH_DOMAIN}", "not-used-password"))
         today = timezone.now().date()
         values = {
             "year": today.year,
@@ -135,7 +139,9 @@ class Command(BaseCommand):
         results = []
         for label, url in PAGES:
             url = url.format(**values)
-            browser = client_user if url.startswith("/usage/") else client
+            browser = client if not url.startswith("/usage/") else client_user
+            if "without usage" in label:
+                browser = client_without_usage
             results.append((label, url, *self._time(browser, url, repeat)))
             self.stdout.write(f"{results[-1][2] * 1000:8.1f} ms median  {results[-1][4]:3d} queries  {label}")
         results += self._time_admission(heavy, repeat)
