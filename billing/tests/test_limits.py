@@ -86,8 +86,9 @@ def test_requests_per_minute_hold_and_refusals_use_up_nothing(limiter, make_plan
 
 
 def test_tokens_per_minute_count_the_worst_case_of_each_request(limiter, make_plan, subscriber, make_model):
-    worst = reserved_prompt_tokens(count_prompt_tokens(SAY_HELLO)) + 50  # the tokenizer margin included
-    person = subscriber(make_plan(tokens_per_minute=worst * 2 + 10))
+    prompt = reserved_prompt_tokens(count_prompt_tokens(SAY_HELLO))  # the tokenizer margin included
+    worst, small = prompt + 50, prompt + 1
+    person = subscriber(make_plan(tokens_per_minute=worst * 2 + small))
     model = make_model()
     ask(person, model, params={"max_tokens": 50})
     ask(person, model, params={"max_tokens": 50})
