@@ -118,7 +118,8 @@ class UpstreamAttemptInline(admin.TabularInline):
 # ranges are whole UTC days), and those that change no figure (ordering, page).
 _DAY_PARTS = ("created_at__year", "created_at__month", "created_at__day")
 _RANGE = ("created_at__gte", "created_at__lt")
-_NEUTRAL = {"o", "p", "provider", *_DAY_PARTS, *_RANGE}
+_PROVIDER = "provider__exact"  # the provider list filter's parameter
+_NEUTRAL = {"o", "p", _PROVIDER, *_DAY_PARTS, *_RANGE}
 
 
 def _moment(value: str) -> datetime | None:
@@ -134,7 +135,7 @@ def _rolled_up_filters(params) -> rollups.Usage | None:
     """The usage list's filtered figures from the rollups, or None when a filter needs the rows."""
     if set(params) - _NEUTRAL:
         return None
-    ledger = rollups.usage(**({"provider": params["provider"]} if "provider" in params else {}))
+    ledger = rollups.usage(**({"provider": params[_PROVIDER]} if _PROVIDER in params else {}))
     try:
         if params.get("created_at__year"):
             year, month, day = (int(params.get(part) or 0) for part in _DAY_PARTS)

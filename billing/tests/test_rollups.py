@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
 
@@ -18,6 +18,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from accounts.api_keys import issue_key
+from aihub.testing import logged_in_client
 from billing import metering, rollups
 from billing.models import FIGURES, Reservation, UsageDaily, UsageRecord
 
@@ -164,6 +165,29 @@ def test_a_cached_sum_of_rows_is_void_once_the_rows_are_rewritten(history):
     UsageRecord.objects.filter(user=person, created_at__lt=since).update(created_at=since)  # moved into the range
     rollups.rebuild()
     assert ledger.totals() == UsageRecord.objects.filter(user=person).between(since).totals()
+
+
+@pytest.mark.parametrize(
+    "query, rows",
+    [
+        ("", {}),
+        ("?provider__exact=openrouter", {"provider": "openrouter"}),
+        ("?created_at__year=2026&created_at__month=10&created_at__day=3", {"created_at__date": date(2026, 10, 3)}),
+        ("?created_at__year=2026&created_at__month=10", {"created_at__month": 10}),
+        (
+            "?created_at__gte=2026-10-02+00%3A00%3A00%2B00%3A00&created_at__lt=2026-10-05+00%3A00%3A00%2B00%3A00",
+            {"created_at__gte": datetime(2026, 10, 2, tzinfo=UTC), "created_at__lt": datetime(2026, 10, 5, tzinfo=UTC)},
+        ),
+        ("?status__exact=complete&provider__exact=openrouter", {"status": "complete", "provider": "openrouter"}),
+    ],
+)
+def test_the_usage_admins_totals_equal_the_filtered_rows(history, django_user_model, query, rows):
+    staff = django_user_model.objects.create_superuser("ops@example.com", "correct horse battery")
+    browser = logged_in_client(staff)
+    totals = browser.get(f"/admin/billing/usagerecord/{query}").context["usage_totals"]
+    assert totals["all"] == UsageRecord.objects.filter(**rows).totals("requests", "tokens", "cost")
+    expected = UsageRecord.objects.filter(**rows).grouped("model_slug", names=("requests", "tokens", "cost"))
+    assert sorted(totals["by_model"], key=str) == sorted(expected, key=str)
 
 
 def test_ordered_figures_read_like_a_querysets(history):
