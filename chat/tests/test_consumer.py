@@ -121,9 +121,11 @@ def deltas_of(frames: list[str], reply_id: int) -> list[str]:
 async def receive_start(communicator) -> str:
     """The fragment that starts an exchange on every socket of the conversation (the sender's own
     acknowledgement comes before it)."""
-    frame = await communicator.receive_from()
+    # A reply's first frames wait on a thread hop and the database: seconds on a busy machine (1 s, the
+    # communicator's default, was missed at load 10).
+    frame = await communicator.receive_from(timeout=10)
     while 'id="messages"' not in frame:
-        frame = await communicator.receive_from()
+        frame = await communicator.receive_from(timeout=10)
     return frame
 
 
