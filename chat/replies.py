@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 STOP_EVENTS = {"reply.stop", "session.logout"}
 
+# Why a reply ended when the process writing it did (found by a page's socket, or by the sweeper: chat.upkeep).
+INTERRUPTED = "interrupted: the server stopped"
+
 # The replies this process writes, by reply id (tests wait for them; nothing else should need to).
 running: dict[int, asyncio.Task] = {}
 
@@ -142,5 +145,5 @@ async def announce_end(conversation_id: int, reply_id: int, limit: LimitExceeded
 
 async def give_up_on(conversation_id: int, reply_id: int) -> None:
     """A reply no process answers for (its process ended while writing it): failed, and said so."""
-    await conversations.fail_reply(Message(pk=reply_id), "interrupted: the server restarted")
+    await conversations.fail_reply(Message(pk=reply_id), INTERRUPTED)
     await announce_end(conversation_id, reply_id)

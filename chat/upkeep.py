@@ -22,9 +22,6 @@ from . import conversations, replies
 
 logger = logging.getLogger(__name__)
 
-# Why a reply (and its request's attempt) ended when its process died.
-INTERRUPTED = "interrupted: the server stopped"
-
 _task: asyncio.Task | None = None
 
 
@@ -40,7 +37,7 @@ def sweep() -> list[tuple[int, int]]:
     processes. Returns the replies that ended, as (conversation id, reply id). Sync."""
     ended: list[tuple[int, int]] = []
     outbox.drain(on_written=lambda settlement, usage: ended.extend(conversations.finish_from_outbox(settlement, usage)))
-    return ended + conversations.fail_interrupted(inflight.settle_abandoned(INTERRUPTED), INTERRUPTED)
+    return ended + conversations.fail_interrupted(inflight.settle_abandoned(replies.INTERRUPTED), replies.INTERRUPTED)
 
 
 async def _run() -> None:
