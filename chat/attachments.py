@@ -144,7 +144,7 @@ def store_upload(user, uploaded, model: AIModel | None) -> Attachment:
         kind, text, tokens = Attachment.Kind.IMAGE, "", IMAGE_TOKENS
     else:
         content_type, text = document_text(name, data)
-        kind, tokens = Attachment.Kind.DOCUMENT, count_text_tokens(text)
+        kind, tokens = Attachment.Kind.DOCUMENT, count_text_tokens(document_block(name, text))
     attachment = Attachment(
         user=user, name=name, content_type=content_type, size=len(data), kind=kind, text=text, tokens=tokens
     )
@@ -183,36 +183,42 @@ def carry_over(original: Message, edit: Message) -> None:
     Attachment.objects.bulk_create(copies)
 
 
+def document_block(name: str, text: str) -> str:
+    """A document as it follows its message in the prompt (its chip counts these tokens: what it adds)."""
+    return f"\n\n--- Attached file: {name} ---\n{text}\n--- End of {name} ---"
+
+
+def with_files(entry: dict, files: list[Attachment], model: AIModel | None) -> dict:
+    """A message as sent with its files: documents as text after it, images as image parts (or, for a
+    text-only model, their names)."""
+    if not files:
+        return entry
+    images_allowed = model is None or model.supports_images
+    text, images = entry["content"], []
+    for attachment in files:
+        if attachment.kind == Attachment.Kind.DOCUMENT:
+            text += document_block(attachment.name, attachment.text)
+        elif images_allowed:
+            with attachment.file.open("rb") as image:
+                images.append(image_part(data_url(attachment.content_type, image.read())))
+        else:
+            text += f"\n\n[Attached image {attachment.name}: not shown to this text-only model]"
+    content = [{"type": "text", "text": text}, *images] if images else text
+    return {**entry, "content": content}
+
+
 def with_attachments(history: list[dict], message_ids: list[int], model: AIModel | None) -> list[dict]:
-    """The history (one entry per id of `message_ids`) with each message's attachments: documents as text
-    after the message, images as image parts (or, for a text-only model, their names). One query."""
+    """The history (one entry per id of `message_ids`) with each message's attachments (with_files). One query."""
     found: dict[int, list[Attachment]] = {}
     for attachment in Attachment.objects.filter(message_id__in=message_ids):
         assert attachment.message_id is not None  # filtered by message
         found.setdefault(attachment.message_id, []).append(attachment)
     if not found:
         return history
-    images_allowed = model is None or model.supports_images
-    result = []
-    for entry, message_id in zip(history, message_ids, strict=True):
-        files = found.get(message_id)
-        if not files:
-            result.append(entry)
-            continue
-        text, images = entry["content"], []
-        for attachment in files:
-            if attachment.kind == Attachment.Kind.DOCUMENT:
-                text += (
-                    f"\n\n--- Attached file: {attachment.name} ---\n{attachment.text}\n--- End of {attachment.name} ---"
-                )
-            elif images_allowed:
-                with attachment.file.open("rb") as image:
-                    images.append(image_part(data_url(attachment.content_type, image.read())))
-            else:
-                text += f"\n\n[Attached image {attachment.name}: not shown to this text-only model]"
-        content = [{"type": "text", "text": text}, *images] if images else text
-        result.append({**entry, "content": content})
-    return result
+    return [
+        with_files(entry, found.get(message_id, []), model)
+        for entry, message_id in zip(history, message_ids, strict=True)
+    ]
 
 
 @receiver(post_delete, sender=Attachment)

@@ -16,12 +16,12 @@ from billing import outbox
 from billing.limits import LimitExceeded
 from billing.models import UsageRecord
 from billing.rollups import usage
-from chat import conversations, figures
+from chat import attachments, conversations, figures
 from chat.catalogue.lookup import AUTO
 from chat.conversations import MAX_MESSAGE_CHARS, Exchange, start_exchange
 from chat.gateway import estimates
 from chat.gateway.generation import Generation
-from chat.models import Conversation, Message
+from chat.models import AIModel, Conversation, Message
 
 from .auth import Caller, allowed_model, authenticate_request
 from .decorators import api_view
@@ -129,6 +129,14 @@ def _exchange_fields(data: dict) -> tuple[str, str, dict]:
     return text, slug, parse_params(data)
 
 
+async def _exchange_inputs(caller: Caller, data: dict) -> tuple[str, dict, AIModel | None, Conversation | None, list]:
+    """An exchange's (or its estimate's) message, parameters, model, session (None: a new one) and files, checked."""
+    text, slug, params = _exchange_fields(data)
+    model = await database_sync_to_async(allowed_model)(caller, slug)
+    conversation = await _session_for(caller, data["session_id"]) if data.get("session_id") is not None else None
+    return text, params, model, conversation, await files_to_send(caller, data.get("attachments"), model)
+
+
 async def _start_exchange(request) -> Exchange:
     """Read the body (or a GET's query) and admit the request by the caller's plan, then store the user's
     message and an empty reply, in the given session or a new one. A refused request stores nothing."""
@@ -138,10 +146,7 @@ async def _start_exchange(request) -> Exchange:
     else:
         caller = await authenticate_request(request, allow_session=True)
         data = read_json_body(request)
-    text, slug, params = _exchange_fields(data)
-    model = await database_sync_to_async(allowed_model)(caller, slug)
-    conversation = await _session_for(caller, data["session_id"]) if data.get("session_id") is not None else None
-    files = await files_to_send(caller, data.get("attachments"), model)
+    text, params, model, conversation, files = await _exchange_inputs(caller, data)
     try:
         return await start_exchange(
             user=caller.user,
@@ -281,15 +286,14 @@ async def session_detail(request, pk: int):
     return JsonResponse(session)
 
 
-def _estimate(caller: Caller, slug: str, conversation: Conversation | None, text: str, params: dict) -> dict:
-    model = allowed_model(caller, slug)
+def _estimate(
+    caller: Caller, model: AIModel | None, conversation: Conversation | None, text: str, files: list, params: dict
+) -> dict:
     history = conversations.history_for(conversation, None) if conversation is not None else []
-    estimate = estimates.estimate(
-        user=caller.user, model=model, messages=[*history, {"role": "user", "content": text.strip()}], params=params
-    )
+    # Files waiting in the composer count as they will be sent with the message (and are fitted with it).
+    message = attachments.with_files({"role": "user", "content": text.strip()}, files, model)
+    estimate = estimates.estimate(user=caller.user, model=model, messages=[*history, message], params=params)
     return {
-        "object": "estimate",
-        "model": slug,
         "session_id": conversation.pk if conversation is not None else None,
         "prompt_tokens": estimate.prompt_tokens,
         "max_output_tokens": estimate.max_output_tokens,
@@ -301,15 +305,16 @@ def _estimate(caller: Caller, slug: str, conversation: Conversation | None, text
 
 @api_view("POST")
 async def estimate(request):
-    """POST /api/v1/estimate: what sending this message would cost, before it is sent (nothing is stored)."""
+    """POST /api/v1/estimate: what sending this message (with its files) would cost, before it is sent
+    (nothing is stored). The files are checked as sending checks them: only the caller's unsent uploads."""
     caller = await authenticate_request(request, allow_session=True)
     data = read_json_body(request)
-    text, slug, params = _exchange_fields(data)
-    conversation = await _session_for(caller, data["session_id"]) if data.get("session_id") is not None else None
+    text, params, model, conversation, files = await _exchange_inputs(caller, data)
     try:
-        return JsonResponse(await database_sync_to_async(_estimate)(caller, slug, conversation, text, params))
+        answer = await database_sync_to_async(_estimate)(caller, model, conversation, text, files, params)
     except LimitExceeded as refused:
         raise failure_error(refused) from None
+    return JsonResponse({"object": "estimate", "model": data.get("model", AUTO), **answer})
 
 
 @api_view("GET")

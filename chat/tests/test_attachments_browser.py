@@ -5,12 +5,14 @@ stored) for a text-only one."""
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from aihub.testing import chromium_page, session_key_for
 from billing.metering import count_text_tokens
+from chat.attachments import document_block
 from chat.models import AIModel, Attachment, Provider
 from chat.tests.sample_files import PNG, pdf_with_text
 
@@ -53,7 +55,10 @@ def test_a_text_file_and_a_pdf_reach_the_model(page, upstream):
     attach(page, "invoice.pdf", pdf_with_text("The invoice number is 4711"), "application/pdf")
     chips = page.locator("#attachment-chips .attachment-chip:not(.uploading)")
     chips.nth(1).wait_for()
-    expected = [count_text_tokens("The launch code is 0000."), count_text_tokens("The invoice number is 4711")]
+    expected = [  # what each file adds to the prompt: its text, between the lines that name it
+        count_text_tokens(document_block("notes.txt", "The launch code is 0000.")),
+        count_text_tokens(document_block("invoice.pdf", "The invoice number is 4711")),
+    ]
     assert [chip.locator(".attachment-tokens").inner_text() for chip in chips.all()] == [
         f"{n} tokens" for n in expected
     ]
@@ -64,6 +69,40 @@ def test_a_text_file_and_a_pdf_reach_the_model(page, upstream):
     assert "The launch code is 0000." in sent and "The invoice number is 4711" in sent
     assert page.locator("#attachment-chips .attachment-chip").count() == 0  # sent: the composer is clear
     assert page.locator(".message.user .message-attachments li").count() == 2
+    assert page.problems == []
+
+
+def estimated_tokens(page) -> int:
+    line = page.locator("#composer-estimate").text_content()
+    match = re.match(r"≈ ([\d,]+) tokens in", line)
+    assert match, line
+    return int(match.group(1).replace(",", ""))
+
+
+def estimate_reads(page, tokens: int) -> None:
+    """Wait until the composer's estimate line counts `tokens` tokens in."""
+    expected = f"≈ {tokens:,} tokens in"
+    page.wait_for_function(
+        "(text) => document.getElementById('composer-estimate').textContent.startsWith(text)", arg=expected
+    )
+
+
+def test_the_estimate_grows_by_a_file_as_soon_as_it_is_attached(page, upstream):
+    page.select_option("#model-select", "fake/plain")
+    page.fill("#message-input", "What does the file say")
+    page.wait_for_function("() => document.getElementById('composer-estimate').textContent.includes('tokens in')")
+    before = estimated_tokens(page)
+    attach(page, "notes.txt", b"The launch code is 0000, and the spare key is under the third stone.", "text/plain")
+    chip = page.locator("#attachment-chips .attachment-chip:not(.uploading)")
+    chip.wait_for()
+    added = int(chip.get_attribute("data-tokens"))
+    notes = "The launch code is 0000, and the spare key is under the third stone."
+    assert added == count_text_tokens(document_block("notes.txt", notes))
+    assert chip.locator(".attachment-tokens").inner_text() == f"{added} tokens"  # shown before sending
+    estimate_reads(page, before + added)
+    chip.locator(".attachment-remove").click()  # removed: the estimate is the message's alone again
+    estimate_reads(page, before)
+    assert in_thread(lambda: Attachment.objects.count()) == 0
     assert page.problems == []
 
 

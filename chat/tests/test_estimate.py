@@ -70,3 +70,81 @@ async def test_a_free_model_is_estimated_at_zero(api_client, catalogue):
 
     assert figures["cost_usd"] == {"min": "0.00000000", "max": "0.00000000"}
     assert figures["prompt_tokens"] > 0
+
+
+# Files waiting in the composer (uploaded, not sent yet) count as they will be sent with the message.
+
+NOTES = "The harbour lights were painted red and green by the old keeper in 1911, after the storm. " * 20
+
+
+async def _upload(api_client, name: str, data: bytes, model: str) -> dict:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    response = await api_client.client.post(
+        "/api/v1/files", {"file": SimpleUploadedFile(name, data), "model": model}, headers=api_client.headers
+    )
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+@pytest.fixture
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path)
+
+
+async def test_a_file_waiting_to_be_sent_adds_its_counted_tokens_and_the_reply_that_follows_fits(
+    api_client, counting, media
+):
+    document = await _upload(api_client, "notes.txt", NOTES.encode(), counting.slug)
+    body = {"message": "What do the notes say about the lights", "model": counting.slug, "max_tokens": 300}
+
+    alone = (await api_client.post("/api/v1/estimate", body)).json()
+    estimate = await api_client.post("/api/v1/estimate", {**body, "attachments": [document["id"]]})
+    assert estimate.status_code == 200, estimate.content
+    figures = estimate.json()
+    # The chip's count is what the file adds to the prompt.
+    assert figures["prompt_tokens"] - alone["prompt_tokens"] == document["tokens"]
+    assert Decimal(figures["cost_usd"]["max"]) > Decimal(alone["cost_usd"]["max"])
+
+    sent = await api_client.post("/api/v1/chat/completions", {**body, "attachments": [document["id"]]})
+    assert sent.status_code == 200, sent.content
+    record = await UsageRecord.objects.order_by("-id").afirst()
+    low, high = Decimal(figures["cost_usd"]["min"]), Decimal(figures["cost_usd"]["max"])
+    assert low <= record.cost <= high, (low, record.cost, high)
+    # The upstream counted the message and the file's text as the estimate did (the same cl100k tokens).
+    assert record.prompt_tokens == figures["prompt_tokens"]
+
+
+async def test_an_image_waiting_to_be_sent_counts_as_an_image_part(api_client, counting, media):
+    from chat.tests.sample_files import PNG
+
+    counting.supports_images = True
+    await counting.asave(update_fields=["supports_images"])
+    image = await _upload(api_client, "cat.png", PNG, counting.slug)
+    body = {"message": "What is in this picture", "model": counting.slug}
+
+    alone = (await api_client.post("/api/v1/estimate", body)).json()
+    figures = (await api_client.post("/api/v1/estimate", {**body, "attachments": [image["id"]]})).json()
+
+    assert (image["kind"], figures["prompt_tokens"] - alone["prompt_tokens"]) == ("image", image["tokens"])
+
+
+async def test_another_users_file_is_never_counted_and_answers_as_a_file_that_never_existed(
+    api_client, counting, media, other_user
+):
+    from chat.models import Attachment
+
+    foreign = await Attachment.objects.acreate(
+        user=other_user, name="secret.txt", content_type="text/plain", size=6, kind="document", text=NOTES, tokens=400
+    )
+    body = {"message": "What do the notes say", "model": counting.slug}
+
+    theirs = await api_client.post("/api/v1/estimate", {**body, "attachments": [foreign.pk]})
+    missing = await api_client.post("/api/v1/estimate", {**body, "attachments": [foreign.pk + 1000]})
+    malformed = await api_client.post("/api/v1/estimate", {**body, "attachments": "1"})
+
+    assert (theirs.status_code, theirs.json()["error"]["code"]) == (400, "invalid_attachments")
+    assert theirs.json() == missing.json()  # nothing tells their file from one that never existed
+    assert "secret" not in theirs.content.decode()
+    assert (malformed.status_code, malformed.json()["error"]["param"]) == (400, "attachments")
+    assert await Attachment.objects.filter(pk=foreign.pk, message__isnull=True).aexists()  # left as it was

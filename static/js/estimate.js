@@ -1,5 +1,6 @@
 // The composer's estimate: as the user types (debounced), the prompt's tokens and the price range of the
-// chosen model for the message as it would be sent ("≈ 1,240 tokens in, up to 1,024 out: $0.0012–$0.0031").
+// chosen model for the message as it would be sent ("≈ 1,240 tokens in, up to 1,024 out: $0.0012–$0.0031"),
+// with the files waiting in the composer (the chips' ids: static/js/attachments.js); again when they change.
 (function () {
   const line = document.getElementById("composer-estimate");
   const input = document.getElementById("message-input");
@@ -30,6 +31,8 @@
     const body = { message, model: modelSelect.value };
     const session = document.getElementById("active-conversation")?.value;
     if (session) body.session_id = Number(session);
+    const files = Array.from(document.querySelectorAll("#attachment-chips input[name=attachments]"), (id) => Number(id.value));
+    if (files.length) body.attachments = files;
     try {
       const response = await fetch(line.dataset.url, {
         method: "POST",
@@ -48,5 +51,7 @@
   const later = () => { clearTimeout(timer); timer = setTimeout(estimate, WAIT_MS); };
   input.addEventListener("input", later);
   modelSelect.addEventListener("change", later);
+  const chips = document.getElementById("attachment-chips");
+  if (chips) new MutationObserver(later).observe(chips, { childList: true });
   document.body.addEventListener("htmx:wsAfterMessage", () => { if (!input.value.trim()) line.textContent = ""; });
 })();
