@@ -289,10 +289,14 @@ async def session_detail(request, pk: int):
 def _estimate(
     caller: Caller, model: AIModel | None, conversation: Conversation | None, text: str, files: list, params: dict
 ) -> dict:
+    # Sent first, as the generation sends them: the owner's custom instructions and the session's system prompt.
+    instructions = conversations.instructions_for(conversation or Conversation(user=caller.user))
     history = conversations.history_for(conversation, None) if conversation is not None else []
     # Files waiting in the composer count as they will be sent with the message (and are fitted with it).
     message = attachments.with_files({"role": "user", "content": text.strip()}, files, model)
-    estimate = estimates.estimate(user=caller.user, model=model, messages=[*history, message], params=params)
+    estimate = estimates.estimate(
+        user=caller.user, model=model, messages=[*instructions, *history, message], params=params
+    )
     return {
         "session_id": conversation.pk if conversation is not None else None,
         "prompt_tokens": estimate.prompt_tokens,

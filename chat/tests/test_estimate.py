@@ -148,3 +148,20 @@ async def test_another_users_file_is_never_counted_and_answers_as_a_file_that_ne
     assert "secret" not in theirs.content.decode()
     assert (malformed.status_code, malformed.json()["error"]["param"]) == (400, "attachments")
     assert await Attachment.objects.filter(pk=foreign.pk, message__isnull=True).aexists()  # left as it was
+
+
+async def test_the_custom_instructions_and_the_system_prompt_count_as_they_are_sent_first(api_client, counting, user):
+    from chat.models import Conversation
+
+    user.custom_instructions = "Answer as a lighthouse keeper would, in short plain sentences. " * 10
+    await user.asave(update_fields=["custom_instructions"])
+    session = await Conversation.objects.acreate(user=user, system_prompt="Mention the weather. " * 10)
+    body = {"message": "Why are the lights red and green", "model": counting.slug, "session_id": session.pk}
+
+    figures = (await api_client.post("/api/v1/estimate", body)).json()
+    sent = await api_client.post("/api/v1/chat/completions", body)
+
+    assert sent.status_code == 200, sent.content
+    assert figures["messages_sent"] == 2  # the system message and the question
+    record = await UsageRecord.objects.order_by("-id").afirst()
+    assert record.prompt_tokens == figures["prompt_tokens"]  # the upstream counted what the estimate did
