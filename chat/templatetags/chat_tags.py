@@ -45,3 +45,14 @@ def usd_per_m(amount):
 @register.filter
 def provider_label(name):
     return lookup.provider_label(name)
+
+
+@register.filter
+def context_short(tokens):
+    """A context length as model lists show it: 8192 -> '8K', 131072 -> '131K', 1048576 -> '1M'."""
+    tokens = int(tokens or 0)
+    if tokens >= 1_000_000:
+        return f"{tokens / 1_000_000:.3g}M"
+    if tokens >= 1000:
+        return f"{tokens // 1000}K"
+    return str(tokens)
