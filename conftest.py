@@ -56,6 +56,13 @@ def providers_as_new(settings):
     cache.set(ADDED_PROVIDERS_CACHE_KEY, [], timeout=60)
 
 
+@pytest.fixture(autouse=True)
+def no_automatic_titles(settings):
+    """No title requests after a first reply (they would be one more upstream request and usage row in
+    tests counting them); the title tests (chat/tests/test_titles*.py) turn them on."""
+    settings.CHAT_TITLE_MODEL = ""
+
+
 @pytest.fixture
 def user(django_user_model):
     """A user on the Pro plan, so paid models and a few parallel requests are allowed (billing tests

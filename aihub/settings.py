@@ -310,6 +310,9 @@ LOCAL_MODEL_THREADS = env.int("LOCAL_MODEL_THREADS", default=1)
 LOCAL_MODEL_WORKERS = env.int("LOCAL_MODEL_WORKERS", default=2)
 # Context in tokens: SmolLM2's own 8,192 (requests are fitted to it); lower it to save memory.
 LOCAL_MODEL_CONTEXT = env.int("LOCAL_MODEL_CONTEXT", default=8192)
+# The model that titles new conversations after their first reply ('auto': the best free model; only free
+# models are used). Empty: no title requests, the first message cut short stays the title.
+CHAT_TITLE_MODEL = env.str("CHAT_TITLE_MODEL", default="auto")
 UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=5.0)
 # Longest silence tolerated between two chunks (and before the first) of an upstream reply.
 UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=60.0)

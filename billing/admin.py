@@ -164,10 +164,11 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         "completion_tokens",
         "cost_usd",
         "status",
+        "purpose",
         "ttft_ms",
         "latency_ms",
     ]
-    list_filter = ["status", "provider", "created_at"]
+    list_filter = ["status", "purpose", "provider", "created_at"]
     list_select_related = ["user", "api_key"]
     search_fields = ["user__email", "model_slug"]  # see get_search_results
     date_hierarchy = "created_at"

@@ -124,6 +124,7 @@ def record_usage(
     api_key: ApiKey | None = None,
     admission: Admitted | None = None,
     reported: ReportedUsage | None = None,
+    purpose: str = UsageRecord.Purpose.REQUEST,
 ) -> UsageRecord:
     """Write the request's usage row and its upstream attempts, from plain figures, and release its
     reservation, in one transaction of their own (a savepoint inside a caller's).
@@ -151,6 +152,7 @@ def record_usage(
                 api_key=api_key,
                 admission=admission,
                 reported=reported,
+                purpose=purpose,
             )
     except IntegrityError:  # settled already (the row is unique on the request id): all of this rolled back
         settled = UsageRecord.objects.filter(request_id=request_id).first()
@@ -177,6 +179,7 @@ def _write_usage(
     api_key: ApiKey | None,
     admission: Admitted | None,
     reported: ReportedUsage | None,
+    purpose: str,
 ) -> UsageRecord:
     cost = model.cost(prompt_tokens, completion_tokens) if model else Decimal(0)
     over_reservation = admission is not None and cost > admission.reserved_cost
@@ -205,6 +208,7 @@ def _write_usage(
         ttft_ms=ttft_ms,
         latency_ms=latency_ms,
         status=status,
+        purpose=purpose,
     )
     rollups.add(record)  # in this transaction: counted in the day's figures if and only if the row is written
     UpstreamAttempt.objects.bulk_create(

@@ -228,6 +228,10 @@ class UsageRecord(models.Model):
         REPORTED = "reported"
         ESTIMATED = "estimated"
 
+    class Purpose(models.TextChoices):
+        REQUEST = "request", "Request"  # a chat reply or an API call: what the person asked for
+        TITLE = "title", "Conversation title"  # a side call the chat made on its own
+
     request_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
     api_key = models.ForeignKey(
@@ -242,6 +246,7 @@ class UsageRecord(models.Model):
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices)
+    purpose = models.CharField(max_length=10, choices=Purpose.choices, default=Purpose.REQUEST)
     # What the upstream said beside what we computed: its token counts (else tiktoken's) and what it charged us.
     tokens_source = models.CharField(max_length=10, choices=Source.choices, default=Source.ESTIMATED)
     cost_source = models.CharField(

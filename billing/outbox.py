@@ -70,6 +70,7 @@ class Settlement:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     text: str = ""
     error: str = ""
+    purpose: str = UsageRecord.Purpose.REQUEST
 
     @classmethod
     def of(
@@ -89,6 +90,7 @@ class Settlement:
         attempts: Iterable[metering.AttemptFigures],
         text: str = "",
         error: str = "",
+        purpose: str = UsageRecord.Purpose.REQUEST,
     ) -> Settlement:
         """A request's settlement, from what metering.record_usage is given."""
         return cls(
@@ -125,6 +127,7 @@ class Settlement:
             ],
             text=text,
             error=error,
+            purpose=purpose,
         )
 
     def to_json(self) -> str:
@@ -204,6 +207,7 @@ def write(settlement: Settlement) -> UsageRecord | None:
             else None
         ),
         reported=reported,
+        purpose=settlement.purpose,
     )
 
 
@@ -246,6 +250,7 @@ async def write_or_keep(
         ttft_ms=settlement.ttft_ms,
         latency_ms=settlement.latency_ms,
         status=settlement.status,
+        purpose=settlement.purpose,
     )
 
 

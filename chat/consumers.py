@@ -143,6 +143,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.held.pop(event["reply_id"], None)
         await self.send(text_data=event["html"])
 
+    async def conversation_titled(self, event):
+        await self.send(text_data=event["html"])  # a title written after the first reply (chat.titles)
+
     # What the page sends.
 
     async def receive(self, text_data=None, bytes_data=None):

@@ -20,8 +20,9 @@ from django.template.loader import render_to_string
 
 from accounts.signals import user_group
 from billing.limits import LimitExceeded
+from billing.models import UsageRecord
 
-from . import conversations, figures
+from . import conversations, figures, titles
 from .conversations import Exchange
 from .gateway.generation import Generation
 from .gateway.providers.base import ProviderError, ToolCallDelta
@@ -85,6 +86,8 @@ async def _write(exchange: Exchange, control: str, groups: tuple[str, ...], sear
         for group in groups:
             await layer.group_discard(group, control)
         await announce_end(conversation_id, reply.pk, limit)
+    if exchange.title_changed and titles.enabled():
+        await write_title(exchange)  # the reply is over and shown: the title costs it no wait
 
 
 async def _generate(
@@ -141,6 +144,26 @@ async def announce_end(conversation_id: int, reply_id: int, limit: LimitExceeded
         conversation_id,
         {"type": "reply.ended", "reply_id": reply_id, "html": render_to_string("chat/_exchange_end.html", context)},
     )
+
+
+async def write_title(exchange: Exchange) -> None:
+    """After a new conversation's first complete reply: a free model's title, shown on every page open on
+    it (chat.titles; the cut first message stays when none is written)."""
+    generation, user_message = exchange.generation, exchange.user_message
+    if generation.status != UsageRecord.Status.COMPLETE or not generation.text.strip() or user_message is None:
+        return
+    conversation = exchange.conversation
+    title = await titles.write_title(
+        conversation.pk,
+        user=generation.user,
+        message=user_message.content,
+        reply=generation.text,
+        cut_title=conversation.title,
+    )
+    if title is not None:
+        conversation.title = title
+        html = render_to_string("chat/_conversation_titled.html", {"conversation": conversation})
+        await broadcast(conversation.pk, {"type": "conversation.titled", "html": html})
 
 
 async def give_up_on(conversation_id: int, reply_id: int) -> None:

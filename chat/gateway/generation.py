@@ -61,13 +61,15 @@ class Generation:
         request_id: uuid.UUID | None = None,
         on_finish: Callable[[Generation, UsageRecord | None], None] | None = None,
         on_checkpoint: Callable[[str], None] | None = None,
+        purpose: str = UsageRecord.Purpose.REQUEST,
     ):
         """`resolve_model`, instead of `model`: finds the requested model in the catalogue it is given
         (or raises the caller's error), in the admission's worker thread, so that the lookup costs no
         thread hop of its own. `on_finish(generation, usage_record)`: sync, called once in a worker
         thread when the request is over, after its usage row is committed (None when the
         plan refused the request). `on_checkpoint(text so far)`: sync, called with each checkpoint of a
-        stream, in its worker thread (the chat saves its reply's text)."""
+        stream, in its worker thread (the chat saves its reply's text). `purpose`: what the usage row says
+        the request was for (a side call such as a conversation title says so)."""
         self.user = user
         self.requested_model = model
         self.resolve_model = resolve_model
@@ -80,6 +82,7 @@ class Generation:
         self.checkpointed_at = 0.0  # the stream's start, once it streams
         self.checkpointing: asyncio.Task[None] | None = None
         self.breaker_recorded = False
+        self.purpose = purpose
         self.trail = RouteTrail()
         self.parts: list[str] = []
         self.tool_calls = ToolCalls()  # only where the request offered tools
@@ -277,6 +280,7 @@ class Generation:
             status=self.status,
             admission=self.admission,
             attempts=self.trail.attempts,
+            purpose=self.purpose,
             text=self.text,
             error=self.error,
             **figures,
@@ -300,6 +304,7 @@ class Generation:
             attempts=self.trail.attempts,
             status=self.status,
             admission=self.admission,
+            purpose=self.purpose,
             **figures,
         )
         if record.status != self.status:  # settled before, by a sweeper that took this process for dead

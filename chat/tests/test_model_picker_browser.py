@@ -10,7 +10,9 @@ import pytest
 
 from aihub.testing import chromium_page, session_key_for
 from chat.models import AIModel, Message, Provider
+from chat.tests.fake_upstream import REPLY_WORDS
 from chat.tests.test_browser_daily_use import LAPTOP, PHONE, in_thread, open_new_chat
+from chat.titles import clean_title
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -134,7 +136,8 @@ def test_the_picker_filters_a_300_model_catalogue_by_typing(catalogue_of_300, ch
     assert page.problems == []
 
 
-def test_the_chosen_model_writes_the_reply_and_is_remembered(catalogue_of_300, upstream, user, chat_page):
+def test_the_chosen_model_writes_the_reply_and_is_remembered(catalogue_of_300, upstream, user, chat_page, settings):
+    settings.CHAT_TITLE_MODEL = "auto"  # and a free model titles the chat (chat.titles)
     page = chat_page
     open_new_chat(page)
     page.click("#model-picker-button")
@@ -147,6 +150,12 @@ def test_the_chosen_model_writes_the_reply_and_is_remembered(catalogue_of_300, u
     assert upstream.requests[0]["body"]["model"] == "zephyr"
     reply_model = in_thread(lambda: Message.objects.get(role="assistant").model.slug)
     assert reply_model == "cat/zephyr"
+    # The title arrives live in the header and the tab (after the reply, from a free model).
+    title = clean_title("".join(REPLY_WORDS))
+    page.locator("#conversation-heading", has_text=title).wait_for()
+    page.wait_for_function("title => document.title === `${title} · AI Hub`", arg=title)
+    assert page.locator(".conversation-title").inner_text() == title
+    assert upstream.requests[-1]["body"]["model"] == "model-000"  # auto's free model: the first of the catalogue
     page.goto(f"{page.base}/chat/")  # a new chat starts with the last model used
     assert page.locator("#model-picker-button").inner_text().startswith("Zephyr Vision Pro")
     assert page.problems == []
