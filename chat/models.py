@@ -21,12 +21,18 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, default="New chat")
     model = models.ForeignKey(AIModel, null=True, blank=True, on_delete=models.SET_NULL)
     system_prompt = models.TextField(blank=True, help_text="Sent first with every request of this conversation.")
+    pinned = models.BooleanField(default=False, help_text="Listed first in the sidebar.")
+    archived = models.BooleanField(default=False, help_text="Left out of the sidebar's list (under 'Archived').")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
-        indexes = [models.Index(fields=["user", "-updated_at"], name="conversation_user_recent")]
+        indexes = [
+            models.Index(fields=["user", "-updated_at"], name="conversation_user_recent"),
+            # The sidebar's list: one owner's conversations, archived or not, pinned first, newest first.
+            models.Index(fields=["user", "archived", "-pinned", "-updated_at"], name="conversation_sidebar"),
+        ]
 
     def __str__(self):
         return self.title

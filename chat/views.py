@@ -4,8 +4,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.core.paginator import Paginator
-from django.db.models import Exists, OuterRef, Q
-from django.http import HttpResponse
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -14,7 +13,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from aihub.inputs import whole_number
 
-from . import conversations, figures, replies
+from . import conversations, figures, replies, sidebar
 from .catalogue.lookup import models_by_provider
 from .forms import RenameForm
 from .message_pages import message_page
@@ -27,19 +26,25 @@ def _get_conversation_for_user(request, pk: int) -> Conversation:
     return get_object_or_404(Conversation, pk=pk, user=request.user)
 
 
-def _conversations_page(request):
-    found = Conversation.objects.filter(user=request.user)
-    query = request.GET.get("q", "").strip()
-    if query:
-        text_match = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=query)
-        found = found.filter(Q(title__icontains=query) | Exists(text_match))
-    page = Paginator(found.only("id", "title", "updated_at"), CONVERSATIONS_PER_PAGE).get_page(request.GET.get("page"))
-    return page, query
+def _conversations_page(request, asked: QueryDict) -> dict:
+    """The sidebar's page of conversations `asked` for (q, view=archived, page, after): its context."""
+    query = asked.get("q", "").strip()
+    archived = asked.get("view") == "archived"
+    found = sidebar.listed(request.user, query=query, archived=archived)
+    page = Paginator(found, CONVERSATIONS_PER_PAGE).get_page(asked.get("page"))
+    listed = sidebar.entries(
+        page, query=query, first_page=page.number == 1 and not archived, after_group=asked.get("after", "")
+    )
+    return {"page": page, "query": query, "archived": archived, "entries": listed}
+
+
+def _conversation_list(request, asked: QueryDict):
+    context = {**_conversations_page(request, asked), "active_id": whole_number(asked.get("active"))}
+    return render(request, "chat/_conversation_list.html", context)
 
 
 def _chat_page(request, conversation: Conversation | None):
     """The chat page: a conversation, or (None) the composer of a new one."""
-    page, query = _conversations_page(request)
     messages: dict[str, Any]
     if conversation is None:
         messages, selected_model = (
@@ -47,13 +52,12 @@ def _chat_page(request, conversation: Conversation | None):
             conversations.preferred_model(request.user),
         )
     else:
-        messages = message_page(conversation)
+        messages = message_page(conversation, reaching=whole_number(request.GET.get("m")))
         selected_model = conversation.model.slug if conversation.model else conversations.AUTO
     context = {
         **messages,
         "totals": figures.conversation_totals(conversation),
-        "page": page,
-        "query": query,
+        **_conversations_page(request, request.GET),
         "model_groups": models_by_provider(),
         "selected_model": selected_model,
         "writing": any(m.status == Message.Status.STREAMING for m in messages["chat_messages"]),
@@ -75,17 +79,7 @@ def new_conversation(request):
 
 @require_GET
 def conversation_list(request):
-    page, query = _conversations_page(request)
-    active = request.GET.get("active")  # the conversation open in the page, to highlight it
-    return render(
-        request,
-        "chat/_conversation_list.html",
-        {
-            "page": page,
-            "query": query,
-            "active_id": whole_number(active),
-        },
-    )
+    return _conversation_list(request, request.GET)  # `active`: the conversation open in the page, highlighted
 
 
 @require_GET
@@ -160,3 +154,27 @@ def delete(request, pk: int):
             return HttpResponseClientRedirect(reverse("chat:index"))
         return HttpResponse("")
     return redirect("chat:index")
+
+
+def _set_flag(request, pk: int, flag: str):
+    """Pin or archive a conversation (POST `<flag>=1`), or undo it (`0`); its place in time (updated_at) stays.
+    With htmx the answer is the sidebar's list as the page shows it (its search and archived view included)."""
+    conversation = _get_conversation_for_user(request, pk)
+    value = request.POST.get(flag) == "1"
+    Conversation.objects.filter(pk=conversation.pk).update(**{flag: value})
+    setattr(conversation, flag, value)
+    if request.htmx:
+        return _conversation_list(request, request.POST)
+    if flag == "archived" and value and not _is_open_in_page(request, conversation):
+        return redirect("chat:index")
+    return redirect(conversation)
+
+
+@require_POST
+def pin(request, pk: int):
+    return _set_flag(request, pk, "pinned")
+
+
+@require_POST
+def archive(request, pk: int):
+    return _set_flag(request, pk, "archived")
