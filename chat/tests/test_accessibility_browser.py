@@ -78,3 +78,47 @@ def test_no_serious_or_critical_violation_on_the_pages_used_every_day(page, live
     found += blocking_violations(page)
     assert not found, "\n".join(found)
     assert page.problems == []
+
+
+def tab_stops(page, presses: int) -> list[str]:
+    """What Tab reaches, in order: each element by its id, else what it is part of."""
+    stops = []
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        stops.append(
+            page.evaluate(
+                """() => { const e = document.activeElement;
+                 if (e.id) return e.id;
+                 if (e.closest('.conversation-actions')) return 'conversation-menu';
+                 return e.className || e.tagName.toLowerCase(); }"""
+            )
+        )
+    return stops
+
+
+def test_the_chat_page_is_usable_by_keyboard_alone(page, lived_in):
+    page.goto(f"{page.base}/chat/{lived_in.pk}/")
+    phone = page.viewport_size["width"] < 760
+    controls = {"model-picker-button", "message-input", "send-button", "shortcuts-button"}
+    sidebar = {"new-chat", "conversation-search", "conversation-menu", f"conversation-{lived_in.pk}-title"}
+    page.locator("body").focus()
+    stops = tab_stops(page, 45)
+    assert controls <= set(stops)
+    if phone:  # the closed drawer takes no Tab stops; ☰ opens it, and then its chats are reached
+        assert not sidebar & set(stops) and "sidebar-toggle" in stops
+        page.focus("#sidebar-toggle")
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.body.classList.contains('sidebar-open')")
+        stops = tab_stops(page, 10)
+    assert sidebar <= set(stops)
+    # The model picker by keyboard: open, filter, pick.
+    page.focus("#model-picker-button")
+    page.keyboard.press("Enter")
+    page.keyboard.type("fake")
+    page.keyboard.press("Enter")
+    assert page.input_value("#model-select") == "fake/model"
+    # A chat's ⋯ menu by keyboard: Enter opens it, its Pin is the next stops away.
+    page.focus(f"#conversation-{lived_in.pk} .conversation-actions summary")
+    page.keyboard.press("Enter")
+    assert page.locator(f"#conversation-{lived_in.pk} .conversation-menu").is_visible()
+    assert page.problems == []

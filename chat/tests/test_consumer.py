@@ -552,7 +552,8 @@ async def test_the_first_message_of_a_new_chat_creates_the_conversation(connect,
     conversation = await Conversation.objects.aget(user=user)
     assert conversation.title == "Plan a trip to Lyon"
     assert f'<input type="hidden" id="active-conversation" name="active" value="{conversation.pk}"' in own
-    assert f'<ul id="conversation-list" hx-swap-oob="afterbegin"><li id="conversation-{conversation.pk}"' in own
+    # Into the sidebar, under its Today heading (chat.sidebar).
+    assert f'<ul hx-swap-oob="afterend:#group-today">\n<li id="conversation-{conversation.pk}"' in own
     start = await receive_start(communicator)
     assert '<p id="chat-hint" hx-swap-oob="delete"></p>' in start
     await receive_until_final(communicator)

@@ -92,12 +92,22 @@
       : code === 4404 ? "This conversation is not available." : "Connection lost: reconnecting…";
   });
   // On a phone the sidebar is a drawer: ☰ opens it; its close button, a tap beside it or Escape close it.
+  // Closed, it is inert: only moved off screen, its links would still take Tab stops, unseen.
+  const sidebar = document.getElementById("sidebar");
+  const phone = window.matchMedia("(max-width: 760px)");
   const setDrawer = (open) => {
     document.body.classList.toggle("sidebar-open", open);
     sidebarToggle.setAttribute("aria-expanded", open);
+    sidebar.inert = phone.matches && !open;
   };
   const drawerOpen = () => document.body.classList.contains("sidebar-open");
-  sidebarToggle.addEventListener("click", () => setDrawer(!drawerOpen()));
+  // Opened by ☰, it takes the focus (it comes before ☰ in the page: Tab would go on past it).
+  sidebarToggle.addEventListener("click", () => {
+    setDrawer(!drawerOpen());
+    if (drawerOpen()) document.getElementById("drawer-close").focus();
+  });
+  phone.addEventListener("change", () => setDrawer(drawerOpen()));
+  setDrawer(drawerOpen());
   document.getElementById("drawer-close").addEventListener("click", () => { setDrawer(false); sidebarToggle.focus(); });
   document.getElementById("drawer-backdrop").addEventListener("click", () => setDrawer(false));
   const showModelInfo = () => { modelInfo.textContent = modelSelect.selectedOptions[0]?.dataset.info || ""; };
