@@ -131,9 +131,10 @@ async def test_a_conversation_renamed_meanwhile_keeps_its_new_name(titles_on, ne
     await communicator.send_json_to({"action": "send", "message": FIRST_MESSAGE, "model": "fake/priced"})
     assert await eventually(Conversation.objects.exists)
     await Conversation.objects.aupdate(title="My bread")
+    # The title was asked for (its usage row), and not applied.
+    assert await eventually(UsageRecord.objects.filter(purpose=UsageRecord.Purpose.TITLE).exists)
     await asyncio.gather(*replies.running.values())
     assert (await Conversation.objects.aget()).title == "My bread"
-    assert await UsageRecord.objects.filter(purpose=UsageRecord.Purpose.TITLE).aexists()  # asked, not applied
 
 
 def test_the_answer_is_cleaned_into_a_title():
