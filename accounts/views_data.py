@@ -25,7 +25,7 @@ def export_data(request):
 
 @require_http_methods(["GET", "POST"])
 def delete_account(request):
-    form = DeleteAccountForm(request.POST or None, user=request.user)
+    form = DeleteAccountForm(request.POST if request.method == "POST" else None, user=request.user)
     if request.method == "POST" and form.is_valid():
         try:
             personal_data.delete_account(request.user)

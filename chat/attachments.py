@@ -19,6 +19,7 @@ from django.dispatch import receiver
 from django.template.defaultfilters import filesizeformat
 from django.utils.timezone import now
 
+from aihub.inputs import whole_number
 from aihub.message_content import IMAGE_TOKENS, data_url, image_part
 from billing.metering import count_text_tokens
 from billing.subscriptions import current_subscription
@@ -155,9 +156,12 @@ def store_upload(user, uploaded, model: AIModel | None) -> Attachment:
 
 def to_send(user, ids: list, model: AIModel | None) -> list[Attachment]:
     """The user's own unsent uploads of those ids, checked against the plan and the model. Sync."""
-    wanted = {int(i) for i in ids if str(i).isdigit()}
-    if not wanted:
+    numbers = {whole_number(str(i)) for i in ids}
+    if not numbers:
         return []
+    wanted = {number for number in numbers if number is not None}
+    if len(wanted) != len(numbers):  # not an id at all: as refused as a file that is gone
+        raise UploadRefused("An attached file is gone (removed or already sent). Attach it again.")
     found = list(Attachment.objects.filter(user=user, message__isnull=True, pk__in=wanted))
     if len(found) != len(wanted):
         raise UploadRefused("An attached file is gone (removed or already sent). Attach it again.")

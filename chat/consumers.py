@@ -206,6 +206,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 f"the limit is {conversations.MAX_SYSTEM_PROMPT_CHARS})."
             )
             return
+        if "\x00" in text or "\x00" in (system_prompt or ""):  # PostgreSQL text cannot hold it
+            await self.send_error("That message holds a NUL character (\\u0000): remove it and send again.")
+            return
         if len(text) > MAX_MESSAGE_CHARS:
             await self.send_error(
                 f"That message is too long ({len(text)} characters; the limit is {MAX_MESSAGE_CHARS})."

@@ -28,7 +28,7 @@ def _get_conversation_for_user(request, pk: int) -> Conversation:
 
 def _conversations_page(request, asked: QueryDict) -> dict:
     """The sidebar's page of conversations `asked` for (q, view=archived, page, after): its context."""
-    query = asked.get("q", "").strip()
+    query = asked.get("q", "").replace("\x00", "").strip()  # PostgreSQL text holds no NUL: nothing could match it
     archived = asked.get("view") == "archived"
     found = sidebar.listed(request.user, query=query, archived=archived)
     page = Paginator(found, CONVERSATIONS_PER_PAGE).get_page(asked.get("page"))
@@ -86,10 +86,10 @@ def conversation_list(request):
 def older_messages(request, pk: int):
     """The page of messages before `?before=<message id>`, for scrolling up a long conversation."""
     conversation = _get_conversation_for_user(request, pk)
-    before = request.GET.get("before", "")
-    if not before.isdigit():
+    before = whole_number(request.GET.get("before"))
+    if before is None:
         return HttpResponse("'before' must be a message id.", status=400)
-    return render(request, "chat/_message_page.html", message_page(conversation, int(before)))
+    return render(request, "chat/_message_page.html", message_page(conversation, before))
 
 
 @require_POST

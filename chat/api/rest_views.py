@@ -123,6 +123,8 @@ def _exchange_fields(data: dict) -> tuple[str, str, dict]:
         raise ApiError(400, "'message' is required: the text to send.", "missing_required_parameter", param="message")
     if len(text) > MAX_MESSAGE_CHARS:
         raise _bad(f"'message' is longer than {MAX_MESSAGE_CHARS} characters.", "message")
+    if "\x00" in text:  # PostgreSQL text cannot hold it: refused here, not by the database as a 500
+        raise _bad("'message' holds a NUL character (\\u0000).", "message")
     slug = data.get("model", AUTO)
     if not isinstance(slug, str):
         raise _bad("'model' must be a string.", "model", "invalid_type")

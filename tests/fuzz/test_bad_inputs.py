@@ -138,6 +138,7 @@ REST_ROWS = [
     ("max_tokens 10**30", raw('{"message": "hi", "max_tokens": 1' + "0" * 30 + "}"), 400),
     ("temperature a string", {"message": "hi", "temperature": "hot"}, 400),
     ("stop a number", {"message": "hi", "stop": 5}, 400),
+    ("message NUL", {"message": "a\x00b"}, 400),
 ]
 
 
@@ -165,6 +166,7 @@ QUERY_ROWS = [
     ("/api/v1/stats?days=367", 400),
     ("/api/v1/stats?days=1e3", 400),
     ("/api/v1/sessions/99999999999999999999999", 404),
+    ("/api/v1/chat/stream?prompt=a%00b", 400),
     ("/v1/models/%00", 404),
 ]
 
@@ -286,6 +288,8 @@ SOCKET_FRAMES = [
     ("action a list", '{"action": [], "message": "hi"}'),
     ("action unknown", '{"action": "drop tables"}'),
     ("model unknown", '{"action": "send", "message": "hi", "model": "nope/none"}'),
+    ("message NUL", '{"action": "send", "message": "a\\u0000b"}'),
+    ("system_prompt NUL", '{"action": "send", "message": "hi", "system_prompt": "\\u0000"}'),
 ]
 
 
@@ -370,3 +374,209 @@ def test_csv_cells_that_look_like_formulas_are_neutralised(django_user_model, ma
 def make_superuser(django_user_model):
     boss = django_user_model.objects.create_superuser("boss@example.com", "correct horse battery")
     return logged_in_client(boss)
+
+
+# Endpoints of the branches, sidebar, account data, two-factor and estimate work: {own} is the user's
+# conversation, {mine} its user message, {theirs} and {their_message} another person's.
+@pytest.fixture
+def ids(user, other_user) -> dict:
+    own = Conversation.objects.create(user=user, title="Mine")
+    mine = Message.objects.create(conversation=own, role="user", content="What is 2 + 2?")
+    Message.objects.create(conversation=own, role="assistant", content="4", parent=mine)
+    theirs = Conversation.objects.create(user=other_user, title="Theirs")
+    their_message = Message.objects.create(conversation=theirs, role="user", content="Private")
+    return {"own": own.pk, "mine": mine.pk, "theirs": theirs.pk, "their_message": their_message.pk}
+
+
+LONG = "x" * 5000
+NEW_PAGE_ROWS = [
+    ("/chat/?q=" + LONG, 200),
+    ("/chat/conversations/?q=" + LONG, 200),
+    ("/chat/conversations/?q=%00", 200),  # PostgreSQL refuses NUL in a string
+    ("/chat/conversations/?q=%25_%5C%27%22%3C", 200),  # LIKE's wildcards, quotes, markup
+    ("/chat/conversations/?q=%ED%A0%80", 200),  # a surrogate's UTF-8 bytes
+    ("/chat/conversations/?view=archived&page=%C2%B2&after=%00", 200),
+    ("/chat/conversations/?after=" + LONG, 200),
+    ("/chat/{own}/?m=%C2%B2", 200),
+    ("/chat/{own}/?m=99999999999999999999999", 200),
+    ("/chat/{own}/?m={their_message}", 200),
+    ("/chat/{own}/?q=%00", 200),
+    ("/chat/{own}/messages/?before=%C2%B2", 400),
+    ("/chat/{own}/messages/?before=%D9%A1", 400),
+    ("/chat/{own}/messages/?before=99999999999999999999999", 400),
+    ("/chat/{own}/messages/?before={their_message}", 200),
+    ("/chat/{theirs}/?m={their_message}", 404),
+    ("/usage/activity/?source=%C2%B2", 400),
+    ("/usage/activity/?source=99999999999999999999999", 400),
+    ("/usage/activity/?status=%00", 400),
+    ("/usage/activity/?model=%00", 400),
+    ("/usage/activity/?purpose=%00", 200),  # not a filter (yet): ignored
+    ("/usage/activity/?page=%C2%B2", 200),
+    ("/account/export.zip?x=%00", 200),
+    ("/account/delete/?x=%00", 200),
+]
+
+
+@pytest.mark.parametrize("path, status", NEW_PAGE_ROWS, ids=[row[0][:80] for row in NEW_PAGE_ROWS])
+def test_new_pages_bad_queries(logged_in, ids, path, status):
+    response = logged_in.get(path.format(**ids))
+    assert response.status_code == status
+
+
+NEW_POST_ROWS = [
+    ("/chat/{own}/messages/{mine}/version/", {}, 400),
+    ("/chat/{own}/messages/{mine}/version/", {"step": "2"}, 400),
+    ("/chat/{own}/messages/{mine}/version/", {"step": "²"}, 400),
+    ("/chat/{own}/messages/{mine}/version/", {"step": "-1\x00"}, 400),
+    ("/chat/{own}/messages/{mine}/version/", {"step": "1"}, 409),  # no next version
+    ("/chat/{own}/messages/{their_message}/version/", {"step": "1"}, 409),
+    ("/chat/{own}/messages/99999999999999999999999/version/", {"step": "1"}, 409),
+    ("/chat/{theirs}/messages/{their_message}/version/", {"step": "1"}, 404),
+    ("/chat/{theirs}/pin/", {"pinned": "1"}, 404),
+    ("/chat/{theirs}/archive/", {"archived": "1"}, 404),
+    ("/chat/{theirs}/archive/", {"archived": "0"}, 404),
+    ("/chat/99999999999999999999999/pin/", {"pinned": "1"}, 404),
+    ("/chat/{own}/pin/", {"pinned": "²"}, 302),  # anything but 1 unpins
+    ("/chat/{own}/archive/", {"archived": ["1", "0"]}, 302),
+    ("/account/delete/", {}, 422),
+    ("/account/delete/", {"password": "wrong", "confirmation": "delete my account"}, 422),
+    ("/account/delete/", {"password": "\x00", "confirmation": "\x00"}, 422),
+    ("/account/delete/", {"password": LONG, "confirmation": LONG}, 422),
+    ("/account/export.zip", {}, 405),
+]
+
+
+@pytest.mark.parametrize(
+    "path, data, status", NEW_POST_ROWS, ids=[f"{row[0]} {str(row[1])[:40]}" for row in NEW_POST_ROWS]
+)
+def test_new_forms_bad_posts(logged_in, user, ids, path, data, status):
+    response = logged_in.post(path.format(**ids), data)
+    assert response.status_code == status
+    user.refresh_from_db()  # the account is still there
+    assert Conversation.objects.filter(pk=ids["theirs"], pinned=False, archived=False).exists()
+
+
+HTMX_SIDEBAR_ROWS = [
+    ("/chat/{own}/pin/", {"pinned": "1", "q": "\x00"}),
+    ("/chat/{own}/archive/", {"archived": "1", "q": LONG, "view": "archived", "page": "²"}),
+    ("/chat/{own}/archive/", {"archived": "0", "active": "²", "after": "\x00"}),
+]
+
+
+@pytest.mark.parametrize("path, data", HTMX_SIDEBAR_ROWS, ids=[str(row[1])[:60] for row in HTMX_SIDEBAR_ROWS])
+def test_sidebar_htmx_posts_with_bad_list_state(logged_in, ids, path, data):
+    response = logged_in.post(path.format(**ids), data, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+
+
+ESTIMATE_ROWS = [
+    ("attachments a string", {"message": "hi", "attachments": "1"}, 400),
+    ("attachments an object", {"message": "hi", "attachments": {"id": 1}}, 400),
+    ("attachments strings", {"message": "hi", "attachments": ["1"]}, 400),
+    ("attachments ²", {"message": "hi", "attachments": ["²"]}, 400),
+    ("attachments negative", {"message": "hi", "attachments": [-1]}, 400),
+    ("attachments zero", {"message": "hi", "attachments": [0]}, 400),
+    ("attachments a float", {"message": "hi", "attachments": [1.5]}, 400),
+    ("attachments true", {"message": "hi", "attachments": [True]}, 400),
+    ("attachments nested", {"message": "hi", "attachments": [[1]]}, 400),
+    ("attachments 10**30", raw('{"message": "hi", "attachments": [1' + "0" * 30 + "]}"), 400),
+    ("attachments 10,000 ids", {"message": "hi", "attachments": list(range(1, 10_001))}, 400),
+    ("attachments not found", {"message": "hi", "attachments": [999_999]}, 400),
+    ("message a lone surrogate", raw('{"message": "\\ud800", "attachments": []}'), 400),
+    ("message NUL", {"message": "\x00"}, 400),
+]
+
+
+@pytest.mark.parametrize("body, status", [row[1:] for row in ESTIMATE_ROWS], ids=[row[0] for row in ESTIMATE_ROWS])
+def test_estimate_bad_bodies(key_client, catalogue, body, status):
+    response = key_client("post", "/api/v1/estimate", body)
+    assert response.status_code == status, response.content[:300]
+    assert response.json()["error"]["message"]
+
+
+@committed
+def test_estimate_of_someone_elses_file_is_refused(key_client, catalogue, other_user):
+    from chat.models import Attachment
+
+    theirs = Attachment.objects.create(user=other_user, name="secret.txt", kind=Attachment.Kind.DOCUMENT, size=1)
+    response = key_client("post", "/api/v1/estimate", {"message": "hi", "attachments": [theirs.pk]})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "attachments"
+
+
+def test_two_factor_bad_codes(user):
+    from accounts.tests.test_two_factor import set_up_authenticator, sign_in_with_password
+
+    set_up_authenticator(user)
+    client = Client()
+    assert sign_in_with_password(client, user)["Location"] == "/accounts/2fa/authenticate/"
+    for code in ["", "abc", "²²²²²²", "\x00", "9" * 5000, "12345", "1234567", " 000000 "]:
+        response = client.post("/accounts/2fa/authenticate/", {"code": code})
+        assert response.status_code == 200, repr(code)
+        assert client.get("/chat/").status_code == 302, repr(code)
+
+
+def test_two_factor_setup_bad_codes(logged_in, user):
+    logged_in.post("/accounts/reauthenticate/", {"password": "correct horse battery"})
+    assert logged_in.get("/accounts/2fa/totp/activate/").status_code == 200
+    for code in ["", "abc", "\x00", "9" * 5000]:
+        response = logged_in.post("/accounts/2fa/totp/activate/", {"code": code})
+        assert response.status_code == 200, repr(code)
+    assert "Two-factor sign-in: off" in logged_in.get("/account/").content.decode()
+
+
+# Frames of the edit and regenerate actions: each a visible error, the socket kept open, nothing stored.
+def branch_frames(ids: dict) -> list[tuple[str, dict | str]]:
+    return [
+        ("edit without message_id", {"action": "edit", "message": "hi"}),
+        ("edit message_id abc", {"action": "edit", "message": "hi", "message_id": "abc"}),
+        ("edit message_id ²", {"action": "edit", "message": "hi", "message_id": "²"}),
+        ("edit message_id a list", {"action": "edit", "message": "hi", "message_id": [ids["mine"]]}),
+        ("edit message_id 1.5", {"action": "edit", "message": "hi", "message_id": 1.5}),
+        ("edit message_id -1", {"action": "edit", "message": "hi", "message_id": -1}),
+        ("edit message_id 10**30", '{"action": "edit", "message": "hi", "message_id": 1' + "0" * 30 + "}"),
+        ("edit someone else's message", {"action": "edit", "message": "hi", "message_id": ids["their_message"]}),
+        ("edit a reply", {"action": "edit", "message": "hi", "message_id": ids["reply"]}),
+        ("edit without text", {"action": "edit", "message_id": ids["mine"]}),
+        ("edit blank text", {"action": "edit", "message": " \n ", "message_id": ids["mine"]}),
+        ("edit text a number", {"action": "edit", "message": 5, "message_id": ids["mine"]}),
+        ("edit text too long", {"action": "edit", "message": "x" * 32_001, "message_id": ids["mine"]}),
+        ("edit a lone surrogate", '{"action": "edit", "message": "\\ud800", "message_id": ' + str(ids["mine"]) + "}"),
+        ("edit model unknown", {"action": "edit", "message": "hi", "message_id": ids["mine"], "model": "no/ne"}),
+        ("regenerate model a list", {"action": "regenerate", "model": []}),
+        ("regenerate model unknown", {"action": "regenerate", "model": "nope/none"}),
+        ("regenerate model a number", {"action": "regenerate", "model": 5}),
+        ("send attachments ²", {"action": "send", "message": "hi", "attachments": ["²"]}),
+        ("send attachments 10**30", '{"action": "send", "message": "hi", "attachments": [1' + "0" * 30 + "]}"),
+        ("send attachments someone else's", {"action": "send", "message": "hi", "attachments": [ids["their_file"]]}),
+        ("send attachments an object", {"action": "send", "message": "hi", "attachments": {"a": 1}}),
+    ]
+
+
+@committed
+async def test_socket_bad_edit_and_regenerate_frames(user, other_user):
+    from chat.models import Attachment
+
+    own = await Conversation.objects.acreate(user=user, title="Mine")
+    mine = await Message.objects.acreate(conversation=own, role="user", content="What is 2 + 2?")
+    reply = await Message.objects.acreate(conversation=own, role="assistant", content="4", parent=mine)
+    theirs = await Conversation.objects.acreate(user=other_user, title="Theirs")
+    their_message = await Message.objects.acreate(conversation=theirs, role="user", content="Private")
+    their_file = await Attachment.objects.acreate(
+        user=other_user, name="secret.txt", kind=Attachment.Kind.DOCUMENT, size=1
+    )
+    ids = {"mine": mine.pk, "reply": reply.pk, "their_message": their_message.pk, "their_file": their_file.pk}
+    cookie = await sync_to_async(session_cookie_header)(user)
+    socket = WebsocketCommunicator(
+        application, f"/ws/chat/{own.pk}/", headers=[(b"origin", b"http://127.0.0.1"), (b"cookie", cookie)]
+    )
+    connected, _ = await socket.connect()
+    assert connected
+    for name, frame in branch_frames(ids):
+        await socket.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
+        answer = await socket.receive_from(timeout=5)
+        assert 'class="chat-error"' in answer, name
+    await socket.send_json_to({"action": "send", "message": "  "})
+    assert "Write a message first." in await socket.receive_from(timeout=5)
+    assert await Message.objects.filter(conversation=own).acount() == 2
+    assert await Message.objects.filter(conversation=theirs).acount() == 1
+    await socket.disconnect()
