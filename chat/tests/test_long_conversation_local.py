@@ -22,7 +22,12 @@ from chat.tests.test_consumer import (  # noqa: F401  (fixtures)
     session_cookie,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+# About 5 CPU-minutes: twice that on a busy machine.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(1800),
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
 
 EXCHANGES = 60
 CONTEXT = 1024
