@@ -227,6 +227,8 @@ def _title(data: dict) -> str:
         raise ApiError(400, "'title' is required: a non-empty string.", "missing_required_parameter", param="title")
     if len(title) > TITLE_CHARS:  # as sent, as the schema's maxLength reads it
         raise _bad(f"'title' is longer than {TITLE_CHARS} characters.", "title")
+    if "\x00" in title:  # PostgreSQL text cannot hold it
+        raise _bad("'title' holds a NUL character (\\u0000).", "title")
     return title.strip()
 
 

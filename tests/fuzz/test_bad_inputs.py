@@ -182,6 +182,7 @@ SESSION_EDIT_ROWS = [
     ("title a lone surrogate", raw('{"title": "\\ud800"}'), 400),
     ("title a number", {"title": 5}, 400),
     ("title too long", {"title": "x" * 201}, 400),
+    ("title NUL", {"title": "a\x00b"}, 400),
 ]
 
 
@@ -580,3 +581,34 @@ async def test_socket_bad_edit_and_regenerate_frames(user, other_user):
     assert await Message.objects.filter(conversation=own).acount() == 2
     assert await Message.objects.filter(conversation=theirs).acount() == 1
     await socket.disconnect()
+
+
+NEW_SESSION_ROWS = [
+    ("title NUL", {"title": "\x00"}, 400),
+    ("title a list", {"title": ["a"]}, 400),
+    ("model NUL", {"model": "\x00"}, 404),
+]
+
+
+@pytest.mark.parametrize(
+    "body, status", [row[1:] for row in NEW_SESSION_ROWS], ids=[row[0] for row in NEW_SESSION_ROWS]
+)
+def test_new_session_bad_bodies(key_client, catalogue, body, status):
+    response = key_client("post", "/api/v1/sessions", body)
+    assert response.status_code == status, response.content[:300]
+    assert not Conversation.objects.exists()
+
+
+ADMIN_ROWS = [
+    "/admin/billing/usagerecord/?purpose=%00",
+    "/admin/billing/usagerecord/?purpose__exact=" + LONG,
+    "/admin/billing/usagerecord/?purpose__exact=%00",
+    "/admin/billing/usagerecord/?q=%00",
+    "/admin/accounts/auditentry/?q=%00",
+]
+
+
+@pytest.mark.parametrize("path", ADMIN_ROWS, ids=[row[:70] for row in ADMIN_ROWS])
+def test_admin_lists_bad_filters(make_superuser, path):
+    # Followed: a bad filter is sent to the admin's own "?e=1" page.
+    assert make_superuser.get(path, follow=True).status_code == 200
