@@ -23,6 +23,7 @@ from aihub.inputs import whole_number
 from aihub.message_content import IMAGE_TOKENS, data_url, image_part
 from billing.metering import count_text_tokens
 from billing.subscriptions import current_subscription
+from chat.gateway.router import candidates_for
 
 from .models import AIModel, Attachment, Message
 
@@ -108,10 +109,11 @@ def document_text(name: str, data: bytes) -> tuple[str, str]:
 
 
 def takes_images(model: AIModel | None) -> bool:
-    """'auto' (None) takes images when a free model that does is there (the generation picks among those)."""
+    """'auto' (None) takes images when one of its candidates does (free, active, its provider configured:
+    the generation picks among those; a vision model of an unconfigured provider answered 502)."""
     if model is not None:
         return model.supports_images
-    return AIModel.objects.active().free().filter(supports_images=True).exists()
+    return any(m.supports_images for m in candidates_for(None))
 
 
 def _refuse_image_for(model: AIModel | None, name: str) -> None:

@@ -216,3 +216,18 @@ def test_uploads_never_sent_are_dropped_after_a_day(logged_in, media, models):
     upload(logged_in, "fresh.txt", b"to send")
     assert [a.name for a in Attachment.objects.all()] == ["fresh.txt"]
     assert len(stored_files(media)) == 1
+
+
+def test_auto_takes_images_only_when_a_free_vision_model_it_can_reach_is_there(settings, models):
+    """A free vision model whose provider is not configured does not count: sent to 'auto', the image
+    found no candidate and the API answered 502 (Schemathesis found it)."""
+    settings.OPENROUTER_API_KEY = ""
+    settings.OPENAI_COMPAT_BASE_URL = "http://127.0.0.1:9/v1"  # configured (never called here)
+    settings.LOCAL_MODEL_ENABLED = False
+    AIModel.objects.all().update(input_price_per_m=1, output_price_per_m=1)
+    AIModel.objects.create(
+        slug="openrouter/vision", provider=Provider.OPENROUTER, upstream_id="v", name="V", supports_images=True
+    )
+    assert not attachments.takes_images(None)
+    AIModel.objects.filter(slug="fake/vision").update(input_price_per_m=0, output_price_per_m=0)
+    assert attachments.takes_images(None)
