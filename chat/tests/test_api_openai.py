@@ -88,3 +88,11 @@ async def test_it_shows_one_model_by_its_id(api_client, catalogue):
     assert response.status_code == 200 and response.json()["id"] == "test/fake-model"
     missing = await api_client.get("/v1/models/test/none")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+
+async def test_paths_with_a_newline_get_the_apis_json_404(api_client, catalogue):
+    model = await api_client.get("/v1/models/test/none%0A9")
+    assert model.status_code == 404 and model.json()["error"]["code"] == "model_not_found"
+    for path in ("/v1/no%0Asuch", "/api/v1/no%0Asuch"):
+        unknown = await api_client.get(path)
+        assert unknown.status_code == 404 and unknown.json()["error"], path
