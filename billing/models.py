@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import abc
 import uuid
 from collections.abc import Iterable
 from datetime import date, datetime
@@ -148,11 +149,11 @@ def usage_figures(
     return {prefix + name: expressions[name] for name in names}
 
 
-class Groupings:
+class Groupings(abc.ABC):
     """The usual groupings of figures, by name, over anything with `grouped(*fields)`."""
 
-    def grouped(self, *fields: str, names: Iterable[str] = FIGURES) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def grouped(self, *fields: str, names: Iterable[str] = FIGURES) -> Any: ...
 
     def by_model(self) -> Any:
         return self.grouped("model_slug")
@@ -178,13 +179,13 @@ class FiguresQuerySet(Groupings, models.QuerySet):
 
     rolled_up = False
 
+    @abc.abstractmethod
     def with_day(self) -> FiguresQuerySet:
         """These rows with their UTC day as `day`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def with_month(self) -> FiguresQuerySet:
         """These rows with the first day of their UTC month as `month`."""
-        raise NotImplementedError
 
     def totals(self, *names: str) -> dict:
         """The figures over all these rows (all of them, or the ones named)."""
