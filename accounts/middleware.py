@@ -6,11 +6,13 @@ from __future__ import annotations
 from functools import cache
 
 from allauth.mfa.utils import is_mfa_enabled
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+
+from aihub.async_middleware import SyncAndAsyncMiddleware
 
 SET_UP_FIRST = "Staff pages need two-factor sign-in: set up an authenticator app first."
 
@@ -36,26 +38,15 @@ def send_to_set_up(request) -> HttpResponseRedirect:
     return HttpResponseRedirect(reverse("mfa_activate_totp"))
 
 
-class StaffTwoFactorMiddleware:
-    """Async under ASGI like the other middleware (a sync-only one would put every async view behind a
-    thread bridge); only staff pages cost a query."""
+class StaffTwoFactorMiddleware(SyncAndAsyncMiddleware):
+    """Only staff pages cost a query."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
+    def handle(self, request):
         if request.path.startswith(staff_prefixes()) and needs_second_factor(request, request.user):
             return send_to_set_up(request)
         return self.get_response(request)
 
-    async def __acall__(self, request):
+    async def ahandle(self, request):
         if request.path.startswith(staff_prefixes()):
             user = await request.auser()
             if await sync_to_async(needs_second_factor)(request, user):
