@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from django.db.models import Count, F, Q, Sum
 
-from .models import UsageRecord
+from .models import UsageRecord, usage_figures
 
 # A difference below this is rounding, not a wrong price (USD per request).
 DIFFERENCE_THRESHOLD = Decimal("0.000001")
@@ -35,17 +35,17 @@ def reconcile(since: datetime, until: datetime, threshold: Decimal = DIFFERENCE_
     per_model = list(
         rows.values("provider", "model_slug")
         .annotate(
-            requests=Count("id"),
-            our_cost=Sum("cost"),
+            **usage_figures(("requests",)),
+            **usage_figures(("cost",), prefix="our_"),
             # Ours over the reported requests only, so that requests without a report make no difference.
-            our_reported_cost=Sum("cost", filter=reported),
+            **usage_figures(("cost",), prefix="our_reported_", filter=reported),
             provider_cost=Sum("reported_cost"),
             unreported=Count("id", filter=~reported),
         )
         .order_by("provider", "model_slug")
     )
     for row in per_model:
-        row["difference"] = (row["our_reported_cost"] or Decimal(0)) - (row["provider_cost"] or Decimal(0))
+        row["difference"] = row["our_reported_cost"] - (row["provider_cost"] or Decimal(0))
     differing = list(
         rows.filter(reported_cost__isnull=False)
         .annotate(difference=F("cost") - F("reported_cost"))
