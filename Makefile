@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8001
 DEV_ENV := DEBUG=$${DEBUG:-1}
 
-.PHONY: run test install migrate seed check lint clean
+.PHONY: run test install migrate seed check lint clean bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,25 @@ lint: install
 
 check: install
 	$(VENV)/bin/python manage.py check --deploy --fail-level WARNING
+
+# Gateway load benchmark (bench/run_all.sh): the shared harness (BENCH_DIR) and LiteLLM, each in a venv of its own
+# under BENCH_VENVS (outside the repository), then LiteLLM and AI Hub on both plans in one session: one table.
+BENCH_VENVS ?= $(HOME)/.cache/aihub-bench
+BENCH_DIR ?= $(shell git rev-parse --path-format=absolute --git-common-dir)/../../shared/bench
+LITELLM_VERSION := 1.106.2
+
+$(BENCH_VENVS)/venv-harness/.installed: $(BENCH_DIR)/requirements-bench.txt
+	$(PYTHON) -m venv $(@D)
+	timeout 900 $(@D)/bin/pip install --quiet -r $< py-spy
+	touch $@
+
+$(BENCH_VENVS)/venv-litellm-$(LITELLM_VERSION)/.installed:
+	$(PYTHON) -m venv $(@D)
+	timeout 1800 $(@D)/bin/pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)'
+	touch $@
+
+bench: install $(BENCH_VENVS)/venv-harness/.installed $(BENCH_VENVS)/venv-litellm-$(LITELLM_VERSION)/.installed
+	BENCH_VENVS=$(BENCH_VENVS) BENCH_DIR=$(BENCH_DIR) bench/run_all.sh $(SCENARIOS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3 staticfiles
