@@ -212,10 +212,9 @@ aihub_commit() {  # the commit measured, +dirty with uncommitted changes outside
     (cd "$BENCH_ROOT" && echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench' || echo +dirty)")
 }
 
-show_gateway_log() {  # warnings and errors the gateway logged, if any
-    # (the readiness probe's 401 left out)
-    if grep -v "Unauthorized: /v1/models" "$BENCH_WORK/gateway.log" | grep -q .; then
+show_gateway_log() {  # warnings and errors the gateway logged, if any (the readiness probe's 401 left out)
+    if grep -qv "Unauthorized: /v1/models" "$BENCH_WORK/gateway.log"; then
         echo "--- gateway log (warnings and errors) ---" >&2
-        tail -n 40 "$BENCH_WORK/gateway.log" >&2
+        grep -v "Unauthorized: /v1/models" "$BENCH_WORK/gateway.log" | tail -n 60 >&2 || true
     fi
 }
