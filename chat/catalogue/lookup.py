@@ -3,7 +3,8 @@ as requests read it (a per-process copy, dropped as soon as any process changes 
 
 Every change to AIModel rows bumps a version number in the shared cache once its transaction
 commits: saves and deletes through signals (admin, update_or_create, get_or_create), queryset
-updates by calling `catalogue_changed` (catalogue_sync, seed). A request reads that number (one
+updates by calling `catalogue_changed` (catalogue_sync, seed), and every change to a provider added in
+the admin (the copy holds their names). A request reads that number (one
 Redis round trip, inside the admission's thread hop) and reloads the whole table in one query when
 it moved, so a deactivated or repriced model takes effect on the next request in every process.
 Without Redis (REDIS_URL empty) the cache is per process and cannot see other processes' changes,
@@ -67,10 +68,12 @@ def added_providers() -> list[str]:
     return list(names or [])
 
 
-def configured_providers() -> list[str]:
+def configured_providers(models: Catalogue | None = None) -> list[str]:
     """The providers this server can reach: those set in the environment in the order of
-    settings.PROVIDER_CHAIN, then the active ones added in the admin. Sync."""
-    return [name for name in settings.PROVIDER_CHAIN if is_configured(name)] + added_providers()
+    settings.PROVIDER_CHAIN, then the active ones added in the admin (from `models`, a request's catalogue,
+    where given: its copy holds them, no cache read per request). Sync."""
+    added = models.added_providers() if models is not None else added_providers()
+    return [name for name in settings.PROVIDER_CHAIN if is_configured(name)] + added
 
 
 def models_by_provider() -> list[tuple[str, list[AIModel]]]:
@@ -101,6 +104,7 @@ def _catalogue_row_changed(**kwargs) -> None:
 @receiver(post_delete, sender=ProviderEndpoint)
 def _provider_changed(**kwargs) -> None:
     transaction.on_commit(lambda: cache.delete(ADDED_PROVIDERS_CACHE_KEY))
+    catalogue_changed()  # the processes' copies hold the added providers too
 
 
 class LiveCatalogue:
@@ -116,13 +120,18 @@ class LiveCatalogue:
         """The free chat models: those 'auto' picks from."""
         return list(AIModel.objects.active().chat().free())
 
+    def added_providers(self) -> list[str]:
+        return added_providers()
+
 
 @dataclass
 class CatalogueCopy:
-    """Every AIModel row as of `version`. Its objects are shared by concurrent requests: read only."""
+    """Every AIModel row and the active added providers' names as of `version`. Its objects are shared by
+    concurrent requests: read only."""
 
     version: int
     by_pk: dict[int, AIModel] = field(default_factory=dict)
+    added: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.by_slug = {m.slug: m for m in self.by_pk.values() if m.is_active}
@@ -135,6 +144,9 @@ class CatalogueCopy:
 
     def active_free(self) -> list[AIModel]:
         return [m for m in self.by_slug.values() if m.is_free and m.kind == AIModel.Kind.CHAT]
+
+    def added_providers(self) -> list[str]:
+        return self.added
 
 
 Catalogue = LiveCatalogue | CatalogueCopy
@@ -152,7 +164,11 @@ def current() -> Catalogue:
     version = shared_state.version(VERSION_CACHE_KEY)
     if _copy is None or _copy.version != version:
         # Tagged with the version read before loading: a change racing the load is reloaded next time.
-        _copy = CatalogueCopy(version, {m.pk: m for m in AIModel.objects.all()})
+        _copy = CatalogueCopy(
+            version,
+            {m.pk: m for m in AIModel.objects.all()},
+            list(ProviderEndpoint.objects.filter(is_active=True).values_list("name", flat=True)),
+        )
     return _copy
 
 

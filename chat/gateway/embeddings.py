@@ -85,12 +85,13 @@ class EmbeddingJob:
             await asyncio.shield(self._settle(status, prompt_tokens, started))
 
     def _admit(self) -> limits.Admission:
-        self.model = self.resolve_model(catalogue.current())
+        models = catalogue.current()
+        self.model = self.resolve_model(models)
         return limits.admit(
             user=self.user,
             api_key=self.api_key,
             model=self.model,
-            candidates=[self.model] if self.model.provider in configured_providers() else [],
+            candidates=[self.model] if self.model.provider in configured_providers(models) else [],
             messages=[{"role": "user", "content": text} for text in self.texts],
             params=NO_OUTPUT,
         )

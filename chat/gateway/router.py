@@ -110,8 +110,8 @@ def candidates_for(
     """Models to try in order: the chosen one and its fallbacks, or for 'auto' (None) the free ones,
     from `models` (the current catalogue when not given); with `params`, only those that take them all.
     Sync (it may query the catalogue): Generation calls it in its admission's thread hop."""
-    available = configured_providers()
     models = models or catalogue.current()
+    available = configured_providers(models)
     if params:
         return [m for m in candidates_for(model, models) if unsupported_param(m, params) is None]
     if model is None:

@@ -10,13 +10,21 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from billing.models import UsageRecord
-from chat.catalogue.lookup import LiveCatalogue, UnknownModel, active_model, current
+from chat.catalogue.lookup import (
+    ADDED_PROVIDERS_CACHE_KEY,
+    LiveCatalogue,
+    UnknownModel,
+    active_model,
+    configured_providers,
+    current,
+)
 from chat.catalogue.sync import refresh_gemini, refresh_openai_compat
-from chat.models import AIModel, Provider
+from chat.models import AIModel, Provider, ProviderEndpoint
 from chat.tests.api_fixtures import api_client, catalogue, issued  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -49,9 +57,22 @@ def test_lookups_cost_no_query_until_a_model_is_saved(catalogue):
     assert queries_of(lambda: active_model(model.slug)) == 0
     model.input_price_per_m = Decimal("9")
     model.save()
-    assert queries_of(lambda: active_model(model.slug)) == 1  # the whole table, once
+    assert queries_of(lambda: active_model(model.slug)) == 2  # the whole table and the added providers, once
     assert active_model(model.slug).input_price_per_m == Decimal("9")
     assert queries_of(lambda: active_model(model.slug)) == 0
+
+
+def test_providers_added_in_the_admin_come_with_the_copy_and_change_with_it(catalogue):
+    assert "lab" not in configured_providers(current())
+    endpoint = ProviderEndpoint.objects.create(name="lab", kind="openai_compat", base_url="http://127.0.0.1:9/v1")
+    assert configured_providers(current())[-1] == "lab"
+    # A request reads them from its catalogue, not from the cache (one round trip less per request)
+    cache.set(ADDED_PROVIDERS_CACHE_KEY, ["not-read"], timeout=None)
+    assert queries_of(lambda: configured_providers(current())) == 0
+    assert "not-read" not in configured_providers(current())
+    endpoint.is_active = False
+    endpoint.save()
+    assert "lab" not in configured_providers(current())
 
 
 def test_a_deleted_model_is_gone_from_the_next_lookup(catalogue):
