@@ -34,8 +34,9 @@ from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 from channels.db import database_sync_to_async
-from django.db import transaction
-from django.db.models import Count, Q, Subquery, Sum
+from django.db import connection, transaction
+from django.db.models import Count, Q, Subquery, Sum, Value
+from django.db.models.sql.subqueries import InsertQuery
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -45,8 +46,8 @@ from chat.catalogue.models import AIModel
 
 from . import inflight, ratelimit
 from .metering import count_prompt_tokens, reserved_prompt_tokens
-from .models import Plan, Reservation, Subscription
-from .rollups import usage
+from .models import Plan, Reservation, Subscription, usage_figures
+from .rollups import Usage, usage
 from .subscriptions import current_subscription
 
 # A reservation left by a process that died mid-request stops counting after this long.
@@ -273,9 +274,13 @@ def admit(
     With `fit`, the messages are fitted to the context first and the admission says what is sent.
     The reservation carries `request_id` (the usage row it becomes) and this process as its owner."""
     request = _Request(messages, params, fit, request_id)
-    admission = _admit_unlimited(user, api_key, model, candidates, request)
+    seen = _locked_before.get(_caller(user, api_key))
+    admission = None
+    if seen is None:
+        seen = _read_unlocked(user, api_key)
+        admission = _admit_unlimited(seen, model, candidates, request)
     if admission is None:
-        admission = _admit_locked(user, api_key, model, candidates, request)
+        admission = _admit_locked(user, api_key, model, candidates, request, seen=seen)
     if admission is None:
         current_subscription(user)  # creates it, or rolls its period (and applies a scheduled change)
         admission = _admit_locked(user, api_key, model, candidates, request, rolled=True)
@@ -339,21 +344,36 @@ def _has_nothing_to_reserve(plan: Plan) -> bool:
     )
 
 
-def _admit_unlimited(
-    user: User,
-    api_key: ApiKey | None,
-    model: AIModel | None,
-    candidates: list[AIModel],
-    request: _Request,
-) -> Admission | None:
-    """Admission without lock or reservation where neither the plan nor the key limits anything: one
-    query (the subscription, its plan and the key's budget read afresh). None when the locked path
-    must decide: a limit to hold, no subscription yet, or a period to roll (or a payment overdue)."""
+# Per process, the subscription (with `key_budget`) of each caller with a limit as its last admission found it
+# under the lock: a hint that spares the next admission its unlocked read (PostgreSQL, `_admit_in_one_trip`).
+# Never trusted: the locked read decides, and a plan, budget or period changed since is read again.
+_locked_before: dict[tuple[Any, ...], Subscription] = {}
+_LOCKED_BEFORE_MAX = 10_000
+
+
+def _caller(user: User, api_key: ApiKey | None) -> tuple[Any, ...]:
+    return (user.pk, user.date_joined, api_key.pk if api_key is not None else None)
+
+
+def _read_unlocked(user: User, api_key: ApiKey | None) -> Subscription | None:
+    """The active subscription with its plan and (as `key_budget`) the key's budget, read afresh without a
+    lock: one query."""
     active = Subscription.objects.select_related("plan").filter(user=user, is_active=True)
     if api_key is not None:
         budget = ApiKey.objects.filter(pk=api_key.pk).values("monthly_budget")[:1]
         active = active.annotate(key_budget=Subquery(budget))
-    subscription = active.first()
+    return active.first()
+
+
+def _admit_unlimited(
+    subscription: Subscription | None,
+    model: AIModel | None,
+    candidates: list[AIModel],
+    request: _Request,
+) -> Admission | None:
+    """Admission without lock or reservation where neither the plan nor the key limits anything (as the
+    unlocked read found them). None when the locked path must decide: a limit to hold, no subscription yet,
+    or a period to roll (or a payment overdue)."""
     if (
         subscription is None
         or subscription.needs_update(timezone.now())
@@ -373,10 +393,14 @@ def _admit_locked(
     request: _Request,
     *,
     rolled: bool = False,
+    seen: Subscription | None = None,
 ) -> Admission | None:
     """`admit` under the subscription's row lock; None (nothing done) when there is no subscription
-    yet or its period is over, unless `current_subscription` has just seen to that."""
+    yet or its period is over, unless `current_subscription` has just seen to that. `seen`: the subscription
+    as the unlocked read found it (on PostgreSQL, admission then takes one round trip: `_admit_in_one_trip`)."""
     now = timezone.now()
+    if connection.vendor == "postgresql" and seen is not None and not rolled and not seen.needs_update(now):
+        return _admit_in_one_trip(seen, user, api_key, model, candidates, request, now)
     # The lock makes one user's admissions take turns, each seeing the others' reservations
     # (and the plan as it is now, should it just have changed).
     active = (
@@ -398,6 +422,24 @@ def _admit_locked(
     # (safe), never zero times.
     reserved = _reserved(user, api_key, now)
     used = _used_this_period(subscription, user, api_key, budget)
+    _refuse_over_limits(subscription, api_key, budget, reserved, used, tokens, cost)
+    _take_rate(plan, user, api_key, tokens)
+    admission.reservation_id = hold(admission, user=user, api_key=api_key, request_id=request.request_id, now=now)
+    return admission
+
+
+def _refuse_over_limits(
+    subscription: Subscription,
+    api_key: ApiKey | None,
+    budget: Decimal | None,
+    reserved: dict[str, Any],
+    used: dict[str, Any],
+    tokens: int,
+    cost: Decimal,
+) -> None:
+    """The request refused (LimitExceeded) if the streams in flight, the quotas or the key's budget leave it
+    no room."""
+    plan = subscription.plan
     if plan.max_concurrent_streams is not None and reserved["streams"] >= plan.max_concurrent_streams:
         raise LimitExceeded(
             f"The {plan.name} plan allows {plan.max_concurrent_streams} request"
@@ -408,16 +450,197 @@ def _admit_locked(
         )
     _refuse_over_quota(subscription, reserved, used, tokens, cost)
     _refuse_over_budget(api_key, budget, reserved, used, cost, subscription)
-    _take_rate(plan, user, api_key, tokens)
-    admission.reservation_id = hold(admission, user=user, api_key=api_key, request_id=request.request_id, now=now)
+
+
+def _has_quota(plan: Plan) -> bool:
+    return plan.monthly_token_quota is not None or plan.monthly_credit_quota is not None
+
+
+def _admit_in_one_trip(
+    seen: Subscription,
+    user: User,
+    api_key: ApiKey | None,
+    model: AIModel | None,
+    candidates: list[AIModel],
+    request: _Request,
+    now: datetime,
+) -> Admission | None:
+    """`_admit_locked` on PostgreSQL in one round trip to the database (in the transaction `_admit_locked`
+    opened), the same decisions in the same order: one multi-statement query (psycopg's client-side
+    cursor) locks the subscription row, then (a statement of its own, so it sees what the requests
+    admitted before this one committed while it waited for the lock) reads the key's budget, the
+    reservations' sums and the period's usage from the rollups, then inserts the reservation, worked out
+    from the plan as `seen` (the unlocked read, or this process's last admission of the caller). The checks
+    then run here; a refusal raises, and the transaction, reservation included, rolls back, as does a
+    refusal of the rate limiter, taken last. Where the locked rows differ from `seen` (a plan, budget or
+    period changed since), the differing part is read or written again (rare)."""
+    try:
+        guessed: Admission | None = _worst_case(seen.plan, model, candidates, request)
+    except LimitExceeded:  # by the plan as last seen: the locked plan decides (it may have changed since)
+        guessed = None
+    since = seen.current_period_start
+    budget_seen = getattr(seen, "key_budget", None)
+    user_usage = usage(user=user).between(since) if _has_quota(seen.plan) else None
+    key_usage = usage(api_key=api_key).between(since) if budget_seen is not None else None
+    # Parts of the period whose sums can no longer change are cached (billing.rollups): read before the
+    # lock; the rest is read with the reservations, in the same statement (one snapshot: a request settling
+    # meanwhile is counted once, as its reservation or as its usage).
+    user_sql, user_params, user_cached = _usage_sql(user_usage)
+    key_sql, key_params, key_cached = _usage_sql(key_usage)
+    lock_sql, lock_params = (
+        Subscription.objects.select_for_update(of=("self",))
+        .select_related("plan")
+        .filter(user=user, is_active=True)
+        .query.sql_with_params()
+    )
+    live = "expires_at > %s"
+    figures_sql = (
+        "SELECT (SELECT monthly_budget FROM accounts_apikey WHERE id = %s), held.*, used.tokens, used.cost, "
+        "key_used.cost FROM ("
+        f"SELECT COUNT(*) FILTER (WHERE NOT {live}), COUNT(*) FILTER (WHERE {live}), "
+        f"COALESCE(SUM(tokens) FILTER (WHERE {live}), 0), COALESCE(SUM(cost) FILTER (WHERE {live}), 0), "
+        f"COALESCE(SUM(cost) FILTER (WHERE {live} AND api_key_id = %s), 0) "
+        f"FROM billing_reservation WHERE user_id = %s) AS held, ({user_sql}) AS used, ({key_sql}) AS key_used"
+    )
+    api_key_id = api_key.pk if api_key is not None else None
+    figures_params = [api_key_id, now, now, now, now, now, api_key_id, user.pk, *user_params, *key_params]
+    insert_sql, insert_params = (
+        _hold_sql(guessed, user=user, api_key=api_key, request=request, now=now) if guessed else ("SELECT NULL", [])
+    )
+    # Not waiting for the commit's WAL flush: a reservation lost in a database crash is harmless. The crash
+    # ends every request in flight anyway (their usage rows are kept by metering's retries and outbox); a
+    # lost row only stops counting against quotas from the crash on, and the WAL is written in order, so
+    # the request's usage row (committed synchronously later) makes its reservation durable with it.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT set_config('synchronous_commit', 'off', true); {lock_sql}; {figures_sql}; {insert_sql}",
+            [*lock_params, *figures_params, *insert_params],
+        )
+        cursor.nextset()
+        locked = cursor.fetchone()
+        cursor.nextset()
+        budget, expired, streams, tokens, cost, key_cost, user_tokens, user_cost, key_used = cursor.fetchone()
+        cursor.nextset()
+        (reservation_id,) = cursor.fetchone()
+    caller = _caller(user, api_key)
+    _locked_before.pop(caller, None)
+    if locked is None:  # gone since the unlocked read: the slow path decides
+        transaction.set_rollback(True)
+        return None
+    subscription = _from_locked_row(locked)
+    if subscription.needs_update(now):
+        transaction.set_rollback(True)
+        return None
+    plan = subscription.plan
+    if _has_nothing_to_reserve(plan) and budget is None:  # limited no more (as `_admit_unlimited` would admit)
+        transaction.set_rollback(True)
+        return _worst_case(plan, model, candidates, request)
+    subscription.key_budget = budget  # type: ignore[attr-defined]  # as `_read_unlocked` annotates it
+    if len(_locked_before) >= _LOCKED_BEFORE_MAX:
+        _locked_before.clear()
+    _locked_before[caller] = subscription
+    if expired:
+        Reservation.objects.filter(user=user, expires_at__lte=now).delete()
+    reserved = {"streams": streams, "tokens": int(tokens), "cost": cost, "key_cost": key_cost}
+    used = {"tokens": 0, "cost": Decimal(0), "key_cost": Decimal(0)}
+    if _has_quota(plan):
+        if user_usage is not None and subscription.current_period_start == since:
+            used["tokens"] = int(user_tokens) + user_cached[0]
+            used["cost"] = Decimal(user_cost) + user_cached[1]
+        else:
+            used.update(usage(user=user).between(subscription.current_period_start).totals("tokens", "cost"))
+    if budget is not None:
+        if key_usage is not None and subscription.current_period_start == since:
+            used["key_cost"] = Decimal(key_used) + key_cached[1]
+        else:
+            used["key_cost"] = usage(api_key=api_key).between(subscription.current_period_start).totals("cost")["cost"]
+    if guessed is not None and _plan_fields(plan) == _plan_fields(seen.plan):
+        admission = guessed
+    else:  # worked out from another plan (or refused by it): again, from this one
+        admission = _worst_case(plan, model, candidates, request)
+    _refuse_over_limits(
+        subscription, api_key, budget, reserved, used, admission.reserved_tokens, admission.reserved_cost
+    )
+    _take_rate(plan, user, api_key, admission.reserved_tokens)
+    if reservation_id is None:
+        reservation_id = hold(admission, user=user, api_key=api_key, request_id=request.request_id, now=now)
+    elif admission is not guessed:
+        Reservation.objects.filter(pk=reservation_id).update(
+            tokens=admission.reserved_tokens, cost=admission.reserved_cost, prompt_tokens=admission.prompt_tokens
+        )
+    admission.reservation_id = reservation_id
     return admission
+
+
+_FIGURES_OF_QUOTAS = ("tokens", "cost")
+
+
+def _usage_sql(period: Usage | None) -> tuple[str, list[Any], tuple[int, Decimal]]:
+    """A period's usage (rollups.Usage) as SQL for one row (tokens, cost) of the parts still changing, with
+    its params, and the sums of its cached parts (read now). Zeros for no period."""
+    cached_tokens, cached_cost = 0, Decimal(0)
+    selects, params = [], []
+    for part in period.parts(cached_head=True) if period is not None else []:
+        if part.cache_key is not None:
+            found = part.totals(_FIGURES_OF_QUOTAS)
+            cached_tokens += part.sign * found["tokens"]
+            cached_cost += part.sign * found["cost"]
+            continue
+        figures = usage_figures(_FIGURES_OF_QUOTAS, rolled_up=part.rows.rolled_up)
+        # Grouped by a constant: no GROUP BY, one row of sums.
+        rows = part.rows.order_by().annotate(_all=Value(1)).values("_all").annotate(**figures)
+        sql, part_params = rows.values(*_FIGURES_OF_QUOTAS).query.sql_with_params()
+        selects.append(f"SELECT {part.sign} * tokens AS tokens, {part.sign} * cost AS cost FROM ({sql}) AS part")
+        params += part_params
+    if not selects:
+        return "SELECT 0 AS tokens, 0 AS cost", [], (cached_tokens, cached_cost)
+    union = " UNION ALL ".join(selects)
+    sql = f"SELECT COALESCE(SUM(tokens), 0) AS tokens, COALESCE(SUM(cost), 0) AS cost FROM ({union}) AS parts"
+    return sql, params, (cached_tokens, cached_cost)
+
+
+def _plan_fields(plan: Plan) -> tuple[Any, ...]:
+    return tuple(getattr(plan, f.attname) for f in Plan._meta.concrete_fields)
+
+
+def _from_locked_row(row: tuple[Any, ...]) -> Subscription:
+    """The subscription (and its plan) from a row of the locking query (its columns: select_related's)."""
+    subscription_fields = [f.attname for f in Subscription._meta.concrete_fields]
+    plan_fields = [f.attname for f in Plan._meta.concrete_fields]
+    assert len(row) == len(subscription_fields) + len(plan_fields)
+    subscription = Subscription.from_db(connection.alias, subscription_fields, row[: len(subscription_fields)])
+    subscription.plan = Plan.from_db(connection.alias, plan_fields, row[len(subscription_fields) :])
+    return subscription
+
+
+def _hold_sql(
+    admission: Admission, *, user: User, api_key: ApiKey | None, request: _Request, now: datetime
+) -> tuple[str, list[Any]]:
+    """`hold`'s INSERT (returning the id) as SQL, for `_admit_in_one_trip` to send with the rest."""
+    query = InsertQuery(Reservation)
+    query.insert_values(
+        [f for f in Reservation._meta.concrete_fields if not f.primary_key],
+        [_reservation(admission, user=user, api_key=api_key, request_id=request.request_id, now=now)],
+    )
+    compiler = query.get_compiler(connection.alias)
+    compiler.returning_fields = [Reservation._meta.pk]
+    ((sql, params),) = compiler.as_sql()
+    return sql, list(params)
 
 
 def hold(
     admission: Admission, *, user: User, api_key: ApiKey | None, request_id: uuid.UUID | None, now: datetime
 ) -> int:
     """The admission's reservation row, owned by this process (billing.inflight): its id."""
-    return Reservation.objects.create(
+    reservation = _reservation(admission, user=user, api_key=api_key, request_id=request_id, now=now)
+    reservation.save(force_insert=True)
+    return reservation.pk
+
+
+def _reservation(
+    admission: Admission, *, user: User, api_key: ApiKey | None, request_id: uuid.UUID | None, now: datetime
+) -> Reservation:
+    return Reservation(
         user=user,
         api_key=api_key,
         tokens=admission.reserved_tokens,
@@ -427,7 +650,7 @@ def hold(
         owner=inflight.owner(),
         heartbeat_at=now,
         prompt_tokens=admission.prompt_tokens,
-    ).pk
+    )
 
 
 def release(admission: Admission) -> None:
