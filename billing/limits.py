@@ -31,11 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any, NamedTuple, Protocol
 
 from channels.db import database_sync_to_async
-from django.db import connection, transaction
-from django.db.models import Count, Q, Subquery, Sum, Value
+from django.db import connection, models, transaction
+from django.db.models import Count, Q, Subquery, Sum
 from django.db.models.sql.subqueries import InsertQuery
 from django.urls import reverse
 from django.utils import timezone
@@ -46,7 +47,7 @@ from chat.catalogue.models import AIModel
 
 from . import inflight, ratelimit
 from .metering import count_prompt_tokens, reserved_prompt_tokens
-from .models import Plan, Reservation, Subscription, usage_figures
+from .models import Plan, Reservation, Subscription, UsageDaily, UsageRecord
 from .rollups import Usage, usage
 from .subscriptions import current_subscription
 
@@ -487,12 +488,6 @@ def _admit_in_one_trip(
     # meanwhile is counted once, as its reservation or as its usage).
     user_sql, user_params, user_cached = _usage_sql(user_usage)
     key_sql, key_params, key_cached = _usage_sql(key_usage)
-    lock_sql, lock_params = (
-        Subscription.objects.select_for_update(of=("self",))
-        .select_related("plan")
-        .filter(user=user, is_active=True)
-        .query.sql_with_params()
-    )
     live = "expires_at > %s"
     figures_sql = (
         "SELECT (SELECT monthly_budget FROM accounts_apikey WHERE id = %s), held.*, used.tokens, used.cost, "
@@ -513,8 +508,8 @@ def _admit_in_one_trip(
     # the request's usage row (committed synchronously later) makes its reservation durable with it.
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT set_config('synchronous_commit', 'off', true); {lock_sql}; {figures_sql}; {insert_sql}",
-            [*lock_params, *figures_params, *insert_params],
+            f"SELECT set_config('synchronous_commit', 'off', true); {_lock_sql()}; {figures_sql}; {insert_sql}",
+            [user.pk, *figures_params, *insert_params],
         )
         cursor.nextset()
         locked = cursor.fetchone()
@@ -572,26 +567,37 @@ def _admit_in_one_trip(
     return admission
 
 
-_FIGURES_OF_QUOTAS = ("tokens", "cost")
+# Each table the period's usage is read from (rollups.Usage.parts): its range column and its cost column.
+_USAGE_TABLES = {UsageDaily: ("day", "total_cost"), UsageRecord: ("created_at", "cost")}
 
 
 def _usage_sql(period: Usage | None) -> tuple[str, list[Any], tuple[int, Decimal]]:
-    """A period's usage (rollups.Usage) as SQL for one row (tokens, cost) of the parts still changing, with
-    its params, and the sums of its cached parts (read now). Zeros for no period."""
+    """A period's usage (rollups.Usage, of one user or key) as SQL for one row (tokens, cost) of the parts still
+    changing, with its params, and the sums of its cached parts (read now). Zeros for no period. Written here
+    from the parts' ranges (compiling their querysets took longer than the query)."""
     cached_tokens, cached_cost = 0, Decimal(0)
     selects, params = [], []
-    for part in period.parts(cached_head=True) if period is not None else []:
+    if period is None:
+        return "SELECT 0 AS tokens, 0 AS cost", [], (cached_tokens, cached_cost)
+    for part in period.parts(cached_head=True):
         if part.cache_key is not None:
-            found = part.totals(_FIGURES_OF_QUOTAS)
+            found = part.totals(("tokens", "cost"))
             cached_tokens += part.sign * found["tokens"]
             cached_cost += part.sign * found["cost"]
             continue
-        figures = usage_figures(_FIGURES_OF_QUOTAS, rolled_up=part.rows.rolled_up)
-        # Grouped by a constant: no GROUP BY, one row of sums.
-        rows = part.rows.order_by().annotate(_all=Value(1)).values("_all").annotate(**figures)
-        sql, part_params = rows.values(*_FIGURES_OF_QUOTAS).query.sql_with_params()
-        selects.append(f"SELECT {part.sign} * tokens AS tokens, {part.sign} * cost AS cost FROM ({sql}) AS part")
-        params += part_params
+        model = part.model
+        moment, cost = (_column(model, name) for name in _USAGE_TABLES[model])
+        ((owner, value),) = period.filters.items()
+        where, where_params = [f"{_column(model, owner)} = %s"], [getattr(value, "pk", value)]
+        for bound, operator in ((part.start, ">="), (part.end, "<")):
+            if bound is not None:
+                where.append(f"{moment} {operator} %s")
+                where_params.append(bound)
+        selects.append(
+            f"SELECT {part.sign} * COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS tokens, "
+            f"{part.sign} * COALESCE(SUM({cost}), 0) AS cost FROM {model._meta.db_table} WHERE {' AND '.join(where)}"
+        )
+        params += where_params
     if not selects:
         return "SELECT 0 AS tokens, 0 AS cost", [], (cached_tokens, cached_cost)
     union = " UNION ALL ".join(selects)
@@ -599,12 +605,32 @@ def _usage_sql(period: Usage | None) -> tuple[str, list[Any], tuple[int, Decimal
     return sql, params, (cached_tokens, cached_cost)
 
 
+def _column(model: type[models.Model], name: str) -> str:
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field) and field.column is not None
+    return field.column
+
+
+@cache
+def _lock_sql() -> str:
+    """The caller's active subscription and its plan, the subscription's row locked (params: the user's id)."""
+    subscriptions, plans = f'"{Subscription._meta.db_table}"', f'"{Plan._meta.db_table}"'
+    columns = [f'{subscriptions}."{f.column}"' for f in Subscription._meta.concrete_fields] + [
+        f'{plans}."{f.column}"' for f in Plan._meta.concrete_fields
+    ]
+    plan, user, active = (f'{subscriptions}."{_column(Subscription, name)}"' for name in ("plan", "user", "is_active"))
+    return (
+        f"SELECT {', '.join(columns)} FROM {subscriptions} INNER JOIN {plans} "
+        f'ON {plan} = {plans}."{_column(Plan, "id")}" WHERE {user} = %s AND {active} FOR UPDATE OF {subscriptions}'
+    )
+
+
 def _plan_fields(plan: Plan) -> tuple[Any, ...]:
     return tuple(getattr(plan, f.attname) for f in Plan._meta.concrete_fields)
 
 
 def _from_locked_row(row: tuple[Any, ...]) -> Subscription:
-    """The subscription (and its plan) from a row of the locking query (its columns: select_related's)."""
+    """The subscription (and its plan) from a row of `_lock_sql`."""
     subscription_fields = [f.attname for f in Subscription._meta.concrete_fields]
     plan_fields = [f.attname for f in Plan._meta.concrete_fields]
     assert len(row) == len(subscription_fields) + len(plan_fields)

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from django.core.cache import cache
@@ -138,9 +139,21 @@ CACHED_FOR = 40 * 24 * 3600  # a period's start is read for about a month
 
 @dataclass
 class Part:
-    rows: FiguresQuerySet
+    """Usage rows or rollups of one owner (`filters`) over a range: from `start` up to, not including, `end`
+    (days of the rollups, moments of the usage rows; None: unbounded), added (sign 1) or taken away (-1)."""
+
+    model: type[UsageRecord] | type[UsageDaily]
+    filters: dict[str, Any]
     sign: int
+    start: date | datetime | None = None
+    end: date | datetime | None = None
     cache_key: str | None = None  # the rows' sums can no longer change: cached under this key
+
+    @cached_property
+    def rows(self) -> FiguresQuerySet:
+        """The queryset, built when first needed (admission writes its SQL from the range: billing.limits)."""
+        rows: Any = self.model.objects.filter(**self.filters)
+        return rows.between(self.start, self.end) if self.start is not None else rows
 
     def totals(self, names: tuple[str, ...]) -> dict:
         if self.cache_key is None:
@@ -170,26 +183,33 @@ class Usage(Groupings):
         """The querysets to add (sign 1) or take away (-1): rollups for the whole days, usage rows for the
         ends that fall inside a day. `cached_head`: a range that started inside a day a while ago reads that
         day's rollup less the rows before its start, which can no longer change (a cacheable part)."""
-        rows = UsageRecord.objects.filter(**self.filters)
-        daily = UsageDaily.objects.filter(**self.filters)
         if self.since is None:
-            return [Part(daily, 1)]
+            return [Part(UsageDaily, self.filters, 1)]
+
+        def of_rows(start: datetime, end: datetime | None, sign: int = 1, cache_key: str | None = None) -> Part:
+            return Part(UsageRecord, self.filters, sign, start, end, cache_key)
+
+        def of_days(start: date, end: date | None) -> Part:
+            return Part(UsageDaily, self.filters, 1, start, end)
+
         since, until = self.since.astimezone(UTC), self.until.astimezone(UTC) if self.until else None
         first = since.date() if since == _midnight(since.date()) else since.date() + timedelta(days=1)
         last = until.date() if until is not None else None  # rollups up to, not including, this day
         if last is not None and last < first:  # inside one day
-            return [Part(rows.between(since, until), 1)]
-        before = rows.between(_midnight(since.date()), since)
+            return [of_rows(since, until)]
         if since.date() == first:
-            parts = [Part(daily.between(first, last), 1)]
+            parts = [of_days(first, last)]
         elif cached_head and timezone.now() - since > SETTLED_AFTER:
-            parts = [Part(daily.between(since.date(), last), 1), Part(before, -1, self._cache_key("before", since))]
+            parts = [
+                of_days(since.date(), last),
+                of_rows(_midnight(since.date()), since, -1, self._cache_key("before", since)),
+            ]
         elif _midnight(first) - since <= timedelta(hours=12):  # the shorter part of the day from the rows
-            parts = [Part(daily.between(first, last), 1), Part(rows.between(since, _midnight(first)), 1)]
+            parts = [of_days(first, last), of_rows(since, _midnight(first))]
         else:
-            parts = [Part(daily.between(since.date(), last), 1), Part(before, -1)]
+            parts = [of_days(since.date(), last), of_rows(_midnight(since.date()), since, -1)]
         if until is not None and last is not None and until != _midnight(last):  # it ends inside a day
-            parts.append(Part(rows.between(_midnight(last), until), 1))
+            parts.append(of_rows(_midnight(last), until))
         return parts
 
     def _cache_key(self, part: str, moment: datetime) -> str:

@@ -153,3 +153,38 @@ def test_an_ended_period_is_rolled_on_an_unlimited_plan_too(make_plan, subscribe
     async_to_sync(generation(person, make_model()).complete)()
     subscription.refresh_from_db()
     assert subscription.current_period_end > timezone.now() and not Reservation.objects.exists()
+
+
+def test_a_limited_callers_next_admission_is_the_locked_one_alone_on_postgresql(make_plan, subscriber, make_model):
+    person, model = subscriber(make_plan(monthly_token_quota=1_000_000)), make_model()
+    catalogue.current()
+    statements_of(generation(person, model))  # this process now knows the caller is limited
+    statements = statements_of(generation(person, model))
+    if connection.vendor == "postgresql":  # no unlocked read: the one round trip locks, reads and reserves
+        assert "for update" in statements[0] and locks_and_reserves(statements)
+    else:
+        assert "for update" not in statements[0] and locks_and_reserves(statements)
+
+
+def test_a_plan_changed_since_the_callers_last_admission_is_the_one_applied(
+    make_plan, subscriber, make_model, upstream
+):
+    plan = make_plan(max_concurrent_streams=5, free_models_only=True)
+    person = subscriber(plan)
+    free, paid = make_model("free-model", price_in="0", price_out="0"), make_model(price_in="0.15")
+    async_to_sync(generation(person, free).complete)()
+    with pytest.raises(LimitExceeded) as caught:
+        async_to_sync(generation(person, paid).complete)()
+    assert caught.value.code == "model_not_allowed"
+
+    Plan.objects.filter(pk=plan.pk).update(free_models_only=False, max_output_tokens=50)  # an upgrade
+    worker = generation(person, paid, params={"max_tokens": 5000})
+    async_to_sync(worker.complete)()
+    assert worker.status == "complete" and upstream.requests[-1]["body"]["max_tokens"] == 50
+    assert worker.admission.reserved_tokens == worker.admission.prompt_tokens + 50
+
+    Plan.objects.filter(pk=plan.pk).update(max_concurrent_streams=None)  # now it limits nothing
+    worker = generation(person, paid)
+    async_to_sync(worker.complete)()
+    assert worker.admission.reservation_id is None and not Reservation.objects.exists()
+    assert UsageRecord.objects.filter(user=person).count() == 3
