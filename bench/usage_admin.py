@@ -110,6 +110,22 @@ def _database() -> str:
     return connection.vendor + (f" {connection.pg_version // 10000}" if connection.vendor == "postgresql" else "")
 
 
+class _Timings:
+    """Wall and CPU time (of this process: its share of the work, whatever the machine's load) of each call
+    made while it is entered."""
+
+    def __init__(self):
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def __enter__(self):
+        self._started = (time.perf_counter(), time.process_time())
+
+    def __exit__(self, *exc):
+        self.wall.append(time.perf_counter() - self._started[0])
+        self.cpu.append(time.process_time() - self._started[1])
+
+
 class _RedisRoundTrips:
     """Counts the commands (or pipelines) sent to Redis while it is entered: its round trips."""
 
@@ -341,14 +357,12 @@ class Command(BaseCommand):
             Subscription.objects.filter(pk=subscription.pk).update(plan=plan)
             for _ in range(20):  # warm-up: connections, caches, the rate limiter's script
                 limits.release(admit())
-            admitting, releasing = [], []
+            admitting, releasing = _Timings(), _Timings()
             for _ in range(samples):
-                started = time.perf_counter()
-                admission = admit()
-                admitted = time.perf_counter()
-                limits.release(admission)
-                admitting.append(admitted - started)
-                releasing.append(time.perf_counter() - admitted)
+                with admitting:
+                    admission = admit()
+                with releasing:
+                    limits.release(admission)
             with CaptureQueriesContext(connection) as queries, _RedisRoundTrips() as trips:
                 admission = admit()
             with CaptureQueriesContext(connection) as release_queries:
@@ -369,26 +383,25 @@ class Command(BaseCommand):
                 results.append(self._time_quota_read(person, samples, in_period))
         for label, _url, timings, statements, trips in results:
             self.stdout.write(
-                f"{statistics.median(timings) * 1000:8.2f} ms median {_p95(timings) * 1000:8.2f} ms p95 "
-                f"{statements:3d} statements {trips} Redis  {label}"
+                f"{statistics.median(timings.wall) * 1000:8.2f} ms median {_p95(timings.wall) * 1000:8.2f} ms p95 "
+                f"{statistics.median(timings.cpu) * 1000:8.2f} ms CPU {statements:3d} statements {trips} Redis  {label}"
             )
         return results
 
     def _time_quota_read(self, person, samples, in_period):
         """The quota part of admission alone: the period's tokens and spend (billing.limits._used_this_period)."""
         subscription = current_subscription(person)
-        timings = []
+        timings = _Timings()
         for _ in range(samples):
-            started = time.perf_counter()
-            limits._used_this_period(subscription, person, None, None)
-            timings.append(time.perf_counter() - started)
+            with timings:
+                limits._used_this_period(subscription, person, None, None)
         with CaptureQueriesContext(connection) as queries, _RedisRoundTrips() as trips:
             limits._used_this_period(subscription, person, None, None)
         label = f"of which the quota read alone (the period's tokens and spend), {in_period:,} usage rows this period"
         return (label, "billing.limits._used_this_period", timings, len(queries), trips.count)
 
     def _admission_lines(self, rows, repeat, results) -> list[str]:
-        samples = len(results[0][2])
+        samples = len(results[0][2].wall)
         return [
             ADMISSION_HEADING.format(rows=f"{rows:,}"),
             "",
@@ -399,17 +412,17 @@ class Command(BaseCommand):
             f"measured {timezone.now():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
             f"load average {os.getloadavg()[0]:.1f} from other work on the machine.",
             "",
-            "| call | median | p95 | slowest | SQL statements | Redis round trips |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| call | median | p95 | slowest | CPU of this process, median | SQL statements | Redis round trips |",
+            "|---|---:|---:|---:|---:|---:|---:|",
             *[
-                f"| {label} (`{url}`) | {_ms(statistics.median(timings))} | {_ms(_p95(timings))} | "
-                f"{_ms(max(timings))} | {statements} | {trips} |"
+                f"| {label} (`{url}`) | {_ms(statistics.median(timings.wall))} | {_ms(_p95(timings.wall))} | "
+                f"{_ms(max(timings.wall))} | {_ms(statistics.median(timings.cpu))} | {statements} | {trips} |"
                 for label, url, timings, statements, trips in results
             ],
             "",
             ADMISSION_NOTE,
             "",
-            *self._targets({label: statistics.median(timings) for label, _u, timings, _s, _t in results}),
+            *self._targets({label: statistics.median(timings.wall) for label, _u, timings, _s, _t in results}),
             "",
         ]
 

@@ -43,6 +43,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 
 from accounts.models import ApiKey, User
+from aihub import shared_state
 from chat.catalogue.models import AIModel
 
 from . import inflight, ratelimit
@@ -385,7 +386,6 @@ def _admit_unlimited(
     return _worst_case(subscription.plan, model, candidates, request)
 
 
-@transaction.atomic
 def _admit_locked(
     user: User,
     api_key: ApiKey | None,
@@ -401,7 +401,23 @@ def _admit_locked(
     as the unlocked read found it (on PostgreSQL, admission then takes one round trip: `_admit_in_one_trip`)."""
     now = timezone.now()
     if connection.vendor == "postgresql" and seen is not None and not rolled and not seen.needs_update(now):
-        return _admit_in_one_trip(seen, user, api_key, model, candidates, request, now)
+        return _in_own_transaction(
+            lambda begin: _admit_in_one_trip(begin, seen, user, api_key, model, candidates, request, now)
+        )
+    with transaction.atomic():
+        return _admit_under_lock(user, api_key, model, candidates, request, now=now, rolled=rolled)
+
+
+def _admit_under_lock(
+    user: User,
+    api_key: ApiKey | None,
+    model: AIModel | None,
+    candidates: list[AIModel],
+    request: _Request,
+    *,
+    now: datetime,
+    rolled: bool,
+) -> Admission | None:
     # The lock makes one user's admissions take turns, each seeing the others' reservations
     # (and the plan as it is now, should it just have changed).
     active = (
@@ -457,7 +473,44 @@ def _has_quota(plan: Plan) -> bool:
     return plan.monthly_token_quota is not None or plan.monthly_credit_quota is not None
 
 
+class _RollBack(Exception):  # noqa: N818  # not an error: the admission's transaction ends in a rollback
+    """Ends `_in_own_transaction`'s transaction in a rollback; `admission` is returned."""
+
+    def __init__(self, admission: Admission | None):
+        self.admission = admission
+
+
+def _in_own_transaction(admit_in_it: Callable[[str], Admission | None]) -> Admission | None:
+    """`admit_in_it(begin)` in a transaction: committed if it returns, rolled back if it raises (_RollBack: what
+    it returns). Outside any transaction, with the rate limiter in Redis, the transaction is opened by the
+    first statement it sends (`begin`: "BEGIN; ") and closed here, which spares the round trip psycopg
+    takes to open one for Django's `atomic`; else in `atomic` (`begin` is then "")."""
+    if connection.in_atomic_block or not connection.get_autocommit() or not shared_state.redis_configured():
+        try:
+            with transaction.atomic():
+                return admit_in_it("")
+        except _RollBack as rolled_back:
+            return rolled_back.admission
+    try:
+        admission = admit_in_it("BEGIN; ")
+    except _RollBack as rolled_back:
+        _end_transaction("ROLLBACK")
+        return rolled_back.admission
+    except BaseException:
+        with contextlib.suppress(Exception):  # the error that brought us here is the one to report
+            _end_transaction("ROLLBACK")
+        raise
+    _end_transaction("COMMIT")
+    return admission
+
+
+def _end_transaction(command: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(command)
+
+
 def _admit_in_one_trip(
+    begin: str,
     seen: Subscription,
     user: User,
     api_key: ApiKey | None,
@@ -466,10 +519,11 @@ def _admit_in_one_trip(
     request: _Request,
     now: datetime,
 ) -> Admission | None:
-    """`_admit_locked` on PostgreSQL in one round trip to the database (in the transaction `_admit_locked`
-    opened), the same decisions in the same order: one multi-statement query (psycopg's client-side
-    cursor) locks the subscription row, then (a statement of its own, so it sees what the requests
-    admitted before this one committed while it waited for the lock) reads the key's budget, the
+    """`_admit_locked` on PostgreSQL in one round trip to the database (in `_in_own_transaction`'s transaction,
+    opened by `begin`), the same decisions in the same order: one multi-statement query (psycopg's client-side
+    cursor) locks the subscription row, deletes the caller's expired reservations, then (a statement of its
+    own, so it sees what the requests admitted before this one committed while it waited for the lock) reads
+    the key's budget, the
     reservations' sums and the period's usage from the rollups, then inserts the reservation, worked out
     from the plan as `seen` (the unlocked read, or this process's last admission of the caller). The checks
     then run here; a refusal raises, and the transaction, reservation included, rolls back, as does a
@@ -492,13 +546,13 @@ def _admit_in_one_trip(
     figures_sql = (
         "SELECT (SELECT monthly_budget FROM accounts_apikey WHERE id = %s), held.*, used.tokens, used.cost, "
         "key_used.cost FROM ("
-        f"SELECT COUNT(*) FILTER (WHERE NOT {live}), COUNT(*) FILTER (WHERE {live}), "
+        f"SELECT COUNT(*) FILTER (WHERE {live}), "
         f"COALESCE(SUM(tokens) FILTER (WHERE {live}), 0), COALESCE(SUM(cost) FILTER (WHERE {live}), 0), "
         f"COALESCE(SUM(cost) FILTER (WHERE {live} AND api_key_id = %s), 0) "
         f"FROM billing_reservation WHERE user_id = %s) AS held, ({user_sql}) AS used, ({key_sql}) AS key_used"
     )
     api_key_id = api_key.pk if api_key is not None else None
-    figures_params = [api_key_id, now, now, now, now, now, api_key_id, user.pk, *user_params, *key_params]
+    figures_params = [api_key_id, now, now, now, now, api_key_id, user.pk, *user_params, *key_params]
     insert_sql, insert_params = (
         _hold_sql(guessed, user=user, api_key=api_key, request=request, now=now) if guessed else ("SELECT NULL", [])
     )
@@ -508,34 +562,33 @@ def _admit_in_one_trip(
     # the request's usage row (committed synchronously later) makes its reservation durable with it.
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT set_config('synchronous_commit', 'off', true); {_lock_sql()}; {figures_sql}; {insert_sql}",
-            [user.pk, *figures_params, *insert_params],
+            f"{begin}SELECT set_config('synchronous_commit', 'off', true); {_lock_sql()}; "
+            # Reservations left by a process that died mid-request stop counting (and go) once expired.
+            f"DELETE FROM billing_reservation WHERE user_id = %s AND expires_at <= %s; {figures_sql}; {insert_sql}",
+            [user.pk, user.pk, now, *figures_params, *insert_params],
         )
-        cursor.nextset()
+        for _ in range(2 if begin else 1):
+            cursor.nextset()
         locked = cursor.fetchone()
         cursor.nextset()
-        budget, expired, streams, tokens, cost, key_cost, user_tokens, user_cost, key_used = cursor.fetchone()
+        cursor.nextset()
+        budget, streams, tokens, cost, key_cost, user_tokens, user_cost, key_used = cursor.fetchone()
         cursor.nextset()
         (reservation_id,) = cursor.fetchone()
     caller = _caller(user, api_key)
     _locked_before.pop(caller, None)
     if locked is None:  # gone since the unlocked read: the slow path decides
-        transaction.set_rollback(True)
-        return None
+        raise _RollBack(None)
     subscription = _from_locked_row(locked)
     if subscription.needs_update(now):
-        transaction.set_rollback(True)
-        return None
+        raise _RollBack(None)
     plan = subscription.plan
     if _has_nothing_to_reserve(plan) and budget is None:  # limited no more (as `_admit_unlimited` would admit)
-        transaction.set_rollback(True)
-        return _worst_case(plan, model, candidates, request)
+        raise _RollBack(_worst_case(plan, model, candidates, request))
     subscription.key_budget = budget  # type: ignore[attr-defined]  # as `_read_unlocked` annotates it
     if len(_locked_before) >= _LOCKED_BEFORE_MAX:
         _locked_before.clear()
     _locked_before[caller] = subscription
-    if expired:
-        Reservation.objects.filter(user=user, expires_at__lte=now).delete()
     reserved = {"streams": streams, "tokens": int(tokens), "cost": cost, "key_cost": key_cost}
     used = {"tokens": 0, "cost": Decimal(0), "key_cost": Decimal(0)}
     if _has_quota(plan):

@@ -33,10 +33,11 @@ LIMITS = {
 
 def statements_of(worker: Generation) -> list[str]:
     """Complete the request; the SQL it ran, lower-cased, without BEGIN and COMMIT (logged by some
-    database backends only)."""
+    database backends only; admission on PostgreSQL opens its transaction with its one query's BEGIN)."""
     with CaptureQueriesContext(connection) as captured:
         async_to_sync(worker.complete)()
-    return [sql for q in captured.captured_queries if not (sql := q["sql"].lower()).startswith(("begin", "commit"))]
+    statements = [q["sql"].lower().removeprefix("begin; ") for q in captured.captured_queries]
+    return [sql for sql in statements if not sql.startswith(("begin", "commit"))]
 
 
 def kinds(statements: list[str]) -> list[str]:
