@@ -4,8 +4,9 @@
 #
 #   bench/run_ws_load.sh [runs...]      e.g. bench/run_ws_load.sh 100 1000 seq30
 #
-# A run is N (N sockets at once, one message each) or seqN (N sockets one after another: the time to first token
-# the chat page adds, beside the upstream's own). Each prints one JSON line (the sockets' figures, then the
+# A run is N (N sockets at once, one message each), seqN (N sockets one after another: the time to first token
+# the chat page adds, beside the upstream's own) or termN (N at once, the server sent SIGTERM TERM_AFTER (2) s into
+# the replies: what it does with streams in flight; the last run, as it ends the server). Each prints one JSON line (the sockets' figures, then the
 # database's count of the replies saved and metered). The fake upstream streams CHUNKS (50) chunks CHUNK_DELAY_MS
 # (20) apart. BENCH_PROFILE=/tmp/ws.txt also records a py-spy profile of the server (collapsed stacks).
 #
@@ -80,8 +81,9 @@ taskset -c 1 .venv/bin/daphne -b 127.0.0.1 -p "$GATEWAY_PORT" --access-log "$WOR
 GW_PID=$!
 wait_for "http://127.0.0.1:$GATEWAY_PORT/healthz" 60 || wait_for "http://127.0.0.1:$GATEWAY_PORT/" 5
 if [ -n "${BENCH_PROFILE:-}" ]; then
-    taskset -c 0 "$(dirname "$BENCH_PYTHON")/py-spy" record --pid "$GW_PID" --rate 250 --nonblocking --format raw \
-        --output "$BENCH_PROFILE" >"$WORK/py-spy.log" 2>&1 &
+    # --gil: only the samples of the thread holding the GIL, the nearest to where the process's CPU goes
+    taskset -c 0 "$(dirname "$BENCH_PYTHON")/py-spy" record --pid "$GW_PID" --rate 250 --nonblocking --gil \
+        --format raw --output "$BENCH_PROFILE" >"$WORK/py-spy.log" 2>&1 &
     PROFILER_PID=$!
 fi
 
@@ -89,11 +91,19 @@ fi
 taskset -c 0 timeout 120 "$BENCH_PYTHON" -B bench/ws_load.py run --sessions "$WORK/sessions.json" --n 1 \
     --port "$GATEWAY_PORT" --upstream "http://127.0.0.1:$UPSTREAM_PORT" --sequential >/dev/null
 for run in $RUNS; do
-    n=${run#seq}
-    extra=()
+    n=${run#seq} extra=()
     [ "$run" != "$n" ] && extra=(--sequential --upstream-ttft "$n")
+    if [ "${run#term}" != "$run" ]; then  # the server is sent SIGTERM TERM_AFTER (2) s into the replies: the last run
+        n=${run#term} extra=(--sigterm-after "${TERM_AFTER:-2}")
+    fi
     out=$(taskset -c 0 timeout 1800 "$BENCH_PYTHON" -B bench/ws_load.py run --sessions "$WORK/sessions.json" \
         --n "$n" --port "$GATEWAY_PORT" --pid "$GW_PID" --upstream "http://127.0.0.1:$UPSTREAM_PORT" "${extra[@]}")
+    if [ "${run#term}" != "$run" ]; then
+        stopped_at=$(date +%s.%N)
+        wait "$GW_PID" || true
+        echo "{\"server_exited_after_sigterm_s\": $(echo "$(date +%s.%N) - $stopped_at" | bc)}"
+        GW_PID=""
+    fi
     since=$(echo "$out" | "$BENCH_PYTHON" -c "import json, sys; print(json.load(sys.stdin)['since'])")
     saved=$(timeout 300 .venv/bin/python bench/ws_load.py check --sessions "$WORK/sessions.json" --n "$n" \
         --since "$since" || true)

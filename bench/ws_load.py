@@ -26,6 +26,7 @@ import json
 import os
 import re
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -233,10 +234,15 @@ async def _run(args) -> dict:
             await asyncio.sleep(0.5)  # the last handshakes' work (session, groups) done before the CPU is read
             cpu_before = _cpu_ms(args.pid) if args.pid else None
             replies_start = time.perf_counter()
-            await asyncio.gather(*(s.exchange(args.model, args.timeout) for s in sockets))
+            exchanges = asyncio.gather(*(s.exchange(args.model, args.timeout) for s in sockets))
+            if args.sigterm_after is not None:  # the server asked to stop with these replies in flight
+                await asyncio.sleep(args.sigterm_after)
+                result["in_flight_at_sigterm"] = sum(s.ended is None and not s.error for s in sockets)
+                os.kill(args.pid[0], signal.SIGTERM)
+            await exchanges
             result["replies_s"] = round(time.perf_counter() - replies_start, 2)
             await asyncio.sleep(args.settle)  # what follows a reply's end (a title) is part of its cost
-            cpu_after = _cpu_ms(args.pid) if args.pid else None
+            cpu_after = _cpu_ms(args.pid) if args.pid and args.sigterm_after is None else None
             await asyncio.gather(*(s.ws.close() for s in sockets), return_exceptions=True)
         result["since"] = started
     ttft = [(s.first_token - s.sent) * 1000 for s in sockets if s.first_token]
@@ -250,7 +256,7 @@ async def _run(args) -> dict:
         reply_p50_ms=_pct([(s.ended - s.sent) * 1000 for s in sockets if s.ended], 50),
         frames_per_reply=statistics.mean(s.frames for s in sockets),
     )
-    if args.pid:
+    if cpu_after is not None:
         result["server_cpu_ms"] = round(cpu_after - cpu_before, 1)
         result["cpu_ms_per_reply"] = round((cpu_after - cpu_before) / max(1, result["complete"]), 2)
     if args.upstream_ttft:
@@ -295,6 +301,7 @@ def main() -> None:
     p.add_argument("--sequential", action="store_true")
     p.add_argument("--timeout", type=float, default=300, help="per reply, seconds")
     p.add_argument("--settle", type=float, default=2.0, help="seconds after the last reply before the CPU is read")
+    p.add_argument("--sigterm-after", type=float, help="SIGTERM the (first) server this many seconds into the replies")
     p.add_argument("--upstream-ttft", type=int, default=0, help="also time this many requests straight upstream")
     p.add_argument("--upstream", default="http://127.0.0.1:18190")
     p.set_defaults(func=run)
