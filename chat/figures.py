@@ -48,14 +48,16 @@ def quota_left(user) -> dict:
 def exchange_end(reply_id: int) -> dict | None:
     """What chat/_exchange_end.html shows once a reply has ended (the quota left after it too); None when
     the reply is gone (deleted with its conversation). Sync (ORM)."""
-    reply = (
-        Message.objects.with_versions()
-        .select_related("model", "usage", "conversation__user")
-        .prefetch_related("usage__attempts")
-        .filter(pk=reply_id)
-        .first()
-    )
-    if reply is None:
+    try:
+        # get(), not first(): first() orders the query, and compiling an ORDER BY beside the version annotations
+        # cost more CPU than the rest of the reply's end (BENCHMARKS.md, "Chat sockets under load").
+        reply = (
+            Message.objects.with_versions()
+            .select_related("model", "usage", "conversation__user")
+            .prefetch_related("usage__attempts")
+            .get(pk=reply_id)
+        )
+    except Message.DoesNotExist:
         return None
     return {
         "reply": reply,
