@@ -215,13 +215,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             return
         try:
-            model = await database_sync_to_async(active_model)(model_slug)
-        except UnknownModel as exc:
-            await self.send_error(str(exc))
-            return
-        try:
-            files = await database_sync_to_async(attachments.to_send)(self.scope["user"], attachment_ids, model)
-        except attachments.UploadRefused as exc:  # nothing stored: the message stays in the composer
+            model, files = await database_sync_to_async(self.model_and_files)(model_slug, attachment_ids)
+        except (UnknownModel, attachments.UploadRefused) as exc:  # nothing stored: the message stays in the composer
             await self.send_error(str(exc))
             return
         new_conversation = self.conversation is None
@@ -276,6 +271,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         context = {"previous_version": exchange.previous_version, "reply": exchange.reply}
         await self.start_reply(exchange, render_to_string("chat/_regenerate_start.html", context))
+
+    def model_and_files(self, model_slug: str, attachment_ids) -> tuple:
+        """The model asked for and the files to send with the message, in one thread hop. Sync (ORM)."""
+        model = active_model(model_slug)
+        return model, attachments.to_send(self.scope["user"], attachment_ids, model)
 
     @staticmethod
     def render_path(exchange: Exchange) -> str:
