@@ -4,8 +4,8 @@ channels_redis sends every message through Redis, even to a socket in the proces
 send costs four round trips (expire the group, read it, expire the channel keys, a Lua push), and each
 message another four to receive (the blocking pop, its backup, the backup's clean-up). A streamed chat reply
 sends one message per piece of text to the sockets showing it, which are nearly always in the process
-writing it: with one daphne process, 1,000 sockets, 50 pieces each, that was most of the server's CPU
-(BENCHMARKS.md, "Chat sockets under load"). Here a group send reads the group in one round trip and puts
+writing it. And all of a process's channels share one Redis key, whose capacity (100 messages) a hundred
+streaming sockets overran: most pieces were dropped (BENCHMARKS.md, "Chat sockets under load"). Here a group send reads the group in one round trip and puts
 the message for each of this process's channels straight into the buffer its receiver waits on, where
 channels_redis's own receive loop would have put it; only other processes' channels go through Redis, as
 before. Every channel still receives the messages of one sender in the order they were sent.
@@ -136,14 +136,23 @@ class ProcessLocalRedisChannelLayer(RedisChannelLayer):
 
     async def _read(self, process_channel: str, loop: asyncio.AbstractEventLoop) -> None:
         """Pop this process's Redis queue into the receivers' buffers while anything in the process receives
-        (checked each time the blocking pop times out, every `brpop_timeout` seconds)."""
+        (checked each time the blocking pop times out, every `brpop_timeout` seconds). As channels_redis does,
+        a popped message stays in a backup queue until a clean-up removes it, and a pop first moves whatever is
+        left in the backup back to the queue: a reader cancelled meanwhile loses nothing. One reader per loop,
+        so instead of channels_redis's per-channel lock each pop waits for the previous pop's clean-up (a lock
+        held by a reader whose loop closed mid-pop, as a test's does, would block every later reader)."""
         index = self.consistent_hash(process_channel)
         key = self.prefix + process_channel
+        cleaning: asyncio.Task | None = None
         try:
             while self.receivers.get(loop):
                 try:
-                    popped = await self._pop(index, key)
+                    if cleaning is not None:
+                        await cleaning
+                        cleaning = None
+                    popped = await self._brpop_with_clean(index, key, timeout=self.brpop_timeout)
                 except Exception:  # Redis away (or its pool closed with the loop): the receivers wait, it tries again
+                    cleaning = None
                     if not self.receivers.get(loop):
                         return
                     logger.exception("channel layer: reading %s failed", key)
@@ -151,32 +160,13 @@ class ProcessLocalRedisChannelLayer(RedisChannelLayer):
                     continue
                 if popped is None:
                     continue
+                cleaning = loop.create_task(self._clean_receive_backup(index, key))
                 message = self.deserialize(popped)
                 channels = message.pop("__asgi_channel__", [])
                 for channel in channels if isinstance(channels, list) else [channels]:
                     self.receive_buffer[channel].put_nowait(message)
+            if cleaning is not None:
+                await cleaning
         finally:
             if self.readers.get(loop) is asyncio.current_task():
                 del self.readers[loop]
-
-    async def _pop(self, index: int, key: str) -> bytes | None:
-        """One blocking pop with channels_redis's backup queue (a message popped is kept in the backup until
-        handed over, so a reader cancelled meanwhile loses nothing: the next pop restores it)."""
-        await self.receive_clean_locks.acquire(key)
-        try:
-            popped = await self._brpop_with_clean(index, key, timeout=self.brpop_timeout)
-        except BaseException:
-            self.receive_clean_locks.release(key)
-            raise
-        if popped is None:
-            self.receive_clean_locks.release(key)
-            return None
-        cleaner = asyncio.ensure_future(self._clean_receive_backup(index, key))
-        self.receive_cleaners.append(cleaner)
-
-        def cleaned(task: asyncio.Future) -> None:
-            self.receive_cleaners.remove(task)
-            self.receive_clean_locks.release(key)
-
-        cleaner.add_done_callback(cleaned)
-        return popped

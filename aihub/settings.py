@@ -169,7 +169,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            # channels_redis, with messages to this process's own sockets handed over in the process (aihub.channel_layer)
+            # channels_redis, messages to this process's own sockets handed over in the process (aihub.channel_layer)
             "BACKEND": "aihub.channel_layer.ProcessLocalRedisChannelLayer",
             # redis-py 8 reads with a 5 s socket timeout by default, which a consumer's blocking 5 s
             # BZPOPMIN outlasts: every socket idle for 5 s would die. Reads may wait longer than that.
