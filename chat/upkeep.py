@@ -44,9 +44,12 @@ async def _run() -> None:
     swept_at: float | None = None
     while True:
         try:
-            await database_sync_to_async(inflight.beat)()
+            # Beat and sweep in a worker thread of their own, not the one thread every other ORM call of the process
+            # queues in: behind 1,000 busy chat sockets the beat came minutes late, and this very sweeper then
+            # settled the process's own live replies as abandoned (BENCHMARKS.md, "Chat sockets under load").
+            await database_sync_to_async(inflight.beat, thread_sensitive=False)()
             if swept_at is None or time.monotonic() - swept_at >= settings.SWEEP_SECONDS:
-                for conversation_id, reply_id in await database_sync_to_async(sweep)():
+                for conversation_id, reply_id in await database_sync_to_async(sweep, thread_sensitive=False)():
                     await replies.announce_end(conversation_id, reply_id)
                 swept_at = time.monotonic()
         except outbox.LEDGER_DOWN as exc:  # tried again at the next beat
