@@ -72,7 +72,7 @@ manage() { timeout 300 .venv/bin/python manage.py "$@"; }
 manage migrate --noinput >/dev/null
 manage seed >/dev/null
 MAX_N=0
-for run in $RUNS; do n=${run#seq}; [ "$n" -gt "$MAX_N" ] && MAX_N=$n; done
+for run in $RUNS; do n=${run#seq}; n=${n#term}; [ "$n" -gt "$MAX_N" ] && MAX_N=$n; done
 # One user per 10 sockets: the plan's parallel-streams limit is checked for each, never reached.
 timeout 300 .venv/bin/python bench/ws_load.py setup --users $(((MAX_N + 9) / 10)) --out "$WORK/sessions.json"
 

@@ -57,10 +57,11 @@ def _django():
 
 def setup(args) -> None:
     _django()
+    from importlib import import_module
+
     from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
     from django.contrib.sessions.backends.db import SessionStore as DbStore
-    from importlib import import_module
 
     from billing.models import Plan
     from billing.subscriptions import start_subscription
@@ -114,7 +115,9 @@ def check(args) -> None:
         "complete_with_usage_row": complete.filter(usage__status=UsageRecord.Status.COMPLETE).count(),
         "usage_rows": dict(Counter(usage.values_list("purpose", flat=True))),
     }
-    result["all_saved"] = result["complete_with_text"] == result["complete_with_usage_row"] == result["replies"] == args.n
+    result["all_saved"] = (
+        result["complete_with_text"] == result["complete_with_usage_row"] == result["replies"] == args.n
+    )
     print(json.dumps(result))
     if not result["all_saved"]:
         sys.exit(1)
@@ -167,7 +170,11 @@ class Socket:
                     self.frames += 1
                     text = frame.data
                     if os.environ.get("WS_LOAD_TRACE"):
-                        print(round((time.perf_counter() - self.sent) * 1000, 1), text[:160].replace("\n", " "), file=sys.stderr)
+                        print(
+                            round((time.perf_counter() - self.sent) * 1000, 1),
+                            text[:160].replace("\n", " "),
+                            file=sys.stderr,
+                        )
                     if self.first_token is None and text.startswith('<span id="reply-'):  # a delta
                         self.first_token = time.perf_counter()
                     if text.startswith(ERROR_FRAME) and not text.startswith(ERROR_FRAME + "</"):  # chat/_error.html
