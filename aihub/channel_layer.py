@@ -5,10 +5,10 @@ send costs four round trips (expire the group, read it, expire the channel keys,
 message another four to receive (the blocking pop, its backup, the backup's clean-up). A streamed chat reply
 sends one message per piece of text to the sockets showing it, which are nearly always in the process
 writing it. And all of a process's channels share one Redis key, whose capacity (100 messages) a hundred
-streaming sockets overran: most pieces were dropped (BENCHMARKS.md, "Chat sockets under load"). Here a group send reads the group in one round trip and puts
-the message for each of this process's channels straight into the buffer its receiver waits on, where
-channels_redis's own receive loop would have put it; only other processes' channels go through Redis, as
-before. Every channel still receives the messages of one sender in the order they were sent.
+streaming sockets overran: most pieces were dropped (BENCHMARKS.md, "Chat sockets under load"). Here a
+group send reads the group in one round trip and puts the message for each of this process's channels
+straight into the buffer its receiver waits on, where channels_redis's own receive loop would have put it;
+only other processes' channels go through Redis, as before. Every channel still receives the messages of one sender in the order they were sent.
 
 Receiving: channels_redis lets one of the process's waiting receivers at a time pop the process's Redis queue
 and share out what it pops, so a message handed over in the process to that very receiver would wait for the
