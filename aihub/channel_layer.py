@@ -8,7 +8,8 @@ writing it. And all of a process's channels share one Redis key, whose capacity 
 streaming sockets overran: most pieces were dropped (BENCHMARKS.md, "Chat sockets under load"). Here a
 group send reads the group in one round trip and puts the message for each of this process's channels
 straight into the buffer its receiver waits on, where channels_redis's own receive loop would have put it;
-only other processes' channels go through Redis, as before. Every channel still receives the messages of one sender in the order they were sent.
+only other processes' channels go through Redis, as before. Every channel still receives the messages of
+one sender in the order they were sent.
 
 Receiving: channels_redis lets one of the process's waiting receivers at a time pop the process's Redis queue
 and share out what it pops, so a message handed over in the process to that very receiver would wait for the
