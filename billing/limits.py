@@ -37,7 +37,6 @@ from typing import Any, NamedTuple, Protocol
 from channels.db import database_sync_to_async
 from django.db import connection, models, transaction
 from django.db.models import Count, Q, Subquery, Sum
-from django.db.models.sql.subqueries import InsertQuery
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -151,18 +150,21 @@ def _refuse_over_quota(
     subscription: Subscription, reserved: dict[str, Any], used: dict[str, Any], tokens: int, cost: Decimal
 ) -> None:
     plan = subscription.plan
-    renews = date_format(subscription.current_period_end, "j M Y")
+
+    def renews() -> str:  # formatted only for a refusal (0.1 ms on every admission otherwise)
+        return date_format(subscription.current_period_end, "j M Y")
+
     if plan.monthly_token_quota is not None and used["tokens"] + reserved["tokens"] + tokens > plan.monthly_token_quota:
         raise LimitExceeded(
             f"This request would go over your {plan.name} plan's monthly quota of {plan.monthly_token_quota:,} "
-            f"tokens ({used['tokens']:,} used this period). It renews on {renews}. "
+            f"tokens ({used['tokens']:,} used this period). It renews on {renews()}. "
             f"{_upgrade_hint().capitalize()} for more.",
             code="insufficient_quota",
         )
     if plan.monthly_credit_quota is not None and used["cost"] + reserved["cost"] + cost > plan.monthly_credit_quota:
         raise LimitExceeded(
             f"This request (up to ${cost:.4f}) would go over your {plan.name} plan's monthly credit of "
-            f"${plan.monthly_credit_quota} (${used['cost']:.4f} used this period). It renews on {renews}. "
+            f"${plan.monthly_credit_quota} (${used['cost']:.4f} used this period). It renews on {renews()}. "
             f"{_upgrade_hint().capitalize()} for more, or lower max_tokens.",
             code="insufficient_quota",
         )
@@ -695,16 +697,24 @@ def _from_locked_row(row: tuple[Any, ...]) -> Subscription:
 def _hold_sql(
     admission: Admission, *, user: User, api_key: ApiKey | None, request: _Request, now: datetime
 ) -> tuple[str, list[Any]]:
-    """`hold`'s INSERT (returning the id) as SQL, for `_admit_in_one_trip` to send with the rest."""
-    query = InsertQuery(Reservation)
-    query.insert_values(
-        [f for f in Reservation._meta.concrete_fields if not f.primary_key],
-        [_reservation(admission, user=user, api_key=api_key, request_id=request.request_id, now=now)],
-    )
-    compiler = query.get_compiler(connection.alias)
-    compiler.returning_fields = [Reservation._meta.pk]
-    ((sql, params),) = compiler.as_sql()
-    return sql, list(params)
+    """`hold`'s INSERT (returning the id) as SQL, for `_admit_in_one_trip` to send with the rest: the values
+    prepared as the ORM's insert prepares them (its compiler took 0.2 ms a call)."""
+    reservation = _reservation(admission, user=user, api_key=api_key, request_id=request.request_id, now=now)
+    fields = _reservation_fields()
+    return _insert_sql(), [f.get_db_prep_save(f.pre_save(reservation, True), connection) for f in fields]
+
+
+@cache
+def _reservation_fields() -> list[models.Field[Any, Any]]:
+    return [f for f in Reservation._meta.concrete_fields if not f.primary_key]
+
+
+@cache
+def _insert_sql() -> str:
+    meta = Reservation._meta
+    columns = ", ".join(f'"{f.column}"' for f in _reservation_fields())
+    values = ", ".join(["%s"] * len(_reservation_fields()))
+    return f'INSERT INTO "{meta.db_table}" ({columns}) VALUES ({values}) RETURNING "{meta.pk.column}"'
 
 
 def hold(
