@@ -17,8 +17,8 @@ next message from Redis. Here one reader task per event loop pops the queue (as 
 queue included) for as long as anything in the process receives, and every receiver waits on its own buffer
 only, which the reader and the hand-over fill alike.
 
-Its connection pool waits for a free connection (up to `POOL_TIMEOUT`) instead of failing at once with
-"Too many connections" when a burst of sockets (connects, group changes) needs more than the pool holds.
+Its connection pool is larger than redis-py's default (100), and waits for a free connection (up to
+`POOL_TIMEOUT`) instead of failing at once with "Too many connections" when a burst needs more.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from redis import asyncio as aioredis
 
 logger = logging.getLogger(__name__)
 
-POOL_SIZE = 100  # redis-py's default size, now waited for instead of refused
-POOL_TIMEOUT = 20.0
+# A group send holds a connection for its round trip: 1,000 streaming replies send at once, and with a pool of
+# 100 waited for 20 s a third of them failed ("No connection available"). Redis takes 10,000 clients.
+POOL_SIZE = 1000
+POOL_TIMEOUT = 60.0
 
 # The Lua push of channels_redis's group send, for the channels of other processes.
 PUSH_LUA = """

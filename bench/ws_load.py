@@ -114,6 +114,7 @@ def check(args) -> None:
         # the reply's own usage row, complete: written under the reply's request id
         "complete_with_usage_row": complete.filter(usage__status=UsageRecord.Status.COMPLETE).count(),
         "usage_rows": dict(Counter(usage.values_list("purpose", flat=True))),
+        "errors": dict(Counter(replies.exclude(error="").values_list("error", flat=True)).most_common(3)),
     }
     result["all_saved"] = (
         result["complete_with_text"] == result["complete_with_usage_row"] == result["replies"] == args.n
