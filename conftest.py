@@ -15,6 +15,7 @@ from aihub.testing import (
     chromium_page,
     free_port,
     logged_in_client,
+    seed_plans,
     session_key_for,
     start_daphne,
     stop_process,
@@ -44,6 +45,18 @@ def upstream(fake_upstream, settings):
     settings.GEMINI_API_KEY = "gemini-test-key"
     settings.UPSTREAM_READ_TIMEOUT = 1.0
     return fake_upstream
+
+
+@pytest.fixture(autouse=True)
+def seeded_plans(request):
+    """Every test that uses the database finds the plans the migrations seed, whatever an earlier
+    transactional test flushed: ordinary tests need neither transaction=True nor serialized_rollback."""
+    uses_database = request.node.get_closest_marker("django_db") is not None or any(
+        name in request.fixturenames for name in ("db", "transactional_db", "live_server")
+    )
+    if uses_database:
+        request.getfixturevalue("db")
+        seed_plans()
 
 
 @pytest.fixture(autouse=True)

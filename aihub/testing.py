@@ -1,23 +1,27 @@
 """Helpers for the tests of every app: a free port, daphne serving aihub.asgi in a process of its own,
-logged-in clients and session cookies, headless Chromium pages. Fixtures built on them live in the root
-conftest.py."""
+logged-in clients and session cookies, headless Chromium pages, the seeded plans. Fixtures built on them
+live in the root conftest.py."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import IO
 
 import httpx
+from django.apps import apps
 from django.conf import settings
+from django.db.migrations import RunPython
+from django.db.migrations.loader import MigrationLoader
 from django.test import Client
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -98,6 +102,31 @@ def app_env(upstream_url: str | None = None, **overrides: str) -> dict[str, str]
 def stop_process(process: subprocess.Popen) -> None:
     process.terminate()
     process.wait(timeout=10)
+
+
+@functools.cache
+def plan_seeds() -> tuple[Callable, ...]:
+    """The billing migrations' data steps that seed the plans (RunPython functions named seed_*), in
+    migration order: the one place the plans are defined."""
+    graph = MigrationLoader(None, ignore_no_migrations=True).graph
+    (leaf,) = graph.leaf_nodes("billing")
+    return tuple(
+        operation.code
+        for app_label, name in graph.forwards_plan(leaf)
+        if app_label == "billing"
+        for operation in graph.nodes[app_label, name].operations
+        if isinstance(operation, RunPython) and operation.code.__name__.startswith("seed_")
+    )
+
+
+def seed_plans() -> None:
+    """The seeded plans, made again by the migrations' own functions (against today's models) when a
+    transactional test's flush took them."""
+    from billing.models import Plan
+
+    if not Plan.objects.exists():
+        for seed in plan_seeds():
+            seed(apps, None)
 
 
 def logged_in_client(person) -> Client:

@@ -276,7 +276,7 @@ def test_operators_delete_accounts_with_the_same_erasure_never_the_row(alice, ad
 
 
 @pytest.mark.browser
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_deleting_in_the_browser_from_the_account_page(logged_in_page, user):
     page = logged_in_page(user)
     page.goto(f"{page.base}/account/")

@@ -158,7 +158,7 @@ def lock_waiters() -> int:
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks between connections: PostgreSQL")
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_two_keys_asked_for_at_once_never_pass_the_plans_number(free_user):
     """Free allows one key. Two pages ask at the same moment (two threads, two connections): both are held
     at the person's row until it is free, then take turns: one key, one refusal. (Counted without the lock,

@@ -183,7 +183,7 @@ def test_the_admin_signs_in_through_the_sites_login_with_its_second_factor(clien
 
 
 @pytest.mark.browser
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_setting_it_up_in_the_browser_keeps_to_the_layout_and_the_policy(logged_in_page, user):
     """The QR code, the reauthentication and recovery code pages in the site's layout, with no CSP
     violation (the listener fails the test on any)."""
@@ -204,7 +204,7 @@ def test_setting_it_up_in_the_browser_keeps_to_the_layout_and_the_policy(logged_
     assert not page.problems
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 async def test_under_asgi_staff_are_sent_to_set_it_up_too(settings, staff):
     """The middleware's async path (what daphne runs), through Django's ASGI handler."""
     settings.REQUIRE_STAFF_MFA = True

@@ -19,8 +19,7 @@ from chat.gateway.generation import Generation
 
 from .conftest import generation
 
-# serialized_rollback: the seeded plans come from a data migration.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 LIMITS = {
     "token quota": {"monthly_token_quota": 1_000_000},

@@ -15,7 +15,7 @@ from aihub.testing import session_key_for
 from billing import rollups
 from billing.models import UsageRecord
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # How many pixels of a canvas are painted (not transparent): a drawn chart has thousands.
 PAINTED_PIXELS = """(id) => {

@@ -25,7 +25,7 @@ from chat.models import Conversation, Message
 
 from .conftest import generation
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 needs_postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="several processes or threads need a shared PostgreSQL database"

@@ -17,7 +17,7 @@ from billing.models import Reservation, UsageRecord
 from .conftest import SAY_HELLO
 
 # transaction: the concurrent sweepers run in threads of their own (their own connections).
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 REASON = "interrupted: the server stopped"
 

@@ -19,8 +19,7 @@ from chat.gateway.providers.base import ProviderError
 
 from .conftest import SAY_HELLO, generation
 
-# serialized_rollback: the seeded plans come from a data migration.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(params=["database", "redis"])

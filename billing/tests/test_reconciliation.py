@@ -19,7 +19,7 @@ from chat.catalogue.models import AIModel, Provider
 
 from .conftest import generation
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

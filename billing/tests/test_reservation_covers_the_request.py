@@ -19,7 +19,7 @@ from chat.tests.fake_upstream import whole_request_usage
 
 from .conftest import generation
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="  # noqa: E501 (one image)
 SYSTEM_PROMPT = "You are a careful assistant for a garden centre. Answer in British English, cite sources. " * 80

@@ -24,7 +24,7 @@ from billing.models import FIGURES, Reservation, UsageDaily, UsageRecord
 
 from .conftest import generation, usage_row
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db
 
 needs_postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="several processes need a shared PostgreSQL database"
@@ -74,6 +74,7 @@ def test_settling_writes_the_row_and_its_rollup_and_settling_again_adds_nothing(
     assert rollups.differences() == []
 
 
+@pytest.mark.django_db(transaction=True)
 def test_requests_of_one_day_add_up_in_one_rollup_row(user, make_model):
     model = make_model()
     for _ in range(4):
@@ -201,6 +202,7 @@ def test_ordered_figures_read_like_a_querysets(history):
 
 
 @needs_postgresql
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_requests_of_every_outcome_leave_one_row_each_and_rollups_equal_to_the_rows(
     servers, make_plan, subscriber, make_model
 ):

@@ -12,7 +12,7 @@ from django.utils import timezone
 from billing.models import Invoice, StripeEvent, Subscription
 from billing.subscriptions import current_subscription
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ def test_a_custom_range_in_either_format_and_bad_ranges_are_refused(logged_in, u
     assert logged_in.get("/usage/activity/?start=2026-11-12&end=2026-11-01").status_code == 400
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # requests served in other threads
+@pytest.mark.django_db(transaction=True)  # requests served in other threads
 async def test_the_activity_log_lists_chat_and_api_requests_with_the_dashboards_totals(user, make_model):
     from django.test import AsyncClient
 

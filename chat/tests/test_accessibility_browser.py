@@ -11,7 +11,7 @@ from aihub.testing import chromium_page, session_key_for
 from billing.tests.conftest import usage_row
 from chat.models import AIModel, Conversation, Message, Provider
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}

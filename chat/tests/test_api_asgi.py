@@ -12,7 +12,7 @@ from chat.api.asgi import ApiHandler
 from chat.tests.api_fixtures import catalogue, issued, served  # noqa: F401
 from chat.tests.fake_upstream import REPLY_WORDS
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_it_answers_v1_with_the_security_headers_and_no_session(catalogue, issued):

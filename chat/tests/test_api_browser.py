@@ -21,8 +21,7 @@ from chat.tests.fake_upstream import REPLY_WORDS
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    # serialized_rollback: the plans seeded by a migration come back after the flush of each test.
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
 ]
 
 REPLY = "".join(REPLY_WORDS)

@@ -15,7 +15,7 @@ from chat.models import AIModel, Conversation, Message, Provider
 from chat.tests.api_fixtures import api_client, catalogue, issued, served, sse_events, streamed_body  # noqa: F401
 from chat.tests.fake_upstream import REPLY_WORDS
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 REPLY = "".join(REPLY_WORDS)
 APP = "http://app.example.test"

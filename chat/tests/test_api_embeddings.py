@@ -17,7 +17,7 @@ from chat.models import AIModel, Provider
 from chat.tests.api_fixtures import api_client, catalogue, issued  # noqa: F401
 from chat.tests.fake_upstream import embedding_tokens, fake_vector
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 TEXTS = ["The quick brown fox", "jumps"]
 

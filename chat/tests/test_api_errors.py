@@ -16,7 +16,7 @@ from billing.subscriptions import start_subscription
 from chat.api.validation import MAX_BODY_BYTES
 from chat.tests.api_fixtures import KeyClient, api_client, catalogue, issued  # noqa: F401
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 OK_BODY = {"model": "test/fake-model", "messages": HELLO}

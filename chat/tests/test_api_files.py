@@ -10,7 +10,7 @@ from chat.tests.api_fixtures import issued  # noqa: F401 (fixture)
 from chat.tests.sample_files import PNG, pdf_with_text
 
 # The API views are async: their ORM work runs in other threads, which on PostgreSQL needs real commits.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from billing.models import UsageRecord
 from chat.tests.api_fixtures import api_client, catalogue, issued, sse_events, streamed_body  # noqa: F401
 from chat.tests.fake_upstream import REPLY_WORDS, USAGE
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 REPLY = "".join(REPLY_WORDS)
 HELLO = [{"role": "user", "content": "Say hello"}]

@@ -22,7 +22,7 @@ from chat.models import Conversation, Message
 from chat.tests.api_fixtures import KeyClient, api_client, catalogue, issued, sse_events, streamed_body  # noqa: F401
 from chat.tests.fake_upstream import REPLY_WORDS
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 REPLY = "".join(REPLY_WORDS)
 

@@ -16,7 +16,7 @@ from chat.models import AIModel, Provider
 from chat.tests.api_fixtures import api_client, catalogue, issued, sse_events, streamed_body  # noqa: F401
 from chat.tests.fake_upstream import JSON_REPLY, TOOL_ANSWER_PREFIX, TOOL_ARGUMENTS
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 WEATHER_TOOL = {
     "type": "function",

@@ -16,7 +16,7 @@ from chat.attachments import document_block
 from chat.models import AIModel, Attachment, Provider
 from chat.tests.sample_files import PNG, pdf_with_text
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def in_thread(query):

@@ -10,7 +10,7 @@ import threading
 import httpx
 import pytest
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 MB = 1024 * 1024
 

@@ -28,7 +28,8 @@ from chat.tests.test_consumer import (  # noqa: F401  (fixtures)
     session_cookie,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+# transaction: the consumer works in threads of its own; the tests of pages and models roll back (plain django_db).
+pytestmark = pytest.mark.django_db(transaction=True)
 
 REPLY = "".join(REPLY_WORDS)
 
@@ -217,6 +218,7 @@ async def test_bad_edits_are_refused_visibly(chat_with, connect, conversation, u
     assert await Message.objects.filter(conversation=conversation).acount() == 2
 
 
+@pytest.mark.django_db
 def test_switching_is_the_owners_only_and_checks_its_step(user, other_user, logged_in):
     conversation = Conversation.objects.create(user=user, title="Mine")
     first = Message.objects.create(conversation=conversation, role="user", content="Hi")
@@ -248,6 +250,7 @@ def branched_conversation(user, questions: int) -> Conversation:
     return conversation
 
 
+@pytest.mark.django_db
 def test_the_page_shows_the_path_with_its_versions_in_the_queries_of_a_linear_one(user, logged_in):
     linear = Conversation.objects.create(user=user, title="Linear")
     for n in range(4):
@@ -288,6 +291,7 @@ def test_history_and_exports_hold_the_path_only(user, logged_in):
     assert "Answer 0 again" in export and "Answer 0 to the edit" not in export and "Question 1\n" not in export
 
 
+@pytest.mark.django_db
 def test_the_archive_of_all_conversations_holds_every_branch_marked(user, logged_in):
     branched_conversation(user, 1)
 
@@ -306,6 +310,7 @@ def test_the_archive_of_all_conversations_holds_every_branch_marked(user, logged
     assert "## You (an earlier version, not on the branch shown)" in archive.read(markdown_name).decode()
 
 
+@pytest.mark.django_db
 def test_existing_conversations_become_one_path():
     backfill = importlib.import_module("chat.migrations.0011_message_branches").link_each_message_to_the_one_before
     from accounts.models import User
@@ -327,6 +332,7 @@ def test_existing_conversations_become_one_path():
     assert all(Message.objects.values_list("on_path", flat=True))
 
 
+@pytest.mark.django_db
 def test_the_admin_shows_which_messages_are_on_the_path(user, django_user_model):
     conversation = branched_conversation(user, 1)
     staff = django_user_model.objects.create_superuser("root@example.com", "correct horse battery")

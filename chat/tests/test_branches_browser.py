@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from chat.tests.test_browser_daily_use import chat_page  # noqa: F401  (fixture)
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 FAKE_REPLY = "Hello from the fake upstream."
 

@@ -12,8 +12,7 @@ from chat.models import AIModel, Provider
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    # serialized_rollback: the plans seeded by a migration come back after the flush of each test.
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
 ]
 
 

@@ -16,8 +16,7 @@ from chat.models import AIModel, Conversation, Provider
 
 pytestmark = [
     pytest.mark.browser,
-    # serialized_rollback: the plans seeded by a migration come back after the flush of each test.
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
 ]
 
 LAPTOP = {"width": 1280, "height": 800}

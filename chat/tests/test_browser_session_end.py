@@ -7,7 +7,7 @@ import pytest
 
 from aihub.testing import chromium_page, session_key_for
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 STATUS = "document.getElementById('connection-status')"
 

@@ -19,8 +19,7 @@ from chat import replies
 from chat.models import AIModel, Conversation, Message, Provider
 from chat.tests.fake_upstream import REPLY_WORDS
 
-# serialized_rollback: the plans seeded by a migration come back after each flush.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 FINAL_MARK = 'class="chat-status"'  # the busy indicator switched off: the exchange is over

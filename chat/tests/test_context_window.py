@@ -12,7 +12,7 @@ from chat.gateway.context_window import OUTPUT_FLOOR, ContextTooSmall, fit
 from chat.models import AIModel, Conversation, Message, Provider
 from chat.tests.api_fixtures import api_client, issued  # noqa: F401  (api_client needs issued)
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db
 
 SYSTEM = {"role": "system", "content": "You answer in one short sentence."}
 
@@ -152,6 +152,7 @@ def long_conversation(user, small_model):
     return conversation, reply
 
 
+@pytest.mark.django_db(transaction=True)
 async def test_the_upstream_receives_only_what_fits_and_the_reply_notes_where_it_starts(
     long_conversation, small_model, upstream
 ):
@@ -184,6 +185,7 @@ def small_session(user, small_model):
     return conversation
 
 
+@pytest.mark.django_db(transaction=True)
 async def test_the_rest_api_sends_what_fits_and_says_where_the_history_started(
     api_client, small_session, small_model, upstream
 ):
@@ -204,6 +206,7 @@ async def test_the_rest_api_sends_what_fits_and_says_where_the_history_started(
     assert session["messages"][0]["first_sent_message_id"] is None
 
 
+@pytest.mark.django_db(transaction=True)
 async def test_a_message_too_long_for_the_context_is_refused_on_both_apis(api_client, small_model, upstream):
     huge = "word " * 2000
 

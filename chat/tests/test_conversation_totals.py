@@ -14,7 +14,7 @@ from billing.models import UsageRecord
 from chat.models import Conversation, Message
 from chat.tests.api_fixtures import api_client, catalogue, issued  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def socket_exchange(user, conversation_id: int, message: str, model: str) -> list[str]:

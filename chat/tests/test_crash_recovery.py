@@ -25,7 +25,7 @@ from chat.models import Message
 from chat.tests.fake_upstream import REPLY_WORDS, SLOW_CHUNKS
 
 pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="the server processes need the shared database"),
 ]
 

@@ -10,7 +10,7 @@ from billing.models import UsageRecord
 from chat.models import AIModel, Provider
 from chat.tests.api_fixtures import api_client, catalogue, issued  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 QUESTION = "Tell me about the harbour lights, and why the old keeper painted them red and green. " * 5
 

@@ -11,7 +11,7 @@ import pytest
 from aihub.testing import chromium_page, session_key_for
 from chat.tests.test_export_share import parse_markdown
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from chat.gateway.providers.base import ProviderError
 from chat.models import AIModel, Conversation, Message, Provider
 from chat.tests.fake_upstream import REPLY_WORDS
 
-# serialized_rollback: the plans a new user subscribes to come from a data migration.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
 REPLY = "".join(REPLY_WORDS)

@@ -27,7 +27,7 @@ from chat.tests.fake_upstream import REPLY_WORDS, USAGE
 from .test_crash_recovery import Reader, completion_text, kill_all, v1_stream, wait_for
 
 pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="the server process needs the shared database"),
 ]
 

@@ -183,7 +183,7 @@ async def test_four_workers_stream_four_chats_at_once(settings):
     print(f"first tokens of 4 simultaneous chats, LOCAL_MODEL_WORKERS=4: {first_token_ms} ms")
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 async def test_a_generation_on_the_local_model_is_metered_with_its_counts(local, user):
     await asyncio.to_thread(start_subscription, user, await Plan.objects.aget(slug="enterprise"))
     model = await AIModel.objects.acreate(

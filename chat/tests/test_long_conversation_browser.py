@@ -12,7 +12,7 @@ from chat.message_pages import MESSAGES_PER_PAGE
 from chat.models import Conversation, Message
 from chat.tests.api_fixtures import catalogue  # noqa: F401  (fixture)
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

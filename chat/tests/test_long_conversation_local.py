@@ -26,7 +26,7 @@ from chat.tests.test_consumer import (  # noqa: F401  (fixtures)
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(1800),
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
 ]
 
 EXCHANGES = 60

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from chat.message_pages import MESSAGES_PER_PAGE
 from chat.models import Conversation, Message
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db
 
 # Session, user, the conversation, the sidebar's count and page, the messages (with their usage rows and their
 # attempts), the context marker, the totals, the catalogue, the subscription (the payment banner).

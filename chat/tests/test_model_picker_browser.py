@@ -14,7 +14,7 @@ from chat.tests.fake_upstream import REPLY_WORDS
 from chat.tests.test_browser_daily_use import LAPTOP, PHONE, in_thread, open_new_chat
 from chat.titles import clean_title
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PROVIDERS = [Provider.OPENROUTER, Provider.GEMINI, Provider.OPENAI_COMPAT]
 OPTIONS = "#model-options .picker-option"

@@ -14,7 +14,7 @@ from billing.models import Plan
 from billing.subscriptions import start_subscription
 from chat.catalogue.models import AIModel, ProviderEndpoint
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db
 
 KEY = "lab-secret-key-0123"
 
@@ -35,6 +35,7 @@ def add_endpoint(admin_client, upstream, **fields):
     return admin_client.post("/admin/chat/providerendpoint/add/", {**form, **fields})
 
 
+@pytest.mark.django_db(transaction=True)
 def test_an_admin_added_provider_serves_a_chat_with_its_encrypted_key(admin_client, upstream, keys_secret, user):
     assert add_endpoint(admin_client, upstream).status_code == 302
     endpoint = ProviderEndpoint.objects.get(name="lab")

@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from chat.tests.api_fixtures import api_client, catalogue, issued  # noqa: F401  (fixtures)
 from chat.tests.test_conversation_totals import socket_exchange
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

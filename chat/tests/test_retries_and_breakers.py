@@ -20,7 +20,7 @@ from billing.models import UpstreamAttempt, UsageRecord
 from chat.catalogue.models import AIModel, Provider
 from chat.tests.api_fixtures import api_client, catalogue, issued  # noqa: F401
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 

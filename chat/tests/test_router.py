@@ -14,8 +14,7 @@ from chat.gateway.router import NoProviderAvailable, RouteTrail, candidates_for,
 from chat.models import AIModel, Provider
 from chat.tests.fake_upstream import REPLY_WORDS
 
-# serialized_rollback like every transactional test here: a plain flush would break the next one's reload.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 REPLY = "".join(REPLY_WORDS)

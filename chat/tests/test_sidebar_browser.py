@@ -11,7 +11,7 @@ from django.utils import timezone
 from chat.models import Conversation, Message
 from chat.tests.test_browser_daily_use import chat_page, show_sidebar  # noqa: F401 (a fixture)
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from chat.models import AIModel, Conversation, Provider
 from chat.tests.fake_upstream import REPLY_WORDS
 from chat.tests.test_consumer import ORIGIN, eventually, receive_until_final
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 FIRST_MESSAGE = "How do I bake a sourdough loaf at home with a starter I got from a friend last week?"
 MODEL_TITLE = titles.clean_title("".join(REPLY_WORDS))  # what the fake upstream answers

@@ -22,7 +22,7 @@ ROSES = "https://roses.example/shade"
 CLIMBERS = "https://climbers.example/north-walls"
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_search_answers_title_url_and_snippet_and_leaves_a_usage_row(logged_in, user, searxng):
     response = logged_in.get("/api/v1/search", {"q": "roses for shade"})
     assert response.status_code == 200
@@ -35,7 +35,7 @@ def test_search_answers_title_url_and_snippet_and_leaves_a_usage_row(logged_in, 
     assert (record.user, record.backend, record.status, record.results) == (user, "SearXNG", "complete", 2)
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_brave_is_the_hosted_backend(logged_in, searxng, settings):
     settings.WEB_SEARCH_BACKEND = "brave"
     settings.BRAVE_SEARCH_BASE_URL = f"{searxng.url}/res/v1"
@@ -47,7 +47,7 @@ def test_brave_is_the_hosted_backend(logged_in, searxng, settings):
     assert SearchRecord.objects.get().backend == "Brave Search"
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(("query", "status", "code"), [("fail", 502, "search_failed"), ("slow", 504, "search_timeout")])
 def test_a_failed_search_is_an_api_error_and_still_recorded(logged_in, searxng, query, status, code):
     response = logged_in.get("/api/v1/search", {"q": query})
@@ -56,7 +56,7 @@ def test_a_failed_search_is_an_api_error_and_still_recorded(logged_in, searxng, 
     assert SearchRecord.objects.get().status == "failed"
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db
 def test_bad_or_impossible_searches(logged_in, settings):
     assert logged_in.get("/api/v1/search").json()["error"]["param"] == "q"
     assert logged_in.get("/api/v1/search", {"q": "x" * 401}).status_code == 400
@@ -66,7 +66,7 @@ def test_bad_or_impossible_searches(logged_in, settings):
     assert not SearchRecord.objects.exists()
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_searches_are_limited_per_plan(free_user, searxng):
     from aihub.testing import logged_in_client
 
@@ -91,7 +91,7 @@ def test_the_sources_prompt_numbers_the_results():
     assert f"[1] T\n{ROSES}\nS" in prompt
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 async def test_search_on_gives_the_model_numbered_sources_and_stores_them(chat_with, upstream, searxng):  # noqa: F811
     communicator = await chat_with("cites-sources")
     await communicator.send_json_to(
@@ -110,7 +110,7 @@ async def test_search_on_gives_the_model_numbered_sources_and_stores_them(chat_w
     assert await SearchRecord.objects.acount() == 1
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 async def test_a_failing_search_lets_the_reply_go_on_and_says_so(chat_with, upstream, searxng, settings):  # noqa: F811
     settings.WEB_SEARCH_TIMEOUT = 0.3
     communicator = await chat_with("plain")
@@ -123,7 +123,7 @@ async def test_a_failing_search_lets_the_reply_go_on_and_says_so(chat_with, upst
     assert await sync_to_async(lambda: SearchRecord.objects.get().status)() == "failed"
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 async def test_without_the_toggle_nothing_is_searched(chat_with, upstream, searxng):  # noqa: F811
     communicator = await chat_with("plain")
     await communicator.send_json_to({"action": "send", "message": "Which roses?", "model": "fake/plain"})

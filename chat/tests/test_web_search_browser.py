@@ -8,7 +8,7 @@ from aihub.testing import chromium_page, session_key_for
 from chat.models import AIModel, Provider
 from chat.tests.fake_searxng import RESULTS
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from aihub.testing import start_daphne, stop_process, wait_until_healthy
 from chat.models import Conversation, Message
 
 pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="the runbook is for PostgreSQL"),
 ]
 

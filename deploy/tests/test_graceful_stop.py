@@ -24,7 +24,7 @@ from chat.catalogue.models import AIModel, Provider
 from chat.tests.fake_upstream import REPLY_WORDS, SLOW_CHUNKS
 
 pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="the server process needs the shared database"),
 ]
 

@@ -12,7 +12,7 @@ from billing.models import UsageRecord
 from chat.tests.api_fixtures import api_client, catalogue, issued  # noqa: F401
 from deploy.logs import JsonFormatter, RedactSecrets, RequestId, logging_config
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db
 
 PROMPT = "my very private question about the merger"
 
@@ -23,6 +23,7 @@ def formatted(record: logging.LogRecord) -> str:
     return JsonFormatter().format(record)
 
 
+@pytest.mark.django_db(transaction=True)
 async def test_a_request_logs_one_json_line_with_the_request_id_it_sent_upstream(
     api_client, catalogue, issued, upstream, caplog
 ):

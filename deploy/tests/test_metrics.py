@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aihub.asgi import application
 from chat.tests.api_fixtures import catalogue, issued  # noqa: F401
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 

@@ -24,7 +24,7 @@ from chat.models import AIModel, Provider
 from .conftest import tool
 
 pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         connection.vendor != "postgresql", reason="the app process needs the shared PostgreSQL database"
     ),

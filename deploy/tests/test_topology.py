@@ -34,7 +34,7 @@ from chat.models import AIModel, Conversation, Provider
 from .conftest import PRODUCTION_SECRET_KEY, production_settings, tool
 
 pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="two processes need a shared PostgreSQL database"),
     pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="two processes need Redis for their channel layer"),
 ]

@@ -44,7 +44,7 @@ def test_the_api_reference_has_its_own_documented_policy():
 
 
 @pytest.mark.browser
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_the_browser_refuses_an_inline_script_and_the_listener_sees_it(logged_in_page, user):
     page = logged_in_page(user)
     page.goto(f"{page.base}/usage/")
