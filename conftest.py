@@ -7,7 +7,9 @@ import os
 import subprocess
 
 import pytest
+from django.apps import apps
 from django.core.cache import cache
+from django.db.models.signals import post_migrate
 
 from aihub.testing import (
     CHROMIUM,
@@ -45,6 +47,15 @@ def upstream(fake_upstream, settings):
     settings.GEMINI_API_KEY = "gemini-test-key"
     settings.UPSTREAM_READ_TIMEOUT = 1.0
     return fake_upstream
+
+
+def _plans_after_flush(**kwargs) -> None:
+    seed_plans()
+
+
+# A transactional test's flush ends with post_migrate (Django re-creates content types on it): the plans
+# come back then too, committed, so that the rolled-back tests after it need not seed them each time.
+post_migrate.connect(_plans_after_flush, sender=apps.get_app_config("billing"), dispatch_uid="plans-after-flush")
 
 
 @pytest.fixture(autouse=True)
