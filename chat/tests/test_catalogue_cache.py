@@ -27,7 +27,8 @@ from chat.catalogue.sync import refresh_gemini, refresh_openai_compat
 from chat.models import AIModel, Provider, ProviderEndpoint
 from chat.tests.api_fixtures import api_client, catalogue, issued  # noqa: F401
 
-pytestmark = pytest.mark.django_db
+# transaction: the shared catalogue is kept only from reads outside a transaction.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 
@@ -128,7 +129,6 @@ def test_an_admin_list_edit_takes_effect(catalogue, admin_client):
     assert not is_listed(model.slug)
 
 
-@pytest.mark.django_db(transaction=True)
 async def test_a_repriced_model_is_charged_at_its_new_price_from_the_next_request(api_client, catalogue):
     model = catalogue["fake-model"]
     body = {"model": model.slug, "messages": HELLO}
@@ -141,7 +141,6 @@ async def test_a_repriced_model_is_charged_at_its_new_price_from_the_next_reques
     assert costs == [Decimal("0.0000285"), Decimal("0.001112")]
 
 
-@pytest.mark.django_db(transaction=True)
 async def test_a_deactivated_model_is_refused_by_the_next_request(api_client, catalogue):
     model = catalogue["fake-model"]
     body = {"model": model.slug, "messages": HELLO}
@@ -152,7 +151,6 @@ async def test_a_deactivated_model_is_refused_by_the_next_request(api_client, ca
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_change_made_by_another_process_takes_effect_on_the_next_lookup(catalogue):
     if connection.vendor != "postgresql":
         pytest.skip("another process needs a shared PostgreSQL database")
