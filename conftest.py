@@ -125,11 +125,12 @@ def refused_url():
 @pytest.fixture
 def servers(upstream):
     """Start daphne processes of aihub.asgi against the test database (PostgreSQL: a shared one), the
-    fake upstream as their OpenAI-compatible provider; `servers(count, redis_url)` gives their base URLs."""
+    fake upstream as their OpenAI-compatible provider; `servers(count, redis_url, **environment)` gives
+    their base URLs."""
     started: list[tuple[subprocess.Popen, str]] = []
 
-    def start(count: int = 2, redis_url: str = "") -> list[str]:
-        env = app_env(upstream.url, REDIS_URL=redis_url, OPENAI_COMPAT_API_KEY="compat-test-key")
+    def start(count: int = 2, redis_url: str = "", **settings: str) -> list[str]:
+        env = app_env(upstream.url, REDIS_URL=redis_url, OPENAI_COMPAT_API_KEY="compat-test-key", **settings)
         new = [start_daphne(env) for _ in range(count)]
         started.extend(new)
         for process, url in new:

@@ -13,7 +13,9 @@ import contextvars
 import json
 from collections.abc import AsyncIterator
 
+from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import close_old_connections
 from django.http import StreamingHttpResponse
 
 from chat.gateway.generation import Generation
@@ -58,9 +60,22 @@ class GenerationStream:
             await self._task
 
 
+async def release_request_connection() -> None:
+    """Give the request thread's database connection back to the process's pool before a generation runs.
+
+    The view's ORM calls (the key, the session) ran in the request's own thread, whose connection Django
+    gives back only when the response ends. A stream's generation runs as a task of its own and does its
+    database work in other threads (admission, checkpoints, the settlement), each taking a pooled
+    connection for a moment: with the request's kept for the whole stream, as many streams as the pool
+    holds would leave none for their admissions, which would then wait (PoolTimeout) though nothing
+    uses the connections."""
+    await sync_to_async(close_old_connections)()
+
+
 async def open_generation_stream(generation: Generation) -> tuple[GenerationStream, str]:
     """Start the stream and wait for its first delta: a failure before it (after the fallback chain)
     becomes an ApiError, answered with its own status instead of a 200 stream."""
+    await release_request_connection()
     stream = GenerationStream(generation)
     try:
         first = await stream.next_delta()
@@ -88,7 +103,8 @@ def sse_event(payload: dict | str, event_id: int | None = None) -> bytes:
 
 
 async def complete(generation: Generation) -> str:
-    """The whole reply; a failure (after the fallback chain) or a refused limit becomes an ApiError."""
+    """The whole reply; a failure (after the fallback chain) or a refused limit becomes an ApiError.
+    (It runs in the request's thread context, whose connection its database calls give back.)"""
     try:
         return await generation.complete()
     except Exception as exc:
