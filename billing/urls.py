@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_ops, views_statements, views_stripe, views_usage
+from . import views, views_statements, views_stripe, views_usage
 
 app_name = "billing"
 
@@ -20,12 +20,9 @@ urlpatterns = [
     path("statements/<int:year>-<int:month>.csv", views_statements.statement_csv, name="statement_csv"),
 ]
 
-# Mounted at /usage/ and /ops/ (namespaces "usage" and "ops").
+# Mounted at /usage/ (namespace "usage").
 usage_urlpatterns = [
     path("", views_usage.dashboard, name="dashboard"),
     path("activity/", views_usage.activity, name="activity"),
     path("export.csv", views_usage.export_csv, name="export"),
-]
-ops_urlpatterns = [
-    path("", views_ops.overview, name="overview"),
 ]

@@ -1,5 +1,5 @@
 """The operator overview (staff only): requests, tokens, cost and error rate per provider, and the
-providers' circuit breakers now."""
+providers' circuit breakers now: a page of the top layer, as it shows billing and the gateway at once."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from billing import reconciliation, reports
 from chat.gateway import breaker
-
-from . import reconciliation, reports
 
 
 @staff_member_required
@@ -22,7 +21,7 @@ def overview(request):
     month = now.strftime("%Y-%m")
     return render(
         request,
-        "billing/ops.html",
+        "ops.html",
         {
             "windows": [
                 ("Last 24 hours", reports.provider_health(now - timedelta(hours=24))),
