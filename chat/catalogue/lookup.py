@@ -111,6 +111,8 @@ class LiveCatalogue:
     """Lookups straight from the database (no shared cache to tell when a copy goes stale)."""
 
     def active(self, slug: str) -> AIModel | None:
+        if "\x00" in slug:  # no slug holds one, and PostgreSQL refuses it in a query
+            return None
         return AIModel.objects.active().filter(slug=slug).first()
 
     def get(self, pk: int) -> AIModel | None:
