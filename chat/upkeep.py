@@ -10,6 +10,7 @@ connection (daphne has no start-up hook). HEARTBEAT_SECONDS=0 turns it off.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import time
 
@@ -30,6 +31,17 @@ def start() -> None:
     global _task
     if _task is None and settings.HEARTBEAT_SECONDS > 0:
         _task = asyncio.get_running_loop().create_task(_run(), name="upkeep")
+        atexit.register(settle_on_exit)
+
+
+def settle_on_exit() -> None:
+    """At the process's end (daphne stops on SIGTERM without draining): its requests still in flight are
+    metered from their last checkpoint and their replies failed with the text they had, now, instead of
+    by another process's sweeper a heartbeat timeout later (or by this server's next start)."""
+    try:
+        conversations.fail_interrupted(inflight.settle_own(replies.INTERRUPTED), replies.INTERRUPTED)
+    except Exception:  # the database away: the sweeper of a live process (or the next start) settles them
+        logger.exception("upkeep: settling this process's requests at exit failed")
 
 
 def sweep() -> list[tuple[int, int]]:

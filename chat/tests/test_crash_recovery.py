@@ -214,3 +214,30 @@ def test_a_v1_stream_whose_server_is_killed_is_metered_from_its_checkpoint(upstr
         assert not Reservation.objects.exists()
     finally:
         kill_all(processes)
+
+
+@pytest.mark.parametrize("over", ["socket", "rest"])
+def test_a_server_stopped_by_sigterm_meters_its_replies_in_flight_as_it_exits(over, upstream, free_user):
+    """daphne stops at once on SIGTERM (no drain): the process settles its own requests in flight from their
+    last checkpoint as it exits, with no other process to sweep them."""
+    slow_model(name="Slow (free)")
+    _, key = issue_key(free_user, "stopped")
+    stopped, url = start_daphne(app_env(upstream.url, HEARTBEAT_SECONDS="5"))
+    try:
+        wait_until_healthy(url, stopped)
+        ask(over, url, free_user, key, "test/slow")
+        assert wait_for(lambda: Message.objects.filter(role=Message.Role.ASSISTANT).exists(), 10)
+        reply = Message.objects.get(role=Message.Role.ASSISTANT)
+        assert wait_for(lambda: len(Message.objects.get(pk=reply.pk).content) > 20, 5)
+        stopped.terminate()
+        assert stopped.wait(10) == 0
+
+        failed = Message.objects.get(pk=reply.pk)
+        assert failed.status == Message.Status.FAILED and failed.error == "interrupted: the server stopped"
+        assert failed.content and FULL_SLOW_REPLY.startswith(failed.content) and failed.content != FULL_SLOW_REPLY
+        usage = UsageRecord.objects.get()
+        assert usage.request_id == reply.usage_id and usage.status == UsageRecord.Status.FAILED
+        assert usage.completion_tokens == count_text_tokens(failed.content)
+        assert not Reservation.objects.exists()
+    finally:
+        kill_all([stopped])
