@@ -525,8 +525,8 @@ def _admit_in_one_trip(
     opened by `begin`), the same decisions in the same order: one multi-statement query (psycopg's client-side
     cursor) locks the subscription row, deletes the caller's expired reservations, then (a statement of its
     own, so it sees what the requests admitted before this one committed while it waited for the lock) reads
-    the key's budget, the
-    reservations' sums and the period's usage from the rollups, then inserts the reservation, worked out
+    the key's budget, the reservations' sums and the period's usage from the rollups, then inserts the
+    reservation, worked out
     from the plan as `seen` (the unlocked read, or this process's last admission of the caller). The checks
     then run here; a refusal raises, and the transaction, reservation included, rolls back, as does a
     refusal of the rate limiter, taken last. Where the locked rows differ from `seen` (a plan, budget or

@@ -35,9 +35,10 @@ def start() -> None:
 
 
 def settle_on_exit() -> None:
-    """At the process's end (daphne stops on SIGTERM without draining): its requests still in flight are
-    metered from their last checkpoint and their replies failed with the text they had, now, instead of
-    by another process's sweeper a heartbeat timeout later (or by this server's next start)."""
+    """At the process's end (plain daphne stops at once on SIGTERM; `manage.py serve` once its drain deadline
+    passes): its requests still in flight are metered from their last checkpoint and their replies failed
+    with the text they had, now, instead of by another process's sweeper a heartbeat timeout later (or by
+    this server's next start)."""
     try:
         conversations.fail_interrupted(inflight.settle_own(replies.INTERRUPTED), replies.INTERRUPTED)
     except Exception:  # the database away: the sweeper of a live process (or the next start) settles them
