@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import subprocess
+from decimal import Decimal
 
 import pytest
 from django.apps import apps
 from django.core.cache import cache
 from django.db.models.signals import post_migrate
 
+from accounts.api_keys import issue_key
 from aihub.testing import (
     CHROMIUM,
     app_env,
@@ -23,7 +26,10 @@ from aihub.testing import (
     stop_process,
     wait_until_healthy,
 )
+from billing.models import Plan
+from billing.subscriptions import start_subscription
 from chat.catalogue.lookup import ADDED_PROVIDERS_CACHE_KEY
+from chat.catalogue.models import AIModel, Provider
 from chat.gateway import breaker
 from chat.tests.fake_upstream import FakeUpstream
 
@@ -171,3 +177,73 @@ def logged_in_page(live_server, chromium_path):
             )
 
         yield open_page
+
+
+# Plans, subscribers, priced models and keys: billing's tests and the gateway's tests of enforcement share them.
+_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def make_plan():
+    """A plan with no limits but the ones given."""
+
+    def make(**limits) -> Plan:
+        number = next(_numbers)
+        fields = dict(
+            monthly_price=Decimal("10"),
+            monthly_token_quota=None,
+            monthly_credit_quota=None,
+            requests_per_minute=None,
+            tokens_per_minute=None,
+            max_concurrent_streams=None,
+            max_api_keys=None,
+            max_output_tokens=None,
+            free_models_only=False,
+            sort_order=10 + number,
+        )
+        fields.update(limits)
+        return Plan.objects.create(slug=f"test-{number}", name=f"Test {number}", **fields)
+
+    return make
+
+
+@pytest.fixture
+def subscriber(django_user_model):
+    """A new user on the given plan."""
+
+    def make(plan: Plan):
+        person = django_user_model.objects.create_user(f"person{next(_numbers)}@example.com", "correct horse battery")
+        start_subscription(person, plan)
+        return person
+
+    return make
+
+
+@pytest.fixture
+def make_model(upstream):
+    """A catalogue model served by the fake upstream (its upstream id picks the behaviour)."""
+
+    def make(
+        upstream_id: str = "fake-model", *, price_in: str = "1", price_out: str = "2", fallback: AIModel | None = None
+    ) -> AIModel:
+        return AIModel.objects.create(
+            slug=f"test/{upstream_id}-{next(_numbers)}",
+            provider=Provider.OPENAI_COMPAT,
+            upstream_id=upstream_id,
+            name=upstream_id,
+            input_price_per_m=Decimal(price_in),
+            output_price_per_m=Decimal(price_out),
+            fallback=fallback,
+            context_length=8192,
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_key():
+    def make(owner, *, budget: str | None = None):
+        api_key, _ = issue_key(owner, f"key {next(_numbers)}", monthly_budget=Decimal(budget) if budget else None)
+        return api_key
+
+    return make

