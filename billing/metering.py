@@ -12,13 +12,13 @@ from typing import Any, Protocol
 
 import tiktoken
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from accounts.models import ApiKey, User
 from aihub.message_content import IMAGE_TOKENS, image_urls, text_of
 from chat.catalogue.models import AIModel
 
-from . import rollups
+from . import rollups, sql
 from .models import Reservation, UpstreamAttempt, UsageRecord
 
 
@@ -137,57 +137,11 @@ def record_usage(
     Settling a request twice (a retry, a sweeper, a second caller) is a no-op: the row already written under
     its request id is returned, and nothing else changes.
     """
-    try:
-        with transaction.atomic():
-            return _write_usage(
-                request_id=request_id,
-                user=user,
-                model=model,
-                attempts=attempts,
-                status=status,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                ttft_ms=ttft_ms,
-                latency_ms=latency_ms,
-                api_key=api_key,
-                admission=admission,
-                reported=reported,
-                purpose=purpose,
-            )
-    except IntegrityError:  # settled already (the row is unique on the request id): all of this rolled back
-        settled = UsageRecord.objects.filter(request_id=request_id).first()
-        if settled is None:
-            raise
-        return settled
-
-
-def _source(reported: bool) -> str:
-    return UsageRecord.Source.REPORTED if reported else UsageRecord.Source.ESTIMATED
-
-
-def _write_usage(
-    *,
-    request_id: uuid.UUID,
-    user: User,
-    model: AIModel | None,
-    attempts: Iterable[AttemptFigures],
-    status: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    ttft_ms: int | None,
-    latency_ms: int,
-    api_key: ApiKey | None,
-    admission: Admitted | None,
-    reported: ReportedUsage | None,
-    purpose: str,
-) -> UsageRecord:
     cost = model.cost(prompt_tokens, completion_tokens) if model else Decimal(0)
     over_reservation = admission is not None and cost > admission.reserved_cost
     if admission is not None:
         cost = min(cost, admission.reserved_cost)
-        if admission.reservation_id is not None:  # none where the plan limits nothing (limits.admit)
-            Reservation.objects.filter(pk=admission.reservation_id).delete()
-    record = UsageRecord.objects.create(
+    record = UsageRecord(
         request_id=request_id,
         user=user,
         api_key=api_key,
@@ -210,10 +164,8 @@ def _write_usage(
         status=status,
         purpose=purpose,
     )
-    rollups.add(record)  # in this transaction: counted in the day's figures if and only if the row is written
-    UpstreamAttempt.objects.bulk_create(
+    tries = [
         UpstreamAttempt(
-            usage=record,
             provider=a.provider,
             model_slug=a.model_slug,
             outcome=a.outcome,
@@ -222,7 +174,66 @@ def _write_usage(
             error=a.error[:2000],
         )
         for a in attempts
-    )
+    ]
+    # None where the plan limited nothing and the request did not stream (billing.limits.admit)
+    reservation_id = admission.reservation_id if admission is not None else None
+    try:
+        if connection.vendor == "postgresql" and connection.get_autocommit() and not connection.in_atomic_block:
+            _write_in_one_trip(record, tries, reservation_id)
+        else:
+            with transaction.atomic():
+                _write(record, tries, reservation_id)
+    except IntegrityError:  # settled already (the row is unique on the request id): all of this rolled back
+        settled = UsageRecord.objects.filter(request_id=request_id).first()
+        if settled is None:
+            raise
+        return settled
     if api_key is not None:
         api_key.mark_used()
     return record
+
+
+def _source(reported: bool) -> str:
+    return UsageRecord.Source.REPORTED if reported else UsageRecord.Source.ESTIMATED
+
+
+def _write(record: UsageRecord, attempts: list[UpstreamAttempt], reservation_id: int | None) -> None:
+    """The row, its rollup and its attempts written and its reservation released, in the caller's transaction."""
+    if reservation_id is not None:
+        Reservation.objects.filter(pk=reservation_id).delete()
+    record.save(force_insert=True)
+    rollups.add(record)  # in this transaction: counted in the day's figures if and only if the row is written
+    for attempt in attempts:
+        attempt.usage = record
+    UpstreamAttempt.objects.bulk_create(attempts)
+
+
+def _write_in_one_trip(record: UsageRecord, attempts: list[UpstreamAttempt], reservation_id: int | None) -> None:
+    """`_write` on PostgreSQL outside any transaction, in one round trip: one multi-statement query, which
+    PostgreSQL runs as one transaction of its own (all of it or, on any error, none of it). The attempts
+    point at the row by its sequence's current value in this session."""
+    statements: list[tuple[str, list[Any]]] = []
+    if reservation_id is not None:
+        statements.append((f'DELETE FROM "{Reservation._meta.db_table}" WHERE id = %s', [reservation_id]))
+    statements.append(sql.insert_returning_id(record))
+    if attempts:
+        statements.append(_attempts_sql(attempts))
+    statements.append(rollups.add_sql(record))
+    with connection.cursor() as cursor:
+        cursor.execute("; ".join(text for text, _ in statements), [p for _, params in statements for p in params])
+        if reservation_id is not None:
+            cursor.nextset()
+        (record_id,) = cursor.fetchone()
+    sql.saved(record, record_id)
+
+
+def _attempts_sql(attempts: list[UpstreamAttempt]) -> tuple[str, list[Any]]:
+    fields = [f for f in UpstreamAttempt._meta.concrete_fields if not f.primary_key and f.name != "usage"]
+    current = f"currval(pg_get_serial_sequence('{UsageRecord._meta.db_table}', 'id'))"
+    row = f"({current}, {', '.join(['%s'] * len(fields))})"
+    columns = ", ".join(f'"{f.column}"' for f in fields)
+    return (
+        f'INSERT INTO "{UpstreamAttempt._meta.db_table}" (usage_id, {columns}) VALUES '
+        + ", ".join([row] * len(attempts)),
+        [f.get_db_prep_save(f.pre_save(attempt, True), connection) for attempt in attempts for f in fields],
+    )

@@ -46,22 +46,27 @@ _ADD = """
 def add(record: UsageRecord) -> None:
     """Add one usage row to its day's rollup: one upsert (INSERT ... ON CONFLICT DO UPDATE, atomic on
     PostgreSQL and SQLite alike). Call it in the transaction that writes the row."""
-    keyed = record.api_key_id is not None
     with connection.cursor() as cursor:
-        cursor.execute(
-            f'INSERT INTO "billing_usagedaily" ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s)'
-            + _ADD.format(target=_CONFLICT[keyed]),
-            [
-                record.user_id,
-                record.created_at.astimezone(UTC).date(),
-                record.api_key_id,
-                record.model_slug,
-                record.provider,
-                record.prompt_tokens,
-                record.completion_tokens,
-                record.cost,
-            ],
-        )
+        cursor.execute(*add_sql(record))
+
+
+def add_sql(record: UsageRecord) -> tuple[str, list[Any]]:
+    """`add`'s upsert as SQL and its parameters (metering sends it with the row's own insert)."""
+    keyed = record.api_key_id is not None
+    return (
+        f'INSERT INTO "billing_usagedaily" ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s)'
+        + _ADD.format(target=_CONFLICT[keyed]),
+        [
+            record.user_id,
+            record.created_at.astimezone(UTC).date(),
+            record.api_key_id,
+            record.model_slug,
+            record.provider,
+            record.prompt_tokens,
+            record.completion_tokens,
+            record.cost,
+        ],
+    )
 
 
 def _sums_select(where: str) -> str:

@@ -82,6 +82,7 @@ class Generation:
         self.checkpointed_at = 0.0  # the stream's start, once it streams
         self.checkpointing: asyncio.Task[None] | None = None
         self.breaker_recorded = False
+        self.streaming = False  # a stream takes its reservation with its admission (`_admit`)
         self.purpose = purpose
         self.trail = RouteTrail()
         self.parts: list[str] = []
@@ -101,6 +102,7 @@ class Generation:
         """Call on_delta for each piece of text (and of a tool call, where the request offered tools).
         Raises ProviderError; cancellable at any await."""
         logs.request_id.set(str(self.request_id))  # in our log lines and sent upstream
+        self.streaming = True
         candidates = await self._admitted()
         metrics.OPEN_STREAMS.inc()
         try:
@@ -184,7 +186,7 @@ class Generation:
         self.trail.probes = passage.probes
         self.trail.clients = clients_for(passage.allowed)
         self.tried_models = {model.slug: model for model in passage.allowed}
-        return limits.admit(
+        admission = limits.admit(
             user=self.user,
             api_key=self.api_key,
             model=self.requested_model,
@@ -194,15 +196,21 @@ class Generation:
             fit=context_window.fit,
             request_id=self.request_id,
         )
+        if self.streaming and admission.reservation_id is None:  # `_hold`, in this hop
+            admission.reservation_id = self._held(admission)
+        return admission
 
     async def _hold(self) -> None:
         """A stream is in flight under a reservation of this process, which the sweeper settles from its
         checkpoints should the process die; one admitted without (nothing to reserve against) gets one now."""
         admission = self.admission
         if admission is not None and admission.reservation_id is None:
-            admission.reservation_id = await database_sync_to_async(limits.hold)(
-                admission, user=self.user, api_key=self.api_key, request_id=self.request_id, now=timezone.now()
-            )
+            admission.reservation_id = await database_sync_to_async(self._held)(admission)
+
+    def _held(self, admission: limits.Admission) -> int:
+        return limits.hold(
+            admission, user=self.user, api_key=self.api_key, request_id=self.request_id, now=timezone.now()
+        )
 
     def _checkpoint(self) -> None:
         """What was delivered so far, at least every CHECKPOINT_SECONDS: on the request's reservation, and the
