@@ -99,9 +99,10 @@ class ApiKey(models.Model):
         now = timezone.now()
         if self.last_used_at is not None and self.last_used_at >= now - LAST_USED_RESOLUTION:
             return  # this copy (often a cached key) saw a fresh mark: the row is at least as fresh, no query
+        # This copy is marked first: the requests sharing it (a cached key) meanwhile send nothing either.
+        self.last_used_at = now
         stale = models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
-        if type(self).objects.filter(stale, pk=self.pk).update(last_used_at=now):
-            self.last_used_at = now
+        type(self).objects.filter(stale, pk=self.pk).update(last_used_at=now)
 
     @property
     def status(self) -> str:

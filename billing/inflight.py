@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from . import metering
@@ -49,10 +49,14 @@ def beat() -> int:
 
 
 def checkpoint(reservation_id: int, model_id: int | None, delivered_tokens: int) -> None:
-    """What a request in flight has delivered so far (a sign of life too)."""
-    Reservation.objects.filter(pk=reservation_id).update(
-        model_id=model_id, delivered_tokens=delivered_tokens, heartbeat_at=timezone.now()
-    )
+    """What a request in flight has delivered so far (a sign of life too). Plain SQL: every stream sends one
+    a second, and the ORM's update compiler cost more than the write."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{Reservation._meta.db_table}" SET model_id = %s, delivered_tokens = %s, heartbeat_at = %s '
+            "WHERE id = %s",
+            [model_id, delivered_tokens, timezone.now(), reservation_id],
+        )
 
 
 @dataclass
