@@ -100,9 +100,13 @@ def record(attempts: Iterable[Any], models: dict[str, AIModel]) -> None:
             else:
                 _failed(model_scope(model), (model.provider, model.slug))
     if closing:
-        # Two round trips whatever the number of scopes: the common case, every request that succeeds.
-        cache.delete_many([key for scope in closing for key in _keys(scope)])
-        _unindex(closing)
+        # Every request that succeeds: one round trip (the index) whatever the number of scopes, and the
+        # breakers' keys deleted only where one has failures (a failing breaker is indexed before it counts).
+        index = cache.get(INDEX_KEY) or {}
+        failing = [scope for scope in closing if scope in index]
+        if failing:
+            cache.delete_many([key for scope in failing for key in _keys(scope)])
+            _unindex(failing)
 
 
 # The breakers that have failures, {scope: (provider, model slug)}: what /ops/ and /metrics list
