@@ -49,7 +49,7 @@ from . import inflight, ratelimit
 from .metering import count_prompt_tokens, reserved_prompt_tokens
 from .models import Plan, Reservation, Subscription, UsageDaily, UsageRecord
 from .rollups import Usage, usage
-from .sql import insert_returning_id
+from .sql import convert, converted, insert_returning_id
 from .subscriptions import current_subscription
 
 # A reservation left by a process that died mid-request stops counting after this long.
@@ -369,7 +369,7 @@ def _read_unlocked(user: User, api_key: ApiKey | None) -> Subscription | None:
     if row is None:
         return None
     subscription = _from_locked_row(row[:-1])
-    subscription.key_budget = _convert(row[-1], ApiKey._meta.get_field("monthly_budget"))  # type: ignore[attr-defined]
+    subscription.key_budget = convert(row[-1], ApiKey._meta.get_field("monthly_budget"))  # type: ignore[attr-defined]
     return subscription
 
 
@@ -706,7 +706,7 @@ def _from_locked_row(row: tuple[Any, ...]) -> Subscription:
     converts them (SQLite returns dates as text, decimals as floats)."""
     subscription_fields = [f.attname for f in Subscription._meta.concrete_fields]
     plan_fields = [f.attname for f in Plan._meta.concrete_fields]
-    values = _converted(row, _subscription_columns())
+    values = converted(row, _subscription_columns())
     assert len(row) == len(subscription_fields) + len(plan_fields)
     subscription = Subscription.from_db(connection.alias, subscription_fields, values[: len(subscription_fields)])
     subscription.plan = Plan.from_db(connection.alias, plan_fields, values[len(subscription_fields) :])
@@ -716,25 +716,6 @@ def _from_locked_row(row: tuple[Any, ...]) -> Subscription:
 @cache
 def _subscription_columns() -> tuple[models.Field[Any, Any], ...]:
     return (*Subscription._meta.concrete_fields, *Plan._meta.concrete_fields)
-
-
-def _converted(row: tuple[Any, ...], fields: tuple[models.Field[Any, Any], ...]) -> list[Any]:
-    return [_convert(value, field) for value, field in zip(row, fields, strict=True)]
-
-
-def _convert(value: Any, field: models.Field[Any, Any]) -> Any:
-    column, converters = _converters(field)
-    for converter in converters:
-        value = converter(value, column, connection)
-    return value
-
-
-@cache
-def _converters(field: models.Field[Any, Any]) -> tuple[Any, list[Callable[..., Any]]]:
-    """What the ORM applies to the field's column (the backend's converters, then the field's own): the same
-    on every connection of the process."""
-    column = field.get_col(field.model._meta.db_table)
-    return column, connection.ops.get_db_converters(column) + field.get_db_converters(connection)
 
 
 def _hold_sql(
