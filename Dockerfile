@@ -1,5 +1,5 @@
-# AI Hub's production image: Debian bookworm's Python 3.11 in a venv, served by daphne as a non-root
-# user. Build: docker build -t aihub . (see README, Deploy). Configure with the variables of .env.example.
+# AI Hub's production image: Debian bookworm's Python 3.11 in a venv, served by uvicorn (`manage.py serve`)
+# as a non-root user. Build: docker build -t aihub . (see README, Deploy). Configure with .env.example's variables.
 
 # --- builder: compiles llama-cpp-python (about 4 minutes on 2 cores) and the other wheels --------------
 FROM debian:bookworm-slim AS builder

@@ -1,7 +1,8 @@
 """Schemathesis against a live server: the API schema (/api/openapi.json) must be what the server does.
 
-Starts the fake upstream (chat/tests/fake_upstream.py) and daphne on a database of its own, issues a
-key on the Enterprise plan (no limits: the limit statuses 402/403/429 are documented, not provoked),
+Starts the fake upstream (chat/tests/fake_upstream.py) and the production server (`manage.py serve`)
+on a database of its own, issues a key on the Enterprise plan (no limits: the limit statuses 402/403/429
+are documented, not provoked),
 then runs every Schemathesis check twice: with a fixed seed, and with a random one that is printed
 for replay (SCHEMATHESIS_SEED=<n> runs that one alone). Bounded in examples per operation and in
 time. Fails on any Schemathesis failure and on any traceback in the server's log.
@@ -21,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aihub.settings")
-os.environ.setdefault("DEBUG", "1")  # this process only reads the settings (start_daphne wants BASE_DIR)
+os.environ.setdefault("DEBUG", "1")  # this process only reads the settings (start_server wants BASE_DIR)
 
 FIXED_SEED = 20261202
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "12"))  # per operation and phase
@@ -79,7 +80,7 @@ def schemathesis(url: str, key: str, seed: int) -> int:
 
 
 def main() -> int:
-    from aihub.testing import start_daphne, stop_process, wait_until_healthy
+    from aihub.testing import start_server, stop_process, wait_until_healthy
     from chat.tests.fake_searxng import FakeSearch
     from chat.tests.fake_upstream import FakeUpstream
 
@@ -105,7 +106,7 @@ def main() -> int:
     key = manage(env, "shell", "-c", SETUP).strip().splitlines()[-1]
     log_path = workdir / "server.log"
     with open(log_path, "w") as log:
-        server, url = start_daphne(env, log)
+        server, url = start_server(env, log)
         try:
             wait_until_healthy(url, server)
             replay = os.environ.get("SCHEMATHESIS_SEED")

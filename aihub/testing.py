@@ -1,4 +1,4 @@
-"""Helpers for the tests of every app: a free port, daphne serving aihub.asgi in a process of its own,
+"""Helpers for the tests of every app: a free port, daphne or the production server in a process of its own,
 logged-in clients and session cookies, headless Chromium pages, the seeded plans. Fixtures built on them
 live in the root conftest.py."""
 
@@ -49,11 +49,24 @@ def free_port() -> int:
 
 
 def start_daphne(env: dict[str, str], log: IO | int = subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
-    """Start daphne serving aihub.asgi on a free port in a process of its own with this environment;
-    return the process and its base URL (wait for it with wait_until_healthy)."""
-    port = free_port()
+    """Start daphne (the development server: `make run`; it stops at once on SIGTERM) serving aihub.asgi
+    on a free port in a process of its own with this environment; return the process and its base URL
+    (wait for it with wait_until_healthy)."""
+    return _serve(["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "aihub.asgi:application"], env, log)
+
+
+def start_server(
+    env: dict[str, str], log: IO | int = subprocess.DEVNULL, drain: float = 5
+) -> tuple[subprocess.Popen, str]:
+    """start_daphne with the production server instead: `manage.py serve` (uvicorn; at SIGTERM it drains
+    open requests for up to `drain` seconds)."""
+    return _serve(["manage.py", "serve", "--port", "{port}", "--drain", str(drain)], env, log)
+
+
+def _serve(arguments: list[str], env: dict[str, str], log: IO | int) -> tuple[subprocess.Popen, str]:
+    port = str(free_port())
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aihub.asgi:application"],
+        [sys.executable, *(port if argument == "{port}" else argument for argument in arguments)],
         cwd=settings.BASE_DIR,
         env=env,
         stdout=log,

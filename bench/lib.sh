@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # The pieces of the gateway benchmarks (sourced by bench/run_aihub.sh and bench/run_all.sh): the shared
 # harness's fake upstream on core 0, PostgreSQL and Redis (the local servers, or private throwaway ones
-# whose CPU can be measured alone), AI Hub prepared and served by one daphne process alone on core 1,
+# whose CPU can be measured alone), AI Hub prepared and served by one server process (`manage.py serve`, or daphne) alone on core 1,
 # LiteLLM, and the harness run against a gateway. Everything listens on 127.0.0.1, every wait is bounded,
 # and whatever was started is stopped when the script exits (bench_exit), failing loudly on any error.
 #
@@ -162,10 +162,16 @@ start_subscription(users.create_user('limits@aihub.local'), every_limit)
     [ -n "$KEY_ENTERPRISE" ] && [ -n "$KEY_LIMITED" ] || { echo "no API key issued" >&2; return 1; }
 }
 
-start_aihub() {  # port: one daphne process alone on core 1 -> GW_PID
+start_aihub() {  # port: one server process alone on core 1 -> GW_PID. BENCH_SERVER: serve (the default: the
+    # production server, `manage.py serve`: uvicorn on uvloop and httptools) or daphne (`make run`'s)
     port_free "$1"
-    (cd "$BENCH_ROOT" && exec taskset -c 1 .venv/bin/daphne -b 127.0.0.1 -p "$1" \
-        --access-log "$BENCH_WORK/access.log" aihub.asgi:application >"$BENCH_WORK/gateway.log" 2>&1) &
+    case "${BENCH_SERVER:-serve}" in
+        serve) (cd "$BENCH_ROOT" && exec taskset -c 1 .venv/bin/python manage.py serve --port "$1" \
+            >"$BENCH_WORK/gateway.log" 2>&1) & ;;
+        daphne) (cd "$BENCH_ROOT" && exec taskset -c 1 .venv/bin/daphne -b 127.0.0.1 -p "$1" \
+            --access-log "$BENCH_WORK/access.log" aihub.asgi:application >"$BENCH_WORK/gateway.log" 2>&1) & ;;
+        *) echo "BENCH_SERVER: serve or daphne" >&2; return 2 ;;
+    esac
     GW_PID=$!
     BENCH_PIDS="$GW_PID $BENCH_PIDS"
     wait_for "http://127.0.0.1:$1/v1/models" 60 "$GW_PID" || { tail -n 40 "$BENCH_WORK/gateway.log" >&2; return 1; }

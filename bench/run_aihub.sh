@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Gateway load benchmark of AI Hub with the shared harness (scenarios a-e), on a 2-core machine:
-# the fake upstream and the load generator on core 0, AI Hub (one daphne process) alone on core 1.
+# the fake upstream and the load generator on core 0, AI Hub (one `manage.py serve` process) alone on core 1.
 #
 #   bench/run_aihub.sh [postgres|sqlite] [scenarios]      e.g. bench/run_aihub.sh postgres a,b,c,d,e
 #

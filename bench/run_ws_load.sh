@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Chat sockets under load (bench/ws_load.py) on a 2-core machine: the fake upstream and the sockets on core 0,
-# AI Hub (one daphne process, production settings, PostgreSQL + Redis) alone on core 1 (bench/lib.sh).
+# AI Hub (one `manage.py serve` process, production settings, PostgreSQL + Redis) alone on core 1 (bench/lib.sh).
 #
 #   bench/run_ws_load.sh [runs...]      e.g. bench/run_ws_load.sh 100 1000 seq30
 #

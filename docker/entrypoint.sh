@@ -12,7 +12,7 @@ case "${1:-serve}" in
     if [ "${MIGRATE_ON_START:-1}" = "1" ]; then
       python manage.py migrate_locked
     fi
-    # daphne, draining at SIGTERM: open requests finish (up to DRAIN_SECONDS), then it exits.
+    # uvicorn, draining at SIGTERM: open requests finish (up to DRAIN_SECONDS), then it exits.
     exec python manage.py serve --bind "${BIND:-0.0.0.0}" --port "${PORT:-8000}" --proxy-headers
     ;;
   migrate)

@@ -1,4 +1,4 @@
-"""The official openai SDK against a real server process (daphne running aihub.asgi on a free port).
+"""The official openai SDK against a real server process (`manage.py serve`, the production server, on a free port).
 
 The server gets a database of its own (a PostgreSQL database next to the test database, or an
 SQLite file), set up with the project's own commands: migrate, then a user and models, then
@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from aihub.testing import start_daphne, stop_process, wait_until_healthy
+from aihub.testing import start_server, stop_process, wait_until_healthy
 from chat.tests.fake_upstream import (
     REPLY_WORDS,
     TOOL_ANSWER_PREFIX,
@@ -104,8 +104,8 @@ def server_env(fake_upstream, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(server_env, tmp_path_factory):
-    log = (tmp_path_factory.mktemp("daphne") / "daphne.log").open("w")
-    process, url = start_daphne(server_env, log)
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
+    process, url = start_server(server_env, log)
     wait_until_healthy(url, process)
     yield url
     stop_process(process)

@@ -106,6 +106,29 @@ class ChatSocket:
         assert len(data) < 126  # one byte of length is all these messages need
         self.socket.sendall(bytes([0x81, 0x80 | len(data)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
 
+    def close_code(self) -> int:
+        """Read the server's frames (unmasked) until its close frame; the close code it carries."""
+        buffer = b""
+
+        def take(count: int) -> bytes:
+            nonlocal buffer
+            while len(buffer) < count:
+                received = self.socket.recv(65536)
+                assert received, "the connection ended without a close frame"
+                buffer += received
+            taken, buffer = buffer[:count], buffer[count:]
+            return taken
+
+        while True:
+            opcode, length = (byte & mask for byte, mask in zip(take(2), (0x0F, 0x7F), strict=True))
+            if length == 126:
+                length = int.from_bytes(take(2), "big")
+            elif length == 127:
+                length = int.from_bytes(take(8), "big")
+            payload = take(length)
+            if opcode == 0x8:
+                return int.from_bytes(payload[:2], "big")
+
 
 def ask(over: str, url: str, person, key: str, model: str, conversation_id: int | None = None):
     """Ask for a reply as the chat page does (its socket) or through the REST API's stream (read in a thread)."""

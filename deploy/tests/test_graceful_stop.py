@@ -1,5 +1,6 @@
 """`manage.py serve` (what the image runs) at SIGTERM: no new connections, open API streams finish
-and are metered complete, then the process exits."""
+and are metered complete, chat sockets are closed with 1012 and their replies kept and metered as
+stopped, then the process exits."""
 
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ from django.conf import settings
 from django.db import connection
 
 from accounts.api_keys import issue_key
-from aihub.testing import app_env, free_port, wait_until_healthy
-from billing.models import Plan, UsageRecord
+from aihub.testing import app_env, free_port, session_cookie_header, wait_until_healthy
+from billing.metering import count_text_tokens
+from billing.models import Plan, Reservation, UsageRecord
 from billing.subscriptions import start_subscription
 from chat.catalogue.models import AIModel, Provider
+from chat.models import Message
 from chat.tests.fake_upstream import REPLY_WORDS, SLOW_CHUNKS
+from chat.tests.test_crash_recovery import FULL_SLOW_REPLY, ChatSocket
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -87,3 +91,35 @@ def test_sigterm_lets_an_open_stream_finish_and_refuses_new_connections(upstream
             server.kill()
     record = UsageRecord.objects.get()
     assert record.status == UsageRecord.Status.COMPLETE
+
+
+def test_sigterm_closes_chat_sockets_with_service_restart_and_meters_their_replies(upstream, free_user):
+    AIModel.objects.create(slug="test/slow", provider=Provider.OPENAI_COMPAT, upstream_id="slow", name="Slow (free)")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port), "--drain", "30"],
+        cwd=settings.BASE_DIR,
+        env=app_env(upstream.url),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_healthy(url, server)
+        chat = ChatSocket(url, "/ws/chat/new/", session_cookie_header(free_user).decode())
+        chat.send({"message": "Tell me a long story", "model": "test/slow"})
+        deadline = time.monotonic() + 10
+        while not Message.objects.filter(role=Message.Role.ASSISTANT, content__regex=".{20}").exists():
+            assert time.monotonic() < deadline, "no reply streams"
+            time.sleep(0.1)
+        server.send_signal(signal.SIGTERM)
+        assert chat.close_code() == 1012  # "service restart": the page reconnects, to another replica
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    reply = Message.objects.get(role=Message.Role.ASSISTANT)
+    assert reply.status == Message.Status.STOPPED and FULL_SLOW_REPLY.startswith(reply.content)
+    usage = UsageRecord.objects.get()
+    assert usage.request_id == reply.usage_id and usage.status == UsageRecord.Status.STOPPED
+    assert usage.completion_tokens == count_text_tokens(reply.content) > 0
+    assert not Reservation.objects.exists()

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 
 from accounts.api_keys import issue_key
-from aihub.testing import app_env, free_port, start_daphne, stop_process, wait_until_healthy
+from aihub.testing import app_env, free_port, start_server, stop_process, wait_until_healthy
 from billing.models import Plan
 from billing.subscriptions import start_subscription
 from chat.models import AIModel, Provider
@@ -42,7 +42,7 @@ def dashboard_series() -> set[str]:
 @pytest.fixture
 def app_server(upstream):
     env = app_env(upstream.url)
-    process, url = start_daphne(env)
+    process, url = start_server(env)
     wait_until_healthy(url, process)
     yield url
     stop_process(process)

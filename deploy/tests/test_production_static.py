@@ -1,5 +1,5 @@
-"""DEBUG=0 as production runs it: collectstatic with the manifest storage, then daphne serving pages
-whose static files (hashed names, compressed) load."""
+"""DEBUG=0 as production runs it: collectstatic with the manifest storage, then the production server
+(`manage.py serve`) serving pages whose static files (hashed names, compressed) load."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from aihub.testing import start_daphne, stop_process, wait_until_healthy
+from aihub.testing import start_server, stop_process, wait_until_healthy
 
 from .conftest import production_settings
 
@@ -29,7 +29,7 @@ def production_env(collected_static, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def production_server(production_env):
-    process, url = start_daphne(production_env)
+    process, url = start_server(production_env)
     try:
         wait_until_healthy(url, process)
         yield url

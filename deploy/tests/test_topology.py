@@ -1,6 +1,6 @@
 """The production topology on this host: Debian's nginx, configured by the repository's template (TLS,
-static files, websockets, unbuffered SSE), in front of two daphne processes with DEBUG=0 on
-PostgreSQL and Redis."""
+static files, websockets, unbuffered SSE), in front of two production server processes
+(`manage.py serve`) with DEBUG=0 on PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from aihub.testing import (
     chromium_page,
     free_port,
     session_key_for,
-    start_daphne,
+    start_server,
     stop_process,
     wait_until_healthy,
 )
@@ -84,7 +84,7 @@ def topology(django_db_setup, fake_upstream, collected_static, tmp_path_factory)
     nginx = tool("nginx")
     workdir = tmp_path_factory.mktemp("nginx")
     env = app_env(fake_upstream.url, **production_settings(collected_static), BEHIND_PROXY="1")
-    apps = [start_daphne(env) for _ in range(2)]
+    apps = [start_server(env) for _ in range(2)]
     for process, url in apps:
         wait_until_healthy(url, process)
     https_port = free_port()
