@@ -2,10 +2,14 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aihub.settings")
-django_asgi_app = get_asgi_application()  # before importing consumers: it sets up the app registry
+django.setup(set_prefix=False)  # as get_asgi_application() does: before importing consumers (the app registry)
+
+from aihub.lanes import LaneASGIHandler  # noqa: E402
+
+django_asgi_app = LaneASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -192,8 +192,9 @@ start_litellm() {  # port, upstream port: LiteLLM's proxy, one worker alone on c
 
 start_profiler() {  # file: py-spy records the gateway's stacks (collapsed) from core 0 -> PROFILER_PID
     # (py-spy from the harness venv; it costs core 0 time and inflates the gateway's figures somewhat)
+    # BENCH_PROFILE_GIL=1: only the thread holding the GIL (what costs CPU, not threads waiting on I/O)
     taskset -c 0 "$(dirname "$BENCH_PYTHON")/py-spy" record --pid "$GW_PID" --rate 250 --nonblocking --format raw \
-        --output "$1" >"$BENCH_WORK/py-spy.log" 2>&1 &
+        ${BENCH_PROFILE_GIL:+--gil} --output "$1" >"$BENCH_WORK/py-spy.log" 2>&1 &
     PROFILER_PID=$!
     BENCH_PIDS="$PROFILER_PID $BENCH_PIDS"
 }

@@ -16,6 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from accounts.signals import user_group
+from aihub import lanes
 from aihub.inputs import BadJson, parse_json, whole_number
 
 from . import attachments, conversations, replies
@@ -48,6 +49,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     conversation: Conversation | None = None
 
     async def connect(self):
+        async with lanes.lane():  # this socket's database calls in a thread not shared by every socket's
+            await self.open()
+
+    async def open(self):
         # Accepted before any refusal: a socket closed before its handshake reaches the browser as a
         # bare failure (1006), never as our close code, and the page would keep reconnecting.
         await self.accept()
@@ -91,7 +96,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await asyncio.sleep(SNAPSHOT_TIMEOUT)
         if reply_id in self.held:
             logger.warning("reply %s: no writer answered; taken for abandoned", reply_id)
-            await replies.give_up_on(conversation_id, reply_id)
+            async with lanes.lane():  # the lane of the connect that started this has been given back
+                await replies.give_up_on(conversation_id, reply_id)
 
     async def disconnect(self, code):
         # The reply goes on without this socket.
@@ -149,6 +155,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # What the page sends.
 
     async def receive(self, text_data=None, bytes_data=None):
+        async with lanes.lane():
+            await self.take(text_data)
+
+    async def take(self, text_data: str | None) -> None:
         if not hasattr(self, "groups_joined"):
             return  # refused at connect: the close is on its way
         try:

@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
 
 from accounts.signals import user_group
+from aihub import lanes
 from billing.limits import LimitExceeded
 from billing.models import UsageRecord
 
@@ -74,6 +75,11 @@ async def start(exchange: Exchange, *, user, search_query: str | None = None) ->
 
 
 async def _write(exchange: Exchange, control: str, groups: tuple[str, ...], search_query: str | None) -> None:
+    async with lanes.lane():  # the reply's database calls in a thread of their own, not behind other replies'
+        await _write_in_lane(exchange, control, groups, search_query)
+
+
+async def _write_in_lane(exchange: Exchange, control: str, groups: tuple[str, ...], search_query: str | None) -> None:
     layer = get_channel_layer()
     conversation_id, reply, generation = exchange.conversation.pk, exchange.reply, exchange.generation
     generating = asyncio.create_task(_generate(generation, conversation_id, reply, search_query))

@@ -14,9 +14,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.utils.module_loading import import_string
+
+from aihub.lanes import LaneASGIHandler
 
 PREFIX = "/v1/"
 
@@ -74,8 +75,8 @@ def api_middleware() -> list[type]:
     return chain
 
 
-class ApiHandler(ASGIHandler):
-    """Django's ASGI handler with the middleware chain of api_middleware()."""
+class ApiHandler(LaneASGIHandler):
+    """Django's ASGI handler (each request in a lane) with the middleware chain of api_middleware()."""
 
     def load_middleware(self, is_async=False):
         self._view_middleware = []

@@ -18,6 +18,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import close_old_connections
 from django.http import StreamingHttpResponse
 
+from aihub import lanes
 from chat.gateway.generation import Generation
 
 from .errors import failure_error
@@ -36,7 +37,8 @@ class GenerationStream:
 
     async def _run(self) -> None:
         try:
-            await self.generation.stream(self._queue.put)
+            async with lanes.lane():  # its database calls in a thread of their own, not the process's shared one
+                await self.generation.stream(self._queue.put)
         finally:
             self._queue.put_nowait(_END)
 

@@ -1,0 +1,74 @@
+"""Lanes: the worker threads that run a request's sync code (asgiref's thread-sensitive `sync_to_async`,
+Channels' `database_sync_to_async`), kept for the process's life instead of made per request.
+
+Django's ASGI handler gives every request a thread of its own (a `ThreadSensitiveContext`: a new
+executor and thread, shut down and joined as the request ends: about 8% of a non-streamed API request's
+CPU), and code outside a request (chat sockets, reply writers) gets none: all of a process's socket
+database calls then queue on one thread, in turn. A lane keeps what the thread-sensitive rule is for (a
+request's sync calls run one at a time, in one thread) with threads made once: a request or reply takes
+an idle lane for its duration and gives it back; past `SYNC_THREADS` lanes busy, requests share them
+(their calls then take turns in that lane's thread, as each request's calls already do).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from asgiref.sync import ThreadSensitiveContext
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+
+
+class Lane:
+    """One worker thread (made at its first call) and how many requests use it now."""
+
+    def __init__(self, number: int) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lane-{number}")
+        self.users = 0
+
+
+_lanes: list[Lane] = []
+_idle: list[Lane] = []
+_turns = itertools.count()
+
+
+def _take() -> Lane:
+    if _idle:
+        lane = _idle.pop()
+    elif len(_lanes) < settings.SYNC_THREADS:
+        lane = Lane(len(_lanes))
+        _lanes.append(lane)
+    else:
+        lane = _lanes[next(_turns) % len(_lanes)]
+    lane.users += 1
+    return lane
+
+
+def _give_back(lane: Lane) -> None:
+    lane.users -= 1
+    if lane.users == 0:
+        _idle.append(lane)
+
+
+@asynccontextmanager
+async def lane() -> AsyncIterator[None]:
+    """Within: this task's thread-sensitive sync calls run in one lane (tasks it starts must end within)."""
+    taken = _take()
+    try:
+        async with ThreadSensitiveContext(executor=taken.executor):
+            yield
+    finally:
+        _give_back(taken)
+
+
+class LaneASGIHandler(ASGIHandler):
+    """Django's ASGI handler, each request in a lane instead of a thread made for it."""
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        async with lane():
+            await self.handle(scope, receive, send)
