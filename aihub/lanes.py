@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
+from django.db import close_old_connections
 
 
 class Lane:
@@ -54,12 +55,18 @@ def _give_back(lane: Lane) -> None:
 
 
 @asynccontextmanager
-async def lane() -> AsyncIterator[None]:
-    """Within: this task's thread-sensitive sync calls run in one lane (tasks it starts must end within)."""
+async def lane(*, release_connection: bool = True) -> AsyncIterator[None]:
+    """Within: this task's thread-sensitive sync calls run in one lane (tasks it starts must end within).
+    At the end the lane's database connection goes back to the pool (a request's: Django's request_finished
+    does it), or lanes that ran an async ORM call would keep the pool's connections from other threads."""
     taken = _take()
     try:
         async with ThreadSensitiveContext(executor=taken.executor):
-            yield
+            try:
+                yield
+            finally:
+                if release_connection:
+                    await sync_to_async(close_old_connections)()
     finally:
         _give_back(taken)
 
@@ -70,5 +77,5 @@ class LaneASGIHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        async with lane():
+        async with lane(release_connection=False):
             await self.handle(scope, receive, send)

@@ -264,8 +264,9 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 # Worker threads for requests' and replies' sync code (aihub/lanes.py), kept for the process's life; past this
-# many busy, requests share them. As many as the database pool's connections: more would wait for one.
-SYNC_THREADS = env.int("SYNC_THREADS", default=20)
+# many busy, requests share them. Fewer than the database pool's connections (20): threads outside the lanes
+# (the sockets' session lookup, upkeep) need some too.
+SYNC_THREADS = env.int("SYNC_THREADS", default=16)
 # `manage.py serve` (the image's server): at SIGTERM, how long open requests may take to finish.
 DRAIN_SECONDS = env.float("DRAIN_SECONDS", default=600)
 # How many more tokens another model's tokenizer may count than tiktoken (cl100k), which stands in for

@@ -9,6 +9,7 @@ import threading
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 
 from aihub import lanes
 
@@ -79,3 +80,13 @@ async def test_requests_through_the_asgi_app_make_no_thread_each(monkeypatch):
     # The lane's thread, and the loop's executor's (upkeep starts with the first request); with Django's own
     # handler, one more per request (81 here).
     assert len(started) <= 3, started
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="Django never closes SQLite's in-memory test database")
+async def test_a_lane_gives_its_database_connection_back_as_it_ends(django_user_model):
+    async with lanes.lane():
+        await django_user_model.objects.afirst()  # the async ORM: a thread-sensitive call in the lane's thread
+        assert await sync_to_async(lambda: connection.connection is not None)()
+    async with lanes.lane():  # the same lane, idle again
+        assert await sync_to_async(lambda: connection.connection)() is None
