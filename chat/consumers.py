@@ -11,6 +11,7 @@ import asyncio
 import html
 import logging
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
@@ -47,6 +48,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
     """The socket of one conversation, or (at /ws/chat/new/) of the one its first message creates."""
 
     conversation: Conversation | None = None
+
+    async def dispatch(self, message):
+        # Channels gives the process's shared thread's database connection back before every event, a thread
+        # hop each: 50 per reply for its pieces of text alone. These events only send to the socket, and the
+        # others run their database calls in a lane, which gives its connection back itself (aihub.lanes).
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self):
         async with lanes.lane():  # this socket's database calls in a thread not shared by every socket's

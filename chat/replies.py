@@ -37,6 +37,9 @@ STOP_EVENTS = {"reply.stop", "session.logout"}
 # Why a reply ended when the process writing it did (found by a page's socket, or by the sweeper: chat.upkeep).
 INTERRUPTED = "interrupted: the server stopped"
 
+# How long a piece of a reply's text may wait for the next to go to the sockets with it (Pieces).
+PIECES_SECONDS = 0.05
+
 # The replies this process writes, by reply id (tests wait for them; nothing else should need to).
 running: dict[int, asyncio.Task] = {}
 
@@ -100,14 +103,11 @@ async def _generate(
     generation: Generation, conversation_id: int, reply: Message, search_query: str | None = None
 ) -> LimitExceeded | None:
     """Stream the reply to the conversation's sockets. Returns the plan's refusal, if that is how it ended."""
-    written = 0  # the reply's text so far is checkpointed by the generation (conversations.generation_for)
+    pieces = Pieces(conversation_id, reply.pk)  # the text so far is checkpointed by the generation
 
     async def on_delta(delta: str | ToolCallDelta) -> None:
-        nonlocal written
         assert isinstance(delta, str)  # the chat offers no tools: its replies are text
-        event = {"type": "reply.delta", "reply_id": reply.pk, "offset": written, "text": delta}
-        written += len(delta)
-        await broadcast(conversation_id, event)
+        await pieces.add(delta)
 
     try:
         if search_query:
@@ -124,7 +124,46 @@ async def _generate(
     except Exception:
         logger.exception("reply %s failed", reply.pk)
         await conversations.fail_reply(reply, "something went wrong on our side")
+    finally:
+        await pieces.flush()  # before the end fragment
     return None
+
+
+class Pieces:
+    """A reply's text on its way to the sockets as reply.delta events: the first piece at once, then what
+    arrives within PIECES_SECONDS of each other in one event (a model sends a piece every 10-30 ms; each
+    event is a group send and a frame on every socket, the socket path's largest cost per reply)."""
+
+    def __init__(self, conversation_id: int, reply_id: int):
+        self.conversation_id, self.reply_id = conversation_id, reply_id
+        self.waiting: list[str] = []
+        self.offset = 0  # of the first waiting piece in the reply
+        self.sending = asyncio.Lock()  # events leave in order
+        self.timer: asyncio.Task | None = None
+
+    async def add(self, text: str) -> None:
+        self.waiting.append(text)
+        if self.offset == 0 and len(self.waiting) == 1:
+            await self.flush()  # the first piece: the time to first token waits for nothing
+        elif self.timer is None:
+            self.timer = asyncio.create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(PIECES_SECONDS)
+        self.timer = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        text, self.waiting = "".join(self.waiting), []
+        if not text:
+            return
+        event = {"type": "reply.delta", "reply_id": self.reply_id, "offset": self.offset, "text": text}
+        self.offset += len(text)
+        async with self.sending:
+            await broadcast(self.conversation_id, event)
 
 
 async def _listen(control: str, generating: asyncio.Task, generation: Generation, reply: Message) -> None:
