@@ -5,12 +5,14 @@ stopped, then the process exits."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -123,3 +125,31 @@ def test_sigterm_closes_chat_sockets_with_service_restart_and_meters_their_repli
     assert usage.request_id == reply.usage_id and usage.status == UsageRecord.Status.STOPPED
     assert usage.completion_tokens == count_text_tokens(reply.content) > 0
     assert not Reservation.objects.exists()
+
+
+def test_an_idle_server_wakes_about_once_a_second(upstream):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=settings.BASE_DIR,
+        env=app_env(upstream.url),
+        stdout=subprocess.DEVNULL,
+    )
+
+    def event_loop_wakeups() -> int:  # the main thread's voluntary context switches
+        status = Path(f"/proc/{server.pid}/task/{server.pid}/status").read_text()
+        return int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
+
+    try:
+        wait_until_healthy(url, server)
+        time.sleep(1)
+        before = event_loop_wakeups()
+        time.sleep(4)
+        assert event_loop_wakeups() - before < 20  # uvicorn's own tick: 40 in 4 s
+        server.send_signal(signal.SIGTERM)
+        assert stops_listening(url, seconds=1)  # the stop signal wakes it at once
+        assert server.wait(timeout=10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
