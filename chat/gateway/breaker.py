@@ -56,6 +56,7 @@ class Passage:
     allowed: list[AIModel]
     skipped: list[AIModel]
     probes: frozenset[str]  # slugs
+    failing: frozenset[str] = frozenset()  # the scopes with failures as the request was admitted (record)
 
 
 def admit(candidates: list[AIModel]) -> Passage:
@@ -64,7 +65,8 @@ def admit(candidates: list[AIModel]) -> Passage:
         return Passage([], [], frozenset())
     scopes = {model.slug: (provider_scope(model.provider), model_scope(model)) for model in candidates}
     wanted = {_keys(scope)[1] for pair in scopes.values() for scope in pair}
-    open_until = cache.get_many(list(wanted))
+    open_until = cache.get_many([*wanted, INDEX_KEY])
+    failing = frozenset(open_until.pop(INDEX_KEY, None) or ())
     now = time.time()
     allowed, skipped, probes = [], [], set()
     for model in candidates:
@@ -82,11 +84,12 @@ def admit(candidates: list[AIModel]) -> Passage:
         if half_open:
             probes.add(model.slug)
         allowed.append(model)
-    return Passage(allowed, skipped, frozenset(probes))
+    return Passage(allowed, skipped, frozenset(probes), failing)
 
 
-def record(attempts: Iterable[Any], models: dict[str, AIModel]) -> None:
-    """After a request: each attempt's outcome moves its breakers (successes close them)."""
+def record(attempts: Iterable[Any], models: dict[str, AIModel], failing: frozenset[str] | None = None) -> None:
+    """After a request: each attempt's outcome moves its breakers (successes close them). `failing`: the
+    breakers with failures as the request was admitted (Passage.failing), read then; None: read now."""
     closing = []
     for attempt in attempts:
         model = models.get(attempt.model_slug)
@@ -100,13 +103,15 @@ def record(attempts: Iterable[Any], models: dict[str, AIModel]) -> None:
             else:
                 _failed(model_scope(model), (model.provider, model.slug))
     if closing:
-        # Every request that succeeds: one round trip (the index) whatever the number of scopes, and the
-        # breakers' keys deleted only where one has failures (a failing breaker is indexed before it counts).
-        index = cache.get(INDEX_KEY) or {}
-        failing = [scope for scope in closing if scope in index]
-        if failing:
-            cache.delete_many([key for scope in failing for key in _keys(scope)])
-            _unindex(failing)
+        # The breakers' keys deleted only where one has failures (a failing breaker is indexed before it counts):
+        # a success costs no round trip with the index read at admission, one without. A breaker that began
+        # failing during this request is closed by the next success.
+        if failing is None:
+            failing = frozenset(cache.get(INDEX_KEY) or ())
+        closed = [scope for scope in closing if scope in failing]
+        if closed:
+            cache.delete_many([key for scope in closed for key in _keys(scope)])
+            _unindex(closed)
 
 
 # The breakers that have failures, {scope: (provider, model slug)}: what /ops/ and /metrics list

@@ -92,6 +92,7 @@ class Generation:
         self.usage_record: UsageRecord | None = None
         self.admission: limits.Admission | None = None
         self.tried_models: dict[str, AIModel] = {}
+        self.failing_breakers: frozenset[str] | None = None  # as read at admission (breaker.Passage)
         self.started = time.monotonic()
 
     @property
@@ -186,6 +187,7 @@ class Generation:
         self.trail.probes = passage.probes
         self.trail.clients = clients_for(passage.allowed)
         self.tried_models = {model.slug: model for model in passage.allowed}
+        self.failing_breakers = passage.failing
         admission = limits.admit(
             user=self.user,
             api_key=self.api_key,
@@ -302,7 +304,7 @@ class Generation:
         close_old_connections()  # a long stream may have outlived the connection
         if not self.breaker_recorded:  # once, however often the ledger write is tried
             self.breaker_recorded = True
-            breaker.record(self.trail.attempts, self.tried_models)
+            breaker.record(self.trail.attempts, self.tried_models, self.failing_breakers)
         # Usage first, committed on its own: whatever then happens to the caller's rows (a reply deleted
         # with its conversation, replaced by a regeneration), the request is metered and its reservation freed.
         record = metering.record_usage(
