@@ -14,7 +14,7 @@ from billing.subscriptions import current_subscription, start_subscription
 pytestmark = pytest.mark.django_db
 
 
-def record(user, model_slug: str, prompt: int, completion: int, cost: str, **fields) -> UsageRecord:
+def record(user, model_slug: str, prompt: int, completion: int, cost: str, created_at=None) -> UsageRecord:
     row = UsageRecord.objects.create(
         user=user,
         model_slug=model_slug,
@@ -23,9 +23,11 @@ def record(user, model_slug: str, prompt: int, completion: int, cost: str, **fie
         cost=Decimal(cost),
         latency_ms=100,
         status=UsageRecord.Status.COMPLETE,
-        **fields,
     )
-    rollups.add(row)  # written here, not by metering: its rollup too
+    if created_at is not None:  # the field is set on create: moved after
+        UsageRecord.objects.filter(pk=row.pk).update(created_at=created_at)
+        row.refresh_from_db()
+    rollups.add(row)  # written here, not by metering: its rollup too, at the row's time
     return row
 
 
@@ -34,10 +36,8 @@ def usage(user, other_user):
     record(user, "openai/gpt-4o-mini", 1000, 500, "0.00045")
     record(user, "openai/gpt-4o-mini", 2000, 250, "0.00045")
     record(user, "local/smollm2-135m-instruct", 300, 40, "0")
-    old = record(user, "openai/gpt-4o-mini", 99_000, 99_000, "9")  # last period: not counted
-    UsageRecord.objects.filter(pk=old.pk).update(
-        created_at=current_subscription(user).current_period_start - timedelta(days=1)
-    )
+    last_period = current_subscription(user).current_period_start - timedelta(days=1)
+    record(user, "openai/gpt-4o-mini", 99_000, 99_000, "9", created_at=last_period)  # not counted
     record(other_user, "openai/gpt-4o-mini", 77_000, 77_000, "7")  # someone else's
 
 
