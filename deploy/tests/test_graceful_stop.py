@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
@@ -16,11 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from accounts.api_keys import issue_key
-from aihub.testing import app_env, free_port, session_cookie_header, wait_until_healthy
+from aihub.testing import app_env, session_cookie_header, start_server, wait_until_healthy
 from billing.metering import count_text_tokens
 from billing.models import Plan, Reservation, UsageRecord
 from billing.subscriptions import start_subscription
@@ -52,14 +49,7 @@ def test_sigterm_lets_an_open_stream_finish_and_refuses_new_connections(upstream
     )
     start_subscription(user, Plan.objects.get(slug="enterprise"))
     _, key = issue_key(user, "drain")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port), "--drain", "30"],
-        cwd=settings.BASE_DIR,
-        env=app_env(upstream.url),
-        stdout=subprocess.DEVNULL,
-    )
+    server, url = start_server(app_env(upstream.url), drain=30)
     try:
         wait_until_healthy(url, server)
         chunks: list[str] = []
@@ -97,14 +87,7 @@ def test_sigterm_lets_an_open_stream_finish_and_refuses_new_connections(upstream
 
 def test_sigterm_closes_chat_sockets_with_service_restart_and_meters_their_replies(upstream, free_user):
     AIModel.objects.create(slug="test/slow", provider=Provider.OPENAI_COMPAT, upstream_id="slow", name="Slow (free)")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port), "--drain", "30"],
-        cwd=settings.BASE_DIR,
-        env=app_env(upstream.url),
-        stdout=subprocess.DEVNULL,
-    )
+    server, url = start_server(app_env(upstream.url), drain=30)
     try:
         wait_until_healthy(url, server)
         chat = ChatSocket(url, "/ws/chat/new/", session_cookie_header(free_user).decode())
@@ -128,14 +111,7 @@ def test_sigterm_closes_chat_sockets_with_service_restart_and_meters_their_repli
 
 
 def test_an_idle_server_wakes_about_once_a_second(upstream):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=settings.BASE_DIR,
-        env=app_env(upstream.url),
-        stdout=subprocess.DEVNULL,
-    )
+    server, url = start_server(app_env(upstream.url))
 
     def event_loop_wakeups() -> int:  # the main thread's voluntary context switches
         status = Path(f"/proc/{server.pid}/task/{server.pid}/status").read_text()
