@@ -2,8 +2,8 @@
 Channels' `database_sync_to_async`), kept for the process's life instead of made per request.
 
 Django's ASGI handler gives every request a thread of its own (a `ThreadSensitiveContext`: a new
-executor and thread, shut down and joined as the request ends: about 8% of a non-streamed API request's
-CPU), and code outside a request (chat sockets, reply writers) gets none: all of a process's socket
+executor and thread, shut down and joined as the request ends: a tenth of a non-streamed API request's
+CPU in a py-spy profile), and code outside a request (chat sockets, reply writers) gets none: all of a process's socket
 database calls then queue on one thread, in turn. A lane keeps what the thread-sensitive rule is for (a
 request's sync calls run one at a time, in one thread) with threads made once: a request or reply takes
 an idle lane for its duration and gives it back; past `SYNC_THREADS` lanes busy, requests share them

@@ -131,8 +131,8 @@ async def _generate(
 
 class Pieces:
     """A reply's text on its way to the sockets as reply.delta events: the first piece at once, then what
-    arrives within PIECES_SECONDS of each other in one event (a model sends a piece every 10-30 ms; each
-    event is a group send and a frame on every socket, the socket path's largest cost per reply)."""
+    arrives within PIECES_SECONDS of the first one waiting in one event (a model sends a piece every 10-30 ms;
+    each event is a group send and a frame on every socket)."""
 
     def __init__(self, conversation_id: int, reply_id: int):
         self.conversation_id, self.reply_id = conversation_id, reply_id
