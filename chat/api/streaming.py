@@ -37,7 +37,9 @@ class GenerationStream:
 
     async def _run(self) -> None:
         try:
-            async with lanes.lane():  # its database calls in a thread of their own, not the process's shared one
+            # Its database calls in a thread of their own, not the process's shared one; each is a
+            # database_sync_to_async call, which gives its connection back itself.
+            async with lanes.lane(release_connection=False):
                 await self.generation.stream(self._queue.put)
         finally:
             self._queue.put_nowait(_END)

@@ -87,9 +87,9 @@ def admit(candidates: list[AIModel]) -> Passage:
     return Passage(allowed, skipped, frozenset(probes), failing)
 
 
-def record(attempts: Iterable[Any], models: dict[str, AIModel], failing: frozenset[str] | None = None) -> None:
+def record(attempts: Iterable[Any], models: dict[str, AIModel], failing: frozenset[str]) -> None:
     """After a request: each attempt's outcome moves its breakers (successes close them). `failing`: the
-    breakers with failures as the request was admitted (Passage.failing), read then; None: read now."""
+    breakers with failures as the request was admitted (Passage.failing)."""
     closing = []
     for attempt in attempts:
         model = models.get(attempt.model_slug)
@@ -103,11 +103,9 @@ def record(attempts: Iterable[Any], models: dict[str, AIModel], failing: frozens
             else:
                 _failed(model_scope(model), (model.provider, model.slug))
     if closing:
-        # The breakers' keys deleted only where one has failures (a failing breaker is indexed before it counts):
-        # a success costs no round trip with the index read at admission, one without. A breaker that began
-        # failing during this request is closed by the next success.
-        if failing is None:
-            failing = frozenset(cache.get(INDEX_KEY) or ())
+        # The breakers' keys deleted only where one had failures at admission (a failing breaker is indexed
+        # before it counts): no round trip for a success. One that began failing during this request is closed
+        # by the next success.
         closed = [scope for scope in closing if scope in failing]
         if closed:
             cache.delete_many([key for scope in closed for key in _keys(scope)])

@@ -92,7 +92,7 @@ class Generation:
         self.usage_record: UsageRecord | None = None
         self.admission: limits.Admission | None = None
         self.tried_models: dict[str, AIModel] = {}
-        self.failing_breakers: frozenset[str] | None = None  # as read at admission (breaker.Passage)
+        self.failing_breakers: frozenset[str] = frozenset()  # as read at admission (breaker.Passage)
         self.started = time.monotonic()
 
     @property
