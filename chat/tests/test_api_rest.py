@@ -9,6 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import httpx
+import jsonschema
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
@@ -137,6 +138,30 @@ async def test_it_shows_renames_and_deletes_an_own_session(api_client, user):
     deleted = await api_client.request("DELETE", f"/api/v1/sessions/{conversation.pk}")
     assert deleted.status_code == 204
     assert not await Conversation.objects.filter(pk=conversation.pk).aexists()
+
+
+TITLES = ["New", "  New  ", "", "   ", "a\x00b", "\x00", "x" * 200, "x" * 201]
+
+
+async def test_a_session_title_is_refused_exactly_when_the_schema_refuses_it(api_client, user):
+    """Both title fields (new session, rename) against their documented constraints: Schemathesis found
+    a NUL title the schema allowed and the server refused."""
+    schema = (await api_client.get("/api/openapi.json")).json()
+    created = schema["components"]["schemas"]["NewSession"]["properties"]["title"]
+    renamed = schema["paths"]["/api/v1/sessions/{id}"]["patch"]["requestBody"]["content"]["application/json"]
+    conversation = await Conversation.objects.acreate(user=user, title="Old")
+    for field, send in (
+        (created, lambda title: api_client.post("/api/v1/sessions", {"title": title})),
+        (
+            renamed["schema"]["properties"]["title"],
+            lambda title: api_client.request("PATCH", f"/api/v1/sessions/{conversation.pk}", {"title": title}),
+        ),
+    ):
+        valid = jsonschema.Draft4Validator({k: v for k, v in field.items() if k != "nullable"})
+        for title in TITLES:
+            response = await send(title)
+            assert (response.status_code < 300) == valid.is_valid(title), (title, response.status_code)
+            assert response.status_code in (200, 201, 400), response.status_code
 
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
