@@ -129,5 +129,6 @@ def _settle(pk: int, before: datetime, reason: str) -> uuid.UUID | None:
         ttft_ms=None,
         latency_ms=max(0, round(((held.heartbeat_at or held.created_at) - held.created_at).total_seconds() * 1000)),
         admission=Held(held.pk, held.cost),
+        purpose=held.purpose,
     )
     return held.request_id

@@ -106,6 +106,7 @@ class _Request(NamedTuple):
     params: dict[str, Any]
     fit: Fit | None
     request_id: uuid.UUID | None = None
+    purpose: str = UsageRecord.Purpose.REQUEST
 
 
 def _upgrade_hint() -> str:
@@ -274,11 +275,13 @@ def admit(
     params: dict[str, Any],
     fit: Fit | None = None,
     request_id: uuid.UUID | None = None,
+    purpose: str = UsageRecord.Purpose.REQUEST,
 ) -> Admission:
     """Refuse the request (LimitExceeded) or reserve its worst case. Sync: call through `admit_async`.
     With `fit`, the messages are fitted to the context first and the admission says what is sent.
-    The reservation carries `request_id` (the usage row it becomes) and this process as its owner."""
-    request = _Request(messages, params, fit, request_id)
+    The reservation carries `request_id` and `purpose` (the usage row it becomes) and this process as its
+    owner."""
+    request = _Request(messages, params, fit, request_id, purpose)
     seen = _locked_before.get(_caller(user, api_key))
     admission = None
     if seen is None:
@@ -312,7 +315,7 @@ def estimate(
 def _worst_case(plan: Plan, model: AIModel | None, candidates: list[AIModel], request: _Request) -> Admission:
     """The plan's model policy and max_tokens cap applied (and the context fitted), and the request's
     most tokens and cost."""
-    messages, params, fit, _ = request
+    messages, params, fit = request.messages, request.params, request.fit
     candidates = allowed_candidates(plan, model, candidates)
     dropped = 0
     if fit is None:
@@ -447,7 +450,9 @@ def _admit_under_lock(
     used = _used_this_period(subscription, user, api_key, budget)
     _refuse_over_limits(subscription, api_key, budget, reserved, used, tokens, cost)
     _take_rate(plan, user, api_key, tokens)
-    admission.reservation_id = hold(admission, user=user, api_key=api_key, request_id=request.request_id, now=now)
+    admission.reservation_id = hold(
+        admission, user=user, api_key=api_key, request_id=request.request_id, purpose=request.purpose, now=now
+    )
     return admission
 
 
@@ -560,7 +565,9 @@ def _admit_in_one_trip(
     api_key_id = api_key.pk if api_key is not None else None
     figures_params = [api_key_id, now, now, now, now, api_key_id, user.pk, *user_params, *key_params]
     insert_sql, insert_params = (
-        _hold_sql(guessed, user=user, api_key=api_key, request=request, now=now) if guessed else ("SELECT NULL", [])
+        _hold_sql(guessed, user=user, api_key=api_key, request_id=request.request_id, purpose=request.purpose, now=now)
+        if guessed
+        else ("SELECT NULL", [])
     )
     # Not waiting for the commit's WAL flush: a reservation lost in a database crash is harmless. The crash
     # ends every request in flight anyway (their usage rows are kept by metering's retries and outbox); a
@@ -617,7 +624,9 @@ def _admit_in_one_trip(
     )
     _take_rate(plan, user, api_key, admission.reserved_tokens)
     if reservation_id is None:
-        reservation_id = hold(admission, user=user, api_key=api_key, request_id=request.request_id, now=now)
+        reservation_id = hold(
+            admission, user=user, api_key=api_key, request_id=request.request_id, purpose=request.purpose, now=now
+        )
     elif admission is not guessed:
         Reservation.objects.filter(pk=reservation_id).update(
             tokens=admission.reserved_tokens, cost=admission.reserved_cost, prompt_tokens=admission.prompt_tokens
@@ -719,41 +728,46 @@ def _subscription_columns() -> tuple[models.Field[Any, Any], ...]:
 
 
 def _hold_sql(
-    admission: Admission, *, user: User, api_key: ApiKey | None, request: _Request, now: datetime
+    admission: Admission,
+    *,
+    user: User,
+    api_key: ApiKey | None,
+    request_id: uuid.UUID | None,
+    purpose: str = UsageRecord.Purpose.REQUEST,
+    now: datetime,
 ) -> tuple[str, list[Any]]:
     """`hold`'s INSERT (returning the id) as SQL, for `_admit_in_one_trip` to send with the rest."""
     return insert_returning_id(
-        _reservation(admission, user=user, api_key=api_key, request_id=request.request_id, now=now)
+        Reservation(
+            user=user,
+            api_key=api_key,
+            tokens=admission.reserved_tokens,
+            cost=admission.reserved_cost,
+            expires_at=now + RESERVATION_TTL,
+            request_id=request_id,
+            purpose=purpose,
+            owner=inflight.owner(),
+            heartbeat_at=now,
+            prompt_tokens=admission.prompt_tokens,
+        )
     )
 
 
 def hold(
-    admission: Admission, *, user: User, api_key: ApiKey | None, request_id: uuid.UUID | None, now: datetime
+    admission: Admission,
+    *,
+    user: User,
+    api_key: ApiKey | None,
+    request_id: uuid.UUID | None,
+    purpose: str = UsageRecord.Purpose.REQUEST,
+    now: datetime,
 ) -> int:
     """The admission's reservation row, owned by this process (billing.inflight): its id."""
-    sql, params = insert_returning_id(
-        _reservation(admission, user=user, api_key=api_key, request_id=request_id, now=now)
-    )
+    sql, params = _hold_sql(admission, user=user, api_key=api_key, request_id=request_id, purpose=purpose, now=now)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         (reservation_id,) = cursor.fetchone()
     return int(reservation_id)
-
-
-def _reservation(
-    admission: Admission, *, user: User, api_key: ApiKey | None, request_id: uuid.UUID | None, now: datetime
-) -> Reservation:
-    return Reservation(
-        user=user,
-        api_key=api_key,
-        tokens=admission.reserved_tokens,
-        cost=admission.reserved_cost,
-        expires_at=now + RESERVATION_TTL,
-        request_id=request_id,
-        owner=inflight.owner(),
-        heartbeat_at=now,
-        prompt_tokens=admission.prompt_tokens,
-    )
 
 
 def release(admission: Admission) -> None:

@@ -406,6 +406,9 @@ class Reservation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     request_id = models.UUIDField(null=True, blank=True, unique=True, help_text="The usage row it becomes.")
+    purpose = models.CharField(
+        max_length=10, choices=UsageRecord.Purpose.choices, default=UsageRecord.Purpose.REQUEST, help_text="Its row's."
+    )
     owner = models.CharField(max_length=200, blank=True, help_text="The process serving it: host:pid:start id.")
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of its process.")
     # The request's last checkpoint: what the sweeper meters if its process dies.

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 REASON = "interrupted: the server stopped"
 
 
-def admitted(person, model, request_id: uuid.UUID) -> limits.Admission:
+def admitted(person, model, request_id: uuid.UUID, purpose=UsageRecord.Purpose.REQUEST) -> limits.Admission:
     return limits.admit(
         user=person,
         model=model,
@@ -28,6 +28,7 @@ def admitted(person, model, request_id: uuid.UUID) -> limits.Admission:
         messages=[{"role": "user", "content": "Say hello"}],
         params={},
         request_id=request_id,
+        purpose=purpose,
     )
 
 
@@ -60,6 +61,14 @@ def test_a_silent_reservation_is_settled_from_its_checkpoint_and_released(limite
     assert [(a.outcome, a.error) for a in usage.attempts.all()] == [("interrupted", REASON)]
     assert not Reservation.objects.exists()
     admitted(person, model, uuid.uuid4())  # one stream at a time: free again
+
+
+def test_a_side_call_settled_by_the_sweeper_keeps_its_purpose(limited):
+    person, model = limited
+    admission = admitted(person, model, uuid.uuid4(), purpose=UsageRecord.Purpose.TITLE)
+    checkpointed_and_silent(admission, model, delivered=3)
+    inflight.settle_abandoned(REASON)
+    assert UsageRecord.objects.get().purpose == UsageRecord.Purpose.TITLE
 
 
 def test_a_live_process_keeps_its_requests(limited):

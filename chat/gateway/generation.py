@@ -197,6 +197,7 @@ class Generation:
             params=self.params,
             fit=context_window.fit,
             request_id=self.request_id,
+            purpose=self.purpose,
         )
         if self.streaming and admission.reservation_id is None:  # `_hold`, in this hop
             admission.reservation_id = self._held(admission)
@@ -211,7 +212,12 @@ class Generation:
 
     def _held(self, admission: limits.Admission) -> int:
         return limits.hold(
-            admission, user=self.user, api_key=self.api_key, request_id=self.request_id, now=timezone.now()
+            admission,
+            user=self.user,
+            api_key=self.api_key,
+            request_id=self.request_id,
+            purpose=self.purpose,
+            now=timezone.now(),
         )
 
     def _checkpoint(self) -> None:
