@@ -52,7 +52,9 @@ class FakeSearch:
             def do_GET(self):
                 url = urlparse(self.path)
                 params = {k: v[0] for k, v in parse_qs(url.query).items()}
-                fake.requests.append({"path": url.path, "params": params, "headers": dict(self.headers)})
+                fake.requests.append(
+                    {"path": url.path, "params": params, "headers": self.headers}
+                )  # case-insensitive, as HTTP
                 query = params.get("q", "")
                 if query == "fail":
                     send_json(self, 500, {"error": "engine broke"})

@@ -260,7 +260,9 @@ class FakeUpstream:
                 model = gemini.group(1) if gemini else body.get("model", "")
                 stream = gemini.group(2) == "streamGenerateContent" if gemini else bool(body.get("stream"))
                 with upstream._lock:
-                    upstream.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                    upstream.requests.append(
+                        {"path": self.path, "body": body, "headers": self.headers}
+                    )  # case-insensitive, as HTTP
                     upstream.served[model] = served = upstream.served.get(model, 0) + 1
                 if re.match(r"flaky-\d+$", model) and served <= int(model.split("-")[1]):
                     send_json(self, 503, {"error": {"message": f"fake failure {served}"}})

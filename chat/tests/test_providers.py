@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+
 import pytest
 
 from chat.gateway.providers.base import ProviderError, StreamEnd, Usage
@@ -179,6 +183,49 @@ async def test_its_completion_reports_a_refused_connection(refused_url):
         await refused.complete(MESSAGES, "fake-model", {})
 
     assert caught.value.outcome == "connect_error"
+
+
+@pytest.fixture
+def misbehaving_url():
+    """`misbehaving_url(answer)`: a base URL on 127.0.0.1 whose server reads a request, sends `answer` (raw
+    bytes, maybe none) and closes the connection."""
+    listeners = []
+
+    def start(answer: bytes) -> str:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listeners.append(listener)
+
+        def serve():
+            with contextlib.suppress(OSError):
+                while True:
+                    connection, _ = listener.accept()
+                    with connection:
+                        connection.recv(65536)
+                        connection.sendall(answer)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    yield start
+    for listener in listeners:
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "answer", [b"", b"this is not HTTP\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{"]
+)
+@pytest.mark.parametrize("streamed", [True, False])
+async def test_a_connection_closed_without_a_whole_answer_is_a_lost_connection(misbehaving_url, answer, streamed):
+    provider = OpenAICompatProvider("openai_compat", f"{misbehaving_url(answer)}/v1", "key")
+
+    if streamed:
+        _, error = await deltas_before_error(provider, "fake-model")
+    else:
+        with pytest.raises(ProviderError) as caught:
+            await provider.complete(MESSAGES, "fake-model", {})
+        error = caught.value
+
+    assert (error.outcome, error.retryable) == ("connection_lost", True)
 
 
 async def test_it_reports_a_connection_cut_after_the_deltas_it_delivered(compat):
