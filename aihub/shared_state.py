@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache as once_per_process
 
 import redis
@@ -51,8 +54,31 @@ def _in_redis() -> bool:
     return isinstance(caches["default"], RedisCache)
 
 
+# Versions read ahead for the request in hand (`read_ahead`), in its context: its task, the tasks it starts and
+# the sync calls it makes (they run in a copy of it, which shares this dict). Each serves one read.
+_read_ahead: ContextVar[dict[str, int] | None] = ContextVar("shared_state_read_ahead", default=None)
+
+
+@contextmanager
+def reading_ahead() -> Iterator[None]:
+    """A request's span: within, `read_ahead` keeps what it reads for the reads that follow; after, nothing read
+    ahead is left (asgiref's async_to_sync hands context changes back to its caller's thread)."""
+    token = _read_ahead.set({})
+    try:
+        yield
+    finally:
+        _read_ahead.reset(token)
+
+
+def _taken(name: str) -> int | None:
+    ahead = _read_ahead.get()
+    return ahead.pop(name, None) if ahead else None
+
+
 def version(name: str) -> int:
-    """The version `name` (0 until first bumped). Sync: one Redis round trip."""
+    """The version `name` (0 until first bumped). Sync: one Redis round trip, none if read ahead."""
+    if (ahead := _taken(name)) is not None:
+        return ahead
     if not _in_redis():
         return int(cache.get(name, 0))
     return _number(client().get(cache.make_and_validate_key(name)))
@@ -60,10 +86,26 @@ def version(name: str) -> int:
 
 async def aversion(name: str) -> int:
     """`version` from async code: an async client, no worker thread."""
+    if (ahead := _taken(name)) is not None:
+        return ahead
     if not _in_redis():
         return int(cache.get(name, 0))  # in-process memory: nothing to wait for
+    return _number(await _async_client().get(cache.make_and_validate_key(name)))
+
+
+async def read_ahead(*names: str) -> None:
+    """Read these versions in one round trip for the request in hand (within `reading_ahead`; outside of
+    one, nothing): its next read of each (`version` in its sync calls too) takes the value read here."""
+    ahead = _read_ahead.get()
+    if ahead is None or not _in_redis():
+        return
+    values = await _async_client().mget([cache.make_and_validate_key(name) for name in names])
+    ahead.update(zip(names, map(_number, values), strict=True))
+
+
+def _async_client() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
         client = _async_clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL)
-    return _number(await client.get(cache.make_and_validate_key(name)))
+    return client

@@ -7,6 +7,8 @@ import functools
 from django.contrib.auth.decorators import login_not_required
 from django.views.decorators.csrf import csrf_exempt
 
+from aihub import shared_state
+
 from .errors import ApiError
 
 
@@ -26,7 +28,8 @@ def api_view(*methods: str):
                         f"Method {request.method} is not allowed here; use {', '.join(methods)}.",
                         "method_not_allowed",
                     )
-                return await view(request, *args, **kwargs)
+                with shared_state.reading_ahead():
+                    return await view(request, *args, **kwargs)
             except ApiError as exc:
                 response = exc.response()
                 if exc.status == 405:

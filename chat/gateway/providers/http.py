@@ -61,7 +61,11 @@ def _session() -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS)
     # HTTP(S)_PROXY and NO_PROXY apply as they do for httpx's own transport; aiohttp reads them (and ~/.netrc)
     # on every request when told to, so only when a proxy is set.
-    return aiohttp.ClientSession(connector=connector, trust_env=bool(urllib.request.getproxies()))
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=bool(urllib.request.getproxies()),
+        cookie_jar=aiohttp.DummyCookieJar(),  # httpx's client keeps the cookies, as it did on its own transport
+    )
 
 
 class UpstreamTransport(AiohttpTransport):
