@@ -10,12 +10,11 @@ UsageRecord's queryset (totals, grouped, by_model, by_day, ...): whole days from
 of a day a range starts or ends inside of from the usage rows of that part (or the day's rollup less the
 rows of the other part, whichever part is shorter). Totals over a range that started inside a day some
 minutes ago (a plan period: admission's quota read) take that day's rollup less its rows before the start,
-whose sums can no longer change and are cached: one query over the rollups, whatever the caller's history.
+whose sums can no longer change and are kept by each process: one query over the rollups, whatever the caller's history.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -23,9 +22,10 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
+
+from aihub import shared_state
 
 from .models import FIGURES, FiguresQuerySet, Groupings, UsageDaily, UsageRecord
 
@@ -82,7 +82,7 @@ def _sums_select(where: str) -> str:
 def rebuild() -> None:
     """Every rollup computed afresh from the usage rows (the backfill; bulk loads). Takes the usage table's
     lock for its duration on PostgreSQL, so no settlement lands between the delete and the sums."""
-    cache.set(_GENERATION, uuid.uuid4().hex, timeout=None)
+    shared_state.bump(GENERATION_KEY)
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("LOCK TABLE billing_usagerecord IN SHARE MODE")
@@ -138,8 +138,11 @@ def _midnight(day: date) -> datetime:
 # Rows are written with created_at = now: after this long (transactions are short), none is still to
 # commit with an earlier time, so sums of rows before then can be cached.
 SETTLED_AFTER = timedelta(minutes=5)
-_GENERATION = "rollups:generation"  # changed by rebuild(): rows were rewritten, cached sums are void
-CACHED_FOR = 40 * 24 * 3600  # a period's start is read for about a month
+# A shared version (aihub.shared_state) that rebuild() moves on: rows were rewritten, kept sums are void.
+GENERATION_KEY = "rollups:version"  # not "rollups:generation": that held a pickled string before 2026-12-03
+# Sums that can no longer change, kept by this process under their part's cache key: (generation, sums).
+_kept_sums: dict[str, tuple[int, dict[str, Any]]] = {}
+KEPT_SUMS_MAX = 10_000  # a period's start per limited caller: cleared when full
 
 
 @dataclass
@@ -152,7 +155,7 @@ class Part:
     sign: int
     start: date | datetime | None = None
     end: date | datetime | None = None
-    cache_key: str | None = None  # the rows' sums can no longer change: cached under this key
+    cache_key: str | None = None  # the rows' sums can no longer change: kept under this key (_kept_sums)
 
     @cached_property
     def rows(self) -> FiguresQuerySet:
@@ -163,13 +166,14 @@ class Part:
     def totals(self, names: tuple[str, ...]) -> dict:
         if self.cache_key is None:
             return self.rows.totals(*names)
-        found = cache.get_many([self.cache_key, _GENERATION])
-        generation = found.get(_GENERATION, "")
-        if self.cache_key in found and found[self.cache_key][0] == generation:
-            return {name: found[self.cache_key][1][name] for name in names}
-        totals = self.rows.totals()
-        cache.set(self.cache_key, (generation, totals), timeout=CACHED_FOR)
-        return {name: totals[name] for name in names}
+        # Read before the sums: a rebuild racing them leaves them tagged with the version it made void.
+        generation = shared_state.version(GENERATION_KEY)
+        kept = _kept_sums.get(self.cache_key)
+        if kept is None or kept[0] != generation:
+            if len(_kept_sums) >= KEPT_SUMS_MAX:
+                _kept_sums.clear()
+            kept = _kept_sums[self.cache_key] = (generation, self.rows.totals())
+        return {name: kept[1][name] for name in names}
 
 
 @dataclass

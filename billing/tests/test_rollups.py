@@ -14,8 +14,10 @@ import httpx
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.core.cache import cache
 from django.core.management import call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from accounts.api_keys import issue_key
 from aihub.testing import logged_in_client
@@ -157,6 +159,20 @@ def test_a_cached_sum_of_rows_is_void_once_the_rows_are_rewritten(history):
     UsageRecord.objects.filter(user=person, created_at__lt=since).update(created_at=since)  # moved into the range
     rollups.rebuild()
     assert ledger.totals() == UsageRecord.objects.filter(user=person).between(since).totals()
+
+
+def test_a_sum_that_can_no_longer_change_is_read_once_per_process(history):
+    person, _, start = history
+    head = next(
+        p
+        for p in rollups.usage(user=person).between(start + timedelta(hours=20)).parts(cached_head=True)
+        if p.cache_key
+    )
+    first = head.totals(("tokens", "cost"))
+    cache.delete(head.cache_key)  # kept by the process, not in the shared cache (no round trip to it)
+    with CaptureQueriesContext(connection) as queries:
+        assert head.totals(("tokens", "cost")) == first
+    assert len(queries) == 0
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from accounts import api_keys
 from accounts.api_keys import KeyRefused, authenticate
 from accounts.models import ApiKey, User
 from aihub import shared_state
+from billing import rollups
 from chat.catalogue import lookup as catalogue
 from chat.catalogue.lookup import UnknownModel
 
@@ -65,8 +66,9 @@ async def authenticate_request(request, *, allow_session: bool = False, spends: 
         token = _bearer_token(request)
         if token is None:
             raise ApiError(401, "The Authorization header must be 'Bearer <API key>'.", "invalid_api_key")
-        # The key's version now, the catalogue's at admission (chat.catalogue.lookup.current): one round trip.
-        await shared_state.read_ahead(api_keys.VERSION_CACHE_KEY, catalogue.VERSION_CACHE_KEY)
+        # The key's version now; at admission the catalogue's (chat.catalogue.lookup.current) and the usage
+        # sums' (billing.rollups, on plans with a quota): one round trip.
+        await shared_state.read_ahead(api_keys.VERSION_CACHE_KEY, catalogue.VERSION_CACHE_KEY, rollups.GENERATION_KEY)
         try:
             api_key = await authenticate(token)
         except KeyRefused as exc:
