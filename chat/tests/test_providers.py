@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
 
+import httpx
 import pytest
 
+from chat.gateway.providers import http
 from chat.gateway.providers.base import ProviderError, StreamEnd, Usage
 from chat.gateway.providers.gemini import GeminiProvider
 from chat.gateway.providers.openai_compat import OpenAICompatProvider
@@ -226,6 +229,18 @@ async def test_a_connection_closed_without_a_whole_answer_is_a_lost_connection(m
         error = caught.value
 
     assert (error.outcome, error.retryable) == ("connection_lost", True)
+
+
+def test_a_finished_loops_client_is_closed_and_let_go(upstream):
+    async def call() -> httpx.AsyncClient:
+        provider = OpenAICompatProvider("openai_compat", f"{upstream.url}/v1", "key")
+        await provider.complete(MESSAGES, "fake-model", {})
+        return http.get_client()
+
+    clients = [asyncio.run(call()) for _ in range(3)]
+
+    assert all(client.is_closed for client in clients)
+    assert len(http._clients) == 0
 
 
 async def test_it_reports_a_connection_cut_after_the_deltas_it_delivered(compat):

@@ -44,16 +44,20 @@ def get_client() -> httpx.AsyncClient:
             ),
             follow_redirects=False,
         )
-        kept = _clients[loop] = (client, loop.create_task(_closed_with_the_loop(client), name="upstream client"))
+        closing = loop.create_task(_closed_with_the_loop(loop, client), name="upstream client")
+        kept = _clients[loop] = (client, closing)
     return kept[0]
 
 
-async def _closed_with_the_loop(client: httpx.AsyncClient) -> None:
+async def _closed_with_the_loop(loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient) -> None:
     """Close the client's connections as its loop ends (the loop's end cancels its tasks, this one too):
-    aiohttp logs an error for a session left open."""
+    aiohttp logs an error for a session left open. Its entry goes too: the session refers to the loop, so
+    the weak key alone would never let a finished loop go."""
     try:
         await asyncio.Event().wait()
     finally:
+        if _clients.get(loop, (None,))[0] is client:
+            del _clients[loop]
         await client.aclose()
 
 
