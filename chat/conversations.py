@@ -60,11 +60,17 @@ def preferred_model(user) -> str:
 
 
 @transaction.atomic
-def start_conversation(user, text: str, model: AIModel | None):
-    """A conversation is stored with its first message, never empty. Returns (conversation, message, reply)."""
-    conversation = Conversation.objects.create(user=user, title=title_from(text), model=model)
-    user_message, reply, _ = add_user_message(conversation, text, model)
-    return conversation, user_message, reply
+def start_conversation(user, text: str, model: AIModel | None, system_prompt: str = ""):
+    """A conversation is stored with its first message, never empty: three inserts, as a new conversation
+    has no path to look up and no reply in progress. Returns (conversation, message, reply)."""
+    conversation = Conversation.objects.create(
+        user=user, title=title_from(text), model=model, system_prompt=system_prompt
+    )
+    # bulk_create: Message.save would look for the path's end to hang a message without parent on
+    (user_message,) = Message.objects.bulk_create(
+        [Message(conversation=conversation, role=Message.Role.USER, content=text)]
+    )
+    return conversation, user_message, _new_reply(conversation, model, user_message)
 
 
 class NotOnPath(Exception):
@@ -96,10 +102,11 @@ def add_user_message(conversation: Conversation, text: str, model: AIModel | Non
     With `edit_of` (a user message on the path) the message is a new version of that one: a new branch from
     the same parent, the old one kept off the path with its reply. Raises ReplyInProgress, NotOnPath."""
     _one_reply_at_a_time(conversation)
-    first = not conversation.messages.exists()
     edited = None if edit_of is None else _shown_message(conversation, edit_of, Message.Role.USER)
+    first = False
     if edited is None:
         parent = _path_end(conversation)
+        first = parent is None  # no message yet
     else:
         _leave_path_after(conversation, edited.parent_id)
         parent = edited.parent
@@ -197,6 +204,13 @@ def history_for(conversation: Conversation, reply: Message | None) -> list[dict]
     return attachments.with_attachments(history, [pk for pk, _, _ in found], reply.model if reply else None)
 
 
+def first_history(user_message: Message, files: Sequence[Attachment]) -> list[dict]:
+    """A new conversation's history (as history_for would read it): its first message with its files, known
+    without a query."""
+    entry = {"role": Message.Role.USER.value, "content": user_message.content}
+    return [attachments.with_files(entry, list(files), user_message.conversation.model)]
+
+
 def first_sent_id(reply: Message, generation: Generation) -> int | None:
     """The oldest message of the reply's history (as history_for reads it) that its request sent, when
     older ones were left out to fit the model's context (the page marks where they stop being sent)."""
@@ -238,13 +252,22 @@ def store_reply(reply: Message, generation: Generation, usage: UsageRecord | Non
 
 
 def generation_for(
-    reply: Message, *, user: User, model: AIModel | None, api_key: ApiKey | None = None, params: dict | None = None
+    reply: Message,
+    *,
+    user: User,
+    model: AIModel | None,
+    api_key: ApiKey | None = None,
+    params: dict | None = None,
+    history: list[dict] | None = None,
 ) -> Generation:
-    """The request that writes this reply: the conversation's history up to it, under the reply's request id."""
+    """The request that writes this reply: the conversation's history up to it (`history` when the caller
+    knows it), under the reply's request id."""
+    if history is None:
+        history = history_for(reply.conversation, reply)
     return Generation(
         user=user,
         model=model,
-        messages=instructions_for(reply.conversation) + history_for(reply.conversation, reply),
+        messages=instructions_for(reply.conversation) + history,
         params=params,
         api_key=api_key,
         request_id=reply.usage_id,
@@ -288,9 +311,11 @@ async def start_exchange(
     branch (conversations.add_user_message)."""
 
     def start() -> Exchange:
+        history = None
         if conversation is None:
-            started, user_message, reply = start_conversation(user, text, model)
+            started, user_message, reply = start_conversation(user, text, model, system_prompt or "")
             title_changed = True
+            history = first_history(user_message, files)
         else:
             started = conversation
             user_message, reply, title_changed = add_user_message(conversation, text, model, edit_of)
@@ -298,7 +323,7 @@ async def start_exchange(
         if system_prompt is not None and system_prompt != started.system_prompt:
             started.system_prompt = system_prompt
             Conversation.objects.filter(pk=started.pk).update(system_prompt=system_prompt)
-        generation = generation_for(reply, user=user, model=model, api_key=api_key, params=params)
+        generation = generation_for(reply, user=user, model=model, api_key=api_key, params=params, history=history)
         return Exchange(started, reply, generation, user_message, title_changed, branched=edit_of is not None)
 
     exchange = await database_sync_to_async(start)()

@@ -183,6 +183,45 @@ def test_the_history_carries_documents_as_text_and_images_as_parts(logged_in, us
     assert isinstance(entry["content"], str) and "not shown to this text-only model" in entry["content"]
 
 
+def test_a_new_conversation_is_started_in_three_inserts_with_the_history_history_for_reads(
+    logged_in, user, media, models
+):
+    from asgiref.sync import async_to_sync
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chat.conversations import history_for, start_exchange
+
+    model = models[1]  # takes images: the history holds both kinds of file
+    upload(logged_in, "notes.txt", b"The launch code is 0000.")
+    upload(logged_in, "cat.png", PNG, "fake/vision")
+    files = attachments.to_send(user, [a.pk for a in Attachment.objects.all()], model)
+
+    with CaptureQueriesContext(connection) as queries:
+        exchange = async_to_sync(start_exchange)(
+            user=user, conversation=None, text="What is in these?", model=model, files=files, system_prompt="Be brief."
+        )
+
+    statements = [q["sql"].split(" ", 3)[:3] for q in queries.captured_queries]
+    inserts = [words[2] for words in statements if words[0] == "INSERT"]
+    assert inserts == ['"chat_conversation"', '"chat_message"', '"chat_message"']
+    assert [words[0] for words in statements if words[0] not in ("INSERT", "SAVEPOINT", "RELEASE")] == [
+        "UPDATE",  # the files onto the message
+        "SELECT",  # the owner's custom instructions
+    ]
+    conversation = Conversation.objects.get()
+    assert (conversation.title, conversation.system_prompt, conversation.model) == (
+        "What is in these?",
+        "Be brief.",
+        model,
+    )
+    assert [m.parent_id for m in conversation.messages.order_by("id")] == [None, exchange.user_message.pk]
+    assert exchange.title_changed and not exchange.branched
+    assert exchange.generation.messages == [{"role": "system", "content": "Be brief."}] + history_for(
+        conversation, exchange.reply
+    )
+
+
 def test_a_live_share_link_serves_its_files_until_revoked(logged_in, user, media, models):
     from django.test import Client
 
