@@ -35,8 +35,10 @@ def quota_left(user) -> dict:
     """What the user's plan has left this period: tokens and credit (None: unlimited)."""
     subscription = current_subscription(user)
     plan = subscription.plan
-    used = usage(user=user).between(subscription.current_period_start).totals("tokens", "cost")
     tokens, credit = plan.monthly_token_quota, plan.monthly_credit_quota
+    used = {"tokens": 0, "cost": Decimal(0)}  # nothing to take it from: not read
+    if tokens is not None or credit is not None:
+        used = usage(user=user).between(subscription.current_period_start).totals("tokens", "cost")
     return {
         "plan": plan.name,
         "tokens": None if tokens is None else max(0, tokens - used["tokens"]),

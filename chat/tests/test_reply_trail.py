@@ -49,3 +49,18 @@ async def test_right_after_a_reply_its_footer_shows_the_quota_left(catalogue, us
 
     # The Pro plan: 25,000,000 tokens a month, 17 of them used by this reply.
     assert "Left on your Pro plan after this reply:\n    24,999,983 tokens" in "".join(frames)
+
+
+def test_a_plan_without_quotas_has_nothing_left_to_count_and_reads_no_usage(user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from billing.models import Plan
+    from billing.subscriptions import start_subscription
+    from chat.figures import quota_left
+
+    start_subscription(user, Plan.objects.get(slug="enterprise"))
+    with CaptureQueriesContext(connection) as queries:
+        left = quota_left(user)
+    assert (left["plan"], left["tokens"], left["credit"]) == ("Enterprise", None, None)
+    assert not [q["sql"] for q in queries.captured_queries if "billing_usage" in q["sql"]]
