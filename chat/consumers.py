@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+from collections.abc import Awaitable
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -254,12 +255,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(str(exc))
             return
         if exchange.branched:  # the path changed above the new message: the messages area shows the new one
-            start_html = await database_sync_to_async(self.render_path)(exchange)
-            await self.start_reply(exchange, start_html)
+            await self.start_reply(exchange, database_sync_to_async(self.render_path)(exchange))
             return
         if new_conversation:
             await self.follow(exchange.conversation)
-        # Only now may the page empty its composer: a refused message stays there to be sent again.
+        await self.start_reply(
+            exchange, self.acknowledge(exchange, draft, new_conversation), search_query=text if web_search else None
+        )
+
+    async def acknowledge(self, exchange: Exchange, draft: str, new_conversation: bool) -> str:
+        """Empty the page's composer (only now: a refused message stays there to be sent again); returns the
+        exchange's start, for every socket of the conversation."""
         own = render_to_string("chat/_composer_ack.html", {"draft": draft})
         if new_conversation:
             own += render_to_string("chat/_conversation_created.html", {"conversation": self.conversation})
@@ -271,8 +277,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "title_changed": exchange.title_changed,
         }
         # In a worker thread: the user's message lists its attachments (a query).
-        start_html = await database_sync_to_async(render_to_string)("chat/_exchange_start.html", context)
-        await self.start_reply(exchange, start_html, search_query=text if web_search else None)
+        return await database_sync_to_async(render_to_string)("chat/_exchange_start.html", context)
 
     async def regenerate(self, model_slug: str):
         if self.conversation is None:
@@ -303,14 +308,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         page = render_to_string("chat/_path_shown.html", message_page(exchange.conversation))
         return page + render_to_string("chat/_chat_status.html", {"busy": True})
 
-    async def start_reply(self, exchange: Exchange, start_html: str, search_query: str | None = None):
-        """Have the reply written detached (its writer already listening for Stop), then show its start on
-        every socket of the conversation."""
-        reply = exchange.reply
-        await replies.start(exchange, user=self.scope["user"], search_query=search_query)
-        await replies.broadcast(
-            exchange.conversation.pk, {"type": "reply.started", "reply_id": reply.pk, "html": start_html}
-        )
+    async def start_reply(
+        self, exchange: Exchange, start_html: str | Awaitable[str], search_query: str | None = None
+    ) -> None:
+        """Have the reply written detached (its writer already listening for Stop), and show its start on every
+        socket of the conversation. The writer starts first: its admission and upstream call overlap the
+        start's making (`start_html` awaited), and its text and end wait for the start to be shown."""
+        shown = asyncio.Event()
+        await replies.start(exchange, user=self.scope["user"], search_query=search_query, shown=shown)
+        try:
+            html = start_html if isinstance(start_html, str) else await start_html
+            await replies.broadcast(
+                exchange.conversation.pk, {"type": "reply.started", "reply_id": exchange.reply.pk, "html": html}
+            )
+        finally:
+            shown.set()  # whatever happened here: the reply is not held up for good
 
     async def send_error(self, text: str):
         await self.send(text_data=render_to_string("chat/_error.html", {"error": text}))

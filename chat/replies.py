@@ -61,31 +61,41 @@ async def stop(conversation_id: int) -> None:
     await get_channel_layer().group_send(control_group(conversation_id), {"type": "reply.stop"})
 
 
-async def start(exchange: Exchange, *, user, search_query: str | None = None) -> asyncio.Task:
+async def start(
+    exchange: Exchange, *, user, search_query: str | None = None, shown: asyncio.Event | None = None
+) -> asyncio.Task:
     """Write the exchange's reply in a task of its own, detached from the caller (a socket that may close);
     with a search query, the web is searched first and the results given to the model (web_sources.py).
-    The writer listens for Stop before this returns: a Stop sent as soon as the reply shows is not lost."""
+    The writer listens for Stop before this returns: a Stop sent as soon as the reply shows is not lost.
+    `shown`: set once the caller has shown the reply's start; its text and end are sent after that."""
     reply = exchange.reply
     layer = get_channel_layer()
     control = await layer.new_channel()
     groups = (control_group(exchange.conversation.pk), user_group(user.pk))
     for group in groups:
         await layer.group_add(group, control)
-    task = asyncio.create_task(_write(exchange, control, groups, search_query), name=f"reply-{reply.pk}")
+    if shown is None:
+        shown = asyncio.Event()
+        shown.set()
+    task = asyncio.create_task(_write(exchange, control, groups, search_query, shown), name=f"reply-{reply.pk}")
     running[reply.pk] = task
     task.add_done_callback(lambda _: running.pop(reply.pk, None))
     return task
 
 
-async def _write(exchange: Exchange, control: str, groups: tuple[str, ...], search_query: str | None) -> None:
+async def _write(
+    exchange: Exchange, control: str, groups: tuple[str, ...], search_query: str | None, shown: asyncio.Event
+) -> None:
     async with lanes.lane():  # the reply's database calls in a thread of their own, not behind other replies'
-        await _write_in_lane(exchange, control, groups, search_query)
+        await _write_in_lane(exchange, control, groups, search_query, shown)
 
 
-async def _write_in_lane(exchange: Exchange, control: str, groups: tuple[str, ...], search_query: str | None) -> None:
+async def _write_in_lane(
+    exchange: Exchange, control: str, groups: tuple[str, ...], search_query: str | None, shown: asyncio.Event
+) -> None:
     layer = get_channel_layer()
     conversation_id, reply, generation = exchange.conversation.pk, exchange.reply, exchange.generation
-    generating = asyncio.create_task(_generate(generation, conversation_id, reply, search_query))
+    generating = asyncio.create_task(_generate(generation, conversation_id, reply, search_query, shown))
     listening = asyncio.create_task(_listen(control, generating, generation, reply))
     limit = None
     try:
@@ -94,16 +104,17 @@ async def _write_in_lane(exchange: Exchange, control: str, groups: tuple[str, ..
         listening.cancel()
         for group in groups:
             await layer.group_discard(group, control)
+        await shown.wait()
         await announce_end(conversation_id, reply.pk, limit)
     if exchange.title_changed and titles.enabled():
         await write_title(exchange)  # the reply is over and shown: the title costs it no wait
 
 
 async def _generate(
-    generation: Generation, conversation_id: int, reply: Message, search_query: str | None = None
+    generation: Generation, conversation_id: int, reply: Message, search_query: str | None, shown: asyncio.Event
 ) -> LimitExceeded | None:
     """Stream the reply to the conversation's sockets. Returns the plan's refusal, if that is how it ended."""
-    pieces = Pieces(conversation_id, reply.pk)  # the text so far is checkpointed by the generation
+    pieces = Pieces(conversation_id, reply.pk, shown)  # the text so far is checkpointed by the generation
 
     async def on_delta(delta: str | ToolCallDelta) -> None:
         assert isinstance(delta, str)  # the chat offers no tools: its replies are text
@@ -132,10 +143,10 @@ async def _generate(
 class Pieces:
     """A reply's text on its way to the sockets as reply.delta events: the first piece at once, then what
     arrives within PIECES_SECONDS of the first one waiting in one event (a model sends a piece every 10-30 ms;
-    each event is a group send and a frame on every socket)."""
+    each event is a group send and a frame on every socket). None leaves before the reply's start is `shown`."""
 
-    def __init__(self, conversation_id: int, reply_id: int):
-        self.conversation_id, self.reply_id = conversation_id, reply_id
+    def __init__(self, conversation_id: int, reply_id: int, shown: asyncio.Event):
+        self.conversation_id, self.reply_id, self.shown = conversation_id, reply_id, shown
         self.waiting: list[str] = []
         self.offset = 0  # of the first waiting piece in the reply
         self.sending = asyncio.Lock()  # events leave in order
@@ -163,6 +174,7 @@ class Pieces:
         event = {"type": "reply.delta", "reply_id": self.reply_id, "offset": self.offset, "text": text}
         self.offset += len(text)
         async with self.sending:
+            await self.shown.wait()
             await broadcast(self.conversation_id, event)
 
 

@@ -183,6 +183,7 @@ def test_the_history_carries_documents_as_text_and_images_as_parts(logged_in, us
     assert isinstance(entry["content"], str) and "not shown to this text-only model" in entry["content"]
 
 
+@pytest.mark.django_db(transaction=True)  # start_exchange runs in a worker thread: a connection of its own
 def test_a_new_conversation_is_started_in_three_inserts_with_the_history_history_for_reads(
     logged_in, user, media, models
 ):
@@ -205,7 +206,9 @@ def test_a_new_conversation_is_started_in_three_inserts_with_the_history_history
     statements = [q["sql"].split(" ", 3)[:3] for q in queries.captured_queries]
     inserts = [words[2] for words in statements if words[0] == "INSERT"]
     assert inserts == ['"chat_conversation"', '"chat_message"', '"chat_message"']
-    assert [words[0] for words in statements if words[0] not in ("INSERT", "SAVEPOINT", "RELEASE")] == [
+    assert [
+        words[0] for words in statements if words[0] not in ("INSERT", "BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")
+    ] == [
         "UPDATE",  # the files onto the message
         "SELECT",  # the owner's custom instructions
     ]

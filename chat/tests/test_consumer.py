@@ -631,3 +631,34 @@ async def test_an_oversized_system_prompt_is_refused_visibly(chat_with, conversa
     await communicator.send_json_to({"action": "send", "message": "Hi", "model": "auto", "system_prompt": "x" * 8001})
     assert "That system prompt is too long (8001 characters; the limit is 8000)." in await communicator.receive_from()
     assert not await sync_to_async(Message.objects.filter(conversation=conversation).exists)()
+
+
+async def test_a_reply_is_asked_for_upstream_before_its_start_is_shown_and_its_text_waits_for_the_start(
+    conversation, user, upstream
+):
+    from channels.layers import get_channel_layer
+
+    from aihub import lanes
+    from chat import conversations
+
+    async with lanes.lane():  # as the socket does: the thread's connection given back after
+        model = await sync_to_async(fake_model)("steady")
+        exchange = await conversations.start_exchange(user=user, conversation=conversation, text="Hi", model=model)
+    layer = get_channel_layer()
+    watcher = await layer.new_channel()  # a socket of the conversation, as the page's
+    await layer.group_add(replies.conversation_group(conversation.pk), watcher)
+    shown = asyncio.Event()
+
+    writer = await replies.start(exchange, user=user, shown=shown)
+    received = asyncio.create_task(layer.receive(watcher))
+    assert await asyncio.to_thread(upstream.wait_for, lambda fake: fake.open_streams == 1)  # admitted and asked
+    await asyncio.sleep(0.5)  # words come every 0.2 s
+    assert not received.done()  # nothing reaches the sockets before the start does
+
+    shown.set()
+    first = await asyncio.wait_for(received, 5)
+    assert (first["type"], first["reply_id"], first["offset"]) == ("reply.delta", exchange.reply.pk, 0)
+    await asyncio.wait_for(writer, 10)
+    async with lanes.lane():
+        record = await UsageRecord.objects.aget(request_id=exchange.reply.usage_id)
+    assert record.status == UsageRecord.Status.COMPLETE
