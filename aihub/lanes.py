@@ -20,7 +20,8 @@ from contextlib import asynccontextmanager
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
-from django.db import close_old_connections
+from django.core.signals import request_started
+from django.db import close_old_connections, reset_queries
 
 
 class Lane:
@@ -71,8 +72,22 @@ async def lane(*, release_connection: bool = True) -> AsyncIterator[None]:
         _give_back(taken)
 
 
+def _no_thread_hop_at_request_start() -> None:
+    """Django's request_started receivers are sync (closing the thread's old database connections, emptying
+    DEBUG's query log): under ASGI they cost every request a thread hop before its view. A lane's connection
+    is given back as each use of the lane ends (request_finished, `lane`), so a request's start finds none to
+    close; DEBUG's query log is a bounded deque."""
+    request_started.disconnect(close_old_connections)
+    request_started.disconnect(reset_queries)
+
+
 class LaneASGIHandler(ASGIHandler):
-    """Django's ASGI handler, each request in a lane instead of a thread made for it."""
+    """Django's ASGI handler, each request in a lane instead of a thread made for it, with no thread hop at
+    its start (_no_thread_hop_at_request_start)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        _no_thread_hop_at_request_start()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -90,3 +90,24 @@ async def test_a_lane_gives_its_database_connection_back_as_it_ends(django_user_
         assert await sync_to_async(lambda: connection.connection is not None)()
     async with lanes.lane():  # the same lane, idle again
         assert await sync_to_async(lambda: connection.connection)() is None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_makes_no_thread_hop_before_its_view(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    hops = []
+    submit = ThreadPoolExecutor.submit
+    monkeypatch.setattr(
+        ThreadPoolExecutor, "submit", lambda pool, fn, *a, **k: hops.append(fn) or submit(pool, fn, *a, **k)
+    )
+    # Made as a server makes it at its start (Django's test client, used by other tests of this process, puts
+    # a request_started receiver back after each of its requests).
+    transport = httpx.ASGITransport(app=lanes.LaneASGIHandler())
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        await client.get("/healthz")  # the first: the middleware's set-up (static files found) as well
+        hops.clear()
+        assert (await client.get("/healthz")).status_code == 200
+    # The view (sync) and the response's close (request_finished gives the lane's connection back); Django's
+    # request_started receivers made a third.
+    assert len(hops) == 2
