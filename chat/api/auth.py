@@ -13,6 +13,7 @@ from aihub import shared_state
 from billing import rollups
 from chat.catalogue import lookup as catalogue
 from chat.catalogue.lookup import UnknownModel
+from chat.gateway import breaker
 
 from .errors import ApiError
 
@@ -66,9 +67,11 @@ async def authenticate_request(request, *, allow_session: bool = False, spends: 
         token = _bearer_token(request)
         if token is None:
             raise ApiError(401, "The Authorization header must be 'Bearer <API key>'.", "invalid_api_key")
-        # The key's version now; at admission the catalogue's (chat.catalogue.lookup.current) and the usage
-        # sums' (billing.rollups, on plans with a quota): one round trip.
-        await shared_state.read_ahead(api_keys.VERSION_CACHE_KEY, catalogue.VERSION_CACHE_KEY, rollups.GENERATION_KEY)
+        # The key's version now; at admission the catalogue's (chat.catalogue.lookup.current), the breakers'
+        # (chat.gateway.breaker) and the usage sums' (billing.rollups, on plans with a quota): one round trip.
+        await shared_state.read_ahead(
+            api_keys.VERSION_CACHE_KEY, catalogue.VERSION_CACHE_KEY, breaker.VERSION_KEY, rollups.GENERATION_KEY
+        )
         try:
             api_key = await authenticate(token)
         except KeyRefused as exc:

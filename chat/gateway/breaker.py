@@ -7,8 +7,11 @@ Connection errors and timeouts count against the whole provider; HTTP errors (42
 replies against the one model.
 
 The state lives in Django's cache: Redis when REDIS_URL is set, so every process sees the same
-breakers; each process's memory otherwise. The calls are synchronous: Generation makes them in the
-thread hops it already has (admission, settlement), never on the event loop.
+breakers; each process's memory otherwise. With Redis, a process keeps a copy of what it read, good while
+the breakers' shared version (VERSION_KEY, moved on by every change of a breaker's state) stays: while no
+breaker changes, admission reads none of them (the version comes with the API key's, in one round trip).
+The calls are synchronous: Generation makes them in the thread hops it already has (admission,
+settlement), never on the event loop.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from django.conf import settings
 from django.core.cache import cache
 from prometheus_client.core import GaugeMetricFamily
 
+from aihub import shared_state
 from chat.catalogue.models import AIModel
 from deploy import metrics
 
@@ -29,6 +33,13 @@ from deploy import metrics
 PROVIDER_WIDE = {"connect_error", "timeout"}
 PREFIX = "breaker:"
 SKIPPED = "breaker_open"
+# Moved on by every change of a breaker's state or of the index; outside PREFIX, so reset_all keeps counting.
+VERSION_KEY = "breakers:version"
+# What this process read of the breakers' keys ({key: value or None}): the version and the time it was read at.
+_known: tuple[int, float, dict[str, Any]] = (-1, 0.0, {})
+# A copy is read again after this long even if no breaker changed: the keys expire (a long-open breaker's
+# state goes back to closed without a change to announce).
+KNOWN_SECONDS = 60
 
 
 def provider_scope(provider: str) -> str:
@@ -65,7 +76,7 @@ def admit(candidates: list[AIModel]) -> Passage:
         return Passage([], [], frozenset())
     scopes = {model.slug: (provider_scope(model.provider), model_scope(model)) for model in candidates}
     wanted = {_keys(scope)[1] for pair in scopes.values() for scope in pair}
-    open_until = cache.get_many([*wanted, INDEX_KEY])
+    open_until = _read([*wanted, INDEX_KEY])
     failing = frozenset(open_until.pop(INDEX_KEY, None) or ())
     now = time.time()
     allowed, skipped, probes = [], [], set()
@@ -85,6 +96,27 @@ def admit(candidates: list[AIModel]) -> Passage:
             probes.add(model.slug)
         allowed.append(model)
     return Passage(allowed, skipped, frozenset(probes), failing)
+
+
+def _read(keys: list[str]) -> dict[str, Any]:
+    """These keys' values (the ones set), from this process's copy while the breakers' version stays (Redis
+    shared by every process); each key read at most once per version."""
+    global _known
+    if not shared_state.redis_configured():
+        return cache.get_many(keys)
+    version = shared_state.version(VERSION_KEY)  # before the keys: a change racing them voids what is read
+    known, now = _known, time.monotonic()
+    if known[0] != version or now - known[1] > KNOWN_SECONDS:
+        known = _known = (version, now, {})
+    values = known[2]  # written only with values read after its version was
+    if missing := [key for key in keys if key not in values]:
+        found = cache.get_many(missing)
+        values.update({key: found.get(key) for key in missing})
+    return {key: values[key] for key in keys if values[key] is not None}
+
+
+def _changed() -> None:
+    shared_state.bump(VERSION_KEY)
 
 
 def record(attempts: Iterable[Any], models: dict[str, AIModel], failing: frozenset[str]) -> None:
@@ -110,6 +142,7 @@ def record(attempts: Iterable[Any], models: dict[str, AIModel], failing: frozens
         if closed:
             cache.delete_many([key for scope in closed for key in _keys(scope)])
             _unindex(closed)
+            _changed()
 
 
 # The breakers that have failures, {scope: (provider, model slug)}: what /ops/ and /metrics list
@@ -117,10 +150,12 @@ def record(attempts: Iterable[Any], models: dict[str, AIModel], failing: frozens
 INDEX_KEY = f"{PREFIX}index"
 
 
-def _index(scope: str, entry: tuple[str, str]) -> None:
+def _index(scope: str, entry: tuple[str, str]) -> bool:
     index = cache.get(INDEX_KEY) or {}
-    if scope not in index:
-        cache.set(INDEX_KEY, {**index, scope: entry}, timeout=None)
+    if scope in index:
+        return False
+    cache.set(INDEX_KEY, {**index, scope: entry}, timeout=None)
+    return True
 
 
 def _unindex(scopes: list[str]) -> None:
@@ -130,7 +165,7 @@ def _unindex(scopes: list[str]) -> None:
 
 
 def _failed(scope: str, entry: tuple[str, str]) -> None:
-    _index(scope, entry)
+    changed = _index(scope, entry)
     failures_key, open_until_key, probe_key = _keys(scope)
     cooldown = settings.BREAKER_COOLDOWN
     cache.add(failures_key, 0, timeout=max(cooldown * 10, 600))
@@ -140,6 +175,9 @@ def _failed(scope: str, entry: tuple[str, str]) -> None:
         # Kept well past the cooldown: its expiry marks the end of half-open, not of the cooldown.
         cache.set(open_until_key, time.time() + cooldown, timeout=max(cooldown * 10, 600))
         cache.delete(probe_key)
+        changed = True
+    if changed:
+        _changed()
 
 
 def reset_all() -> None:
@@ -149,6 +187,7 @@ def reset_all() -> None:
         keys = list(client.scan_iter(match=cache.make_key(f"{PREFIX}*"), count=1000))
         if keys:
             client.delete(*keys)
+        _changed()
     else:
         cache.clear()  # this process's memory: the only place breakers live without Redis
 

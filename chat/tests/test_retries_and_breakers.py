@@ -208,6 +208,7 @@ def test_breakers_are_shared_by_every_process(two_processes, upstream, model_on,
         response = httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=10)
         assert response.status_code == 200, response.text
 
+    ask_on(b)  # b has read the breakers: closed
     upstream.outage = True
     ask_on(a)
     ask_on(a)  # the second consecutive failure: open, in Redis
@@ -233,6 +234,33 @@ def test_breakers_are_shared_by_every_process(two_processes, upstream, model_on,
     assert seen(upstream) == ["outage", "outage"]
     assert breaker_state(b, "test/outage") is None  # closed models are not listed
     assert breaker_state(a, "") == 0  # the provider as a whole: always listed, closed
+
+
+def test_while_no_breaker_changes_admission_reads_none_of_them(breakers, catalogue, monkeypatch):
+    from types import SimpleNamespace
+
+    from django.conf import settings
+    from django.core.cache.backends.redis import RedisCache
+
+    from chat.gateway import breaker
+
+    if not settings.REDIS_URL:
+        pytest.skip("without Redis each process reads its own memory: no copy kept")
+    breaker.reset_all()
+    models = [catalogue["fake-model"], catalogue["fail-500"]]
+    reads = []
+    get_many = RedisCache.get_many
+    monkeypatch.setattr(RedisCache, "get_many", lambda cache, keys, **kw: reads.append(keys) or get_many(cache, keys))
+
+    for _ in range(3):
+        assert breaker.admit(models).allowed == models
+    assert len(reads) == 1
+
+    failure = SimpleNamespace(model_slug="test/fail-500", outcome="http_500", retryable=True)
+    for _ in range(2):  # as another process would record them: the shared version moves on
+        breaker.record([failure], {"test/fail-500": catalogue["fail-500"]}, frozenset())
+    assert breaker.admit(models).skipped == [catalogue["fail-500"]]
+    assert len(reads) == 2
 
 
 async def test_the_ops_page_shows_an_open_breaker(breakers, upstream, catalogue, api_client, user):
