@@ -36,7 +36,7 @@ def quota_left(user) -> dict:
     subscription = current_subscription(user)
     plan = subscription.plan
     tokens, credit = plan.monthly_token_quota, plan.monthly_credit_quota
-    used = {"tokens": 0, "cost": Decimal(0)}  # nothing to take it from: not read
+    used: dict = {"tokens": 0, "cost": Decimal(0)}  # nothing to take it from: not read
     if tokens is not None or credit is not None:
         used = usage(user=user).between(subscription.current_period_start).totals("tokens", "cost")
     return {

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 
 import httpx
 import pytest
@@ -191,10 +192,10 @@ async def test_its_completion_reports_a_refused_connection(refused_url):
 @pytest.fixture
 def misbehaving_url():
     """`misbehaving_url(answer)`: a base URL on 127.0.0.1 whose server reads a request, sends `answer` (raw
-    bytes, maybe none) and closes the connection."""
+    bytes, maybe none) and closes the connection (with `close=False`: keeps it open, silent)."""
     listeners = []
 
-    def start(answer: bytes) -> str:
+    def start(answer: bytes, close: bool = True) -> str:
         listener = socket.create_server(("127.0.0.1", 0))
         listeners.append(listener)
 
@@ -205,6 +206,8 @@ def misbehaving_url():
                     with connection:
                         connection.recv(65536)
                         connection.sendall(answer)
+                        if not close:
+                            connection.recv(1)  # until the client gives up and closes it
 
         threading.Thread(target=serve, daemon=True).start()
         return f"http://127.0.0.1:{listener.getsockname()[1]}"
@@ -229,6 +232,48 @@ async def test_a_connection_closed_without_a_whole_answer_is_a_lost_connection(m
         error = caught.value
 
     assert (error.outcome, error.retryable) == ("connection_lost", True)
+
+
+async def test_an_upstream_silent_mid_stream_times_out(misbehaving_url, settings):
+    settings.UPSTREAM_READ_TIMEOUT = 0.3
+    event = b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    first_chunk = b"%x\r\n%s\r\n" % (len(event), event)
+    provider = OpenAICompatProvider("openai_compat", f"{misbehaving_url(head + first_chunk, close=False)}/v1", "key")
+    started = time.monotonic()
+
+    deltas, error = await deltas_before_error(provider, "fake-model")
+
+    assert deltas == ["Hi"] and (error.outcome, error.retryable) == ("timeout", True)
+    assert 0.3 <= time.monotonic() - started < 1.5
+
+
+async def test_a_caller_slow_to_take_the_next_piece_is_not_a_silent_upstream(compat, settings):
+    settings.UPSTREAM_READ_TIMEOUT = 0.3
+    deltas = []
+    async for item in compat.stream(MESSAGES, "fake-model", {}):
+        if not isinstance(item, StreamEnd):
+            deltas.append(item)
+            await asyncio.sleep(0.2)  # the whole reply waits in the buffer: 1.2 s of no reading
+
+    assert deltas == REPLY_WORDS
+
+
+async def test_a_streamed_body_arms_no_read_timer_per_packet(compat, monkeypatch):
+    loop = asyncio.get_running_loop()
+    armed = []
+    call_later = loop.call_later
+
+    def counting(delay, callback, *args, **kwargs):
+        armed.append(getattr(callback, "__name__", ""))
+        return call_later(delay, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_later", counting)
+    deltas, _ = await collect(compat, "fake-model")
+
+    assert deltas == REPLY_WORDS  # sent as packets of their own
+    # aiohttp's, armed at the request's start, until the response's headers: not once per packet since
+    assert armed.count("_on_read_timeout") <= 2
 
 
 def test_a_finished_loops_client_is_closed_and_let_go(upstream):

@@ -3,8 +3,11 @@
 Its transport is aiohttp's (httpx-aiohttp), not httpcore's: httpcore's pool polls the socket of every idle
 connection on each request and each response's close (`has_expired`), 15% of the gateway's CPU at 32 requests
 in flight, and reads streams through anyio; aiohttp's protocol hears of a closed connection from the event loop
-and parses in C. Same session, every-limit plan: b 3.96 -> 3.2, d 8.7 -> 6.2, e 8.2 -> 5.5 CPU-ms/req
-(BENCHMARKS.md). Callers still see httpx's requests, responses and errors.
+and parses in C. Callers still see httpx's requests, responses and errors.
+
+A response body's reads are timed by one wake-up per READ_TIMER_TICK of this loop (ReadTimer), not by aiohttp's
+timer per packet received (a call_later and a cancel each: a tenth of a slow stream's CPU at one stream at a
+time). Figures: BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import aiohttp
 import httpx
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream
 
 MAX_CONNECTIONS = 500
 KEEPALIVE_SECONDS = 30
+READ_TIMER_TICK = 0.1  # a silent upstream's body times out up to this much past the read timeout
 
 # Per loop: its client, and the task that closes it when the loop ends (held here: a pending task nobody
 # holds may be collected).
@@ -79,23 +84,97 @@ class UpstreamTransport(AiohttpTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         with _httpx_errors():
             response = await super().handle_async_request(request)
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Body(response.stream)
+        assert isinstance(response.stream, AiohttpResponseStream)
+        read_timeout = request.extensions.get("timeout", {}).get("read")
+        upstream = response.stream._aiohttp_response  # httpx-aiohttp 0.2's
+        protocol = upstream.connection.protocol if upstream.connection is not None else None
+        if read_timeout and protocol is not None:
+            # The headers are in: the body's reads are timed by the ReadTimer. aiohttp's timer still pending
+            # goes at the next packet, as it would have.
+            protocol.read_timeout = None
+        else:
+            read_timeout = None
+        response.stream = _Body(response.stream, upstream, read_timeout)
         return response
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, stream: httpx.AsyncByteStream):
-        self._stream = stream
+    """An upstream body: aiohttp's errors as httpx's, its reads timed out after `read_timeout` seconds with nothing
+    received (only while read: a caller slow to take the next chunk is no silent upstream)."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, upstream: aiohttp.ClientResponse, read_timeout: float | None):
+        self._stream, self.upstream, self.read_timeout = stream, upstream, read_timeout
+        self.waiting_since: float | None = None  # the loop's time when the read in progress began
+        self.timed_out = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _httpx_errors():
-            async for chunk in self._stream:
+        if self.read_timeout is None:
+            with _httpx_errors():
+                async for chunk in self._stream:
+                    yield chunk
+            return
+        loop = asyncio.get_running_loop()
+        chunks = aiter(self._stream)
+        timer = ReadTimer.of(loop)
+        timer.watch(self)
+        try:
+            while True:
+                self.waiting_since = loop.time()
+                try:
+                    with _httpx_errors():
+                        chunk = await anext(chunks)
+                except (StopAsyncIteration, httpx.TransportError) as exc:
+                    if self.timed_out:  # its connection closed by the timer: whatever the read made of that
+                        raise httpx.ReadTimeout(f"nothing received for {self.read_timeout} s") from exc
+                    if isinstance(exc, StopAsyncIteration):
+                        return
+                    raise
+                self.waiting_since = None
                 yield chunk
+        finally:
+            timer.forget(self)
 
     async def aclose(self) -> None:
         with _httpx_errors():
             await self._stream.aclose()
+
+
+class ReadTimer:
+    """The bodies being read on one event loop, and the task that closes the connection of one whose read has
+    waited past its timeout (running while there are bodies to watch)."""
+
+    _of_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadTimer] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:  # not holding its loop: the loop is its weak key
+        self.bodies: set[_Body] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> ReadTimer:
+        timer = cls._of_loop.get(loop)
+        if timer is None:
+            timer = cls._of_loop[loop] = cls()
+        return timer
+
+    def watch(self, body: _Body) -> None:
+        self.bodies.add(body)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="upstream read timer")
+
+    def forget(self, body: _Body) -> None:
+        self.bodies.discard(body)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.bodies:
+            await asyncio.sleep(READ_TIMER_TICK)
+            now = loop.time()
+            for body in list(self.bodies):
+                since = body.waiting_since
+                if since is not None and body.read_timeout is not None and now - since > body.read_timeout:
+                    body.timed_out = True
+                    self.bodies.discard(body)
+                    body.upstream.close()  # the read in progress fails now: the connection goes
 
 
 @contextmanager
