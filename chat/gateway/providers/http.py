@@ -5,7 +5,7 @@ connection on each request and each response's close (`has_expired`), 15% of the
 in flight, and reads streams through anyio; aiohttp's protocol hears of a closed connection from the event loop
 and parses in C. Callers still see httpx's requests, responses and errors.
 
-A response body's reads are timed by one wake-up per READ_TIMER_TICK of this loop (ReadTimer), not by aiohttp's
+A response body's reads are timed by one wake-up a tick of this loop (ReadTimer), not by aiohttp's
 timer per packet received (a call_later and a cancel each: a tenth of a slow stream's CPU at one stream at a
 time). Figures: BENCHMARKS.md.
 """
@@ -26,7 +26,8 @@ from httpx_aiohttp.transport import AiohttpResponseStream
 
 MAX_CONNECTIONS = 500
 KEEPALIVE_SECONDS = 30
-READ_TIMER_TICK = 0.1  # a silent upstream's body times out up to this much past the read timeout
+# A silent upstream's body times out up to a tenth of its read timeout late (between these bounds).
+READ_TIMER_TICKS = (0.05, 1.0)
 
 # Per loop: its client, and the task that closes it when the loop ends (held here: a pending task nobody
 # holds may be collected).
@@ -167,7 +168,8 @@ class ReadTimer:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while self.bodies:
-            await asyncio.sleep(READ_TIMER_TICK)
+            shortest = min(body.read_timeout or READ_TIMER_TICKS[1] for body in self.bodies)
+            await asyncio.sleep(min(max(shortest / 10, READ_TIMER_TICKS[0]), READ_TIMER_TICKS[1]))
             now = loop.time()
             for body in list(self.bodies):
                 since = body.waiting_since
