@@ -163,14 +163,18 @@ start_subscription(users.create_user('limits@aihub.local'), every_limit)
 }
 
 start_aihub() {  # port: one server process alone on core 1 -> GW_PID. BENCH_SERVER: serve (the default: the
-    # production server, `manage.py serve`: uvicorn on uvloop and httptools) or daphne (`make run`'s)
+    # production server, `manage.py serve`: uvicorn on uvloop and httptools), daphne (`make run`'s) or granian
+    # (measured beside them, not a dependency of the app: `.venv/bin/pip install granian` first)
     port_free "$1"
     case "${BENCH_SERVER:-serve}" in
         serve) (cd "$BENCH_ROOT" && exec taskset -c 1 .venv/bin/python manage.py serve --port "$1" \
             >"$BENCH_WORK/gateway.log" 2>&1) & ;;
         daphne) (cd "$BENCH_ROOT" && exec taskset -c 1 .venv/bin/daphne -b 127.0.0.1 -p "$1" \
             --access-log "$BENCH_WORK/access.log" aihub.asgi:application >"$BENCH_WORK/gateway.log" 2>&1) & ;;
-        *) echo "BENCH_SERVER: serve or daphne" >&2; return 2 ;;
+        granian) (cd "$BENCH_ROOT" && exec taskset -c 1 .venv/bin/granian --interface asgi --host 127.0.0.1 \
+            --port "$1" --workers 1 --runtime-mode st --loop uvloop --no-access-log aihub.asgi:application \
+            >"$BENCH_WORK/gateway.log" 2>&1) & ;;
+        *) echo "BENCH_SERVER: serve, daphne or granian" >&2; return 2 ;;
     esac
     GW_PID=$!
     BENCH_PIDS="$GW_PID $BENCH_PIDS"
