@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import threading
 import time
+import weakref
 
 import httpx
 import pytest
@@ -286,6 +288,18 @@ def test_a_finished_loops_client_is_closed_and_let_go(upstream):
 
     assert all(client.is_closed for client, _ in finished)
     assert not any(loop in http._clients for _, loop in finished)
+
+
+def test_a_finished_loop_is_let_go(upstream):
+    async def call() -> weakref.ref[asyncio.AbstractEventLoop]:
+        provider = OpenAICompatProvider("openai_compat", f"{upstream.url}/v1", "key")
+        assert (await collect(provider, "fake-model"))[0] == REPLY_WORDS  # a stream: read under the read timer
+        return weakref.ref(asyncio.get_running_loop())
+
+    finished = [asyncio.run(call()) for _ in range(3)]
+    gc.collect()
+
+    assert [loop() for loop in finished] == [None] * 3  # its client, its read timer: nothing keeps it
 
 
 async def test_it_reports_a_connection_cut_after_the_deltas_it_delivered(compat):

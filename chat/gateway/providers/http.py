@@ -167,16 +167,19 @@ class ReadTimer:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while self.bodies:
-            shortest = min(body.read_timeout or READ_TIMER_TICKS[1] for body in self.bodies)
-            await asyncio.sleep(min(max(shortest / 10, READ_TIMER_TICKS[0]), READ_TIMER_TICKS[1]))
-            now = loop.time()
-            for body in list(self.bodies):
-                since = body.waiting_since
-                if since is not None and body.read_timeout is not None and now - since > body.read_timeout:
-                    body.timed_out = True
-                    self.bodies.discard(body)
-                    body.upstream.close()  # the read in progress fails now: the connection goes
+        try:
+            while self.bodies:
+                shortest = min(body.read_timeout or READ_TIMER_TICKS[1] for body in self.bodies)
+                await asyncio.sleep(min(max(shortest / 10, READ_TIMER_TICKS[0]), READ_TIMER_TICKS[1]))
+                now = loop.time()
+                for body in list(self.bodies):
+                    since = body.waiting_since
+                    if since is not None and body.read_timeout is not None and now - since > body.read_timeout:
+                        body.timed_out = True
+                        self.bodies.discard(body)
+                        body.upstream.close()  # the read in progress fails now: the connection goes
+        finally:
+            self.task = None  # a task refers to its loop: kept, it would keep a finished loop from going
 
 
 @contextmanager
