@@ -61,9 +61,7 @@ async def stop(conversation_id: int) -> None:
     await get_channel_layer().group_send(control_group(conversation_id), {"type": "reply.stop"})
 
 
-async def start(
-    exchange: Exchange, *, user, search_query: str | None = None, shown: asyncio.Event | None = None
-) -> asyncio.Task:
+async def start(exchange: Exchange, *, user, shown: asyncio.Event, search_query: str | None = None) -> asyncio.Task:
     """Write the exchange's reply in a task of its own, detached from the caller (a socket that may close);
     with a search query, the web is searched first and the results given to the model (web_sources.py).
     The writer listens for Stop before this returns: a Stop sent as soon as the reply shows is not lost.
@@ -74,9 +72,6 @@ async def start(
     groups = (control_group(exchange.conversation.pk), user_group(user.pk))
     for group in groups:
         await layer.group_add(group, control)
-    if shown is None:
-        shown = asyncio.Event()
-        shown.set()
     task = asyncio.create_task(_write(exchange, control, groups, search_query, shown), name=f"reply-{reply.pk}")
     running[reply.pk] = task
     task.add_done_callback(lambda _: running.pop(reply.pk, None))
