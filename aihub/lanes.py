@@ -12,16 +12,24 @@ an idle lane for its duration and gives it back; past `SYNC_THREADS` lanes busy,
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_started
 from django.db import close_old_connections, reset_queries
+
+logger = logging.getLogger(__name__)
+
+# The jobs of the request being served that wait for its response to be sent (`after_response`).
+_after_response: ContextVar[list[Callable[[], Awaitable[None]]] | None] = ContextVar("after_response", default=None)
 
 
 class Lane:
@@ -81,9 +89,29 @@ def _no_thread_hop_at_request_start() -> None:
     request_started.disconnect(reset_queries)
 
 
+async def after_response(job: Callable[[], Awaitable[None]]) -> None:
+    """Run `job` once the request's response has been sent, whatever happened to it (LaneASGIHandler), so
+    that the caller does not wait for it; now where no such handler serves the request (Django's test
+    clients, code outside a request)."""
+    jobs = _after_response.get()
+    if jobs is None:
+        await job()
+    else:
+        jobs.append(job)
+
+
+async def _run_after_response(jobs: list[Callable[[], Awaitable[None]]]) -> None:
+    for job in jobs:
+        try:
+            await job()
+        except Exception:  # one job's failure does not cost the others
+            logger.exception("a job after the response failed")
+
+
 class LaneASGIHandler(ASGIHandler):
     """Django's ASGI handler, each request in a lane instead of a thread made for it, with no thread hop at
-    its start (_no_thread_hop_at_request_start)."""
+    its start (_no_thread_hop_at_request_start), and the request's `after_response` jobs run in its lane
+    once it is over."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,5 +120,14 @@ class LaneASGIHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        async with lane(release_connection=False):
-            await self.handle(scope, receive, send)
+        jobs: list[Callable[[], Awaitable[None]]] = []
+        serving = _after_response.set(jobs)  # seen by the tasks `handle` starts
+        try:
+            async with lane(release_connection=False):
+                try:
+                    await self.handle(scope, receive, send)
+                finally:
+                    if jobs:  # shielded: a server cancelling the call does not lose them
+                        await asyncio.shield(_run_after_response(jobs))
+        finally:
+            _after_response.reset(serving)

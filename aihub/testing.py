@@ -75,6 +75,16 @@ def _serve(arguments: list[str], env: dict[str, str], log: IO | int) -> tuple[su
     return process, f"http://127.0.0.1:{port}"
 
 
+def wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
+    """Whether `predicate()` came true within `seconds` (what a server does after its response, say)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def wait_until_healthy(
     url: str, process: subprocess.Popen | None = None, seconds: float = 30, path: str = "/healthz"
 ) -> None:

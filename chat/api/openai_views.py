@@ -36,12 +36,11 @@ logger = logging.getLogger(__name__)
 
 
 def _usage(generation: Generation) -> dict:
-    record = generation.usage_record
-    assert record is not None  # settled: the request is over
+    prompt_tokens, completion_tokens = generation.tokens
     return {
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-        "total_tokens": record.total_tokens,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
     }
 
 
@@ -214,6 +213,8 @@ async def chat_completions(request):
         messages=chat.messages,
         params=chat.params,
         api_key=caller.api_key,
+        # The caller has its answer before its usage row is written (a stream's row follows its [DONE] anyway).
+        settle_after_response=not chat.stream,
     )
     if chat.stream:
         return await _stream_response(generation, chat)

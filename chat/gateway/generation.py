@@ -21,6 +21,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from accounts.models import ApiKey, User
+from aihub import lanes
 from aihub.message_content import has_images
 from billing import inflight, limits, metering, outbox
 from billing.models import UsageRecord
@@ -62,6 +63,7 @@ class Generation:
         on_finish: Callable[[Generation, UsageRecord | None], None] | None = None,
         on_checkpoint: Callable[[str], None] | None = None,
         purpose: str = UsageRecord.Purpose.REQUEST,
+        settle_after_response: bool = False,
     ):
         """`resolve_model`, instead of `model`: finds the requested model in the catalogue it is given
         (or raises the caller's error), in the admission's worker thread, so that the lookup costs no
@@ -69,7 +71,9 @@ class Generation:
         thread when the request is over, after its usage row is committed (None when the
         plan refused the request). `on_checkpoint(text so far)`: sync, called with each checkpoint of a
         stream, in its worker thread (the chat saves its reply's text). `purpose`: what the usage row says
-        the request was for (a side call such as a conversation title says so)."""
+        the request was for (a side call such as a conversation title says so). `settle_after_response`: a
+        clean request's usage row is written once the response is sent (aihub.lanes.after_response), its
+        figures known before (`tokens`); its reservation, kept until then, meters it should the process die."""
         self.user = user
         self.requested_model = model
         self.resolve_model = resolve_model
@@ -89,6 +93,8 @@ class Generation:
         self.tool_calls = ToolCalls()  # only where the request offered tools
         self.status = UsageRecord.Status.FAILED
         self.error = ""
+        self.settle_after_response = settle_after_response
+        self.figures: dict[str, Any] | None = None  # what `settle` records, once it has started
         self.usage_record: UsageRecord | None = None
         self.admission: limits.Admission | None = None
         self.tried_models: dict[str, AIModel] = {}
@@ -248,8 +254,14 @@ class Generation:
         if self.on_checkpoint is not None:
             self.on_checkpoint(text)
 
+    @property
+    def tokens(self) -> tuple[int, int]:
+        """The settled request's prompt and completion tokens, as its usage row has them."""
+        assert self.figures is not None  # settled: the request is over
+        return self.figures["prompt_tokens"], self.figures["completion_tokens"]
+
     async def settle(self) -> None:
-        if self.usage_record is not None:
+        if self.figures is not None:
             return
         if self.checkpointing is not None:  # before the settlement, which makes it moot
             await self.checkpointing
@@ -262,7 +274,7 @@ class Generation:
                 self.messages, self.text + self.tool_calls.text(), end.usage if end else None, self.params.get("tools")
             )
         now = time.monotonic()
-        self.usage_record = await self._write_ledger(
+        self.figures = dict(
             model=model,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
@@ -270,6 +282,24 @@ class Generation:
             latency_ms=_ms(now - self.started),
             reported=end.usage if end else None,
         )
+        if self.settle_after_response and self._clean():
+            await lanes.after_response(self._write_settlement)
+        else:
+            await self._write_settlement()
+
+    def _clean(self) -> bool:
+        """Complete at the first try, with no breaker failing as it was admitted: its settlement moves no
+        breaker (breaker.record), so the next request's admission reads the same breakers whenever it lands."""
+        return (
+            self.status == UsageRecord.Status.COMPLETE
+            and not self.failing_breakers
+            and all(attempt.outcome == "ok" for attempt in self.trail.attempts)
+        )
+
+    async def _write_settlement(self) -> None:
+        assert self.figures is not None
+        logs.request_id.set(str(self.request_id))  # after the response: outside the request's context
+        self.usage_record = await self._write_ledger(**self.figures)
         metrics.generation_settled(self.usage_record, self.trail.attempts)
         record = self.usage_record
         log.info(

@@ -3,10 +3,17 @@ site's security headers and HTTPS redirect; every other path through the full mi
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 
-from billing.models import UsageRecord
+from accounts.api_keys import issue_key
+from aihub.asgi import application
+from billing.models import Plan, Reservation, UsageRecord
+from billing.subscriptions import start_subscription
 from chat.api import asgi
 from chat.api.asgi import ApiHandler
 from chat.tests.api_fixtures import catalogue, issued, served  # noqa: F401
@@ -74,3 +81,65 @@ def test_every_site_middleware_is_decided_on_for_v1(settings):
     settings.MIDDLEWARE = [*settings.MIDDLEWARE, "example.middleware.RequestIdMiddleware"]
     with pytest.raises(ImproperlyConfigured, match="RequestIdMiddleware"):
         asgi.api_middleware()
+
+
+async def test_a_completion_is_answered_before_its_usage_row_is_written_and_the_row_has_the_answers_usage(
+    catalogue, user
+):
+    """The caller does not wait for the ledger: the row is written once the body is sent, in the same
+    call (a server finishing or stopping waits for it), and the reservation meters it until then."""
+    await sync_to_async(start_subscription)(user, await Plan.objects.aget(slug="developer"))
+    key, raw_key = await sync_to_async(issue_key)(user, "test key")
+    body = json.dumps({"model": "test/fake-model", "messages": [{"role": "user", "content": "Hi"}]}).encode()
+    answered = asyncio.Event()
+    sent: list[dict] = []
+    ledger_when_answered: list[tuple[int, int]] = []
+
+    requests = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        if requests:
+            return requests.pop()
+        await answered.wait()  # as uvicorn: the request is over once its response is
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            usage_rows = await UsageRecord.objects.filter(api_key=key).acount()
+            ledger_when_answered.append((usage_rows, await Reservation.objects.filter(user=user).acount()))
+            answered.set()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {raw_key}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    await application(scope, receive, send)
+
+    assert sent[0]["status"] == 200
+    assert ledger_when_answered == [(0, 1)]  # answered with no usage row yet, under its reservation
+    row = await UsageRecord.objects.aget(api_key=key)
+    assert row.status == UsageRecord.Status.COMPLETE
+    assert await Reservation.objects.filter(user=user).acount() == 0
+    answer = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+    assert answer["usage"] == {
+        "prompt_tokens": row.prompt_tokens,
+        "completion_tokens": row.completion_tokens,
+        "total_tokens": row.total_tokens,
+    }
+    assert row.completion_tokens > 0

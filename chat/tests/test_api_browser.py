@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from aihub.testing import chromium_page, session_key_for
+from aihub.testing import chromium_page, session_key_for, wait_for
 from billing.models import UsageRecord
 from chat.models import Message
 from chat.tests.api_fixtures import catalogue, issued  # noqa: F401
@@ -60,6 +60,7 @@ def test_a_web_app_on_an_allowed_origin_calls_the_api_with_fetch(
     result = app_result(chromium_path, f"{other_origin}/page.html?{query}")
 
     assert result == f"answered 200: {REPLY}"
+    assert wait_for(lambda: UsageRecord.objects.filter(api_key=issued[0]).exists(), 5)  # it follows the response
     assert UsageRecord.objects.filter(api_key=issued[0]).count() == 1
 
 

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from django.db import connection
 
+from aihub.testing import wait_for
 from billing.models import UsageRecord
 from chat.tests.api_fixtures import catalogue, issued  # noqa: F401
 
@@ -33,4 +34,5 @@ def test_more_requests_in_flight_than_pooled_connections_all_complete(streamed, 
     with ThreadPoolExecutor(8) as pool:
         outcomes = list(pool.map(ask, range(8)))
     assert outcomes == [(200, True)] * 8
-    assert UsageRecord.objects.filter(user=issued[0].user, status=UsageRecord.Status.COMPLETE).count() == 8
+    complete = UsageRecord.objects.filter(user=issued[0].user, status=UsageRecord.Status.COMPLETE)
+    assert wait_for(lambda: complete.count() == 8, 5)  # a completion's row follows its response

@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 
 from accounts.api_keys import issue_key
-from aihub.testing import app_env, session_cookie_header, start_daphne, wait_until_healthy
+from aihub.testing import app_env, session_cookie_header, start_daphne, wait_for, wait_until_healthy
 from billing.metering import count_text_tokens
 from billing.models import Plan, Reservation, UsageRecord
 from billing.subscriptions import start_subscription
@@ -68,15 +68,6 @@ def kill_all(processes: list) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-def wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def slow_model(**fields) -> AIModel:

@@ -17,7 +17,7 @@ from django.test import AsyncClient
 
 from accounts.api_keys import issue_key
 from aihub.asgi import application
-from aihub.testing import session_cookie_header
+from aihub.testing import session_cookie_header, wait_for
 from billing import rollups
 from billing.limits import LimitExceeded
 from billing.models import Reservation, UsageRecord
@@ -66,8 +66,9 @@ def test_with_rpm_5_exactly_5_of_20_simultaneous_requests_pass_across_two_proces
     refused = [r for r in responses if r.status_code == 429]
     assert {r.json()["error"]["code"] for r in refused} == {"rate_limit_exceeded"}
     assert all(1 <= int(r.headers["Retry-After"]) <= 60 for r in refused)
+    # A completion's row follows its response, released with its reservation in one transaction.
+    assert wait_for(lambda: not Reservation.objects.exists(), 5)
     assert UsageRecord.objects.filter(user=person).count() == 5
-    assert not Reservation.objects.exists()
 
 
 @needs_postgresql
@@ -99,6 +100,7 @@ def test_a_key_budget_holds_for_20_simultaneous_requests_across_two_processes_an
     capped_answers, uncapped = async_to_sync(both)()
     assert sorted(r.status_code for r in capped_answers) == [200] * 4 + [429] * 16
     assert {r.json()["error"]["code"] for r in capped_answers if r.status_code == 429} == {"budget_exceeded"}
+    assert wait_for(lambda: not Reservation.objects.exists(), 5)  # every row written (they follow the responses)
     assert sum(UsageRecord.objects.filter(api_key=capped).values_list("cost", flat=True)) == Decimal("0.34")
     assert uncapped.status_code == 200
 
