@@ -111,3 +111,14 @@ async def test_a_request_makes_no_thread_hop_before_its_view(monkeypatch):
     # The view (sync) and the response's close (request_finished gives the lane's connection back); Django's
     # request_started receivers made a third.
     assert len(hops) == 2
+
+
+async def test_outside_a_served_request_a_job_after_the_response_runs_at_once():
+    # Django's test clients and code outside requests (chat sockets, upkeep) have no response to wait for.
+    ran = []
+
+    async def job() -> None:
+        ran.append("job")
+
+    await lanes.after_response(job)
+    assert ran == ["job"]
