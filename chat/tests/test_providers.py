@@ -194,10 +194,11 @@ async def test_its_completion_reports_a_refused_connection(refused_url):
 @pytest.fixture
 def misbehaving_url():
     """`misbehaving_url(answer)`: a base URL on 127.0.0.1 whose server reads a request, sends `answer` (raw
-    bytes, maybe none) and closes the connection (with `close=False`: keeps it open, silent)."""
+    bytes, maybe none), then each of `then` 50 ms apart, and closes the connection (with `close=False`: keeps
+    it open, silent)."""
     listeners = []
 
-    def start(answer: bytes, close: bool = True) -> str:
+    def start(answer: bytes, close: bool = True, then: list[bytes] = ()) -> str:
         listener = socket.create_server(("127.0.0.1", 0))
         listeners.append(listener)
 
@@ -208,6 +209,9 @@ def misbehaving_url():
                     with connection:
                         connection.recv(65536)
                         connection.sendall(answer)
+                        for piece in then:
+                            time.sleep(0.05)
+                            connection.sendall(piece)
                         if not close:
                             connection.recv(1)  # until the client gives up and closes it
 
@@ -234,6 +238,28 @@ async def test_a_connection_closed_without_a_whole_answer_is_a_lost_connection(m
         error = caught.value
 
     assert (error.outcome, error.retryable) == ("connection_lost", True)
+
+
+async def test_events_split_anywhere_between_the_chunks_received_are_read_whole(misbehaving_url):
+    # LF, CRLF and CR line ends; pieces cut mid-line, between a CR and its LF and inside a UTF-8 character; the
+    # last line unended. Each piece its own HTTP chunk, sent apart so that each is read on its own.
+    body = (
+        'data: {"choices": [{"delta": {"content": "Hé"}}]}\n\n'
+        'data: {"choices": [{"delta": {"content": "llo"}}]}\r\n\r\n'
+        ': a comment\r'
+        'data: {"choices": [{"delta": {"content": " wörld"}}]}\r\r'
+        "data: [DONE]"
+    ).encode()
+    cuts = [body.index("é".encode()) + 1, body.index(b"\r\n") + 1, body.index(b"w\xc3") + 2, len(body) - 3]
+    pieces = [body[start:end] for start, end in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked = [b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces] + [b"0\r\n\r\n"]
+    provider = OpenAICompatProvider("openai_compat", f"{misbehaving_url(head, then=chunked)}/v1", "key")
+
+    items = [item async for item in provider.stream(MESSAGES, "fake-model", {})]
+
+    assert [item for item in items if not isinstance(item, StreamEnd)] == ["Hé", "llo", " wörld"]
+    assert isinstance(items[-1], StreamEnd)
 
 
 async def test_an_upstream_silent_mid_stream_times_out(misbehaving_url, settings):

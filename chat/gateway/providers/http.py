@@ -121,15 +121,17 @@ class _Body(httpx.AsyncByteStream):
         try:
             while True:
                 self.waiting_since = loop.time()
-                try:
-                    with _httpx_errors():
-                        chunk = await anext(chunks)
-                except (StopAsyncIteration, httpx.TransportError) as exc:
+                try:  # not `with _httpx_errors()`: a context manager made per chunk cost more than the read
+                    chunk = await anext(chunks)
+                except (StopAsyncIteration, *_MAPPED) as exc:
                     if self.timed_out:  # its connection closed by the timer: whatever the read made of that
                         raise httpx.ReadTimeout(f"nothing received for {self.read_timeout} s") from exc
                     if isinstance(exc, StopAsyncIteration):
                         return
-                    raise
+                    mapped, cause = _as_httpx_error(exc)
+                    if mapped is exc:
+                        raise
+                    raise mapped from cause
                 self.waiting_since = None
                 yield chunk
         finally:
@@ -182,17 +184,31 @@ class ReadTimer:
             self.task = None  # a task refers to its loop: kept, it would keep a finished loop from going
 
 
+# What a request or read raises that is an httpx error or becomes one (_as_httpx_error).
+_MAPPED = (httpx.TransportError, aiohttp.ClientError, TimeoutError)
+
+
 @contextmanager
 def _httpx_errors() -> Iterator[None]:
     try:
         yield
-    except httpx.TransportError as exc:  # mapped by httpx-aiohttp: mapped again from what aiohttp raised
+    except _MAPPED as exc:
+        mapped, cause = _as_httpx_error(exc)
+        if mapped is exc:
+            raise
+        raise mapped from cause
+
+
+def _as_httpx_error(exc: BaseException) -> tuple[BaseException, BaseException]:
+    """One of _MAPPED as the httpx error it is, and what caused it: httpx-aiohttp's errors mapped again from
+    what aiohttp raised."""
+    if isinstance(exc, httpx.TransportError):
         cause = exc.__cause__
         if isinstance(cause, aiohttp.ClientError | TimeoutError):
-            raise _as_httpx(cause) from cause
-        raise
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise _as_httpx(exc) from exc
+            return _as_httpx(cause), cause
+        return exc, exc
+    assert isinstance(exc, aiohttp.ClientError | TimeoutError)
+    return _as_httpx(exc), exc
 
 
 def _as_httpx(exc: aiohttp.ClientError | TimeoutError) -> httpx.TransportError:
