@@ -246,7 +246,7 @@ async def test_events_split_anywhere_between_the_chunks_received_are_read_whole(
     body = (
         'data: {"choices": [{"delta": {"content": "Hé"}}]}\n\n'
         'data: {"choices": [{"delta": {"content": "llo"}}]}\r\n\r\n'
-        ': a comment\r'
+        ": a comment\r"
         'data: {"choices": [{"delta": {"content": " wörld"}}]}\r\r'
         "data: [DONE]"
     ).encode()
