@@ -17,6 +17,7 @@ import urllib.request
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import aiohttp
 import httpx
@@ -128,10 +129,7 @@ class _Body(httpx.AsyncByteStream):
                         raise httpx.ReadTimeout(f"nothing received for {self.read_timeout} s") from exc
                     if isinstance(exc, StopAsyncIteration):
                         return
-                    mapped, cause = _as_httpx_error(exc)
-                    if mapped is exc:
-                        raise
-                    raise mapped from cause
+                    _raise_as_httpx(exc)
                 self.waiting_since = None
                 yield chunk
         finally:
@@ -184,7 +182,7 @@ class ReadTimer:
             self.task = None  # a task refers to its loop: kept, it would keep a finished loop from going
 
 
-# What a request or read raises that is an httpx error or becomes one (_as_httpx_error).
+# What a request or read raises that is an httpx error or becomes one (_raise_as_httpx).
 _MAPPED = (httpx.TransportError, aiohttp.ClientError, TimeoutError)
 
 
@@ -193,22 +191,19 @@ def _httpx_errors() -> Iterator[None]:
     try:
         yield
     except _MAPPED as exc:
-        mapped, cause = _as_httpx_error(exc)
-        if mapped is exc:
-            raise
-        raise mapped from cause
+        _raise_as_httpx(exc)
 
 
-def _as_httpx_error(exc: BaseException) -> tuple[BaseException, BaseException]:
-    """One of _MAPPED as the httpx error it is, and what caused it: httpx-aiohttp's errors mapped again from
-    what aiohttp raised."""
+def _raise_as_httpx(exc: BaseException) -> NoReturn:
+    """Raise one of _MAPPED as the httpx error it is: httpx-aiohttp's errors mapped again from what aiohttp
+    raised."""
     if isinstance(exc, httpx.TransportError):
         cause = exc.__cause__
         if isinstance(cause, aiohttp.ClientError | TimeoutError):
-            return _as_httpx(cause), cause
-        return exc, exc
+            raise _as_httpx(cause) from cause
+        raise exc
     assert isinstance(exc, aiohttp.ClientError | TimeoutError)
-    return _as_httpx(exc), exc
+    raise _as_httpx(exc) from exc
 
 
 def _as_httpx(exc: aiohttp.ClientError | TimeoutError) -> httpx.TransportError:
